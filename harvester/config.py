@@ -1,0 +1,437 @@
+"""Configuration: a TOML file, then environment variables, then flags; later wins.
+
+Everything is validated here, at start-up, into frozen dataclasses; a bad or unknown key is a
+``ConfigError`` whose message names the key. Durations (keys ending in ``_s``) are divided by
+``speed`` and ``requests_per_minute`` is multiplied by it, so the rest of the program only ever sees
+effective values. The API token is held in a ``Secret`` that never prints itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import os
+import socket
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from harvester.errors import ConfigError
+
+DEFAULT_BASE_URL = "https://spideriq.di-atomic.com"
+
+
+class Secret:
+    """A string that shows as ``***`` in reprs, logs and tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    dsn: str = "postgresql://localhost/harvester"
+    pool_min: int = 1
+    pool_max: int = 10
+    connect_timeout_s: float = 10.0
+    statement_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    base_url: str = DEFAULT_BASE_URL
+    token: Secret = field(default_factory=lambda: Secret(""))
+    token_file: str = ""
+    allow_insecure: bool = False
+    verify_tls: bool = True
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    total_timeout_s: float = 60.0
+    user_agent: str = "harvester/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    requests_per_minute: float = 100.0
+    burst: int = 20
+    max_in_flight: int = 8
+    default_pause_s: float = 60.0
+    # Derived, not a key: the rolling window the per-minute cap applies to (60 s / speed).
+    window_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class PollingConfig:
+    discovery: str = "list"
+    first_poll_site_s: float = 20.0
+    first_poll_maps_s: float = 60.0
+    first_poll_other_s: float = 30.0
+    min_interval_s: float = 3.0
+    max_interval_s: float = 300.0
+    backoff_factor: float = 1.5
+    jitter: float = 0.2
+    not_found_retries: int = 5
+    not_found_grace_s: float = 300.0
+    give_up_after_s: float = 7 * 24 * 3600.0
+    fault_backoff_base_s: float = 2.0
+    fault_backoff_max_s: float = 300.0
+    breaker_threshold: int = 10
+    breaker_pause_s: float = 30.0
+    auth_recheck_s: float = 300.0
+    list_interval_s: float = 5.0
+    list_overlap_s: float = 30.0
+    list_max_pages: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    worker_id: str = ""
+    lease_s: float = 30.0
+    heartbeat_s: float = 10.0
+    idle_poll_s: float = 5.0
+    shutdown_grace_s: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    enabled: bool = True
+    listen: str = "127.0.0.1:9187"
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: str = "json"
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    polling: PollingConfig = field(default_factory=PollingConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    speed: float = 1.0
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "database": DatabaseConfig,
+    "api": ApiConfig,
+    "rate_limit": RateLimitConfig,
+    "polling": PollingConfig,
+    "worker": WorkerConfig,
+    "server": ServerConfig,
+    "log": LogConfig,
+}
+DERIVED = {"rate_limit.window_s"}
+
+# The documented environment names; any other HARVESTER_SECTION__KEY also works.
+ENV_NAMES = {
+    "HARVESTER_DSN": "database.dsn",
+    "HARVESTER_API_TOKEN": "api.token",
+    "HARVESTER_API_TOKEN_FILE": "api.token_file",
+    "HARVESTER_API_BASE_URL": "api.base_url",
+    "HARVESTER_LOG_FORMAT": "log.format",
+    "HARVESTER_LOG_LEVEL": "log.level",
+    "HARVESTER_SPEED": "speed",
+}
+NOT_CONFIG_ENV = {"HARVESTER_CONFIG", "HARVESTER_TEST_DSN"}
+
+CHOICES = {
+    "polling.discovery": {"list", "poll"},
+    "log.format": {"json", "console"},
+    "log.level": {"debug", "info", "warning", "error"},
+}
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _field_types(cls: type[Any]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(key: str, kind: Any, value: Any, from_text: bool) -> Any:
+    """Turn a TOML value (or an environment string) into the field's type, or say why not."""
+    if kind is Secret:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string")
+        return Secret(value.strip())
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and isinstance(value, str) and value.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if from_text and isinstance(value, str) and value.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if from_text and isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, int | float):
+            number = float(value)
+        elif from_text and isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        else:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type")  # pragma: no cover - guarded by the dataclasses
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file unreadable: {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """TOML document → {"section.key": value}, refusing unknown sections and keys."""
+    flat: dict[str, Any] = {}
+    for name, value in doc.items():
+        if name == "speed":
+            flat["speed"] = value
+            continue
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown config key: {name}")
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name}: expected a table")
+        known = _field_types(SECTIONS[name])
+        for key, item in value.items():
+            dotted = f"{name}.{key}"
+            if key not in known or dotted in DERIVED:
+                raise ConfigError(f"unknown config key: {dotted}")
+            flat[dotted] = item
+    return flat
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name, value in environ.items():
+        if not name.startswith("HARVESTER_") or name in NOT_CONFIG_ENV:
+            continue
+        if name in ENV_NAMES:
+            found[ENV_NAMES[name]] = value
+        elif "__" in name:
+            section, _, key = name[len("HARVESTER_"):].lower().partition("__")
+            dotted = f"{section}.{key}"
+            if section not in SECTIONS or key not in _field_types(SECTIONS[section]) \
+                    or dotted in DERIVED:
+                raise ConfigError(f"unknown config key: {dotted} (from environment {name})")
+            found[dotted] = value
+    return found
+
+
+def load(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the effective configuration. ``overrides`` are flags: {"speed": 30.0, ...}."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get("HARVESTER_CONFIG"):
+        path = env["HARVESTER_CONFIG"]
+    values: dict[str, tuple[Any, bool]] = {}
+    if path is not None:
+        values.update({k: (v, False) for k, v in _flatten(_read_toml(Path(path))).items()})
+    values.update({k: (v, True) for k, v in _from_env(env).items()})
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = (value, False)
+    return _build(values)
+
+
+def _build(values: Mapping[str, tuple[Any, bool]]) -> Config:
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    speed = 1.0
+    for dotted, (raw, from_text) in values.items():
+        if dotted == "speed":
+            speed = _coerce("speed", float, raw, from_text)
+            continue
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS or key not in _field_types(SECTIONS[section]):
+            raise ConfigError(f"unknown config key: {dotted}")
+        kind = _field_types(SECTIONS[section])[key]
+        sections[section][key] = _coerce(dotted, kind, raw, from_text)
+
+    api = sections["api"]
+    if not api.get("token") and api.get("token_file"):
+        api["token"] = Secret(_read_token_file(api["token_file"]))
+
+    built = {name: SECTIONS[name](**kwargs) for name, kwargs in sections.items()}
+    config = Config(speed=speed, **built)
+    _validate(config)
+    return _scale(config)
+
+
+def _read_token_file(path: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"api.token_file: cannot read {path}: {exc.strerror}") from None
+    if not token:
+        raise ConfigError(f"api.token_file: {path} is empty")
+    return token
+
+
+def _validate(config: Config) -> None:
+    if not (config.speed > 0):
+        raise ConfigError("speed: must be greater than 0")
+    for name in SECTIONS:
+        section = getattr(config, name)
+        for f in dataclasses.fields(section):
+            dotted = f"{name}.{f.name}"
+            value = getattr(section, f.name)
+            if dotted in CHOICES and value not in CHOICES[dotted]:
+                options = ", ".join(sorted(CHOICES[dotted]))
+                raise ConfigError(f"{dotted}: must be one of {options}, got {value!r}")
+            if f.name.endswith("_s") and value <= 0:
+                raise ConfigError(f"{dotted}: must be a positive number of seconds")
+    if config.rate_limit.requests_per_minute <= 0:
+        raise ConfigError("rate_limit.requests_per_minute: must be greater than 0")
+    if config.rate_limit.burst < 1:
+        raise ConfigError("rate_limit.burst: must be at least 1")
+    if config.rate_limit.max_in_flight < 1:
+        raise ConfigError("rate_limit.max_in_flight: must be at least 1")
+    if config.database.pool_min < 1 or config.database.pool_max < config.database.pool_min:
+        raise ConfigError("database.pool_max: must be at least database.pool_min (>= 1)")
+    if not (0 <= config.polling.jitter < 1):
+        raise ConfigError("polling.jitter: must be in [0, 1)")
+    if config.polling.backoff_factor < 1:
+        raise ConfigError("polling.backoff_factor: must be at least 1")
+    if config.polling.not_found_retries < 0 or config.polling.breaker_threshold < 1:
+        raise ConfigError("polling.breaker_threshold: must be at least 1")
+    if config.polling.list_max_pages < 1:
+        raise ConfigError("polling.list_max_pages: must be at least 1")
+    _validate_base_url(config)
+    _validate_listen(config.server.listen)
+    if not config.database.dsn.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("database.dsn: must be a postgresql:// URL")
+
+
+def _validate_base_url(config: Config) -> None:
+    url = config.api.base_url
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"api.base_url: must be an http(s) URL, got {url!r}")
+    loopback = is_loopback(parts.hostname)
+    if parts.scheme == "http" and not loopback and not config.api.allow_insecure:
+        raise ConfigError(
+            "api.base_url: plain http is refused for non-loopback hosts "
+            "(set api.allow_insecure = true to override)"
+        )
+    if config.speed != 1.0 and not loopback:
+        raise ConfigError("speed: time scaling is refused unless api.base_url is loopback")
+
+
+def _validate_listen(listen: str) -> None:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"server.listen: expected HOST:PORT, got {listen!r}")
+
+
+def _scale(config: Config) -> Config:
+    speed = config.speed
+    scaled: dict[str, Any] = {}
+    for name in SECTIONS:
+        section = getattr(config, name)
+        changes = {
+            f.name: getattr(section, f.name) / speed
+            for f in dataclasses.fields(section)
+            if f.name.endswith("_s")
+        }
+        scaled[name] = dataclasses.replace(section, **changes)
+    scaled["rate_limit"] = dataclasses.replace(
+        scaled["rate_limit"],
+        requests_per_minute=config.rate_limit.requests_per_minute * speed,
+        window_s=60.0 / speed,
+    )
+    worker = scaled["worker"]
+    if not worker.worker_id:
+        scaled["worker"] = dataclasses.replace(
+            worker, worker_id=f"{socket.gethostname()}:{os.getpid()}"
+        )
+    return Config(speed=speed, **scaled)
+
+
+def require_token(config: Config) -> str:
+    """The token for requests; a clear error when none was configured."""
+    if not config.api.token:
+        raise ConfigError(
+            "api.token: not set (use HARVESTER_API_TOKEN, HARVESTER_API_TOKEN_FILE or api.token)"
+        )
+    return config.api.token.reveal()
+
+
+def describe(config: Config) -> dict[str, Any]:
+    """A printable view of the effective configuration, the token masked."""
+    out: dict[str, Any] = {"speed": config.speed}
+    for name in SECTIONS:
+        section = getattr(config, name)
+        out[name] = {
+            f.name: ("***" if isinstance(getattr(section, f.name), Secret) else getattr(section, f.name))
+            for f in dataclasses.fields(section)
+        }
+    return out
+
+

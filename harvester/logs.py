@@ -1,0 +1,77 @@
+"""The one structlog set-up: JSON lines (or console) on stdout, with secrets redacted.
+
+Every event passes through ``redact`` last before rendering, so a token that slipped into a value, an
+exception message or a formatted traceback is replaced by ``***`` before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_secrets: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Redact ``value`` (and each colon-separated part of a SpiderIQ token) from all output."""
+    if not value:
+        return
+    _secrets.add(value)
+    for part in value.split(":"):
+        if len(part) >= 6:
+            _secrets.add(part)
+
+
+def scrub(text: str) -> str:
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_value(v) for v in value]
+    return value
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if not _secrets:
+        return event
+    return {key: _scrub_value(value) for key, value in event.items()}
+
+
+def setup(fmt: str = "json", level: str = "info", stream: Any = None) -> None:
+    """Configure structlog once for the process."""
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(name: str | None = None) -> Any:
+    return structlog.get_logger(name) if name else structlog.get_logger()

@@ -1,0 +1,199 @@
+"""A throwaway PostgreSQL cluster for tests, the demo and benchmarks.
+
+Finds the server binaries, runs initdb and postgres as the ``postgres`` OS user when started as root
+(PostgreSQL refuses root), listens on a free loopback port, and always stops and removes the cluster.
+``python -m harvester.pgtemp -- CMD ...`` runs a command with ``HARVESTER_TEST_DSN`` and
+``HARVESTER_DSN`` pointing at a fresh cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from harvester.errors import HarvesterError
+
+SERVER_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+    "listen_addresses": "127.0.0.1",
+    "log_min_messages": "warning",
+}
+
+
+def find_bindir() -> Path:
+    """Locate the directory holding ``initdb`` and ``postgres``."""
+    candidates = [os.environ.get("PG_BINDIR", "")]
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(  # noqa: S603 - fixed argv, no shell
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10
+            )
+            candidates.append(out.stdout.strip())
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    candidates += ["/usr/local/pgsql/bin", "/usr/bin"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    raise HarvesterError("PostgreSQL server binaries (initdb) not found; set PG_BINDIR")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TempPostgres:
+    """One disposable cluster. Use as a context manager or call ``start``/``stop``."""
+
+    def __init__(self) -> None:
+        self.bindir = find_bindir()
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="harvester-pg-"))
+        self.datadir = self.root / "data"
+        self.as_postgres = os.geteuid() == 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _argv(self, *argv: str) -> list[str]:
+        if self.as_postgres:
+            return ["runuser", "-u", "postgres", "--", *argv]
+        return list(argv)
+
+    def start(self) -> str:
+        if self.as_postgres:
+            shutil.chown(self.root, "postgres", "postgres")
+        subprocess.run(  # noqa: S603 - fixed argv, no shell
+            self._argv(
+                str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
+                "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync",
+            ),
+            check=True, capture_output=True, timeout=120,
+        )
+        settings = [f"-c{key}={value}" for key, value in SERVER_SETTINGS.items()]
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            self._argv(
+                str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
+                "-k", str(self.root), *settings,
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "server.log", "wb"),  # noqa: SIM115 - lives as long as the server
+            start_new_session=True,
+        )
+        self._wait_ready()
+        return self.dsn
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                log = (self.root / "server.log").read_text(errors="replace")
+                raise HarvesterError(f"temporary PostgreSQL exited at start: {log[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), timeout=1
+            ):
+                ready = subprocess.run(  # noqa: S603 - fixed argv, no shell
+                    [str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                    capture_output=True, timeout=10,
+                )
+                if ready.returncode == 0:
+                    return
+            time.sleep(0.1)
+        raise HarvesterError("temporary PostgreSQL did not become ready in time")
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop the server (``fast`` or ``immediate``) and start it again on the same port."""
+        self._signal_stop(mode)
+        settings = [f"-c{key}={value}" for key, value in SERVER_SETTINGS.items()]
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            self._argv(
+                str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
+                "-k", str(self.root), *settings,
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "server.log", "ab"),  # noqa: SIM115 - lives as long as the server
+            start_new_session=True,
+        )
+        self._wait_ready()
+
+    def _signal_stop(self, mode: str) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        sig = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}[mode]
+        # runuser forwards signals to its child, the postmaster.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def stop(self) -> None:
+        try:
+            self._signal_stop("fast")
+        finally:
+            self.process = None
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> TempPostgres:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def temp_postgres() -> Iterator[TempPostgres]:
+    with TempPostgres() as pg:
+        yield pg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harvester.pgtemp -- CMD ...``: run CMD against a throwaway cluster."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "--":
+        args = args[1:]
+    if not args:
+        print("usage: python -m harvester.pgtemp -- CMD [ARG ...]", file=sys.stderr)
+        return 2
+    with temp_postgres() as pg:
+        env = dict(os.environ, HARVESTER_TEST_DSN=pg.dsn, HARVESTER_DSN=pg.dsn)
+        child = subprocess.Popen(args, env=env)  # noqa: S603 - the caller's own command
+        previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)
+            return child.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
