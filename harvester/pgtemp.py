@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import IO
 from pathlib import Path
 
 from harvester.errors import HarvesterError
@@ -68,6 +69,7 @@ class TempPostgres:
         self.datadir = self.root / "data"
         self.as_postgres = os.geteuid() == 0
         self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
 
     @property
     def dsn(self) -> str:
@@ -88,18 +90,23 @@ class TempPostgres:
             ),
             check=True, capture_output=True, timeout=120,
         )
+        self._spawn()
+        return self.dsn
+
+    def _spawn(self) -> None:
         settings = [f"-c{key}={value}" for key, value in SERVER_SETTINGS.items()]
+        if self._log is None:
+            self._log = open(self.root / "server.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             self._argv(
                 str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
                 "-k", str(self.root), *settings,
             ),
             stdout=subprocess.DEVNULL,
-            stderr=open(self.root / "server.log", "wb"),  # noqa: SIM115 - lives as long as the server
+            stderr=self._log,
             start_new_session=True,
         )
         self._wait_ready()
-        return self.dsn
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -122,17 +129,7 @@ class TempPostgres:
     def restart(self, mode: str = "fast") -> None:
         """Stop the server (``fast`` or ``immediate``) and start it again on the same port."""
         self._signal_stop(mode)
-        settings = [f"-c{key}={value}" for key, value in SERVER_SETTINGS.items()]
-        self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            self._argv(
-                str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
-                "-k", str(self.root), *settings,
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.root / "server.log", "ab"),  # noqa: SIM115 - lives as long as the server
-            start_new_session=True,
-        )
-        self._wait_ready()
+        self._spawn()
 
     def _signal_stop(self, mode: str) -> None:
         process = self.process
@@ -154,6 +151,9 @@ class TempPostgres:
             self._signal_stop("fast")
         finally:
             self.process = None
+            if self._log is not None:
+                self._log.close()
+                self._log = None
             shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> TempPostgres:

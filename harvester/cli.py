@@ -1,0 +1,322 @@
+"""Command line: arguments, signals and ``asyncio.run``; nothing else.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from harvester import __version__, config, logs
+from harvester.errors import ConfigError, HarvesterError, UsageError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+STATES = ("pending", "harvested", "failed", "cancelled", "not_found", "rejected", "expired")
+
+
+def parse_job_ids(items: Iterable[tuple[str, str]]) -> tuple[list[UUID], list[str]]:
+    """(where, text) pairs → unique UUIDs in order, and one message per bad entry."""
+    ids: list[UUID] = []
+    seen: set[UUID] = set()
+    problems: list[str] = []
+    for where, text in items:
+        value = text.strip()
+        if not value or value.startswith("#"):
+            continue
+        try:
+            job_id = UUID(value)
+        except ValueError:
+            problems.append(f"{where}: not a UUID: {value[:80]!r}")
+            continue
+        if job_id not in seen:
+            seen.add(job_id)
+            ids.append(job_id)
+    return ids, problems
+
+
+def parse_tags(pairs: Sequence[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--tag: expected KEY=VALUE, got {pair!r}")
+        tags[key.strip()] = value
+    return tags
+
+
+def _read_lines(source: str) -> list[str]:
+    if source == "-":
+        return sys.stdin.read().splitlines()
+    try:
+        return Path(source).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--file: cannot read {source}: {exc}") from None
+
+
+def load_config(args: argparse.Namespace, **overrides: Any) -> config.Config:
+    cfg = config.load(getattr(args, "config", None), overrides=overrides)
+    logs.setup(cfg.log.format, cfg.log.level)
+    if cfg.api.token:
+        logs.register_secret(cfg.api.token.reveal())
+    return cfg
+
+
+# ---------------------------------------------------------------- commands
+
+async def cmd_migrate(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from harvester import migrate
+    from harvester.db import DB_ERRORS, describe_dsn
+
+    cfg = load_config(args)
+    try:
+        conn = await asyncpg.connect(cfg.database.dsn, timeout=cfg.database.connect_timeout_s)
+    except (*DB_ERRORS, asyncpg.PostgresError) as exc:
+        raise HarvesterError(f"cannot connect to {describe_dsn(cfg.database.dsn)}: {exc}") from exc
+    try:
+        applied = await migrate.apply(conn)
+    finally:
+        await conn.close()
+    logs.get().info("migrations_applied", versions=applied, count=len(applied))
+    return EXIT_OK
+
+
+async def cmd_enqueue(args: argparse.Namespace) -> int:
+    from harvester import db, queue
+
+    items = [(f"argument {n}", text) for n, text in enumerate(args.ids, 1)]
+    if args.file:
+        label = "stdin" if args.file == "-" else args.file
+        items += [(f"{label} line {n}", text) for n, text in enumerate(_read_lines(args.file), 1)]
+    ids, problems = parse_job_ids(items)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(f"nothing enqueued: {len(problems)} invalid job id(s)", file=sys.stderr)
+        return EXIT_USAGE
+    if not ids:
+        raise UsageError("no job ids given (pass IDs, or --file F, or --file - for stdin)")
+    if not -32768 <= args.priority <= 32767:
+        raise UsageError("--priority: must fit a smallint (-32768..32767)")
+    tags = parse_tags(args.tag)
+    cfg = load_config(args)
+    pool = await db.open_pool(cfg.database, max_size=2)
+    try:
+        added = await queue.enqueue(pool, ids, priority=args.priority, tags=tags)
+    finally:
+        await pool.close()
+    print(json.dumps({"enqueued": added, "duplicates": len(ids) - added}))
+    return EXIT_OK
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    from harvester import db, queue
+    from harvester import limiter as limiter_mod
+
+    cfg = load_config(args)
+    pool = await db.open_pool(cfg.database, max_size=2)
+    try:
+        report = await queue.status(pool)
+        limiter_state = await limiter_mod.describe_all(pool)
+    finally:
+        await pool.close()
+    out = {
+        "jobs": {state: report.counts.get(state, 0) for state in STATES},
+        "oldest_pending_age_s": report.oldest_pending_age_s,
+        "polls_spent": sum(report.polls.values()),
+        "polls_by_state": report.polls,
+        "recent_errors": report.recent_errors,
+        "limiter": limiter_state,
+    }
+    if args.json:
+        print(logs.scrub(json.dumps(out, indent=2, default=str)))
+        return EXIT_OK
+    print("jobs:")
+    for state in STATES:
+        print(f"  {state:<10} {out['jobs'][state]}")
+    age = report.oldest_pending_age_s
+    print(f"oldest pending: {'-' if age is None else f'{age:.0f} s'}")
+    print(f"polls spent:    {out['polls_spent']}")
+    for entry in limiter_state:
+        print(logs.scrub("limiter:        " + ", ".join(f"{k}={v}" for k, v in entry.items())))
+    if report.recent_errors:
+        print("recent errors:")
+        for err in report.recent_errors:
+            print(logs.scrub(f"  {err['at']} {err['job_id']} {err['state']} "
+                             f"http={err['http_status']} {err['error']}"))
+    return EXIT_OK
+
+
+async def cmd_import(args: argparse.Namespace) -> int:
+    from harvester import db, imports
+
+    cfg = load_config(args)
+    pool = await db.open_pool(cfg.database, max_size=2)
+    try:
+        report = await imports.import_paths(pool, [Path(p) for p in args.paths])
+    finally:
+        await pool.close()
+    for problem in report.problems:
+        print(f"{problem[0]}:{problem[1]}: {problem[2]}", file=sys.stderr)
+    print(json.dumps({"stored": report.stored, "rejected": report.rejected}))
+    return EXIT_OK if not report.problems else EXIT_FAILURE
+
+
+async def cmd_reprocess(args: argparse.Namespace) -> int:
+    from harvester import db, store
+
+    ids, problems = parse_job_ids((f"argument {n}", t) for n, t in enumerate(args.ids, 1))
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    if not args.all and not ids:
+        raise UsageError("reprocess: pass --all or one or more job ids")
+    cfg = load_config(args)
+    pool = await db.open_pool(cfg.database, max_size=2)
+    try:
+        report = await store.reprocess(pool, None if args.all else ids)
+    finally:
+        await pool.close()
+    print(json.dumps(report.as_dict() if hasattr(report, "as_dict") else vars_of(report)))
+    return EXIT_OK
+
+
+def vars_of(value: Any) -> dict[str, Any]:
+    slots = getattr(value, "__slots__", ())
+    return {name: getattr(value, name) for name in slots} or dict(vars(value))
+
+
+async def cmd_requeue(args: argparse.Namespace) -> int:
+    from harvester import db, queue
+
+    ids, problems = parse_job_ids((f"argument {n}", t) for n, t in enumerate(args.ids, 1))
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    if args.state == "pending":
+        raise UsageError("--state: pending jobs are already queued")
+    if not ids and not args.state:
+        raise UsageError("requeue: pass --state S and/or job ids")
+    cfg = load_config(args)
+    pool = await db.open_pool(cfg.database, max_size=2)
+    try:
+        count = await queue.requeue(pool, ids, args.state)
+    finally:
+        await pool.close()
+    print(json.dumps({"requeued": count}))
+    return EXIT_OK
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from harvester import daemon
+
+    cfg = load_config(args, speed=args.speed)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return await daemon.run(cfg, stop, drain=args.drain, max_seconds=args.max_seconds)
+
+
+async def cmd_sim(args: argparse.Namespace) -> int:
+    from harvester.sim import cli as sim_cli
+
+    return await sim_cli.serve(args)
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from harvester import demo
+
+    return await demo.run(args)
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="TOML config file (default: $HARVESTER_CONFIG)")
+
+    parser = argparse.ArgumentParser(
+        prog="harvester",
+        description="Harvest SpiderIQ job results into PostgreSQL under one shared rate limit.",
+    )
+    parser.add_argument("--version", action="version", version=f"harvester {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+            text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, parents=[common], help=text, description=text)
+        command.set_defaults(handler=handler)
+        return command
+
+    add("migrate", cmd_migrate, "apply sql/ migrations in order, once each, under an advisory lock")
+
+    run = add("run", cmd_run, "run the daemon")
+    run.add_argument("--drain", action="store_true", help="exit 0 once no job is pending")
+    run.add_argument("--max-seconds", type=float, metavar="N", help="stop after N seconds")
+    run.add_argument("--speed", type=float, metavar="X",
+                     help="time scale for a loopback simulator (divides durations)")
+
+    enqueue = add("enqueue", cmd_enqueue, "add job IDs to the queue (all or nothing)")
+    enqueue.add_argument("ids", nargs="*", metavar="ID", help="job IDs (UUIDs)")
+    enqueue.add_argument("--file", metavar="F", help="read one ID per line from F, or - for stdin")
+    enqueue.add_argument("--tag", action="append", default=[], metavar="K=V",
+                         help="tag to store with the jobs (repeatable)")
+    enqueue.add_argument("--priority", type=int, default=0, metavar="N",
+                         help="higher is polled first (default 0)")
+
+    status = add("status", cmd_status, "jobs per state, oldest pending, polls, errors, limiter")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    imp = add("import", cmd_import, "store result bodies from files without calling the API")
+    imp.add_argument("paths", nargs="+", metavar="PATH", help="JSON or JSON Lines files, or folders")
+
+    rep = add("reprocess", cmd_reprocess, "rebuild normalized rows from stored raw bodies")
+    rep.add_argument("ids", nargs="*", metavar="ID")
+    rep.add_argument("--all", action="store_true", help="every harvested job")
+
+    req = add("requeue", cmd_requeue, "put finished jobs back to pending")
+    req.add_argument("ids", nargs="*", metavar="ID")
+    req.add_argument("--state", choices=[s for s in STATES if s != "pending"],
+                     help="requeue every job in this state (or only matching IDs)")
+
+    sim = add("sim", cmd_sim, "run the SpiderIQ simulator")
+    from harvester.sim import cli as sim_cli
+
+    sim_cli.add_arguments(sim)
+
+    demo = add("demo", cmd_demo, "the end-to-end demo (what `make demo` runs)")
+    from harvester import demo as demo_mod
+
+    demo_mod.add_arguments(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(args.handler(args))
+    except (ConfigError, UsageError) as exc:
+        print(f"harvester: {logs.scrub(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except HarvesterError as exc:
+        print(f"harvester: {logs.scrub(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

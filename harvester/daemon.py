@@ -1,0 +1,147 @@
+"""``harvester run``: wires the pool, API client, limiter, worker, health server and systemd notify.
+
+Migrations are applied at start (idempotent, under the advisory lock), new jobs wake the worker by
+LISTEN/NOTIFY, and side tasks (heartbeat, housekeeping, listener, watchdog) live in one TaskGroup that
+ends with the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import asyncpg
+
+from harvester import api, db, logs, migrate, notify
+from harvester.config import Config, require_token
+from harvester.errors import DatabaseError, HarvesterError
+from harvester.limiter import SharedLimiter
+from harvester.worker import Worker
+
+log = logs.get("harvester.daemon")
+CHANNEL = "harvester_jobs"
+
+
+async def listen_for_jobs(dsn: str, worker: Worker, done: asyncio.Event) -> None:
+    """Wake the worker on every insert; reconnect when the connection drops."""
+    while not done.is_set():
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+            await conn.add_listener(CHANNEL, lambda *_: worker.wake())
+            worker.wake()  # catch anything inserted while we were not listening
+            while not done.is_set() and not conn.is_closed():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(done.wait(), timeout=2.0)
+        except (*db.DB_ERRORS, asyncpg.PostgresError) as exc:
+            log.debug("listener_reconnect", error=str(exc))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=1.0)
+        finally:
+            if conn is not None and not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)
+
+
+async def watchdog(worker: Worker, done: asyncio.Event) -> None:
+    """WATCHDOG=1 from the loop's own liveness, at half systemd's interval."""
+    interval = notify.watchdog_interval()
+    if not interval:
+        return
+    while not done.is_set():
+        stale = time.monotonic() - worker.last_tick
+        if stale < interval:
+            notify.notify("WATCHDOG=1")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout=interval / 2)
+
+
+async def migrate_with_retry(dsn: str, attempts: int = 30) -> None:
+    for attempt in range(attempts):
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+        except (*db.DB_ERRORS, asyncpg.CannotConnectNowError) as exc:
+            if attempt == attempts - 1:
+                raise DatabaseError(f"cannot connect to {db.describe_dsn(dsn)}: {exc}") from exc
+            await asyncio.sleep(1.0)
+            continue
+        try:
+            await migrate.apply(conn)
+            return
+        finally:
+            await conn.close()
+
+
+async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
+              max_seconds: float | None = None) -> int:
+    token = require_token(cfg)
+    logs.register_secret(token)
+    await migrate_with_retry(cfg.database.dsn)
+    pool = await db.open_pool(cfg.database)
+    client = api.SpiderIQ(
+        cfg.api.base_url, token,
+        connect_timeout_s=cfg.api.connect_timeout_s, read_timeout_s=cfg.api.read_timeout_s,
+        total_timeout_s=cfg.api.total_timeout_s, verify_tls=cfg.api.verify_tls,
+        user_agent=cfg.api.user_agent,
+    )
+    limiter = SharedLimiter(
+        pool, token=token, requests_per_minute=cfg.rate_limit.requests_per_minute,
+        burst=cfg.rate_limit.burst, window_s=cfg.rate_limit.window_s,
+        default_pause_s=cfg.rate_limit.default_pause_s,
+    )
+    metrics = _metrics()
+    worker = Worker(cfg, pool, client, limiter, observer=metrics)
+    server: Any = None
+    try:
+        if cfg.server.enabled:
+            server = await _start_server(cfg, metrics, worker, pool)
+        notify.notify("READY=1")
+        log.info("daemon_started", worker_id=cfg.worker.worker_id, base_url=cfg.api.base_url,
+                 speed=cfg.speed, discovery=cfg.polling.discovery,
+                 listen=None if server is None else server.port)
+        done = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(listen_for_jobs(cfg.database.dsn, worker, done))
+            group.create_task(worker.heartbeat(done))
+            group.create_task(worker.housekeeping(done))
+            group.create_task(watchdog(worker, done))
+            if max_seconds is not None:
+                group.create_task(_stop_after(stop, max_seconds))
+            try:
+                await worker.run(stop, drain=drain)
+            finally:
+                stop.set()
+                done.set()
+    except* HarvesterError as group_error:
+        raise group_error.exceptions[0] from None
+    finally:
+        notify.notify("STOPPING=1")
+        if server is not None:
+            await server.close()
+        await client.close()
+        await pool.close()
+    log.info("daemon_stopped", harvested=worker.harvested)
+    return 0
+
+
+async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    stop.set()
+
+
+def _metrics() -> Any:
+    from harvester.metrics import Metrics
+
+    return Metrics()
+
+
+async def _start_server(cfg: Config, metrics: Any, worker: Worker, pool: asyncpg.Pool) -> Any:
+    from harvester import server
+
+    health = server.WorkerHealth(worker, pool) if hasattr(server, "WorkerHealth") else worker
+    return await server.start_server(cfg.server.listen, metrics, health)
+
+

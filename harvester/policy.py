@@ -1,0 +1,153 @@
+"""Pure decisions: what a response means for a job and when to ask about it next.
+
+No I/O and no clock: callers pass ``now`` and a ``random.Random``. Every rule of SPEC section 4 that is
+about a single job lives here (the adaptive poll schedule, fault backoff with full jitter, the 404 grace
+period, ``give_up_after``), plus the two process-wide brakes: the circuit breaker for transport failures
+and the pause on credential problems.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from harvester.config import PollingConfig
+
+SITE = "spiderSite"
+MAPS = "spiderMaps"
+
+# Decisions a job can end in. ``None`` means: stay pending.
+HARVESTED = "harvested"
+NOT_FOUND = "not_found"
+EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """What the policy needs to know about one job."""
+
+    job_type: str | None
+    polls: int  # requests already spent, not counting the one being decided
+    not_found_count: int
+    fault_count: int
+    age_s: float  # seconds since it was enqueued
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: str | None  # a terminal state, or None to stay pending
+    delay_s: float  # when pending: seconds until the next poll
+    not_found_count: int
+    fault_count: int
+    error: str | None = None
+
+
+def typical_duration(job_type: str | None, cfg: PollingConfig, learned: float | None = None) -> float:
+    """How long a job of this type usually takes, from learning if known, else from config."""
+    if learned is not None and learned > 0:
+        return learned
+    if job_type == SITE:
+        return cfg.first_poll_site_s
+    if job_type == MAPS:
+        return cfg.first_poll_maps_s
+    return cfg.first_poll_other_s
+
+
+def initial_delay(cfg: PollingConfig) -> float:
+    """Before the first poll the type is unknown: wait for the quickest typical duration."""
+    return min(cfg.first_poll_site_s, cfg.first_poll_maps_s, cfg.first_poll_other_s)
+
+
+def first_poll_wait(job: JobView, cfg: PollingConfig) -> float:
+    """Seconds to hold a never-polled job before spending a request on it (0 = poll now)."""
+    if job.polls > 0:
+        return 0.0
+    return max(0.0, initial_delay(cfg) - job.age_s)
+
+
+def jittered(value: float, jitter: float, rng: random.Random) -> float:
+    return value * (1.0 + rng.uniform(-jitter, jitter))
+
+
+def pending_delay(
+    job: JobView, cfg: PollingConfig, rng: random.Random, learned: float | None = None
+) -> float:
+    """Next poll after a 202: at the typical duration first, then growing steps, capped.
+
+    ``job.polls`` is the number of earlier polls (0 when this 202 answered the first one).
+    """
+    typical = typical_duration(job.job_type, cfg, learned)
+    if job.age_s < typical:
+        delay = typical - job.age_s
+    else:
+        step = max(cfg.min_interval_s, typical * 0.25)
+        delay = step * cfg.backoff_factor ** max(0, job.polls - 1)
+    delay = min(jittered(delay, cfg.jitter, rng), cfg.max_interval_s)
+    return max(cfg.min_interval_s, delay)
+
+
+def fault_delay(fault_count: int, cfg: PollingConfig, rng: random.Random) -> float:
+    """Exponential backoff with full jitter; ``fault_count`` counts this fault too."""
+    ceiling = min(cfg.fault_backoff_max_s, cfg.fault_backoff_base_s * 2 ** max(0, fault_count - 1))
+    return max(cfg.min_interval_s, rng.uniform(0, ceiling))
+
+
+def expired(job: JobView, cfg: PollingConfig) -> bool:
+    return job.age_s >= cfg.give_up_after_s
+
+
+def on_pending(
+    job: JobView, cfg: PollingConfig, rng: random.Random, learned: float | None = None
+) -> Decision:
+    if expired(job, cfg):
+        return Decision(EXPIRED, 0.0, job.not_found_count, 0, "gave up: still not finished")
+    return Decision(None, pending_delay(job, cfg, rng, learned), 0, 0)
+
+
+def on_not_found(job: JobView, cfg: PollingConfig, rng: random.Random) -> Decision:
+    """A new job can be briefly unknown: retry a few times over minutes before giving up."""
+    count = job.not_found_count + 1
+    if count > cfg.not_found_retries:
+        return Decision(NOT_FOUND, 0.0, count, 0, "404: job not found")
+    spacing = cfg.not_found_grace_s / max(1, cfg.not_found_retries)
+    delay = max(cfg.min_interval_s, jittered(spacing, cfg.jitter, rng))
+    return Decision(None, delay, count, 0, "404: job not found (yet)")
+
+
+def on_fault(job: JobView, reason: str, cfg: PollingConfig, rng: random.Random) -> Decision:
+    count = job.fault_count + 1
+    if expired(job, cfg):
+        return Decision(EXPIRED, 0.0, job.not_found_count, count, f"gave up: {reason}")
+    return Decision(None, fault_delay(count, cfg, rng), job.not_found_count, count, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Breaker:
+    """Consecutive transport failures; open pauses all polling until ``open_until``."""
+
+    failures: int = 0
+    open_until: float = 0.0
+
+    def is_open(self, now: float) -> bool:
+        return now < self.open_until
+
+    def record_success(self) -> Breaker:
+        return Breaker() if self.failures or self.open_until else self
+
+    def record_failure(self, now: float, cfg: PollingConfig) -> Breaker:
+        failures = self.failures + 1
+        if failures >= cfg.breaker_threshold:
+            # Half-open after the pause: one more failure re-opens it at once.
+            return replace(self, failures=failures, open_until=now + cfg.breaker_pause_s)
+        return replace(self, failures=failures)
+
+
+def rate_limit_pause(
+    retry_after_s: float | None, reset_at: float | None, now_unix: float, default_s: float
+) -> float:
+    """How long a 429 pauses every process: Retry-After, else X-RateLimit-Reset, else default."""
+    if retry_after_s is not None and retry_after_s >= 0:
+        return retry_after_s
+    if reset_at is not None and reset_at > now_unix:
+        return reset_at - now_unix
+    return default_s

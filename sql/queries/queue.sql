@@ -1,0 +1,127 @@
+-- The queue: enqueue, claim with a lease, reschedule, finish, status.
+
+-- name: enqueue_jobs
+INSERT INTO harvester.jobs (job_id, priority, tags)
+SELECT id, $2::smallint, $3::jsonb FROM unnest($1::uuid[]) AS t(id)
+ON CONFLICT (job_id) DO NOTHING
+
+-- name: claim_jobs
+-- Due pending jobs by priority then due time. The claim moves next_poll_at to the lease expiry,
+-- so a crashed holder's jobs become due again when the lease runs out; lease_token fences writes.
+WITH due AS (
+    SELECT job_id
+      FROM harvester.jobs
+     WHERE state = 'pending' AND next_poll_at <= now()
+     ORDER BY priority DESC, next_poll_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE harvester.jobs AS j
+   SET lease_owner = $1,
+       lease_expires_at = now() + make_interval(secs => $3),
+       next_poll_at = now() + make_interval(secs => $3),
+       lease_token = j.lease_token + 1,
+       updated_at = now()
+  FROM due
+ WHERE j.job_id = due.job_id
+RETURNING j.job_id, j.lease_token, j.job_type, j.upstream_status, j.polls, j.not_found_count,
+          j.fault_count, extract(epoch FROM now() - j.enqueued_at)::float8 AS age_s,
+          extract(epoch FROM now())::float8 AS db_now
+
+-- name: extend_leases
+UPDATE harvester.jobs
+   SET lease_expires_at = now() + make_interval(secs => $3),
+       next_poll_at = now() + make_interval(secs => $3)
+ WHERE job_id = ANY($2::uuid[]) AND lease_owner = $1 AND state = 'pending'
+
+-- name: reschedule_job
+-- After a poll that did not finish the job: count the request, note what was learned, set the
+-- next poll and drop the lease. Fenced by lease_token.
+UPDATE harvester.jobs
+   SET next_poll_at = now() + make_interval(secs => $3),
+       polls = polls + $4,
+       last_polled_at = CASE WHEN $4 > 0 THEN now() ELSE last_polled_at END,
+       last_http_status = COALESCE($5, last_http_status),
+       upstream_status = COALESCE($6, upstream_status),
+       job_type = COALESCE($7, job_type),
+       not_found_count = $8,
+       fault_count = $9,
+       last_error = $10,
+       lease_owner = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE job_id = $1 AND lease_token = $2 AND state = 'pending'
+
+-- name: release_jobs
+-- Give leases back without spending anything (shutdown, pauses): due again at the given delay.
+UPDATE harvester.jobs
+   SET next_poll_at = now() + make_interval(secs => $3),
+       lease_owner = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE job_id = ANY($2::uuid[]) AND lease_owner = $1 AND state = 'pending'
+
+-- name: finish_job
+-- A terminal state decided without a stored body (not_found, expired).
+UPDATE harvester.jobs
+   SET state = $3,
+       finished_at = now(),
+       polls = polls + $4,
+       last_polled_at = CASE WHEN $4 > 0 THEN now() ELSE last_polled_at END,
+       last_http_status = COALESCE($5, last_http_status),
+       not_found_count = $6,
+       fault_count = $7,
+       last_error = $8,
+       lease_owner = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE job_id = $1 AND lease_token = $2 AND state = 'pending'
+
+-- name: expire_jobs
+UPDATE harvester.jobs
+   SET state = 'expired',
+       finished_at = now(),
+       last_error = 'gave up: pending longer than give_up_after',
+       updated_at = now()
+ WHERE state = 'pending'
+   AND enqueued_at < now() - make_interval(secs => $1)
+   AND (lease_expires_at IS NULL OR lease_expires_at < now())
+
+-- name: next_due_in
+SELECT extract(epoch FROM min(next_poll_at) - now())::float8
+  FROM harvester.jobs
+ WHERE state = 'pending'
+
+-- name: count_pending
+SELECT count(*) FROM harvester.jobs WHERE state = 'pending'
+
+-- name: count_jobs_by_state
+SELECT state, count(*)::bigint AS jobs, COALESCE(sum(polls), 0)::bigint AS polls
+  FROM harvester.jobs
+ GROUP BY state
+
+-- name: oldest_pending_age
+SELECT extract(epoch FROM now() - min(enqueued_at))::float8
+  FROM harvester.jobs
+ WHERE state = 'pending'
+
+-- name: recent_errors
+SELECT job_id, state, last_http_status, last_error, updated_at
+  FROM harvester.jobs
+ WHERE last_error IS NOT NULL
+ ORDER BY updated_at DESC
+ LIMIT $1
+
+-- name: requeue_by_ids
+UPDATE harvester.jobs
+   SET state = 'pending', next_poll_at = now(), finished_at = NULL, not_found_count = 0,
+       fault_count = 0, last_error = NULL, lease_owner = NULL, lease_expires_at = NULL,
+       enqueued_at = now(), updated_at = now()
+ WHERE job_id = ANY($1::uuid[]) AND state <> 'pending' AND ($2::text IS NULL OR state = $2)
+
+-- name: requeue_by_state
+UPDATE harvester.jobs
+   SET state = 'pending', next_poll_at = now(), finished_at = NULL, not_found_count = 0,
+       fault_count = 0, last_error = NULL, lease_owner = NULL, lease_expires_at = NULL,
+       enqueued_at = now(), updated_at = now()
+ WHERE state = $1

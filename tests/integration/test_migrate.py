@@ -1,0 +1,137 @@
+"""Migrations: an empty database becomes exactly the SPEC's schema; re-running is harmless."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from harvester import migrate
+
+# SPEC section 3: the tables and columns downstream SQL depends on, with their types.
+EXPECTED_COLUMNS = {
+    "jobs": {
+        "job_id": "uuid", "state": "text", "priority": "smallint", "tags": "jsonb",
+        "job_type": "text", "upstream_status": "text",
+        "enqueued_at": "timestamp with time zone", "next_poll_at": "timestamp with time zone",
+        "last_polled_at": "timestamp with time zone", "finished_at": "timestamp with time zone",
+        "polls": "integer", "last_http_status": "integer", "last_error": "text",
+    },
+    "results": {
+        "job_id": "uuid", "job_type": "text", "status": "text", "success": "boolean",
+        "processing_time_seconds": "double precision", "worker_id": "text",
+        "completed_at": "timestamp with time zone", "message": "text", "error_message": "text",
+        "raw": "jsonb", "fetched_at": "timestamp with time zone",
+    },
+    "sites": {
+        "job_id": "uuid", "url": "text", "domain": "text", "pages_crawled": "integer",
+        "crawl_status": "text", "markdown_compendium": "text", "compendium": "jsonb",
+        "company_vitals": "jsonb", "company_name": "text", "industry": "text",
+        "pain_points": "jsonb", "lead_scoring": "jsonb", "icp_fit_score": "double precision",
+        "personalization_hooks": "jsonb", "metadata": "jsonb",
+    },
+    "site_emails": {"job_id": "uuid", "email": "text"},
+    "site_phones": {"job_id": "uuid", "phone": "text", "e164": "text"},
+    "site_addresses": {"job_id": "uuid", "address": "text"},
+    "site_socials": {"job_id": "uuid", "platform": "text", "url": "text"},
+    "team_members": {"job_id": "uuid", "position": "integer", "name": "text", "title": "text",
+                     "email": "text", "linkedin": "text"},
+    "maps_searches": {"job_id": "uuid", "query": "text", "results_count": "integer",
+                      "metadata": "jsonb"},
+    "businesses": {
+        "place_id": "text", "name": "text", "rating": "double precision",
+        "reviews_count": "integer", "address": "text", "phone": "text", "website": "text",
+        "categories": "ARRAY", "latitude": "double precision", "longitude": "double precision",
+        "link": "text", "business_status": "text", "price_range": "text",
+        "working_hours": "jsonb", "first_seen_at": "timestamp with time zone",
+        "last_seen_at": "timestamp with time zone", "last_job_id": "uuid",
+    },
+    "maps_businesses": {"job_id": "uuid", "position": "integer", "place_id": "text"},
+    "rejects": {"job_id": "uuid", "received_at": "timestamp with time zone", "reason": "text",
+                "body": "bytea"},
+}
+EXPECTED_VIEWS = {"site_contacts", "leads", "latest_sites"}
+PRIMARY_KEYS = {
+    "jobs": ["job_id"], "results": ["job_id"], "sites": ["job_id"], "maps_searches": ["job_id"],
+    "businesses": ["place_id"],
+}
+
+
+async def catalog(conn: asyncpg.Connection) -> dict[str, dict[str, str]]:
+    rows = await conn.fetch(
+        """SELECT c.table_name, c.column_name, c.data_type
+             FROM information_schema.columns c
+             JOIN information_schema.tables t USING (table_schema, table_name)
+            WHERE c.table_schema = 'harvester' AND t.table_type = 'BASE TABLE'"""
+    )
+    found: dict[str, dict[str, str]] = {}
+    for row in rows:
+        found.setdefault(row["table_name"], {})[row["column_name"]] = row["data_type"]
+    return found
+
+
+async def test_migrations_build_the_spec_schema(empty_db_dsn: str) -> None:
+    conn = await asyncpg.connect(empty_db_dsn)
+    try:
+        applied = await migrate.apply(conn)
+        assert applied == [m.version for m in migrate.available()]
+        found = await catalog(conn)
+        for table, columns in EXPECTED_COLUMNS.items():
+            assert table in found, f"missing table harvester.{table}"
+            for column, kind in columns.items():
+                assert found[table].get(column) == kind, f"harvester.{table}.{column}"
+        views = {r["table_name"] for r in await conn.fetch(
+            "SELECT table_name FROM information_schema.views WHERE table_schema = 'harvester'")}
+        assert EXPECTED_VIEWS <= views
+        for table, key in PRIMARY_KEYS.items():
+            cols = await conn.fetch(
+                """SELECT a.attname FROM pg_index i
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                    WHERE i.indrelid = $1::regclass AND i.indisprimary""", f"harvester.{table}")
+            assert [c["attname"] for c in cols] == key
+        due_index = await conn.fetchval(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname='harvester' AND indexname='jobs_due_idx'")
+        assert "WHERE (state = 'pending'::text)" in due_index
+    finally:
+        await conn.close()
+
+
+async def test_migrating_twice_applies_nothing_new(empty_db_dsn: str) -> None:
+    conn = await asyncpg.connect(empty_db_dsn)
+    try:
+        await migrate.apply(conn)
+        assert await migrate.apply(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_migrations_apply_each_version_once(empty_db_dsn: str) -> None:
+    conns = [await asyncpg.connect(empty_db_dsn) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(migrate.apply(c) for c in conns))
+        applied = sorted(v for result in results for v in result)
+        assert applied == sorted(m.version for m in migrate.available())
+        count = await conns[0].fetchval("SELECT count(*) FROM public.harvester_migrations")
+        assert count == len(migrate.available())
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def test_producer_insert_is_the_documented_one_liner(conn: asyncpg.Connection) -> None:
+    job = "550e8400-e29b-41d4-a716-446655440000"
+    for _ in range(2):
+        await conn.execute(
+            "INSERT INTO harvester.jobs (job_id) VALUES ($1) ON CONFLICT DO NOTHING", job)
+    row = await conn.fetchrow("SELECT state, priority, tags, polls FROM harvester.jobs")
+    assert dict(row) == {"state": "pending", "priority": 0, "tags": "{}", "polls": 0}
+
+
+async def test_a_non_uuid_is_refused_by_the_column_type(conn: asyncpg.Connection) -> None:
+    try:
+        await conn.execute("INSERT INTO harvester.jobs (job_id) VALUES ($1::text::uuid)", "nope")
+    except asyncpg.InvalidTextRepresentationError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("a bad UUID was accepted")
+    assert await conn.fetchval("SELECT count(*) FROM harvester.jobs") == 0

@@ -1,0 +1,148 @@
+"""Configuration: TOML, then environment, then flags; every bad key is a one-line error naming it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harvester import config
+from harvester.errors import ConfigError
+
+LOCAL = {"HARVESTER_API_BASE_URL": "http://127.0.0.1:8765"}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "harvester.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_match_the_spec() -> None:
+    cfg = config.load(environ={})
+    assert cfg.api.base_url == "https://spideriq.di-atomic.com"
+    assert cfg.rate_limit.requests_per_minute == 100
+    assert cfg.rate_limit.burst == 20
+    assert cfg.server.listen == "127.0.0.1:9187"
+    assert cfg.log.format == "json"
+    assert cfg.polling.give_up_after_s == 7 * 24 * 3600
+
+
+def test_environment_overrides_file_and_flags_override_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\ndsn = "postgresql://file/db"\n[log]\nformat = "console"\n')
+    cfg = config.load(path, environ={"HARVESTER_DSN": "postgresql://env/db"})
+    assert cfg.database.dsn == "postgresql://env/db"
+    assert cfg.log.format == "console"
+    cfg = config.load(path, environ={**LOCAL, "HARVESTER_SPEED": "2"}, overrides={"speed": 4.0})
+    assert cfg.speed == 4.0
+
+
+def test_config_file_named_by_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "[worker]\nlease_s = 12\n")
+    cfg = config.load(environ={"HARVESTER_CONFIG": str(path)})
+    assert cfg.worker.lease_s == 12
+
+
+def test_generic_environment_names_reach_every_key() -> None:
+    cfg = config.load(environ={"HARVESTER_POLLING__MAX_INTERVAL_S": "42",
+                               "HARVESTER_SERVER__ENABLED": "false"})
+    assert cfg.polling.max_interval_s == 42
+    assert cfg.server.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[polling]\nbogus = 1\n", "polling.bogus"),
+        ("[nosuch]\nx = 1\n", "nosuch"),
+        ('[rate_limit]\nburst = "many"\n', "rate_limit.burst"),
+        ("[rate_limit]\nburst = 0\n", "rate_limit.burst"),
+        ("[rate_limit]\nwindow_s = 5\n", "rate_limit.window_s"),
+        ("[worker]\nlease_s = -1\n", "worker.lease_s"),
+        ('[polling]\ndiscovery = "psychic"\n', "polling.discovery"),
+        ('[log]\nformat = "xml"\n', "log.format"),
+        ('[server]\nlisten = "nowhere"\n', "server.listen"),
+        ('[database]\ndsn = "mysql://x"\n', "database.dsn"),
+        ("[api]\nallow_insecure = 1\n", "api.allow_insecure"),
+    ],
+)
+def test_bad_file_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config.load(write(tmp_path, text), environ={})
+
+
+def test_bad_environment_key_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"polling\.nope"):
+        config.load(environ={"HARVESTER_POLLING__NOPE": "1"})
+
+
+def test_bad_environment_value_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"rate_limit\.burst"):
+        config.load(environ={"HARVESTER_RATE_LIMIT__BURST": "lots"})
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(write(tmp_path, "[api\n"), environ={})
+
+
+def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "absent.toml", environ={})
+
+
+def test_plain_http_refused_for_remote_hosts() -> None:
+    with pytest.raises(ConfigError, match="plain http"):
+        config.load(environ={"HARVESTER_API_BASE_URL": "http://api.example.com"})
+
+
+def test_plain_http_allowed_on_loopback_or_when_insecure_is_set() -> None:
+    assert config.load(environ={"HARVESTER_API_BASE_URL": "http://localhost:1"}).api.base_url
+    cfg = config.load(environ={"HARVESTER_API_BASE_URL": "http://api.example.com",
+                               "HARVESTER_API__ALLOW_INSECURE": "true"})
+    assert cfg.api.allow_insecure
+
+
+def test_speed_refused_unless_loopback() -> None:
+    with pytest.raises(ConfigError, match="speed"):
+        config.load(environ={"HARVESTER_SPEED": "10"})
+
+
+def test_speed_scales_durations_and_rate() -> None:
+    cfg = config.load(environ={**LOCAL, "HARVESTER_SPEED": "10"})
+    assert cfg.worker.lease_s == pytest.approx(3.0)
+    assert cfg.polling.min_interval_s == pytest.approx(0.3)
+    assert cfg.rate_limit.requests_per_minute == pytest.approx(1000)
+    assert cfg.rate_limit.burst == 20
+    assert cfg.rate_limit.window_s == pytest.approx(6.0)
+
+
+def test_token_from_file_and_never_in_repr(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("cli_abc:sk_secretvalue:secret_other\n")
+    cfg = config.load(environ={"HARVESTER_API_TOKEN_FILE": str(token_file)})
+    assert config.require_token(cfg) == "cli_abc:sk_secretvalue:secret_other"
+    assert "sk_secretvalue" not in repr(cfg)
+    assert "sk_secretvalue" not in str(config.describe(cfg))
+
+
+def test_missing_token_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="api.token_file"):
+        config.load(environ={"HARVESTER_API_TOKEN_FILE": str(tmp_path / "none")})
+
+
+def test_missing_token_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="api.token"):
+        config.require_token(config.load(environ={}))
+
+
+def test_example_config_documents_every_key() -> None:
+    example = Path(__file__).resolve().parents[2] / "config.example.toml"
+    cfg = config.load(example, environ={})
+    text = example.read_text()
+    for section, cls in config.SECTIONS.items():
+        for name in config._field_types(cls):
+            if f"{section}.{name}" in config.DERIVED:
+                continue
+            assert f"{name} =" in text or f"# {name} =" in text, f"{section}.{name} undocumented"
+    assert cfg.rate_limit.burst == 20

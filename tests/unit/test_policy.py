@@ -1,0 +1,124 @@
+"""The poll policy: pure decisions over plain values, checked with tables of cases."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from harvester import policy
+from harvester.config import PollingConfig
+
+CFG = PollingConfig()
+
+
+def view(job_type: str | None = "spiderSite", polls: int = 1, nf: int = 0, faults: int = 0,
+         age: float = 25.0) -> policy.JobView:
+    return policy.JobView(job_type, polls, nf, faults, age)
+
+
+@pytest.mark.parametrize(
+    ("job_type", "expected"),
+    [("spiderSite", 20.0), ("spiderMaps", 60.0), ("spiderVerify", 30.0), (None, 30.0)],
+)
+def test_typical_duration_by_type(job_type: str | None, expected: float) -> None:
+    assert policy.typical_duration(job_type, CFG) == expected
+
+
+def test_learned_duration_wins_over_config() -> None:
+    assert policy.typical_duration("spiderSite", CFG, learned=14.0) == 14.0
+
+
+def test_first_poll_waits_for_the_quickest_typical_duration() -> None:
+    assert policy.first_poll_wait(view(polls=0, age=5.0), CFG) == pytest.approx(15.0)
+    assert policy.first_poll_wait(view(polls=0, age=500.0), CFG) == 0.0
+    assert policy.first_poll_wait(view(polls=2, age=1.0), CFG) == 0.0
+
+
+def test_pending_before_typical_time_waits_until_then() -> None:
+    rng = random.Random(1)
+    delay = policy.pending_delay(view("spiderMaps", polls=0, age=20.0), CFG, rng)
+    assert 40 * 0.8 <= delay <= 40 * 1.2
+
+
+def test_pending_intervals_grow_and_are_capped() -> None:
+    cfg = PollingConfig(jitter=0.0)
+    rng = random.Random(1)
+    delays = [policy.pending_delay(view(polls=n, age=100.0), cfg, rng) for n in range(1, 30)]
+    assert delays == sorted(delays)
+    assert delays[0] == pytest.approx(5.0)  # a quarter of the 20 s typical site duration
+    assert max(delays) == cfg.max_interval_s
+
+
+@pytest.mark.parametrize("polls", [0, 1, 5, 50])
+def test_pending_never_below_the_minimum_interval(polls: int) -> None:
+    cfg = PollingConfig(first_poll_site_s=1.0, jitter=0.5)
+    for seed in range(50):
+        delay = policy.pending_delay(view(polls=polls, age=100), cfg, random.Random(seed))
+        assert delay >= cfg.min_interval_s
+
+
+def test_fault_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:
+    rng = random.Random(7)
+    for count in range(1, 12):
+        ceiling = min(CFG.fault_backoff_max_s, CFG.fault_backoff_base_s * 2 ** (count - 1))
+        samples = [policy.fault_delay(count, CFG, rng) for _ in range(200)]
+        assert all(CFG.min_interval_s <= s <= max(ceiling, CFG.min_interval_s) for s in samples)
+
+
+def test_not_found_retries_then_gives_up() -> None:
+    rng = random.Random(3)
+    job = view(nf=0)
+    for expected in range(1, CFG.not_found_retries + 1):
+        decision = policy.on_not_found(job, CFG, rng)
+        assert decision.state is None
+        assert decision.not_found_count == expected
+        assert decision.delay_s >= CFG.min_interval_s
+        job = view(nf=decision.not_found_count)
+    final = policy.on_not_found(job, CFG, rng)
+    assert final.state == policy.NOT_FOUND
+
+
+def test_not_found_retries_span_the_grace_period() -> None:
+    cfg = PollingConfig(jitter=0.0)
+    total = sum(policy.on_not_found(view(nf=n), cfg, random.Random()).delay_s
+                for n in range(cfg.not_found_retries))
+    assert total == pytest.approx(cfg.not_found_grace_s)
+
+
+def test_pending_past_give_up_after_expires() -> None:
+    decision = policy.on_pending(view(age=CFG.give_up_after_s + 1), CFG, random.Random())
+    assert decision.state == policy.EXPIRED
+
+
+def test_fault_counts_and_clears_not_found() -> None:
+    decision = policy.on_fault(view(faults=2, nf=1), "503", CFG, random.Random())
+    assert decision.state is None
+    assert decision.fault_count == 3
+    assert decision.error == "503"
+
+
+def test_a_pending_answer_resets_fault_and_404_counters() -> None:
+    decision = policy.on_pending(view(faults=4, nf=2), CFG, random.Random())
+    assert (decision.fault_count, decision.not_found_count) == (0, 0)
+
+
+def test_breaker_opens_after_threshold_and_closes_on_success() -> None:
+    cfg = PollingConfig(breaker_threshold=3, breaker_pause_s=10)
+    breaker = policy.Breaker()
+    for _ in range(2):
+        breaker = breaker.record_failure(100.0, cfg)
+    assert not breaker.is_open(100.0)
+    breaker = breaker.record_failure(100.0, cfg)
+    assert breaker.is_open(105.0)
+    assert not breaker.is_open(110.0)
+    assert breaker.record_success() == policy.Breaker()
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "reset_at", "expected"),
+    [(7200.0, None, 7200.0), (None, 1030.0, 30.0), (None, 900.0, 60.0), (None, None, 60.0),
+     (0.0, 1030.0, 0.0)],
+)
+def test_rate_limit_pause(retry_after: float | None, reset_at: float | None, expected: float) -> None:
+    assert policy.rate_limit_pause(retry_after, reset_at, 1000.0, 60.0) == expected
