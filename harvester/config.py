@@ -102,9 +102,12 @@ class PollingConfig:
     breaker_threshold: int = 10
     breaker_pause_s: float = 30.0
     auth_recheck_s: float = 300.0
-    list_interval_s: float = 5.0
+    list_interval_s: float = 4.0
+    list_max_staleness_s: float = 30.0
     list_overlap_s: float = 30.0
     list_max_pages: int = 10
+    list_fallback_s: float = 120.0
+    list_poll_factor: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +364,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("polling.backoff_factor: must be at least 1")
     if config.polling.not_found_retries < 0 or config.polling.breaker_threshold < 1:
         raise ConfigError("polling.breaker_threshold: must be at least 1")
+    if config.polling.list_poll_factor < 1:
+        raise ConfigError("polling.list_poll_factor: must be at least 1")
     if config.polling.list_max_pages < 1:
         raise ConfigError("polling.list_max_pages: must be at least 1")
     _validate_base_url(config)

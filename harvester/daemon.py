@@ -17,6 +17,7 @@ import asyncpg
 from harvester import api, db, logs, migrate, notify
 from harvester.config import Config, require_token
 from harvester.errors import DatabaseError, HarvesterError
+from harvester.discovery import Discovery
 from harvester.limiter import SharedLimiter
 from harvester.worker import Worker
 
@@ -93,6 +94,8 @@ async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
     )
     metrics = _metrics()
     worker = Worker(cfg, pool, client, limiter, observer=metrics)
+    if cfg.polling.discovery == "list":
+        worker.discovery = Discovery(cfg, pool, client, worker, token, clock=time.monotonic)
     server: Any = None
     try:
         if cfg.server.enabled:
@@ -107,6 +110,8 @@ async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
             group.create_task(worker.heartbeat(done))
             group.create_task(worker.housekeeping(done))
             group.create_task(watchdog(worker, done))
+            if worker.discovery is not None:
+                group.create_task(worker.discovery.run(done))
             if max_seconds is not None:
                 group.create_task(_stop_after(stop, max_seconds))
             try:

@@ -58,11 +58,14 @@ def initial_delay(cfg: PollingConfig) -> float:
     return min(cfg.first_poll_site_s, cfg.first_poll_maps_s, cfg.first_poll_other_s)
 
 
-def first_poll_wait(job: JobView, cfg: PollingConfig) -> float:
-    """Seconds to hold a never-polled job before spending a request on it (0 = poll now)."""
+def first_poll_wait(job: JobView, cfg: PollingConfig, factor: float = 1.0) -> float:
+    """Seconds to hold a never-polled job before spending a request on it (0 = poll now).
+
+    ``factor`` > 1 while list discovery is healthy: the list, not a poll, should find the job.
+    """
     if job.polls > 0:
         return 0.0
-    return max(0.0, initial_delay(cfg) - job.age_s)
+    return max(0.0, initial_delay(cfg) * factor - job.age_s)
 
 
 def jittered(value: float, jitter: float, rng: random.Random) -> float:
@@ -70,7 +73,8 @@ def jittered(value: float, jitter: float, rng: random.Random) -> float:
 
 
 def pending_delay(
-    job: JobView, cfg: PollingConfig, rng: random.Random, learned: float | None = None
+    job: JobView, cfg: PollingConfig, rng: random.Random, learned: float | None = None,
+    factor: float = 1.0,
 ) -> float:
     """Next poll after a 202: at the typical duration first, then growing steps, capped.
 
@@ -82,7 +86,7 @@ def pending_delay(
     else:
         step = max(cfg.min_interval_s, typical * 0.25)
         delay = step * cfg.backoff_factor ** max(0, job.polls - 1)
-    delay = min(jittered(delay, cfg.jitter, rng), cfg.max_interval_s)
+    delay = min(jittered(delay * factor, cfg.jitter, rng), cfg.max_interval_s)
     return max(cfg.min_interval_s, delay)
 
 
@@ -97,11 +101,12 @@ def expired(job: JobView, cfg: PollingConfig) -> bool:
 
 
 def on_pending(
-    job: JobView, cfg: PollingConfig, rng: random.Random, learned: float | None = None
+    job: JobView, cfg: PollingConfig, rng: random.Random, learned: float | None = None,
+    factor: float = 1.0,
 ) -> Decision:
     if expired(job, cfg):
         return Decision(EXPIRED, 0.0, job.not_found_count, 0, "gave up: still not finished")
-    return Decision(None, pending_delay(job, cfg, rng, learned), 0, 0)
+    return Decision(None, pending_delay(job, cfg, rng, learned, factor), 0, 0)
 
 
 def on_not_found(job: JobView, cfg: PollingConfig, rng: random.Random) -> Decision:
@@ -151,3 +156,51 @@ def rate_limit_pause(
     if reset_at is not None and reset_at > now_unix:
         return reset_at - now_unix
     return default_s
+
+
+# ---------------------------------------------------------------- list discovery
+
+TERMINAL_UPSTREAM = frozenset({"completed", "failed", "cancelled"})
+
+
+def list_pass_interval(due_now: bool, spare_tokens: int, cfg: PollingConfig) -> float:
+    """Minimum age of the last list pass before the next one.
+
+    Fetching a job known to be finished always harvests, so while fetches wait for budget a list
+    page only runs when discovery is going stale; with budget to spare, pages keep latency low.
+    """
+    if due_now or spare_tokens < 2:
+        return cfg.list_max_staleness_s
+    return cfg.list_interval_s
+
+
+def running_defer(job_type: str | None, cfg: PollingConfig, learned: float | None = None) -> float:
+    """No direct poll for this long once the list has shown a job still running."""
+    return max(cfg.list_fallback_s, 3.0 * typical_duration(job_type, cfg, learned))
+
+
+def list_should_continue(page: int, total_pages: int, oldest_on_page: float | None,
+                         stop_at: float | None, cfg: PollingConfig) -> bool:
+    """Page further back while the page still reaches past the watermark (minus the overlap)."""
+    if page >= min(total_pages, cfg.list_max_pages) or oldest_on_page is None:
+        return False
+    return stop_at is None or oldest_on_page >= stop_at
+
+
+class DurationModel:
+    """Typical duration per job type, learned as an exponentially weighted mean."""
+
+    __slots__ = ("_alpha", "_means")
+
+    def __init__(self, alpha: float = 0.1) -> None:
+        self._alpha = alpha
+        self._means: dict[str, float] = {}
+
+    def observe(self, job_type: str | None, seconds: float | None) -> None:
+        if not job_type or seconds is None or not (0 < seconds < 86400):
+            return
+        mean = self._means.get(job_type)
+        self._means[job_type] = seconds if mean is None else mean + self._alpha * (seconds - mean)
+
+    def get(self, job_type: str | None) -> float | None:
+        return self._means.get(job_type) if job_type else None

@@ -13,7 +13,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -22,6 +22,9 @@ from harvester import api, logs, policy, queue, store
 from harvester.config import Config
 from harvester.errors import DatabaseError
 from harvester.queue import ClaimedJob
+
+if TYPE_CHECKING:
+    from harvester.discovery import Discovery
 
 log = logs.get("harvester.worker")
 
@@ -76,6 +79,8 @@ class Worker:
         self.auth_paused_until = 0.0
         self.last_tick = clock()
         self.harvested = 0
+        self.durations = policy.DurationModel()
+        self.discovery: Discovery | None = None
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
 
@@ -177,7 +182,7 @@ class Worker:
         structlog_ctx = {"job_id": str(job.job_id)}
         view = policy.JobView(job.job_type, job.polls, job.not_found_count, job.fault_count, job.age_s)
         try:
-            hold = policy.first_poll_wait(view, self.cfg.polling)
+            hold = policy.first_poll_wait(view, self.cfg.polling, self._poll_factor())
             if hold > 0:
                 await queue.reschedule(
                     self.pool, job, delay_s=hold, polls_spent=0, http_status=None,
@@ -193,7 +198,7 @@ class Worker:
                 return
             waited = self.clock() - started
             outcome = await self.client.fetch_result(job.job_id)
-            self.observer.request_done("results", outcome.http_status or "error", waited)
+            await self.observe("results", outcome, waited)
             await self._apply(job, view, outcome, stop)
         except asyncio.CancelledError:
             raise
@@ -207,14 +212,54 @@ class Worker:
             self.in_flight.pop(job.job_id, None)
             self._slot_freed.set()
 
-    async def _apply(self, job: ClaimedJob, view: policy.JobView, outcome: Any, stop: asyncio.Event) -> None:
+    async def observe(self, endpoint: str, outcome: Any, waited_s: float) -> None:
+        """Process-wide consequences of any response: metrics, 429 pause, credential, breaker."""
+        status = getattr(outcome, "http_status", None)
+        self.observer.request_done(endpoint, status if status is not None else "error", waited_s)
         cfg = self.cfg.polling
-        status = outcome.http_status
-        if not isinstance(outcome, api.Transient | api.AuthFailed):
+        now = self.clock()
+        if isinstance(outcome, api.RateLimited):
+            pause = await self.limiter.pause(
+                retry_after_s=outcome.retry_after_s, reset_at=outcome.reset_at,
+                reason=outcome.detail,
+            )
+            self.observer.error("rate_limited")
+            log.warning("api_rate_limited", endpoint=endpoint, pause_s=round(pause, 3))
+        elif isinstance(outcome, api.AuthFailed):
+            self.auth_failed = True
+            self.auth_paused_until = now + cfg.auth_recheck_s
+            self.observer.error("auth")
+            log.error("api_auth_failed", endpoint=endpoint, http_status=status,
+                      detail=logs.scrub(outcome.detail), recheck_in_s=cfg.auth_recheck_s)
+        elif isinstance(outcome, api.Transient):
+            was_open = self.breaker.is_open(now)
+            self.breaker = self.breaker.record_failure(now, cfg)
+            self.observer.error("transient")
+            if self.breaker.is_open(now) and not was_open:
+                log.warning("breaker_opened", failures=self.breaker.failures,
+                            pause_s=cfg.breaker_pause_s, reason=outcome.reason)
+        else:
             self.breaker = self.breaker.record_success()
             if self.auth_failed:
                 self.auth_failed = False
                 log.info("api_auth_restored")
+
+    def paused(self) -> bool:
+        return self._claim_budget() == 0 and not self.in_flight
+
+    def report(self, endpoint: str, outcome: Any, waited_s: float) -> None:
+        task = asyncio.create_task(self.observe(endpoint, outcome, waited_s))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _poll_factor(self) -> float:
+        healthy = self.discovery is not None and self.discovery.healthy
+        return self.cfg.polling.list_poll_factor if healthy else 1.0
+
+    async def _apply(self, job: ClaimedJob, view: policy.JobView, outcome: Any,
+                     stop: asyncio.Event) -> None:
+        cfg = self.cfg.polling
+        status = outcome.http_status
         if isinstance(outcome, api.Completed):
             await self._store(job, stop, lambda: store.store_result(
                 self.pool, outcome.body, expected_job_id=job.job_id,
@@ -226,34 +271,26 @@ class Worker:
                 fence=store.Fence(job.job_id, job.lease_token), http_status=status or 410,
             ))
         elif isinstance(outcome, api.Pending):
-            decision = policy.on_pending(view, cfg, self.rng)
+            job_type = outcome.job_type or job.job_type
+            decision = policy.on_pending(view, cfg, self.rng, self.durations.get(job_type),
+                                         self._poll_factor())
             await self._decide(job, decision, status, outcome.upstream_status, outcome.job_type)
         elif isinstance(outcome, api.NotFound):
             await self._decide(job, policy.on_not_found(view, cfg, self.rng), status, None, None)
         elif isinstance(outcome, api.AuthFailed):
-            self.auth_failed = True
-            self.auth_paused_until = self.clock() + cfg.auth_recheck_s
-            self.observer.error("auth")
-            log.error("api_auth_failed", job_id=str(job.job_id), http_status=status,
-                      detail=logs.scrub(outcome.detail), recheck_in_s=cfg.auth_recheck_s)
             await self._keep(job, cfg.auth_recheck_s, status, f"{status}: {outcome.detail}")
         elif isinstance(outcome, api.RateLimited):
-            pause = await self.limiter.pause(
-                retry_after_s=outcome.retry_after_s, reset_at=outcome.reset_at, reason=outcome.detail
-            )
-            log.warning("api_rate_limited", job_id=str(job.job_id), pause_s=pause)
-            await self._keep(job, pause, status, "429: rate limited")
+            await self._keep(job, max(self.cfg.polling.min_interval_s, self._limiter_pause(outcome)),
+                             status, "429: rate limited")
         elif isinstance(outcome, api.Transient):
-            was_open = self.breaker.is_open(self.clock())
-            self.breaker = self.breaker.record_failure(self.clock(), cfg)
-            if self.breaker.is_open(self.clock()) and not was_open:
-                log.warning("breaker_opened", failures=self.breaker.failures,
-                            pause_s=cfg.breaker_pause_s)
-            self.observer.error("transient")
             await self._decide(job, policy.on_fault(view, outcome.reason, cfg, self.rng),
                                status, None, None)
         else:  # pragma: no cover - the api module returns only the kinds above
             raise TypeError(f"unknown outcome {type(outcome).__name__}")
+
+    def _limiter_pause(self, outcome: Any) -> float:
+        return policy.rate_limit_pause(outcome.retry_after_s, outcome.reset_at, time.time(),
+                                       self.cfg.rate_limit.default_pause_s)
 
     async def _keep(self, job: ClaimedJob, delay: float, status: int | None, error: str) -> None:
         """Count the request but leave the job exactly as it was otherwise (pauses)."""
