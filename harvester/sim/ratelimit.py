@@ -84,8 +84,8 @@ class RateMeter:
     def record(self, now: float) -> None:
         self.total += 1
         self._times.append(now)
-        # Float noise from the clock must not drop a request that is exactly 60 s old.
-        while self._times and self._times[0] <= now - WINDOW_S - 1e-9:
+        # The window is (now - 60 s, now]: a request exactly 60 s old no longer counts.
+        while self._times and self._times[0] <= now - WINDOW_S + 1e-6:
             self._times.popleft()
         self.max_in_window = max(self.max_in_window, len(self._times))
         if self._last is not None:
@@ -95,4 +95,4 @@ class RateMeter:
         self.max_burst = max(self.max_burst, self._excess)
 
     def in_window(self, now: float) -> int:
-        return sum(1 for t in self._times if t > now - WINDOW_S - 1e-9)
+        return sum(1 for t in self._times if t > now - WINDOW_S + 1e-6)
