@@ -301,7 +301,7 @@ async def get_queue_stats(request: web.Request) -> web.Response:
 def build_app(settings: SimSettings, clock: Clock | None = None) -> web.Application:
     """The simulator as an aiohttp application; ``clock`` lets tests drive time by hand."""
     app = web.Application()
-    state = SimState(settings, clock or SimClock(settings.speed))
+    state = SimState(settings, clock or SimClock(settings.speed, settings.epoch))
     app[STATE_KEY] = state
     if settings.initial_jobs:
         admin.create_initial_jobs(state, settings.initial_jobs)

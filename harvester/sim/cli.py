@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from datetime import UTC, datetime
 
 from harvester.sim.server import SimServer
 from harvester.sim.settings import DEFAULT_TOKEN, FaultSettings, SimSettings
@@ -106,6 +107,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="answer every request 429 for this many simulated seconds from start-up",
     )
+    add(
+        "--epoch",
+        type=_epoch,
+        default=None,
+        help="simulated wall time at start-up (ISO-8601); fixes timestamps for reproducible runs",
+    )
+
+
+def _epoch(text: str) -> float:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        message = "expected an ISO-8601 time, e.g. 2025-10-27T10:00:00Z"
+        raise argparse.ArgumentTypeError(message) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def settings_from(args: argparse.Namespace) -> SimSettings:
@@ -133,6 +151,7 @@ def settings_from(args: argparse.Namespace) -> SimSettings:
         revoked_status=args.revoked_status,
         variants=not args.no_variants,
         initial_jobs=args.jobs,
+        epoch=args.epoch,
         faults=faults,
     )
 

@@ -47,6 +47,7 @@ class SimSettings:
     revoked_status: int = 401
     variants: bool = True
     initial_jobs: int = 0
+    epoch: float | None = None
     faults: FaultSettings = field(default_factory=FaultSettings)
 
     def __post_init__(self) -> None:

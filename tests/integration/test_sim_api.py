@@ -147,6 +147,7 @@ async def test_status_worker_id_is_null_while_queued(
     (job_id,) = await make_jobs(http, sim, count=1, duration_s=20)
     sim.state.jobs[job_id].start_at += 100
     status, body, _ = await call(http, "GET", f"{sim.url}/api/v1/jobs/{job_id}/status")
+    assert status == 200
     assert body["status"] == "queued" and body["worker_id"] is None
     assert body["created_at"].endswith("Z") or "T" in body["created_at"]
 
@@ -273,7 +274,10 @@ async def test_submit_creates_jobs_and_dedups_for_24h(
     status, again, _ = await call(http, "POST", url, json=payload)
     assert status == 201 and again["job_id"] == first["job_id"] and again["from_cache"] is True
     status, test_run, _ = await call(
-        http, "POST", url, json={"payload": {**payload["payload"], "test": True}}
+        http,
+        "POST",
+        url,
+        json={"payload": {"url": "https://example.com", "mode": "contacts", "test": True}},
     )
     assert test_run["job_id"] != first["job_id"] and test_run["from_cache"] is False
     status, other_tenant, _ = await call(http, "POST", url, OTHER, json=payload)
