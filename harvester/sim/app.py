@@ -29,7 +29,7 @@ from harvester.sim.bodies import (
 from harvester.sim.clock import Clock, SimClock
 from harvester.sim.delivery import deliver, json_response
 from harvester.sim.faults import Fault, Verdict
-from harvester.sim.jobs import STATUSES, TERMINAL
+from harvester.sim.jobs import STATUSES, TERMINAL, Job
 from harvester.sim.ratelimit import Decision
 from harvester.sim.settings import SimSettings
 from harvester.sim.state import STATE_KEY, Credential, SimState, split_token
@@ -91,10 +91,13 @@ def guard(request: web.Request, endpoint: str, faultable: bool) -> Passed | web.
         return json_response(401, UNKNOWN, {"WWW-Authenticate": "Bearer"})
     if cred.status == "inactive":
         state.record(endpoint, "403", cred.client_id)
-        return json_response(403, INACTIVE)
+        return json_response(
+            403, INACTIVE, rate_headers(state, cred.bucket.peek(state.clock.now()))
+        )
     if cred.status == "revoked":
         state.record(endpoint, str(cred.revoked_status), cred.client_id)
-        return json_response(cred.revoked_status, REVOKED)
+        headers = rate_headers(state, cred.bucket.peek(state.clock.now()))
+        return json_response(cred.revoked_status, REVOKED, headers)
     now = state.clock.now()
     cred.meter.record(now)
     storm = state.faults.storm(now)
@@ -225,33 +228,32 @@ async def get_list(request: web.Request) -> web.StreamResponse:
     if not isinstance(params, ListQuery):
         return await answer(request, "list", passed, 422, params)
     now = state.clock.now()
-    rows = [list_row(state.clock, state.jobs[jid], now) for jid in passed.cred.job_ids]
-    if params.status_filter:
-        rows = [row for row in rows if row["status"] == params.status_filter]
+    jobs = [state.jobs[jid] for jid in passed.cred.job_ids]
     if params.type_filter:
-        rows = [row for row in rows if row["type"] == params.type_filter]
-    key = params.sort_by
-    sim_times = {jid: state.jobs[jid] for jid in passed.cred.job_ids}
+        jobs = [job for job in jobs if job.type == params.type_filter]
+    # Status is computed once per job: lists of many thousand jobs stay cheap.
+    keyed = [(job.status_at(now), job) for job in jobs]
+    if params.status_filter:
+        keyed = [(status, job) for status, job in keyed if status == params.status_filter]
 
-    def sort_key(row: dict[str, Any]) -> tuple[Any, str]:
-        job = sim_times[row["job_id"]]
-        value: Any = (
-            row["status"]
-            if key == "status"
-            else job.created_at
-            if key == "created_at"
-            else job.updated_at(now)
-        )
-        return value, row["job_id"]
+    def sort_key(item: tuple[str, Job]) -> tuple[Any, str]:
+        status, job = item
+        if params.sort_by == "status":
+            return status, job.job_id
+        if params.sort_by == "created_at":
+            return job.created_at, job.job_id
+        return job.updated_at(now), job.job_id
 
-    rows.sort(key=sort_key, reverse=params.sort_order == "desc")
+    keyed.sort(key=sort_key, reverse=params.sort_order == "desc")
     page, size = params.page, params.page_size
     body = {
-        "total": len(rows),
+        "total": len(keyed),
         "page": page,
         "page_size": size,
-        "total_pages": math.ceil(len(rows) / size),
-        "jobs": rows[(page - 1) * size : page * size],
+        "total_pages": math.ceil(len(keyed) / size),
+        "jobs": [
+            list_row(state.clock, job, now) for _, job in keyed[(page - 1) * size : page * size]
+        ],
     }
     return await answer(request, "list", passed, 200, body)
 
