@@ -128,10 +128,11 @@ def site_data(seed: int, job_id: str, payload: dict[str, Any], variants: bool) -
     industry = rng.choice(w.INDUSTRIES)
     decision = team[0] if team else None
     pages = rng.randint(1, {"contacts": 5, "compendium": 10, "leads": 50, "full": 100}[mode])
+    crawl = rng.choice(("success",) * 6 + ("partial",) * 3 + ("failed",))
     data: dict[str, Any] = {
         "url": url,
-        "pages_crawled": pages,
-        "crawl_status": rng.choice(("success",) * 6 + ("partial",) * 3 + ("failed",)),
+        "pages_crawled": pages if crawl != "failed" else min(pages, 1),
+        "crawl_status": crawl,
         "emails": emails,
         "phones": phones,
         "addresses": addresses,

@@ -408,3 +408,22 @@ async def test_same_seed_gives_same_jobs_and_bodies() -> None:
     first, second = await run(), await run()
     assert first == second
     assert len(set(first)) == len(first)
+
+
+async def test_envelope_variants_running_and_naive_timestamps(
+    sim: SimServer, clock: ManualClock, http: aiohttp.ClientSession
+) -> None:
+    ids = await make_jobs(http, sim, count=80, duration_s=100, outcome="completed")
+    clock.advance(50)
+    shown = set()
+    for job_id in ids:
+        status, body, _ = await call(http, "GET", f"{sim.url}/api/v1/jobs/{job_id}/results")
+        assert status == 202
+        shown.add(body["status"])
+    assert shown == {"processing", "running"}
+    clock.advance(100)
+    stamps = set()
+    for job_id in ids:
+        _, body, _ = await call(http, "GET", f"{sim.url}/api/v1/jobs/{job_id}/results")
+        stamps.add("Z" if body["completed_at"].endswith("Z") else "naive")
+    assert stamps == {"Z", "naive"}
