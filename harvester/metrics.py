@@ -1,0 +1,125 @@
+"""Prometheus metrics for the daemon, in a registry of their own.
+
+``Metrics`` owns one ``CollectorRegistry`` (a fresh one per instance unless one is passed in), so
+tests and several daemons in one process never collide on the global registry. It is also the
+worker's ``Observer``: the loop calls ``request_done``, ``job_finished``, ``store_done`` and
+``error``, each cheap and never raising. Gauges that mirror state elsewhere (jobs per state from the
+database, limiter tokens, pauses) are set by whoever knows that state, through the ``set_*``
+methods. Labels only ever carry endpoint names, HTTP codes, job states and error kinds: never the
+token, a job id or a body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+NAMESPACE = "harvester"
+JOB_STATES = ("pending", "harvested", "failed", "cancelled", "not_found", "rejected", "expired")
+
+# Seconds: the limiter waits from nothing to a full budget-refusal pause.
+WAIT_BUCKETS = (0.005, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# Seconds from SpiderIQ's completed_at to the row being stored: ideally a few seconds.
+LATENCY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+POLL_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 50.0)
+STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Every metric the daemon exports, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.api_requests = Counter(
+            "api_requests", "SpiderIQ API requests by endpoint and HTTP status ('error' when no "
+            "response arrived).", ["endpoint", "status"], namespace=NAMESPACE, registry=r)
+        self.api_rate_limited = Counter(
+            "api_rate_limited", "API requests answered 429.", namespace=NAMESPACE, registry=r)
+        self.limiter_tokens = Gauge(
+            "limiter_tokens", "Requests the shared limiter would allow right now.",
+            namespace=NAMESPACE, registry=r)
+        self.limiter_wait = Histogram(
+            "limiter_wait_seconds", "Time a request waited for the shared limiter.",
+            namespace=NAMESPACE, registry=r, buckets=WAIT_BUCKETS)
+        self.limiter_paused = Gauge(
+            "limiter_paused", "1 while the limiter is paused by a 429 or budget refusal.",
+            namespace=NAMESPACE, registry=r)
+        self.jobs = Gauge(
+            "jobs", "Jobs in the queue table by state (refreshed from the database).",
+            ["state"], namespace=NAMESPACE, registry=r)
+        self.oldest_pending_age = Gauge(
+            "oldest_pending_age_seconds", "Age of the oldest pending job (0 when none).",
+            namespace=NAMESPACE, registry=r)
+        self.harvest_latency = Histogram(
+            "harvest_latency_seconds", "From the job's completion upstream to its result stored.",
+            namespace=NAMESPACE, registry=r, buckets=LATENCY_BUCKETS)
+        self.polls_per_job = Histogram(
+            "polls_per_harvested_job", "API requests spent on each harvested job.",
+            namespace=NAMESPACE, registry=r, buckets=POLL_BUCKETS)
+        self.store_latency = Histogram(
+            "store_latency_seconds", "Time to store one result (one transaction).",
+            namespace=NAMESPACE, registry=r, buckets=STORE_BUCKETS)
+        self.errors = Counter(
+            "errors", "Errors by kind (transient, auth, rate_limited, database, unexpected, ...).",
+            ["kind"], namespace=NAMESPACE, registry=r)
+        self.jobs_finished = Counter(
+            "jobs_finished", "Jobs that reached a final state, by state.",
+            ["state"], namespace=NAMESPACE, registry=r)
+        self.breaker_open = Gauge(
+            "breaker_open", "1 while the circuit breaker pauses polling.",
+            namespace=NAMESPACE, registry=r)
+        self.auth_paused = Gauge(
+            "auth_paused", "1 while polling is paused because the credential was refused.",
+            namespace=NAMESPACE, registry=r)
+        for state in JOB_STATES:
+            self.jobs.labels(state=state).set(0)
+
+    # ------------------------------------------------------------ the worker's Observer
+    def request_done(self, endpoint: str, status: int | str, wait_s: float) -> None:
+        """One API request finished (``status`` is the HTTP code, or 'error' with no response)."""
+        label = str(status) if isinstance(status, int) or status.isdigit() else "error"
+        self.api_requests.labels(endpoint=endpoint, status=label).inc()
+        if label == "429":
+            self.api_rate_limited.inc()
+        if wait_s >= 0:
+            self.limiter_wait.observe(wait_s)
+
+    def job_finished(self, state: str, polls: int, latency_s: float | None) -> None:
+        """A job left ``pending`` for ``state`` after ``polls`` requests."""
+        self.jobs_finished.labels(state=state).inc()
+        if state == "harvested":
+            self.polls_per_job.observe(max(polls, 0))
+            if latency_s is not None and latency_s >= 0:
+                self.harvest_latency.observe(latency_s)
+
+    def store_done(self, seconds: float) -> None:
+        self.store_latency.observe(max(seconds, 0.0))
+
+    def error(self, kind: str) -> None:
+        self.errors.labels(kind=kind).inc()
+
+    # ------------------------------------------------------------ state mirrors
+    def set_job_counts(
+        self, counts: Mapping[str, int], oldest_pending_age_s: float | None
+    ) -> None:
+        """Jobs per state as last read from the database; states not in ``counts`` read 0."""
+        for state in {*JOB_STATES, *counts}:
+            self.jobs.labels(state=state).set(counts.get(state, 0))
+        self.oldest_pending_age.set(max(oldest_pending_age_s or 0.0, 0.0))
+
+    def set_limiter(self, tokens: float, paused: bool) -> None:
+        self.limiter_tokens.set(tokens)
+        self.limiter_paused.set(1 if paused else 0)
+
+    def set_breaker_open(self, is_open: bool) -> None:
+        self.breaker_open.set(1 if is_open else 0)
+
+    def set_auth_paused(self, paused: bool) -> None:
+        self.auth_paused.set(1 if paused else 0)
+
+    # ------------------------------------------------------------ exposition
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)
