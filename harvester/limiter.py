@@ -1,0 +1,213 @@
+"""The shared rate limiter: one budget per API credential for every harvester process on a database.
+
+The state lives in ``harvester.rate_limits`` (keyed by a sha256 fingerprint of the token, never the
+token), so it is shared across processes and survives restarts. ``acquire`` reserves one request
+slot with a single call of ``harvester.rate_reserve``, which, under the row lock, finds the earliest
+time that satisfies both readings of "N per minute, burst B" at once (a GCRA token bucket and a
+rolling-window cap over the recorded grant times) and any 429 pause, records the grant and returns
+it; the caller then sleeps until that time. Interval and window are stretched by a small ``margin``
+because the server measures arrival times and our sends jitter. ``pause`` extends (never shortens)
+a pause that every process honours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from harvester import logs
+from harvester.db import DB_ERRORS
+from harvester.errors import ConfigError, DatabaseError
+from harvester.queries import query
+
+log = logs.get("harvester.limiter")
+
+DEFAULT_MARGIN = 0.02  # 2 % of the interval and of the window: leaves ~98 % of the budget usable
+MAX_PAUSE_S = 26 * 3600.0  # a budget refusal lasts until midnight UTC at most; junk is capped
+MAX_PEEK = 10_000
+_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, asyncpg.PostgresError)
+
+
+def fingerprint(token: str) -> str:
+    """The key a credential's state is stored under: sha256 hex; the token never reaches the DB."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def pause_length(retry_after_s: float | None, reset_at: float | None, now_unix: float,
+                 default_s: float, max_s: float = MAX_PAUSE_S) -> float:
+    """How long a 429 pauses every process: Retry-After, else X-RateLimit-Reset, else default."""
+    if retry_after_s is not None and retry_after_s >= 0:
+        length = retry_after_s
+    elif reset_at is not None and reset_at > now_unix:
+        length = reset_at - now_unix
+    else:
+        length = default_s
+    return min(length, max_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One reserved request slot: send at ``at`` (database clock); ``db_now`` was read with it."""
+
+    at: datetime
+    db_now: datetime
+
+    @property
+    def wait_s(self) -> float:
+        return max(0.0, (self.at - self.db_now).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterState:
+    credential: str  # a short prefix of the fingerprint, for display
+    tokens: int  # requests that could be sent right now
+    next_free_at: datetime
+    next_free_in_s: float
+    paused_until: datetime | None
+    pause_reason: str | None
+    in_window: int  # grants (sent or reserved) inside the current rolling window
+    limit: int  # the rolling-window cap
+    window_s: float
+    burst: int
+    granted_total: int
+    db_now: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        paused = self.paused_until is not None and self.paused_until > self.db_now
+        return {
+            "credential": self.credential, "tokens": self.tokens,
+            "next_free_in_s": round(self.next_free_in_s, 3),
+            "in_window": self.in_window, "limit": self.limit, "window_s": self.window_s,
+            "burst": self.burst, "granted_total": self.granted_total,
+            "paused_until": self.paused_until.isoformat() if paused and self.paused_until else None,
+            "pause_reason": self.pause_reason if paused else None,
+        }
+
+
+@contextmanager
+def _database() -> Iterator[None]:
+    try:
+        yield
+    except _ERRORS as exc:
+        raise DatabaseError(f"rate limiter: {type(exc).__name__}: {exc}") from exc
+
+
+class SharedLimiter:
+    def __init__(
+        self, pool: asyncpg.Pool, *, token: str, requests_per_minute: float, burst: int,
+        window_s: float, default_pause_s: float, margin: float = DEFAULT_MARGIN,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        if not token:
+            raise ConfigError("api.token: the rate limiter needs a credential")
+        if not requests_per_minute > 0 or not window_s > 0 or burst < 1:
+            raise ConfigError("rate_limit: requests_per_minute, window and burst must be positive")
+        if not 0 <= margin < 1:
+            raise ConfigError("rate_limit: margin must be in [0, 1)")
+        self.pool = pool
+        self.key = fingerprint(token)
+        self._secrets = tuple(sorted({token, *(p for p in token.split(":") if len(p) >= 6)},
+                                     key=len, reverse=True))
+        self.interval_s = 60.0 / requests_per_minute
+        # the cap of any rolling window: requests_per_minute is already speed-scaled, window_s too
+        self.limit = max(1, math.floor(requests_per_minute * window_s / 60.0 + 1e-9))
+        self.burst = min(burst, self.limit)
+        self.window_s = window_s
+        self.margin = margin
+        self.default_pause_s = default_pause_s
+        self._clock = clock
+        self._sleep = sleep
+        self._wall = wall
+
+    def __repr__(self) -> str:
+        return f"SharedLimiter(credential={self.key[:12]}, limit={self.limit}/{self.window_s}s)"
+
+    def _params(self) -> tuple[str, int, float, float, int, float]:
+        return (self.key, self.limit, self.window_s, self.interval_s, self.burst, self.margin)
+
+    async def reserve(self) -> Grant:
+        """Reserve the next free slot for this credential (shared by every process)."""
+        with _database():
+            row = await self.pool.fetchrow(query("reserve_slot"), *self._params())
+        assert row is not None
+        return Grant(at=row["granted_at"], db_now=row["db_now"])
+
+    async def acquire(self) -> None:
+        """Wait for one request slot; a cancelled wait simply wastes the reserved slot."""
+        while True:
+            grant = await self.reserve()
+            if grant.wait_s <= 0:
+                return
+            deadline = self._clock() + grant.wait_s
+            await self._sleep(max(0.0, deadline - self._clock()))
+            # A 429 seen by any process while we slept pauses us too: take a new slot after it.
+            with _database():
+                paused_until = await self.pool.fetchval(query("select_paused_until"), self.key)
+            if paused_until is None or paused_until <= grant.at:
+                return
+            log.info("limiter_slot_dropped", reason="paused while waiting",
+                     paused_until=paused_until.isoformat())
+
+    async def pause(self, *, retry_after_s: float | None, reset_at: float | None,
+                    reason: str) -> float:
+        """Pause every process on this credential; return how long the pause now lasts."""
+        length = pause_length(retry_after_s, reset_at, self._wall(), self.default_pause_s)
+        for secret in self._secrets:
+            reason = reason.replace(secret, "***")
+        reason = logs.scrub(reason)[:200]
+        with _database():
+            remaining = await self.pool.fetchval(query("pause_limiter"), self.key, length, reason)
+        effective = max(0.0, float(remaining)) if remaining is not None else length
+        log.warning("limiter_paused", pause_s=round(effective, 3), requested_s=round(length, 3),
+                    reason=reason)
+        return effective
+
+    async def _peek(self, horizon_s: float, max_count: int) -> asyncpg.Record:
+        with _database():
+            row = await self.pool.fetchrow(query("peek_limiter"), *self._params(),
+                                           max(0.0, horizon_s), max_count)
+        assert row is not None
+        return row
+
+    async def available_slots(self, horizon_s: float) -> int:
+        """How many requests could be granted from now until ``horizon_s`` from now."""
+        cap = min(MAX_PEEK, self.limit + math.ceil(max(0.0, horizon_s) / self.interval_s) + 1)
+        row = await self._peek(horizon_s, cap)
+        return int(row["available"])
+
+    async def state(self) -> LimiterState:
+        row = await self._peek(0.0, self.limit)
+        return _state(row, self.key, self.limit, self.window_s, self.burst)
+
+
+def _state(row: asyncpg.Record | dict[str, Any], key: str, limit: int, window_s: float,
+           burst: int) -> LimiterState:
+    return LimiterState(
+        credential=key[:12], tokens=int(row["available"]), next_free_at=row["next_at"],
+        next_free_in_s=max(0.0, (row["next_at"] - row["db_now"]).total_seconds()),
+        paused_until=row["paused_until"], pause_reason=row["pause_reason"],
+        in_window=int(row["in_window"]), limit=limit, window_s=window_s, burst=burst,
+        granted_total=int(row["granted_total"]), db_now=row["db_now"],
+    )
+
+
+async def describe_all(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Every credential's limiter state, for ``harvester status`` (no token, only a fingerprint)."""
+    with _database():
+        rows = await pool.fetch(query("describe_limiters"))
+    return [
+        _state(row, row["credential"], int(row["n_limit"] or 0), float(row["window_s"] or 0.0),
+               int(row["burst"] or 0)).as_dict()
+        for row in rows
+    ]
