@@ -1,0 +1,118 @@
+"""The metrics registry: names, labels, the Observer calls and the text exposition."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from harvester.metrics import JOB_STATES, Metrics
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.render().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return samples(metrics).get((name, tuple(sorted(labels.items()))))
+
+
+def test_each_instance_has_its_own_registry() -> None:
+    first, second = Metrics(), Metrics()
+    first.error("transient")
+    assert value(first, "harvester_errors_total", kind="transient") == 1
+    assert value(second, "harvester_errors_total", kind="transient") is None
+
+
+def test_an_explicit_registry_is_used() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.set_breaker_open(True)
+    assert registry.get_sample_value("harvester_breaker_open") == 1
+
+
+def test_every_documented_metric_is_exported() -> None:
+    names = {family.name for family in text_string_to_metric_families(Metrics().render().decode())}
+    assert {
+        "harvester_api_requests", "harvester_api_rate_limited", "harvester_limiter_tokens",
+        "harvester_limiter_wait_seconds", "harvester_limiter_paused", "harvester_jobs",
+        "harvester_oldest_pending_age_seconds", "harvester_harvest_latency_seconds",
+        "harvester_polls_per_harvested_job", "harvester_store_latency_seconds",
+        "harvester_errors", "harvester_jobs_finished", "harvester_breaker_open",
+        "harvester_auth_paused",
+    } <= names
+
+
+def test_requests_by_endpoint_and_status_and_429s() -> None:
+    metrics = Metrics()
+    metrics.request_done("results", 200, 0.0)
+    metrics.request_done("results", 202, 0.5)
+    metrics.request_done("results", 429, 0.0)
+    metrics.request_done("list", "error", 1.0)
+    metrics.request_done("list", "timeout", 1.0)  # anything not a code is an error
+    assert value(metrics, "harvester_api_requests_total", endpoint="results", status="200") == 1
+    assert value(metrics, "harvester_api_requests_total", endpoint="results", status="429") == 1
+    assert value(metrics, "harvester_api_requests_total", endpoint="list", status="error") == 2
+    assert value(metrics, "harvester_api_rate_limited_total") == 1
+    assert value(metrics, "harvester_limiter_wait_seconds_count") == 5
+    assert value(metrics, "harvester_limiter_wait_seconds_sum") == 2.5
+
+
+def test_finished_jobs_feed_polls_and_latency_only_when_harvested() -> None:
+    metrics = Metrics()
+    metrics.job_finished("harvested", 2, 4.0)
+    metrics.job_finished("harvested", 1, None)
+    metrics.job_finished("failed", 3, 9.0)
+    assert value(metrics, "harvester_jobs_finished_total", state="harvested") == 2
+    assert value(metrics, "harvester_jobs_finished_total", state="failed") == 1
+    assert value(metrics, "harvester_polls_per_harvested_job_count") == 2
+    assert value(metrics, "harvester_polls_per_harvested_job_sum") == 3
+    assert value(metrics, "harvester_harvest_latency_seconds_count") == 1
+    assert value(metrics, "harvester_harvest_latency_seconds_bucket", le="5.0") == 1
+
+
+def test_store_latency_and_errors() -> None:
+    metrics = Metrics()
+    metrics.store_done(0.004)
+    metrics.error("database")
+    metrics.error("database")
+    assert value(metrics, "harvester_store_latency_seconds_count") == 1
+    assert value(metrics, "harvester_errors_total", kind="database") == 2
+
+
+def test_job_counts_cover_every_state_and_reset_missing_ones() -> None:
+    metrics = Metrics()
+    metrics.set_job_counts({"pending": 7, "harvested": 3}, 12.5)
+    assert value(metrics, "harvester_jobs", state="pending") == 7
+    assert value(metrics, "harvester_oldest_pending_age_seconds") == 12.5
+    metrics.set_job_counts({"harvested": 10}, None)
+    assert value(metrics, "harvester_jobs", state="pending") == 0
+    assert value(metrics, "harvester_jobs", state="harvested") == 10
+    assert value(metrics, "harvester_oldest_pending_age_seconds") == 0
+    assert all(value(metrics, "harvester_jobs", state=s) is not None for s in JOB_STATES)
+
+
+def test_pause_gauges() -> None:
+    metrics = Metrics()
+    metrics.set_limiter(13.0, paused=True)
+    metrics.set_auth_paused(True)
+    assert value(metrics, "harvester_limiter_tokens") == 13
+    assert value(metrics, "harvester_limiter_paused") == 1
+    assert value(metrics, "harvester_auth_paused") == 1
+    metrics.set_limiter(20.0, paused=False)
+    metrics.set_auth_paused(False)
+    assert value(metrics, "harvester_limiter_paused") == 0
+    assert value(metrics, "harvester_auth_paused") == 0
+
+
+def test_labels_are_only_endpoints_codes_states_and_kinds() -> None:
+    metrics = Metrics()
+    metrics.request_done("results", 200, 0.1)
+    metrics.job_finished("harvested", 1, 1.0)
+    metrics.error("auth")
+    label_names = {name for (_, labels) in samples(metrics) for name, _ in labels}
+    assert label_names <= {"endpoint", "status", "state", "kind", "le"}
