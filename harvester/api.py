@@ -426,6 +426,10 @@ class SpiderIQ:
                 connector=aiohttp.TCPConnector(ssl=self._verify_tls),
                 timeout=self._timeout,
             )
+            # aiohttp silently resends a GET once when the connection drops; that request would
+            # bypass the rate limiter, so a drop is a Transient outcome and the worker decides.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
             self._owns_session = True
         return self._session
 

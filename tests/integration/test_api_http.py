@@ -205,6 +205,7 @@ async def test_reset_before_answer_is_transient(server: RawServer, client: api.S
     outcome = await client.fetch_result(JOB)
     assert isinstance(outcome, api.Transient)
     assert_no_token(outcome)
+    assert len(server.requests) == 1  # never resent behind the rate limiter's back
 
 
 async def test_reset_mid_body_is_transient(server: RawServer, client: api.SpiderIQ) -> None:
@@ -218,6 +219,7 @@ async def test_reset_mid_body_is_transient(server: RawServer, client: api.Spider
     outcome = await client.fetch_result(JOB)
     assert isinstance(outcome, api.Transient)
     assert_no_token(outcome)
+    assert len(server.requests) == 1  # never resent behind the rate limiter's back
 
 
 async def test_garbage_status_line_is_transient(server: RawServer, client: api.SpiderIQ) -> None:
