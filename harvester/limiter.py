@@ -6,7 +6,8 @@ slot with a single call of ``harvester.rate_reserve``, which, under the row lock
 time that satisfies both readings of "N per minute, burst B" at once (a GCRA token bucket and a
 rolling-window cap over the recorded grant times) and any 429 pause, records the grant and returns
 it; the caller then sleeps until that time. Interval and window are stretched by a small ``margin``
-because the server measures arrival times and our sends jitter. ``pause`` extends (never shortens)
+and one token of the burst is held back, because the server measures arrival times and our sends
+jitter. ``pause`` extends (never shortens)
 a pause that every process honours.
 """
 
@@ -33,6 +34,7 @@ log = logs.get("harvester.limiter")
 
 DEFAULT_MARGIN = 0.02  # 2 % of the interval and of the window: leaves ~98 % of the budget usable
 MAX_PAUSE_S = 26 * 3600.0  # a budget refusal lasts until midnight UTC at most; junk is capped
+DEFAULT_JITTER_S = 0.025  # how late a send may leave after its slot (see SharedLimiter.__init__)
 MAX_PEEK = 10_000
 _ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, asyncpg.PostgresError)
 
@@ -105,6 +107,7 @@ class SharedLimiter:
     def __init__(
         self, pool: asyncpg.Pool, *, token: str, requests_per_minute: float, burst: int,
         window_s: float, default_pause_s: float, margin: float = DEFAULT_MARGIN,
+        jitter_s: float = DEFAULT_JITTER_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         wall: Callable[[], float] = time.time,
@@ -113,8 +116,8 @@ class SharedLimiter:
             raise ConfigError("api.token: the rate limiter needs a credential")
         if not requests_per_minute > 0 or not window_s > 0 or burst < 1:
             raise ConfigError("rate_limit: requests_per_minute, window and burst must be positive")
-        if not 0 <= margin < 1:
-            raise ConfigError("rate_limit: margin must be in [0, 1)")
+        if not 0 <= margin < 1 or jitter_s < 0:
+            raise ConfigError("rate_limit: margin must be in [0, 1) and jitter_s >= 0")
         self.pool = pool
         self.key = fingerprint(token)
         self._secrets = tuple(sorted({token, *(p for p in token.split(":") if len(p) >= 6)},
@@ -123,8 +126,15 @@ class SharedLimiter:
         # the cap of any rolling window: requests_per_minute is already speed-scaled, window_s too
         self.limit = max(1, math.floor(requests_per_minute * window_s / 60.0 + 1e-9))
         self.burst = min(burst, self.limit)
+        # A few tokens of the burst are held back as a cushion: right after a full burst the
+        # server's bucket is empty, and a send that jitters later than the margin would be a 429.
+        # The cushion covers ``jitter_s`` of lateness (at least one interval); it shapes bursts
+        # only, the sustained rate is unchanged.
+        cushion = max(1, math.ceil(jitter_s / self.interval_s))
+        self.gcra_burst = max(1, self.burst - cushion)
         self.window_s = window_s
         self.margin = margin
+        self.jitter_s = jitter_s
         self.default_pause_s = default_pause_s
         self._clock = clock
         self._sleep = sleep
@@ -134,7 +144,10 @@ class SharedLimiter:
         return f"SharedLimiter(credential={self.key[:12]}, limit={self.limit}/{self.window_s}s)"
 
     def _params(self) -> tuple[str, int, float, float, int, float]:
-        return (self.key, self.limit, self.window_s, self.interval_s, self.burst, self.margin)
+        # the window is also widened by the jitter allowance: a late send must not pull the
+        # next window's first request into this one
+        return (self.key, self.limit, self.window_s + self.jitter_s, self.interval_s,
+                self.gcra_burst, self.margin)
 
     async def reserve(self) -> Grant:
         """Reserve the next free slot for this credential (shared by every process)."""

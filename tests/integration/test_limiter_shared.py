@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -20,6 +20,7 @@ from harvester import limiter
 from harvester.errors import DatabaseError
 
 TOKEN = "cli_limitertest:sk_limiterkey_0123456789:secret_limitersecret_abcdef"
+BASE = datetime(2025, 1, 1, tzinfo=UTC)
 FAST = {"requests_per_minute": 6000.0, "window_s": 0.6, "burst": 20}  # T = 10 ms, cap 60
 SLOW = {"requests_per_minute": 60.0, "window_s": 60.0, "burst": 20}  # T = 1 s, cap 60
 
@@ -80,7 +81,8 @@ async def test_grants_respect_burst_and_rolling_window(pools: Callable[[], Any])
     lim = make(await pools())
     grants = await asyncio.gather(*(lim.reserve() for _ in range(300)))
     assert_within_limits([g.at for g in grants], per_minute=6000, window_s=0.6, burst=20)
-    assert sum(1 for g in grants if g.wait_s == 0) >= 20  # a cold start may use the whole burst
+    # a cold start may use the whole burst, less the cushion kept for send jitter
+    assert sum(1 for g in grants if g.wait_s == 0) >= lim.gcra_burst >= 15
 
 
 async def test_two_processes_share_one_budget(pools: Callable[[], Any]) -> None:
@@ -97,7 +99,7 @@ async def test_two_processes_share_one_budget(pools: Callable[[], Any]) -> None:
 async def test_other_credential_has_its_own_budget(pools: Callable[[], Any]) -> None:
     pool = await pools()
     a, b = make(pool, **SLOW), make(pool, token="another:token:entirely", **SLOW)
-    for _ in range(20):
+    for _ in range(a.gcra_burst):
         await a.reserve()
     assert (await a.reserve()).wait_s > 0.5
     assert (await b.reserve()).wait_s == 0.0
@@ -106,7 +108,7 @@ async def test_other_credential_has_its_own_budget(pools: Callable[[], Any]) -> 
 async def test_restart_gets_no_fresh_burst(pools: Callable[[], Any]) -> None:
     first_pool = await pools()
     before = make(first_pool, **SLOW)
-    burst = [await before.reserve() for _ in range(20)]
+    burst = [await before.reserve() for _ in range(before.gcra_burst)]
     assert all(g.wait_s < 0.5 for g in burst)
     await first_pool.close()
     after = make(await pools(), **SLOW)  # a new process: same database, same credential
@@ -164,7 +166,7 @@ async def test_slot_reserved_before_a_pause_is_dropped(pools: Callable[[], Any])
             await other.pause(retry_after_s=600.0, reset_at=None, reason="429 elsewhere")
 
     lim = make(await pools(), sleep=sleep_then_someone_pauses, **SLOW)
-    for _ in range(20):
+    for _ in range(lim.gcra_burst):
         await lim.reserve()
     await lim.acquire()
     assert len(calls) == 2
@@ -173,16 +175,18 @@ async def test_slot_reserved_before_a_pause_is_dropped(pools: Callable[[], Any])
 
 async def test_available_slots_and_state(pools: Callable[[], Any]) -> None:
     lim = make(await pools(), **SLOW)
-    assert await lim.available_slots(0.0) == 20
-    for _ in range(20):
+    burst = lim.gcra_burst
+    assert burst == 19  # 20 less one token of cushion for send jitter
+    assert await lim.available_slots(0.0) == burst
+    for _ in range(burst):
         await lim.reserve()
     assert await lim.available_slots(0.0) == 0
     assert 8 <= await lim.available_slots(10.0) <= 11
     state = await lim.state()
-    assert (state.in_window, state.granted_total, state.tokens) == (20, 20, 0)
+    assert (state.in_window, state.granted_total, state.tokens) == (burst, burst, 0)
     assert 0.5 < state.next_free_in_s <= 1.1
     described = await limiter.describe_all(lim.pool)
-    assert described[0]["in_window"] == 20 and described[0]["limit"] == 60
+    assert described[0]["in_window"] == burst and described[0]["limit"] == 60
     assert described[0]["credential"] == lim.key[:12]
 
 
@@ -197,14 +201,21 @@ async def test_state_is_keyed_by_fingerprint_not_token(pools: Callable[[], Any])
         assert part not in rows[0]["everything"]
 
 
-async def test_budget_use_with_unlimited_demand(pools: Callable[[], Any]) -> None:
-    """Work always waiting: >= 95 % of the cap is granted, from a cold start and in steady state."""
-    lim = make(await pools())
-    ts = seconds([(await lim.reserve()).at for _ in range(400)])
-    cap, window = lim.limit, 0.6
+@pytest.mark.parametrize("speed", [1.0, 30.0])
+async def test_budget_use_with_unlimited_demand(pools: Callable[[], Any], speed: float) -> None:
+    """Work always waiting: >= 95 % of the cap is granted, from a cold start and in steady state.
+
+    Reservations are not slept on, so seven real-time windows of schedule take a second to build.
+    """
+    window = 60.0 / speed
+    lim = make(await pools(), requests_per_minute=100.0 * speed, window_s=window, burst=20)
+    ts = seconds([(await lim.reserve()).at for _ in range(7 * lim.limit + 1)])
+    assert_within_limits([BASE + timedelta(seconds=t) for t in ts],
+                         per_minute=100.0 * speed, window_s=window, burst=20)
+    cap = lim.limit
     cold = sum(1 for t in ts if t < 5 * window) / (5 * cap)
     steady = (5 * cap) / ((ts[6 * cap] - ts[cap]) / window) / cap  # grants per window over 5
-    print(f"budget use: cold start {cold:.3f}, steady state {steady:.3f}")
+    print(f"speed {speed:g}: budget use cold start {cold:.3f}, steady state {steady:.3f}")
     assert cold >= 0.95
     assert steady >= 0.95
 
