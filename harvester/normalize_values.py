@@ -1,0 +1,124 @@
+"""Coercion of single JSON values into typed column values, shared by the normalizers.
+
+Every function here takes whatever a result body holds at some key and returns either a value that
+PostgreSQL will accept for the target column or ``None``: a wrong type, an out-of-range number or
+an unparseable timestamp is an absent value, never an exception. Pure, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+INT4_MIN = -(2**31)
+INT4_MAX = 2**31 - 1
+
+
+def obj(value: Any) -> Mapping[str, Any]:
+    """A JSON object, or an empty mapping for anything else (so lookups never fail)."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def text(value: Any) -> str | None:
+    """A string as given (already cleaned of NULs), or None for any other type."""
+    return value if isinstance(value, str) else None
+
+
+def stripped(value: Any) -> str | None:
+    """A non-empty string with surrounding whitespace removed, or None."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value or None
+
+
+def integer(value: Any) -> int | None:
+    """An int that fits PostgreSQL's integer; integral floats are accepted, bools are not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            return None
+        value = int(value)
+    if isinstance(value, int) and INT4_MIN <= value <= INT4_MAX:
+        return value
+    return None
+
+
+def number(value: Any) -> float | None:
+    """A finite float from an int or float (bools excluded)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        result = float(value)
+    except OverflowError:  # an int too large for a double
+        return None
+    return result if math.isfinite(result) else None
+
+
+def boolean(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def timestamp(value: Any) -> datetime | None:
+    """ISO-8601 with 'Z', an offset or none at all (naive means UTC); anything else is None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    candidate = value.strip()
+    if candidate[-1:] in ("z", "Z"):
+        candidate = candidate[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(candidate)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):  # an offset that pushes the year out of range
+        return None
+
+
+def json_object(value: Any) -> dict[str, Any] | None:
+    """A JSON object kept whole for a jsonb column, or None."""
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def json_container(value: Any) -> dict[str, Any] | list[Any] | None:
+    """An object or an array kept whole for a jsonb column (e.g. pain_points), or None."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    return None
+
+
+def json_any(value: Any) -> Any:
+    """Any JSON value for a free-form jsonb column; None stays None (SQL NULL)."""
+    return value
+
+
+def email(value: Any) -> str | None:
+    """Trimmed, lower-cased, 'mailto:' dropped; None unless it looks like an address (has '@')."""
+    if isinstance(value, Mapping):
+        value = value.get("email") if "email" in value else value.get("address")
+    candidate = stripped(value)
+    if candidate is None:
+        return None
+    candidate = candidate.lower()
+    if candidate.startswith("mailto:"):
+        candidate = candidate[len("mailto:"):].split("?", 1)[0].strip()
+    if "@" not in candidate:
+        return None
+    return candidate
+
+
+def first_text(source: Mapping[str, Any], *keys: str) -> str | None:
+    """The first non-empty stripped string among the given keys."""
+    for key in keys:
+        found = stripped(source.get(key))
+        if found is not None:
+            return found
+    return None
