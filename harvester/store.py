@@ -1,0 +1,255 @@
+"""Storing result bodies: the job's final state, its results row and normalized rows, in one go.
+
+``store_result`` (HTTP 200) parses and normalizes a body, then in one transaction moves the job to
+``harvested`` and writes ``results`` plus the child rows (``store_rows``). With a ``Fence`` the
+state change names the claimer's lease token, and a lost lease rolls everything back ("fenced").
+A body that cannot be parsed, belongs to another job, or that PostgreSQL refuses is kept byte for
+byte in ``rejects`` and the job becomes ``rejected``, in a transaction of its own. ``store_failure``
+(HTTP 410) records ``failed`` or ``cancelled``; ``reprocess`` rebuilds normalized rows from the
+stored raw bodies. A database that cannot be reached raises ``DatabaseError``; it is never a reject.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from harvester.db import DB_ERRORS
+from harvester.errors import BodyError, DatabaseError
+from harvester.normalize import Normalized, clean_text, normalize, parse_body
+from harvester.queries import query
+from harvester.store_rows import write_rows
+
+# PostgreSQL refusing the data itself (bad value, limit, constraint): the body becomes a reject.
+# Every other driver error means the database is unwell, and the caller should retry later.
+REFUSED: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
+MAX_REASON = 2000
+REPROCESS_BATCH = 200
+CANCELLED = frozenset({"cancelled", "canceled"})
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The claimer's proof of ownership of a jobs row."""
+
+    job_id: UUID
+    lease_token: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    kind: str  # "harvested" | "rejected" | "failed" | "cancelled" | "fenced"
+    job_id: UUID | None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReprocessReport:
+    processed: int = 0
+    rejected: int = 0
+    missing: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"processed": self.processed, "rejected": self.rejected,
+                "missing": self.missing, "problems": self.problems}
+
+
+class Fenced(Exception):
+    """Internal: the lease was lost, roll the transaction back."""
+
+
+Target = asyncpg.Pool | asyncpg.Connection
+
+
+@asynccontextmanager
+async def connection(target: Target) -> AsyncIterator[asyncpg.Connection]:
+    """A connection from a pool (acquired and released) or the connection itself."""
+    try:
+        if isinstance(target, asyncpg.Pool):
+            async with target.acquire() as conn:
+                yield conn  # type: ignore[misc]
+        else:
+            yield target
+    except DB_ERRORS as exc:
+        raise DatabaseError(f"database unavailable: {type(exc).__name__}: {exc}") from exc
+    except REFUSED:
+        raise
+    except asyncpg.PostgresError as exc:
+        raise DatabaseError(f"database error: {type(exc).__name__}: {exc}") from exc
+
+
+def short(reason: str) -> str:
+    reason = clean_text(reason)
+    return reason if len(reason) <= MAX_REASON else reason[:MAX_REASON] + "…"
+
+
+async def finish_job(
+    conn: asyncpg.Connection, job_id: UUID, fence: Fence | None, *, state: str,
+    job_type: str | None, upstream_status: str | None, http_status: int | None,
+    polls_spent: int, error: str | None,
+) -> None:
+    """The job's final state; raises Fenced when the fence no longer holds."""
+    if fence is not None:
+        status = await conn.execute(
+            query("finish_stored_job_fenced"), job_id, fence.lease_token, state, job_type,
+            upstream_status, http_status, polls_spent, error,
+        )
+        if status.endswith(" 0"):
+            raise Fenced
+    else:
+        await conn.execute(
+            query("finish_stored_job"), job_id, state, job_type, upstream_status, http_status,
+            polls_spent, error,
+        )
+
+
+async def reject(
+    target: Target, raw: bytes, *, job_id: UUID | None, reason: str, fence: Fence | None,
+    http_status: int | None, polls_spent: int, state: str = "rejected",
+) -> StoreOutcome:
+    """Keep the exact bytes in ``rejects`` and mark the job; one transaction of its own."""
+    reason = short(reason)
+    async with connection(target) as conn:
+        try:
+            async with conn.transaction():
+                if job_id is not None:
+                    await finish_job(conn, job_id, fence, state=state, job_type=None,
+                                     upstream_status=None, http_status=http_status,
+                                     polls_spent=polls_spent, error=reason)
+                await conn.execute(query("insert_reject"), job_id, reason, raw)
+        except Fenced:
+            return StoreOutcome("fenced", job_id, "lease lost")
+    return StoreOutcome(state, job_id, reason)
+
+
+def prepare(raw: bytes, expected: UUID | None) -> Normalized:
+    item = normalize(parse_body(raw))
+    if expected is not None and item.job_id != expected:
+        raise BodyError(f"body is for job {item.job_id}, not {expected}")
+    return item
+
+
+async def store_result(
+    pool_or_conn: Target, raw: bytes, *, expected_job_id: UUID | None = None,
+    fence: Fence | None = None, http_status: int | None = 200, polls_spent: int = 1,
+) -> StoreOutcome:
+    """Store a completed job's body (HTTP 200): harvested, rejected or fenced.
+
+    ``http_status=None`` (import) leaves the job's last HTTP status as it was.
+    """
+    expected = expected_job_id or (fence.job_id if fence is not None else None)
+    try:
+        item = prepare(raw, expected)
+    except BodyError as exc:
+        return await reject(pool_or_conn, raw, job_id=expected, reason=str(exc), fence=fence,
+                            http_status=http_status, polls_spent=polls_spent)
+    r = item.result
+    try:
+        async with connection(pool_or_conn) as conn, conn.transaction():
+            await finish_job(conn, item.job_id, fence, state="harvested", job_type=r.job_type,
+                             upstream_status=r.status, http_status=http_status,
+                             polls_spent=polls_spent, error=None)
+            await write_rows(conn, [item], fetched=True)
+    except Fenced:
+        return StoreOutcome("fenced", item.job_id, "lease lost")
+    except REFUSED as exc:
+        reason = f"database refused the body: {type(exc).__name__}: {exc}"
+        return await reject(pool_or_conn, raw, job_id=item.job_id, reason=reason, fence=fence,
+                            http_status=http_status, polls_spent=polls_spent)
+    return StoreOutcome("harvested", item.job_id)
+
+
+async def store_failure(
+    pool_or_conn: Target, raw: bytes, *, job_id: UUID, fence: Fence | None = None,
+    http_status: int = 410, polls_spent: int = 1,
+) -> StoreOutcome:
+    """Record a failed or cancelled job (HTTP 410), keeping its body when it parses."""
+    try:
+        item = prepare(raw, job_id)
+    except BodyError as exc:
+        reason = f"HTTP {http_status}; body not usable: {exc}"
+        return await reject(pool_or_conn, raw, job_id=job_id, reason=reason, fence=fence,
+                            http_status=http_status, polls_spent=polls_spent, state="failed")
+    r = item.result
+    state = "cancelled" if (r.status or "").casefold() in CANCELLED else "failed"
+    error = r.error_message or r.message
+    # The failure body is kept whole; a failed job has no normalized rows.
+    bare = Normalized(result=r)
+    try:
+        async with connection(pool_or_conn) as conn, conn.transaction():
+            await finish_job(conn, job_id, fence, state=state, job_type=r.job_type,
+                             upstream_status=r.status, http_status=http_status,
+                             polls_spent=polls_spent, error=error)
+            await write_rows(conn, [bare], fetched=True)
+    except Fenced:
+        return StoreOutcome("fenced", job_id, "lease lost")
+    except REFUSED as exc:
+        reason = f"HTTP {http_status}; database refused the body: {type(exc).__name__}: {exc}"
+        return await reject(pool_or_conn, raw, job_id=job_id, reason=reason, fence=fence,
+                            http_status=http_status, polls_spent=polls_spent, state="failed")
+    return StoreOutcome(state, job_id, error)
+
+
+async def reprocess(pool: Target, job_ids: Sequence[UUID] | None) -> ReprocessReport:
+    """Rebuild normalized rows of harvested jobs from ``results.raw`` (None = all), no API calls.
+
+    Bodies are re-normalized and written in batches, one transaction per batch; a batch the
+    database refuses is retried body by body so one bad row cannot block the rest.
+    """
+    wanted = None if job_ids is None else sorted(set(job_ids))
+    processed = rejected = 0
+    seen: set[UUID] = set()
+    problems: list[str] = []
+    after: UUID | None = None
+    while True:
+        async with connection(pool) as conn:
+            rows = await conn.fetch(query("select_raw_results"), wanted, after, REPROCESS_BATCH)
+        if not rows:
+            break
+        after = rows[-1]["job_id"]
+        items: list[Normalized] = []
+        for row in rows:
+            seen.add(row["job_id"])
+            try:
+                items.append(normalize(json.loads(row["raw"])))
+            except (BodyError, ValueError) as exc:
+                rejected += 1
+                problems.append(f"{row['job_id']}: {exc}")
+        done, failed = await rewrite(pool, items)
+        processed += done
+        rejected += len(failed)
+        problems.extend(failed)
+    missing = [str(j) for j in (wanted or []) if j not in seen]
+    return ReprocessReport(processed, rejected, missing, problems)
+
+
+async def rewrite(pool: Target, items: Sequence[Normalized]) -> tuple[int, list[str]]:
+    if not items:
+        return 0, []
+    try:
+        async with connection(pool) as conn, conn.transaction():
+            await write_rows(conn, items, fetched=False)
+        return len(items), []
+    except REFUSED as exc:
+        if len(items) == 1:
+            return 0, [f"{items[0].job_id}: database refused: {type(exc).__name__}: {exc}"]
+    done, failed = 0, []
+    for item in items:  # the slow path only after a refusal, to find the culprit
+        try:
+            async with connection(pool) as conn, conn.transaction():
+                await write_rows(conn, [item], fetched=False)
+            done += 1
+        except REFUSED as exc:
+            failed.append(f"{item.job_id}: database refused: {type(exc).__name__}: {exc}")
+    return done, failed

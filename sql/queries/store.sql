@@ -1,0 +1,176 @@
+-- Storing result bodies: the job's final state, the results row and its normalized child rows.
+-- Every write is set-based (unnest over parallel arrays), so one statement serves any batch size.
+-- jsonb values travel as text and are cast here.
+
+-- name: finish_stored_job_fenced
+-- The claimer's final write: only while it still holds the lease (same token, still pending).
+UPDATE harvester.jobs
+   SET state = $3,
+       job_type = COALESCE($4, job_type),
+       upstream_status = COALESCE($5, upstream_status),
+       finished_at = now(),
+       last_http_status = COALESCE($6::integer, last_http_status),
+       polls = polls + $7::integer,
+       last_polled_at = CASE WHEN $7::integer > 0 THEN now() ELSE last_polled_at END,
+       last_error = $8,
+       lease_owner = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE job_id = $1 AND lease_token = $2 AND state = 'pending'
+
+-- name: finish_stored_job
+-- Import and other writers without a lease: create the job if it is unknown, else overwrite.
+INSERT INTO harvester.jobs AS j
+       (job_id, state, job_type, upstream_status, finished_at, last_http_status, polls,
+        last_polled_at, last_error)
+VALUES ($1, $2, $3, $4, now(), $5::integer, $6::integer,
+        CASE WHEN $6::integer > 0 THEN now() END, $7)
+ON CONFLICT (job_id) DO UPDATE
+   SET state = EXCLUDED.state,
+       job_type = COALESCE(EXCLUDED.job_type, j.job_type),
+       upstream_status = COALESCE(EXCLUDED.upstream_status, j.upstream_status),
+       finished_at = now(),
+       last_http_status = COALESCE(EXCLUDED.last_http_status, j.last_http_status),
+       polls = j.polls + $6::integer,
+       last_polled_at = CASE WHEN $6::integer > 0 THEN now() ELSE j.last_polled_at END,
+       last_error = EXCLUDED.last_error,
+       lease_owner = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+
+-- name: insert_reject
+INSERT INTO harvester.rejects (job_id, reason, body) VALUES ($1, $2, $3)
+
+-- name: upsert_results
+-- $11: true when the body was just fetched (fetched_at moves), false when rebuilt from raw.
+INSERT INTO harvester.results AS r
+       (job_id, job_type, status, success, processing_time_seconds, worker_id, completed_at,
+        message, error_message, raw, fetched_at)
+SELECT t.job_id, t.job_type, t.status, t.success, t.seconds, t.worker_id, t.completed_at,
+       t.message, t.error_message, t.raw::jsonb, now()
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[], $5::float8[], $6::text[],
+              $7::timestamptz[], $8::text[], $9::text[], $10::text[])
+       AS t(job_id, job_type, status, success, seconds, worker_id, completed_at, message,
+            error_message, raw)
+ON CONFLICT (job_id) DO UPDATE
+   SET job_type = EXCLUDED.job_type,
+       status = EXCLUDED.status,
+       success = EXCLUDED.success,
+       processing_time_seconds = EXCLUDED.processing_time_seconds,
+       worker_id = EXCLUDED.worker_id,
+       completed_at = EXCLUDED.completed_at,
+       message = EXCLUDED.message,
+       error_message = EXCLUDED.error_message,
+       raw = EXCLUDED.raw,
+       fetched_at = CASE WHEN $11::boolean THEN EXCLUDED.fetched_at ELSE r.fetched_at END
+
+-- name: delete_sites
+-- Child rows (emails, phones, addresses, socials, team) go with the site by ON DELETE CASCADE.
+DELETE FROM harvester.sites WHERE job_id = ANY($1::uuid[])
+
+-- name: delete_maps_searches
+-- maps_businesses go with the search by ON DELETE CASCADE; businesses themselves stay.
+DELETE FROM harvester.maps_searches WHERE job_id = ANY($1::uuid[])
+
+-- name: insert_sites
+INSERT INTO harvester.sites
+       (job_id, url, domain, pages_crawled, crawl_status, markdown_compendium, compendium,
+        company_vitals, company_name, industry, pain_points, lead_scoring, icp_fit_score,
+        personalization_hooks, metadata, logo, custom_analysis, completed_at)
+SELECT t.job_id, t.url, t.domain, t.pages_crawled, t.crawl_status, t.markdown_compendium,
+       t.compendium::jsonb, t.company_vitals::jsonb, t.company_name, t.industry,
+       t.pain_points::jsonb, t.lead_scoring::jsonb, t.icp_fit_score,
+       t.personalization_hooks::jsonb, t.metadata::jsonb, t.logo::jsonb,
+       t.custom_analysis::jsonb, t.completed_at
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[],
+              $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+              $13::float8[], $14::text[], $15::text[], $16::text[], $17::text[],
+              $18::timestamptz[])
+       AS t(job_id, url, domain, pages_crawled, crawl_status, markdown_compendium, compendium,
+            company_vitals, company_name, industry, pain_points, lead_scoring, icp_fit_score,
+            personalization_hooks, metadata, logo, custom_analysis, completed_at)
+
+-- name: insert_site_emails
+INSERT INTO harvester.site_emails (job_id, email)
+SELECT * FROM unnest($1::uuid[], $2::text[])
+
+-- name: insert_site_phones
+INSERT INTO harvester.site_phones (job_id, phone, e164, national, country_code, phone_type, valid)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::boolean[])
+
+-- name: insert_site_addresses
+INSERT INTO harvester.site_addresses (job_id, address)
+SELECT * FROM unnest($1::uuid[], $2::text[])
+
+-- name: insert_site_socials
+INSERT INTO harvester.site_socials (job_id, platform, url)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])
+
+-- name: insert_team_members
+INSERT INTO harvester.team_members (job_id, position, name, title, email, linkedin)
+SELECT * FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[])
+
+-- name: insert_maps_searches
+INSERT INTO harvester.maps_searches (job_id, query, results_count, metadata)
+SELECT t.job_id, t.query, t.results_count, t.metadata::jsonb
+  FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::text[])
+       AS t(job_id, query, results_count, metadata)
+
+-- name: upsert_businesses
+-- One row per place across all searches: first_seen_at is kept; details, last_seen_at and
+-- last_job_id follow the most recently completed search (an older one re-stored changes nothing).
+-- Sorted by place_id so concurrent stores lock rows in the same order and cannot deadlock.
+INSERT INTO harvester.businesses AS b
+       (place_id, name, rating, reviews_count, address, phone, phone_e164, website, categories,
+        latitude, longitude, link, business_status, price_range, working_hours, image_url,
+        first_seen_at, last_seen_at, last_job_id, last_completed_at)
+SELECT t.place_id, t.name, t.rating, t.reviews_count, t.address, t.phone, t.phone_e164,
+       t.website, ARRAY(SELECT jsonb_array_elements_text(t.categories::jsonb)),
+       t.latitude, t.longitude, t.link, t.business_status, t.price_range,
+       t.working_hours::jsonb, t.image_url, now(), now(), t.job_id, t.completed_at
+  FROM unnest($1::text[], $2::text[], $3::float8[], $4::integer[], $5::text[], $6::text[],
+              $7::text[], $8::text[], $9::text[], $10::float8[], $11::float8[], $12::text[],
+              $13::text[], $14::text[], $15::text[], $16::text[], $17::uuid[],
+              $18::timestamptz[])
+       AS t(place_id, name, rating, reviews_count, address, phone, phone_e164, website,
+            categories, latitude, longitude, link, business_status, price_range, working_hours,
+            image_url, job_id, completed_at)
+ ORDER BY t.place_id
+ON CONFLICT (place_id) DO UPDATE
+   SET name = EXCLUDED.name,
+       rating = EXCLUDED.rating,
+       reviews_count = EXCLUDED.reviews_count,
+       address = EXCLUDED.address,
+       phone = EXCLUDED.phone,
+       phone_e164 = EXCLUDED.phone_e164,
+       website = EXCLUDED.website,
+       categories = EXCLUDED.categories,
+       latitude = EXCLUDED.latitude,
+       longitude = EXCLUDED.longitude,
+       link = EXCLUDED.link,
+       business_status = EXCLUDED.business_status,
+       price_range = EXCLUDED.price_range,
+       working_hours = EXCLUDED.working_hours,
+       image_url = EXCLUDED.image_url,
+       last_seen_at = EXCLUDED.last_seen_at,
+       last_job_id = EXCLUDED.last_job_id,
+       last_completed_at = EXCLUDED.last_completed_at
+ WHERE b.last_completed_at IS NULL
+    OR EXCLUDED.last_completed_at IS NULL
+    OR EXCLUDED.last_completed_at >= b.last_completed_at
+
+-- name: insert_maps_businesses
+INSERT INTO harvester.maps_businesses (job_id, position, place_id)
+SELECT * FROM unnest($1::uuid[], $2::integer[], $3::text[])
+
+-- name: select_raw_results
+-- Reprocess: stored bodies of harvested jobs, all (NULL ids) or the given ones, in keyset pages.
+SELECT r.job_id, r.raw::text AS raw
+  FROM harvester.results r
+  JOIN harvester.jobs j USING (job_id)
+ WHERE j.state = 'harvested'
+   AND ($1::uuid[] IS NULL OR r.job_id = ANY($1::uuid[]))
+   AND ($2::uuid IS NULL OR r.job_id > $2::uuid)
+ ORDER BY r.job_id
+ LIMIT $3
