@@ -75,12 +75,12 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
     import asyncpg
 
     from harvester import migrate
-    from harvester.db import DB_ERRORS, describe_dsn
+    from harvester.db import DB_OR_SQL_ERRORS, describe_dsn
 
     cfg = load_config(args)
     try:
         conn = await asyncpg.connect(cfg.database.dsn, timeout=cfg.database.connect_timeout_s)
-    except (*DB_ERRORS, asyncpg.PostgresError) as exc:
+    except DB_OR_SQL_ERRORS as exc:
         raise HarvesterError(f"cannot connect to {describe_dsn(cfg.database.dsn)}: {exc}") from exc
     try:
         applied = await migrate.apply(conn)
@@ -129,8 +129,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
         limiter_state = await limiter_mod.describe_all(pool)
     finally:
         await pool.close()
+    jobs = {state: report.counts.get(state, 0) for state in STATES}
     out = {
-        "jobs": {state: report.counts.get(state, 0) for state in STATES},
+        "jobs": jobs,
         "oldest_pending_age_s": report.oldest_pending_age_s,
         "polls_spent": sum(report.polls.values()),
         "polls_by_state": report.polls,
@@ -142,7 +143,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     print("jobs:")
     for state in STATES:
-        print(f"  {state:<10} {out['jobs'][state]}")
+        print(f"  {state:<10} {jobs[state]}")
     age = report.oldest_pending_age_s
     print(f"oldest pending: {'-' if age is None else f'{age:.0f} s'}")
     print(f"polls spent:    {out['polls_spent']}")
@@ -307,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return asyncio.run(args.handler(args))
+        return int(asyncio.run(args.handler(args)))
     except (ConfigError, UsageError) as exc:
         print(f"harvester: {logs.scrub(str(exc))}", file=sys.stderr)
         return EXIT_USAGE

@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
 
 import asyncpg
 
-from harvester import api, db, logs, migrate, notify
+from harvester import api, db, logs, migrate, notify, server
 from harvester.config import Config, require_token
-from harvester.errors import DatabaseError, HarvesterError
 from harvester.discovery import Discovery
+from harvester.errors import DatabaseError, HarvesterError
 from harvester.limiter import SharedLimiter
+from harvester.metrics import Metrics
 from harvester.worker import Worker
 
 log = logs.get("harvester.daemon")
@@ -36,7 +36,7 @@ async def listen_for_jobs(dsn: str, worker: Worker, done: asyncio.Event) -> None
             while not done.is_set() and not conn.is_closed():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(done.wait(), timeout=2.0)
-        except (*db.DB_ERRORS, asyncpg.PostgresError) as exc:
+        except db.DB_OR_SQL_ERRORS as exc:
             log.debug("listener_reconnect", error=str(exc))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout=1.0)
@@ -63,7 +63,7 @@ async def migrate_with_retry(dsn: str, attempts: int = 30) -> None:
     for attempt in range(attempts):
         try:
             conn = await asyncpg.connect(dsn, timeout=5)
-        except (*db.DB_ERRORS, asyncpg.CannotConnectNowError) as exc:
+        except db.DB_ERRORS as exc:
             if attempt == attempts - 1:
                 raise DatabaseError(f"cannot connect to {db.describe_dsn(dsn)}: {exc}") from exc
             await asyncio.sleep(1.0)
@@ -85,25 +85,25 @@ async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
         cfg.api.base_url, token,
         connect_timeout_s=cfg.api.connect_timeout_s, read_timeout_s=cfg.api.read_timeout_s,
         total_timeout_s=cfg.api.total_timeout_s, verify_tls=cfg.api.verify_tls,
-        user_agent=cfg.api.user_agent,
+        user_agent=cfg.api.user_agent, allow_insecure=cfg.api.allow_insecure,
     )
     limiter = SharedLimiter(
         pool, token=token, requests_per_minute=cfg.rate_limit.requests_per_minute,
         burst=cfg.rate_limit.burst, window_s=cfg.rate_limit.window_s,
         default_pause_s=cfg.rate_limit.default_pause_s,
     )
-    metrics = _metrics()
+    metrics = Metrics()
     worker = Worker(cfg, pool, client, limiter, observer=metrics)
     if cfg.polling.discovery == "list":
         worker.discovery = Discovery(cfg, pool, client, worker, token, clock=time.monotonic)
-    server: Any = None
+    server_handle: server.ServerHandle | None = None
     try:
         if cfg.server.enabled:
-            server = await _start_server(cfg, metrics, worker, pool)
+            server_handle = await _start_server(cfg, metrics, worker, limiter, pool)
         notify.notify("READY=1")
         log.info("daemon_started", worker_id=cfg.worker.worker_id, base_url=cfg.api.base_url,
                  speed=cfg.speed, discovery=cfg.polling.discovery,
-                 listen=None if server is None else server.port)
+                 listen=None if server_handle is None else server_handle.port)
         done = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             group.create_task(listen_for_jobs(cfg.database.dsn, worker, done))
@@ -123,8 +123,8 @@ async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
         raise group_error.exceptions[0] from None
     finally:
         notify.notify("STOPPING=1")
-        if server is not None:
-            await server.close()
+        if server_handle is not None:
+            await server_handle.close()
         await client.close()
         await pool.close()
     log.info("daemon_stopped", harvested=worker.harvested)
@@ -137,16 +137,22 @@ async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
     stop.set()
 
 
-def _metrics() -> Any:
-    from harvester.metrics import Metrics
+async def _start_server(cfg: Config, metrics: Metrics, worker: Worker, limiter: SharedLimiter,
+                        pool: asyncpg.Pool) -> server.ServerHandle:
+    refresh_jobs = server.QueueRefresher(pool, metrics, min_interval_s=10.0)
 
-    return Metrics()
+    async def refresh() -> None:
+        """Gauges read at scrape time: queue counts, limiter, pauses."""
+        metrics.set_breaker_open(worker.breaker.is_open(worker.clock()))
+        metrics.set_auth_paused(worker.auth_failed)
+        with contextlib.suppress(*db.DB_ERRORS, DatabaseError, asyncpg.PostgresError):
+            state = await limiter.state()
+            metrics.set_limiter(state.tokens, state.paused)
+        await refresh_jobs()
 
-
-async def _start_server(cfg: Config, metrics: Any, worker: Worker, pool: asyncpg.Pool) -> Any:
-    from harvester import server
-
-    health = server.WorkerHealth(worker, pool) if hasattr(server, "WorkerHealth") else worker
-    return await server.start_server(cfg.server.listen, metrics, health)
+    # A loop iteration ends at least every idle_poll_s; allow for a slow store on top.
+    stale_after = max(15.0, cfg.worker.idle_poll_s * 3)
+    return await server.start_server(cfg.server.listen, metrics, server.WorkerHealth(worker, pool),
+                                     stale_after_s=stale_after, refresh=refresh)
 
 

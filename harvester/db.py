@@ -15,6 +15,11 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
+# Anything a statement can raise short of a bug: the database away or refusing the statement.
+DB_OR_SQL_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, asyncpg.PostgresError)
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    *DB_ERRORS, asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError,
+)
 
 
 def describe_dsn(dsn: str) -> str:
@@ -40,7 +45,7 @@ async def open_pool(cfg: DatabaseConfig, *, max_size: int | None = None) -> asyn
                 "statement_timeout": str(int(cfg.statement_timeout_s * 1000)),
             },
         )
-    except (*DB_ERRORS, asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
+    except CONNECT_ERRORS as exc:
         raise DatabaseError(
             f"cannot connect to {describe_dsn(cfg.dsn)}: {type(exc).__name__}: {exc}"
         ) from exc

@@ -22,7 +22,7 @@ import asyncpg
 
 from harvester import api, logs, policy
 from harvester.config import Config
-from harvester.db import DB_ERRORS
+from harvester.db import DB_ERRORS, DB_OR_SQL_ERRORS
 from harvester.errors import DatabaseError
 from harvester.queries import query
 
@@ -87,7 +87,7 @@ class Discovery:
                 await self.maybe_pass()
             except DatabaseError as exc:
                 log.warning("discovery_db_unavailable", error=str(exc))
-            except (*DB_ERRORS, asyncpg.PostgresError) as exc:
+            except DB_OR_SQL_ERRORS as exc:
                 log.warning("discovery_db_unavailable", error=str(exc))
 
     async def maybe_pass(self) -> PassResult | None:

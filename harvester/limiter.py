@@ -83,8 +83,12 @@ class LimiterState:
     granted_total: int
     db_now: datetime
 
+    @property
+    def paused(self) -> bool:
+        return self.paused_until is not None and self.paused_until > self.db_now
+
     def as_dict(self) -> dict[str, Any]:
-        paused = self.paused_until is not None and self.paused_until > self.db_now
+        paused = self.paused
         return {
             "credential": self.credential, "tokens": self.tokens,
             "next_free_in_s": round(self.next_free_in_s, 3),

@@ -21,7 +21,6 @@ from harvester.errors import DatabaseError
 from harvester.queries import query
 
 
-
 @dataclass(frozen=True, slots=True)
 class ClaimedJob:
     job_id: UUID

@@ -15,6 +15,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -51,6 +52,9 @@ class StoreOutcome:
     kind: str  # "harvested" | "rejected" | "failed" | "cancelled" | "fenced"
     job_id: UUID | None
     reason: str | None = None
+    job_type: str | None = None
+    processing_s: float | None = None  # the API's processing_time_seconds
+    completed_at: datetime | None = None  # when the API says the job finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +171,8 @@ async def store_result(
         reason = f"database refused the body: {type(exc).__name__}: {exc}"
         return await reject(pool_or_conn, raw, job_id=item.job_id, reason=reason, fence=fence,
                             http_status=http_status, polls_spent=polls_spent)
-    return StoreOutcome("harvested", item.job_id)
+    return StoreOutcome("harvested", item.job_id, job_type=r.job_type,
+                        processing_s=r.processing_time_seconds, completed_at=r.completed_at)
 
 
 async def store_failure(
@@ -198,7 +203,8 @@ async def store_failure(
         reason = f"HTTP {http_status}; database refused the body: {type(exc).__name__}: {exc}"
         return await reject(pool_or_conn, raw, job_id=job_id, reason=reason, fence=fence,
                             http_status=http_status, polls_spent=polls_spent, state="failed")
-    return StoreOutcome(state, job_id, error)
+    return StoreOutcome(state, job_id, error, job_type=r.job_type,
+                        processing_s=r.processing_time_seconds, completed_at=r.completed_at)
 
 
 async def reprocess(pool: Target, job_ids: Sequence[UUID] | None) -> ReprocessReport:

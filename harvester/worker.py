@@ -13,6 +13,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
@@ -27,6 +28,14 @@ if TYPE_CHECKING:
     from harvester.discovery import Discovery
 
 log = logs.get("harvester.worker")
+
+
+def _latency(completed_at: datetime | None) -> float | None:
+    """Seconds from the API's completion time to now, when the clocks make that meaningful."""
+    if completed_at is None or completed_at.tzinfo is None:
+        return None
+    latency = time.time() - completed_at.timestamp()
+    return latency if 0 <= latency < 86400 else None
 
 
 class Limiter(Protocol):
@@ -115,8 +124,9 @@ class Worker:
         while not stop.is_set():
             self.last_tick = self.clock()
             limit = self._claim_budget()
-            if limit <= 0:
-                await self._wait(stop, self._pause_remaining() or 0.5, self._slot_freed)
+            if limit <= 0:  # wake at least every idle_poll_s so the loop stays visibly alive
+                pause = min(self._pause_remaining() or 0.5, cfg.worker.idle_poll_s)
+                await self._wait(stop, pause, self._slot_freed)
                 continue
             try:
                 horizon = cfg.worker.lease_s / 3
@@ -167,10 +177,10 @@ class Worker:
             return max(0.0, self.auth_paused_until - now)
         return max(0.0, self.breaker.open_until - now)
 
-    async def _wait(self, stop: asyncio.Event, timeout: float, *events: asyncio.Event) -> None:
+    async def _wait(self, stop: asyncio.Event, seconds: float, *events: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(e.wait()) for e in (stop, *events)]
         try:
-            await asyncio.wait(waiters, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
@@ -354,7 +364,9 @@ class Worker:
             return
         if outcome.kind == "harvested":
             self.harvested += 1
-        self.observer.job_finished(outcome.kind, job.polls + 1, None)
+        if outcome.processing_s is not None:  # API seconds; the schedule runs in scaled seconds
+            self.durations.observe(outcome.job_type, outcome.processing_s / self.cfg.speed)
+        self.observer.job_finished(outcome.kind, job.polls + 1, _latency(outcome.completed_at))
         log.info(f"job_{outcome.kind}", job_id=str(job.job_id), polls=job.polls + 1,
                  reason=outcome.reason)
 

@@ -155,7 +155,8 @@ async def test_fenced_store_harvests_and_releases_the_lease(conn: asyncpg.Connec
     fence = await claim(conn, MINIMAL_ID)
     outcome = await store.store_result(conn, read(MINIMAL), expected_job_id=MINIMAL_ID,
                                        fence=fence, http_status=200, polls_spent=1)
-    assert outcome == store.StoreOutcome("harvested", MINIMAL_ID)
+    assert (outcome.kind, outcome.job_id) == ("harvested", MINIMAL_ID)
+    assert outcome.job_type == "spiderSite" and outcome.completed_at is not None
     job = await conn.fetchrow("SELECT * FROM harvester.jobs")
     assert (job["state"], job["polls"], job["last_http_status"], job["lease_owner"]) == (
         "harvested", 1, 200, None)

@@ -127,12 +127,12 @@ def test_token_from_file_and_never_in_repr(tmp_path: Path) -> None:
 
 
 def test_missing_token_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="api.token_file"):
+    with pytest.raises(ConfigError, match=r"api\.token_file"):
         config.load(environ={"HARVESTER_API_TOKEN_FILE": str(tmp_path / "none")})
 
 
 def test_missing_token_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="api.token"):
+    with pytest.raises(ConfigError, match=r"api\.token"):
         config.require_token(config.load(environ={}))
 
 
