@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,16 @@ def test_example_config_documents_every_key() -> None:
                 continue
             assert f"{name} =" in text or f"# {name} =" in text, f"{section}.{name} undocumented"
     assert cfg.rate_limit.burst == 20
+
+
+def test_every_key_is_documented_in_the_example_and_the_readme() -> None:
+    """Users configure from config.example.toml and the README table; neither may fall behind."""
+    root = Path(__file__).resolve().parents[2]
+    example = (root / "config.example.toml").read_text()
+    readme = (root / "README.md").read_text()
+    for section, cls in config.SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if f"{section}.{f.name}" in config.DERIVED:
+                continue
+            assert re.search(rf"^#?\s*{f.name}\s*=", example, flags=re.M), f"{section}.{f.name}"
+            assert f"`{section}.{f.name}`" in readme, f"{section}.{f.name}"
