@@ -206,6 +206,10 @@ class Worker:
             if stop.is_set():  # shutting down: hand the job back without spending a request
                 await queue.release(self.pool, self.owner, [job.job_id], 0.0)
                 return
+            held = self._hold_back()
+            if held is not None:  # a pause began while this job waited for its slot
+                await queue.release(self.pool, self.owner, [job.job_id], held)
+                return
             waited = self.clock() - started
             outcome = await self.client.fetch_result(job.job_id)
             await self.observe("results", outcome, waited)
@@ -222,6 +226,20 @@ class Worker:
             self.in_flight.pop(job.job_id, None)
             self._slot_freed.set()
 
+    def _hold_back(self) -> float | None:
+        """Seconds a claimed job must wait instead of being sent now, None to send it.
+
+        Jobs claimed before a refused credential or an opened breaker still queue for a limiter
+        slot; sending them once the pause is known would spend requests the pause exists to save.
+        The one probe that tests the pause is claimed only after it ends, so it is never held.
+        """
+        now = self.clock()
+        if self.auth_failed and now < self.auth_paused_until:
+            return self.auth_paused_until - now
+        if self.breaker.is_open(now):
+            return self.breaker.open_until - now
+        return None
+
     async def observe(self, endpoint: str, outcome: Any, waited_s: float) -> None:
         """Process-wide consequences of any response: metrics, 429 pause, credential, breaker."""
         status = getattr(outcome, "http_status", None)
@@ -230,7 +248,7 @@ class Worker:
         now = self.clock()
         if isinstance(outcome, api.RateLimited):
             pause = await self.limiter.pause(
-                retry_after_s=outcome.retry_after_s, reset_at=outcome.reset_at,
+                retry_after_s=self._retry_after(outcome), reset_at=outcome.reset_at,
                 reason=outcome.detail,
             )
             self.observer.error("rate_limited")
@@ -299,8 +317,16 @@ class Worker:
             raise TypeError(f"unknown outcome {type(outcome).__name__}")
 
     def _limiter_pause(self, outcome: Any) -> float:
-        return policy.rate_limit_pause(outcome.retry_after_s, outcome.reset_at, time.time(),
+        return policy.rate_limit_pause(self._retry_after(outcome), outcome.reset_at, time.time(),
                                        self.cfg.rate_limit.default_pause_s)
+
+    def _retry_after(self, outcome: api.RateLimited) -> float | None:
+        """Retry-After in our seconds: a time-scaled server counts it in its own scaled seconds.
+
+        X-RateLimit-Reset is an absolute Unix time and needs no scaling.
+        """
+        value = outcome.retry_after_s
+        return None if value is None else value / self.cfg.speed
 
     async def _keep(self, job: ClaimedJob, delay: float, status: int | None, error: str) -> None:
         """Count the request but leave the job exactly as it was otherwise (pauses)."""
