@@ -10,6 +10,7 @@ never touches the database and never lets the token into a reason, detail or rep
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import ipaddress
 import json
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -376,6 +377,9 @@ def is_loopback(host: str) -> bool:
 # ---------------------------------------------------------------- the client
 
 
+_O = TypeVar("_O")
+
+
 class SpiderIQ:
     """One aiohttp session against one base URL and credential. Use as an async context manager."""
 
@@ -383,6 +387,7 @@ class SpiderIQ:
         self, base_url: str, token: str, *, connect_timeout_s: float, read_timeout_s: float,
         total_timeout_s: float, verify_tls: bool = True, user_agent: str = "harvester/0.1",
         allow_insecure: bool = False, session: aiohttp.ClientSession | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -402,6 +407,7 @@ class SpiderIQ:
             sock_read=read_timeout_s,
         )
         self._verify_tls = verify_tls
+        self._time_scale = time_scale
         self._session = session
         self._owns_session = session is None
 
@@ -458,17 +464,26 @@ class SpiderIQ:
         except (aiohttp.ClientError, OSError) as exc:
             return Transient(reason=self._clean(f"connection error: {type(exc).__name__}: {exc}"))
 
+    def _real_time(self, outcome: _O) -> _O:
+        """A Retry-After in real seconds: a time-scaled API (the simulator at ``--speed``) counts
+        its seconds ``time_scale`` times faster. ``X-RateLimit-Reset`` is wall time already."""
+        if (isinstance(outcome, RateLimited) and outcome.retry_after_s is not None
+                and self._time_scale != 1.0):
+            return dataclasses.replace(outcome,
+                                       retry_after_s=outcome.retry_after_s / self._time_scale)
+        return outcome
+
     async def fetch_result(self, job_id: UUID) -> Outcome:
         got = await self._get(f"/api/v1/jobs/{job_id}/results")
         if isinstance(got, Transient):
             return got
-        return classify_result(*got, time.time())
+        return self._real_time(classify_result(*got, time.time()))
 
     async def fetch_status(self, job_id: UUID) -> JobStatus | Outcome:
         got = await self._get(f"/api/v1/jobs/{job_id}/status")
         if isinstance(got, Transient):
             return got
-        return classify_status(*got, time.time())
+        return self._real_time(classify_status(*got, time.time()))
 
     async def list_jobs(self, *, page: int, page_size: int = 100, sort_by: str = "updated_at",
                         sort_order: str = "desc", status_filter: str | None = None
@@ -480,7 +495,7 @@ class SpiderIQ:
         got = await self._get("/api/v1/jobs/list", params)
         if isinstance(got, Transient):
             return got
-        return classify_list(*got, time.time(), page=page, page_size=page_size)
+        return self._real_time(classify_list(*got, time.time(), page=page, page_size=page_size))
 
     async def health(self) -> Health | Outcome:
         """``GET /system/health`` (no auth): 200 when healthy or degraded, 503 when critical."""

@@ -86,6 +86,7 @@ async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
         connect_timeout_s=cfg.api.connect_timeout_s, read_timeout_s=cfg.api.read_timeout_s,
         total_timeout_s=cfg.api.total_timeout_s, verify_tls=cfg.api.verify_tls,
         user_agent=cfg.api.user_agent, allow_insecure=cfg.api.allow_insecure,
+        time_scale=cfg.speed,
     )
     limiter = SharedLimiter(
         pool, token=token, requests_per_minute=cfg.rate_limit.requests_per_minute,
