@@ -248,7 +248,7 @@ class Worker:
         now = self.clock()
         if isinstance(outcome, api.RateLimited):
             pause = await self.limiter.pause(
-                retry_after_s=self._retry_after(outcome), reset_at=outcome.reset_at,
+                retry_after_s=outcome.retry_after_s, reset_at=outcome.reset_at,
                 reason=outcome.detail,
             )
             self.observer.error("rate_limited")
@@ -317,16 +317,8 @@ class Worker:
             raise TypeError(f"unknown outcome {type(outcome).__name__}")
 
     def _limiter_pause(self, outcome: Any) -> float:
-        return policy.rate_limit_pause(self._retry_after(outcome), outcome.reset_at, time.time(),
+        return policy.rate_limit_pause(outcome.retry_after_s, outcome.reset_at, time.time(),
                                        self.cfg.rate_limit.default_pause_s)
-
-    def _retry_after(self, outcome: api.RateLimited) -> float | None:
-        """Retry-After in our seconds: a time-scaled server counts it in its own scaled seconds.
-
-        X-RateLimit-Reset is an absolute Unix time and needs no scaling.
-        """
-        value = outcome.retry_after_s
-        return None if value is None else value / self.cfg.speed
 
     async def _keep(self, job: ClaimedJob, delay: float, status: int | None, error: str) -> None:
         """Count the request but leave the job exactly as it was otherwise (pauses)."""
