@@ -78,6 +78,9 @@ class SiteParts:
     team: tuple[TeamMemberRow, ...]
 
 
+MAX_HOST_CHARS = 253  # RFC 1035: the longest a DNS name can be
+
+
 def domain_of(url: str | None) -> str | None:
     """The lower-case host without a leading 'www.'; scheme-less URLs are read as hosts."""
     if not url:
@@ -94,6 +97,8 @@ def domain_of(url: str | None) -> str | None:
     host = host.lower().rstrip(".")
     if host.startswith("www."):
         host = host[4:]
+    if len(host) > MAX_HOST_CHARS:  # not a DNS name; and sites.domain is indexed
+        return None
     return host or None
 
 
@@ -140,7 +145,7 @@ def phones_of(raw: list[Any]) -> tuple[PhoneRow, ...]:
                 phone_type=v.stripped(item.get("type")),
                 valid=v.boolean(item.get("valid")),
             )
-        if row is not None and row.phone not in found:
+        if row is not None and row.phone not in found and v.fits_key(row.phone):
             found[row.phone] = row
     return tuple(found.values())
 
@@ -151,7 +156,7 @@ def addresses_of(raw: list[Any]) -> tuple[str, ...]:
         if isinstance(item, Mapping):
             item = item.get("full_address") or item.get("address")
         address = v.stripped(item)
-        if address is not None:
+        if address is not None and v.fits_key(address):
             seen.setdefault(address, None)
     return tuple(seen)
 

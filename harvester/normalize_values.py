@@ -14,6 +14,12 @@ from typing import Any
 
 INT4_MIN = -(2**31)
 INT4_MAX = 2**31 - 1
+# Text that becomes part of a primary key (email, phone, address, place_id) must fit a btree
+# entry (about 2.7 kB after compression); real values are far shorter. Past this many UTF-8
+# bytes a value is garbage, and storing it would make PostgreSQL refuse the whole body.
+MAX_KEY_BYTES = 1000
+# RFC 5321: a forward path is at most 256 octets, so no deliverable address is longer.
+MAX_EMAIL_CHARS = 254
 
 
 def obj(value: Any) -> Mapping[str, Any]:
@@ -32,6 +38,11 @@ def stripped(value: Any) -> str | None:
         return None
     value = value.strip()
     return value or None
+
+
+def fits_key(value: str) -> bool:
+    """Whether ``value`` can be (part of) an index key; see MAX_KEY_BYTES."""
+    return len(value) <= MAX_KEY_BYTES and len(value.encode("utf-8")) <= MAX_KEY_BYTES
 
 
 def integer(value: Any) -> int | None:
@@ -110,7 +121,7 @@ def email(value: Any) -> str | None:
     candidate = candidate.lower()
     if candidate.startswith("mailto:"):
         candidate = candidate[len("mailto:"):].split("?", 1)[0].strip()
-    if "@" not in candidate:
+    if "@" not in candidate or len(candidate) > MAX_EMAIL_CHARS:
         return None
     return candidate
 

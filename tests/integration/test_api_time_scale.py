@@ -12,7 +12,7 @@ import uuid
 from harvester import api
 from harvester.sim import SimServer
 
-TOKEN = "scale:sk_scale_1:secret_scale_1"  # noqa: S105 - the simulator's own credential
+TOKEN = "scale:sk_scale_1:secret_scale_1"  # the simulator's own credential, not a secret
 
 
 def client(url: str, time_scale: float) -> api.SpiderIQ:
@@ -20,10 +20,14 @@ def client(url: str, time_scale: float) -> api.SpiderIQ:
                         time_scale=time_scale)
 
 
+async def fetch(spideriq: api.SpiderIQ) -> api.Outcome:
+    async with spideriq:
+        return await spideriq.fetch_result(uuid.uuid4())
+
+
 async def test_storm_retry_after_is_divided_by_the_time_scale() -> None:
     async with SimServer(speed=40, seed=1, tokens=[TOKEN], faults={"storm_s": 120}) as sim:
-        async with client(sim.url, 40.0) as scaled:
-            outcome = await scaled.fetch_result(uuid.uuid4())
+        outcome = await fetch(client(sim.url, 40.0))
     assert isinstance(outcome, api.RateLimited)
     assert outcome.retry_after_s is not None
     assert 0 < outcome.retry_after_s <= 120 / 40
@@ -31,16 +35,15 @@ async def test_storm_retry_after_is_divided_by_the_time_scale() -> None:
 
 async def test_unscaled_client_keeps_the_api_seconds() -> None:
     async with SimServer(speed=40, seed=1, tokens=[TOKEN], faults={"storm_s": 120}) as sim:
-        async with client(sim.url, 1.0) as plain:
-            outcome = await plain.fetch_result(uuid.uuid4())
+        outcome = await fetch(client(sim.url, 1.0))
     assert isinstance(outcome, api.RateLimited)
     assert outcome.retry_after_s is not None and outcome.retry_after_s > 100
 
 
 async def test_list_page_retry_after_is_scaled_too() -> None:
     async with SimServer(speed=40, seed=1, tokens=[TOKEN],
-                         faults={"long_retry_after": 1.0, "long_retry_after_s": 400}) as sim:
-        async with client(sim.url, 40.0) as scaled:
-            outcome = await scaled.list_jobs(page=1)
+                         faults={"long_retry_after": 1.0, "long_retry_after_s": 400}) as sim, \
+            client(sim.url, 40.0) as scaled:
+        outcome = await scaled.list_jobs(page=1)
     assert isinstance(outcome, api.RateLimited)
     assert outcome.retry_after_s == 400 / 40
