@@ -273,6 +273,13 @@ class Worker:
                 log.info("api_auth_restored")
 
     def paused(self) -> bool:
+        """Whether side requests (list pages) must hold off.
+
+        While the credential is refused, the worker's one probe per ``auth_recheck_s`` is the
+        only request allowed: a list page sent beside it would be a second probe.
+        """
+        if self.auth_failed:
+            return self.clock() < self.auth_paused_until or bool(self.in_flight)
         return self._claim_budget() == 0 and not self.in_flight
 
     def report(self, endpoint: str, outcome: Any, waited_s: float) -> None:

@@ -79,7 +79,10 @@ async def test_revoked_credential_changes_no_job_until_restored(db_dsn: str) -> 
             assert len(after_refusal) <= 3, f"{len(after_refusal)} requests right after the first 401"
             assert "pending" in after.values()
             assert {outcome for _, _, outcome in sent} <= {"401"}
-            assert len(sent) <= 4 * 2 + 2, f"{len(sent)} requests while the credential was refused"
+            # one probe per recheck interval (the window's two ends included); a list page that
+            # was already waiting for its slot when the probe went out may ride along
+            probes = 4 + 1
+            assert len(sent) <= 2 * probes, f"{len(sent)} requests while the credential was refused"
 
             await sim_admin(sim, "tokens", {"token": TOKEN, "action": "restore"})
             assert await asyncio.wait_for(task, timeout=60) == 0
