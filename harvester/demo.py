@@ -149,7 +149,7 @@ async def _summary(pool: asyncpg.Pool, sim: Any, started: float) -> None:
     print("\nsample leads:")
     for lead in leads:
         print(f"  {lead['company']!s:<28} {lead['domain']!s:<24} ICP {lead['icp_fit_score']!s:<5} "
-              f"{lead['decision_maker']}")
+              f"{lead['decision_maker'] or '-'}")
     places = await pool.fetch(
         "SELECT name, rating, reviews_count, categories[1] AS category FROM harvester.businesses "
         "ORDER BY reviews_count DESC NULLS LAST LIMIT 3")
