@@ -205,9 +205,14 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None for anything else.
+
+    A body nested thousands deep makes ``json`` raise RecursionError; it is simply not an object
+    this client can read (the store keeps it as a reject), never an error of the request.
+    """
     try:
         value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 

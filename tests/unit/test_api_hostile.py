@@ -1,0 +1,34 @@
+"""Classifying a hostile body never raises: the loop gets an outcome it can act on.
+
+Found by the hostile corpus through the running daemon: a 200 body nested 10,000 deep made
+``json.loads`` raise RecursionError inside the client, so every poll ended in ``job_error`` and
+the job was retried for ever instead of being stored as a reject.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harvester import api
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+DEEP_OBJECT = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
+
+
+@pytest.mark.parametrize("body", [DEEP, DEEP_OBJECT], ids=["array", "object"])
+def test_deep_body_on_200_is_completed_for_the_store_to_reject(body: bytes) -> None:
+    outcome = api.classify_result(200, {}, body, time.time())
+    assert isinstance(outcome, api.Completed)
+    assert outcome.body == body
+
+
+@pytest.mark.parametrize("status", [202, 410])
+def test_deep_body_on_other_statuses_is_a_transient_fault(status: int) -> None:
+    assert isinstance(api.classify_result(status, {}, DEEP, time.time()), api.Transient)
+
+
+def test_deep_body_on_429_still_pauses() -> None:
+    outcome = api.classify_result(429, {"Retry-After": "5"}, DEEP, time.time())
+    assert isinstance(outcome, api.RateLimited) and outcome.retry_after_s == 5
