@@ -102,9 +102,9 @@ class PollingConfig:
     breaker_threshold: int = 10
     breaker_pause_s: float = 30.0
     auth_recheck_s: float = 300.0
-    list_interval_s: float = 4.0
+    list_interval_s: float = 6.0
     list_max_staleness_s: float = 30.0
-    list_overlap_s: float = 30.0
+    list_overlap_s: float = 5.0
     list_max_pages: int = 10
     list_fallback_s: float = 120.0
     list_poll_factor: float = 3.0

@@ -91,11 +91,12 @@ class Discovery:
                 log.warning("discovery_db_unavailable", error=str(exc))
 
     async def maybe_pass(self) -> PassResult | None:
-        need = await self.pool.fetchrow(query("discovery_need"))
-        if need is None or not need["waiting"]:
+        need = await self.pool.fetchval(query("discovery_need"))
+        if not need:
             return None
-        spare = await self.host.limiter.available_slots(0.0)
-        interval = policy.list_pass_interval(bool(need["due"]), spare, self.cfg.polling)
+        budget = await self.host.limiter.state()
+        interval = policy.list_pass_interval(budget.in_window, budget.limit, budget.window_s,
+                                             self.cfg.polling)
         owner = self.cfg.worker.worker_id
         row = await self.pool.fetchrow(query("claim_discovery"), self.key, owner, interval,
                                        self.cfg.worker.lease_s)
@@ -120,7 +121,8 @@ class Discovery:
                           ) -> tuple[PassResult, datetime | None]:
         cfg = self.cfg.polling
         reference = watermark or oldest_pending
-        stop_at = None if reference is None else reference.timestamp() - cfg.list_overlap_s
+        stop_at = policy.list_stop_at(None if reference is None else reference.timestamp(), cfg,
+                                      self.cfg.speed)
         pages = finished = running = 0
         newest: datetime | None = None
         page_no = 1

@@ -18,6 +18,10 @@ MAPS = "spiderMaps"
 
 # Decisions a job can end in. ``None`` means: stay pending.
 HARVESTED = "harvested"
+TERMINAL_UPSTREAM = frozenset({"completed", "failed", "cancelled"})
+# List pages may always use this share of the requests being spent: enough to keep discovery
+# fresh when fetches fill the budget, small enough to keep requests per job near 1.
+LIST_BUDGET_SHARE = 0.02
 NOT_FOUND = "not_found"
 EXPIRED = "expired"
 
@@ -31,6 +35,7 @@ class JobView:
     not_found_count: int
     fault_count: int
     age_s: float  # seconds since it was enqueued
+    upstream_status: str | None = None  # last status the API reported (poll or list page)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +67,15 @@ def first_poll_wait(job: JobView, cfg: PollingConfig, factor: float = 1.0) -> fl
     """Seconds to hold a never-polled job before spending a request on it (0 = poll now).
 
     ``factor`` > 1 while list discovery is healthy: the list, not a poll, should find the job.
+    A job a list page showed finished is fetched at once: that request always harvests.
     """
-    if job.polls > 0:
+    if job.polls > 0 or known_finished(job):
         return 0.0
     return max(0.0, initial_delay(cfg) * factor - job.age_s)
+
+
+def known_finished(job: JobView) -> bool:
+    return (job.upstream_status or "").lower() in TERMINAL_UPSTREAM
 
 
 def jittered(value: float, jitter: float, rng: random.Random) -> float:
@@ -160,23 +170,37 @@ def rate_limit_pause(
 
 # ---------------------------------------------------------------- list discovery
 
-TERMINAL_UPSTREAM = frozenset({"completed", "failed", "cancelled"})
 
-
-def list_pass_interval(due_now: bool, spare_tokens: int, cfg: PollingConfig) -> float:
+def list_pass_interval(used: int, limit: int, window_s: float, cfg: PollingConfig) -> float:
     """Minimum age of the last list pass before the next one.
 
-    Fetching a job known to be finished always harvests, so while fetches wait for budget a list
-    page only runs when discovery is going stale; with budget to spare, pages keep latency low.
+    A page costs one request whatever it reveals, so its worth depends on the budget left. With
+    ``used`` of ``limit`` requests spent in the rolling window, pages may take a fifth of the spare
+    budget and always ``LIST_BUDGET_SHARE`` of what is spent: with budget to spare they run every
+    ``list_interval_s`` (low latency); when fetches fill the budget, a page waits until it can reveal
+    enough finished jobs to stay a small share of the requests, but never past
+    ``list_max_staleness_s``.
     """
-    if due_now or spare_tokens < 2:
-        return cfg.list_max_staleness_s
-    return cfg.list_interval_s
+    spare = max(0, limit - used)
+    pages = max(LIST_BUDGET_SHARE * used, spare / 5)
+    interval = window_s / pages if pages > 0 else cfg.list_max_staleness_s
+    return min(cfg.list_max_staleness_s, max(cfg.list_interval_s, interval))
 
 
 def running_defer(job_type: str | None, cfg: PollingConfig, learned: float | None = None) -> float:
     """No direct poll for this long once the list has shown a job still running."""
     return max(cfg.list_fallback_s, 3.0 * typical_duration(job_type, cfg, learned))
+
+
+def list_stop_at(reference: float | None, cfg: PollingConfig, speed: float = 1.0) -> float | None:
+    """The oldest ``updated_at`` (Unix time) a pass must read back to: the reference minus the overlap.
+
+    ``list_overlap_s`` arrives divided by ``speed`` like every duration, but it is compared with the
+    API's own timestamps, which run at API time: scale it back.
+    """
+    if reference is None:
+        return None
+    return reference - cfg.list_overlap_s * speed
 
 
 def list_should_continue(page: int, total_pages: int, oldest_on_page: float | None,

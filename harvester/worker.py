@@ -190,7 +190,8 @@ class Worker:
     # ------------------------------------------------------------ one job
     async def _handle(self, job: ClaimedJob, stop: asyncio.Event) -> None:
         structlog_ctx = {"job_id": str(job.job_id)}
-        view = policy.JobView(job.job_type, job.polls, job.not_found_count, job.fault_count, job.age_s)
+        view = policy.JobView(job.job_type, job.polls, job.not_found_count, job.fault_count, job.age_s,
+                              job.upstream_status)
         try:
             hold = policy.first_poll_wait(view, self.cfg.polling, self._poll_factor())
             if hold > 0:

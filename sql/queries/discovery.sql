@@ -53,10 +53,8 @@ UPDATE harvester.jobs AS j
    AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 
 -- name: discovery_need
--- Is there a pending job not yet known to be finished, and is any job due right now?
+-- Is there a pending job not yet known to be finished? Only then can a list page tell us anything.
 SELECT EXISTS (SELECT 1 FROM harvester.jobs
                 WHERE state = 'pending'
                   AND (upstream_status IS NULL
-                       OR upstream_status NOT IN ('completed', 'failed', 'cancelled'))) AS waiting,
-       EXISTS (SELECT 1 FROM harvester.jobs
-                WHERE state = 'pending' AND next_poll_at <= now()) AS due
+                       OR upstream_status NOT IN ('completed', 'failed', 'cancelled')))

@@ -122,3 +122,54 @@ def test_breaker_opens_after_threshold_and_closes_on_success() -> None:
 )
 def test_rate_limit_pause(retry_after: float | None, reset_at: float | None, expected: float) -> None:
     assert policy.rate_limit_pause(retry_after, reset_at, 1000.0, 60.0) == expected
+
+
+# ---------------------------------------------------------------- list discovery and budget
+
+
+def test_a_job_the_list_showed_finished_is_fetched_at_once() -> None:
+    for status in ("completed", "failed", "cancelled"):
+        job = policy.JobView("spiderSite", 0, 0, 0, 1.0, upstream_status=status)
+        assert policy.first_poll_wait(job, CFG, factor=3.0) == 0.0
+
+
+def test_a_job_the_list_showed_running_still_waits_for_its_first_poll() -> None:
+    job = policy.JobView("spiderSite", 0, 0, 0, 1.0, upstream_status="processing")
+    assert policy.first_poll_wait(job, CFG, factor=3.0) > 0.0
+
+
+@pytest.mark.parametrize(
+    ("used", "expected"),
+    [
+        (0, CFG.list_interval_s),  # idle budget: as often as allowed
+        (35, CFG.list_interval_s),  # light load: a quarter of the spare budget is plenty
+        (80, 15.0),  # spare 20 -> 4 pages per window
+        (98, 60.0 / (policy.LIST_BUDGET_SHARE * 98)),  # full: a small share of what is spent
+        (100, 60.0 / (policy.LIST_BUDGET_SHARE * 100)),
+    ],
+)
+def test_list_pass_interval_spends_spare_budget_and_a_share_of_a_full_one(
+    used: int, expected: float
+) -> None:
+    got = policy.list_pass_interval(used, 100, 60.0, CFG)
+    assert got == pytest.approx(min(expected, CFG.list_max_staleness_s))
+
+
+def test_list_pass_interval_grows_as_the_window_fills() -> None:
+    intervals = [policy.list_pass_interval(used, 100, 60.0, CFG) for used in range(0, 91, 5)]
+    assert intervals == sorted(intervals)
+    for used in range(0, 101):
+        got = policy.list_pass_interval(used, 100, 60.0, CFG)
+        assert CFG.list_interval_s <= got <= CFG.list_max_staleness_s
+
+
+def test_list_pass_interval_is_capped_by_staleness() -> None:
+    stale = PollingConfig(list_max_staleness_s=10.0)
+    assert policy.list_pass_interval(100, 100, 60.0, stale) == 10.0
+
+
+def test_list_overlap_is_compared_in_api_time() -> None:
+    """Durations are divided by speed, but the API's timestamps run at API time."""
+    scaled = PollingConfig(list_overlap_s=5.0 / 30)
+    assert policy.list_stop_at(1000.0, scaled, speed=30) == pytest.approx(995.0)
+    assert policy.list_stop_at(None, scaled, speed=30) is None
