@@ -1,0 +1,46 @@
+"""``python -m bench [harvest|ingest|queue|memory|all] [--quick]``: run benchmarks, print, save JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+import time
+from typing import Any
+
+# sub-benchmark name -> module in this package
+MODULES = {"harvest": "bench.harvest", "ingest": "bench.ingest", "queue": "bench.claims",
+           "memory": "bench.memory"}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("name", nargs="?", default="all", choices=[*MODULES, "all"])
+    parser.add_argument("--quick", action="store_true",
+                        help="short runs that only show the benchmark works (figures not meaningful)")
+    parser.add_argument("--dsn", help="a PostgreSQL server to create databases on "
+                                      "(default: a throwaway one)")
+    parser.add_argument("--out", help="write JSON here instead of bench/results/")
+    for module in MODULES.values():
+        importlib.import_module(module).add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> None:
+    names = list(MODULES) if args.name == "all" else [args.name]
+    for name in names:
+        began = time.monotonic()
+        print(f"\n== {name} ==", flush=True)
+        module: Any = importlib.import_module(MODULES[name])
+        await module.run(args)
+        print(f"({name}: {time.monotonic() - began:.0f} s)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    asyncio.run(run(parse(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
