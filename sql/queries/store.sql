@@ -158,7 +158,10 @@ ON CONFLICT (place_id) DO UPDATE
        last_completed_at = EXCLUDED.last_completed_at
  WHERE b.last_completed_at IS NULL
     OR EXCLUDED.last_completed_at IS NULL
-    OR EXCLUDED.last_completed_at >= b.last_completed_at
+    OR EXCLUDED.last_completed_at > b.last_completed_at
+    -- Completion times have whole seconds: on a tie the larger job id wins, so the row does not
+    -- depend on the order in which the searches happened to be stored.
+    OR (EXCLUDED.last_completed_at = b.last_completed_at AND EXCLUDED.last_job_id >= b.last_job_id)
 
 -- name: insert_maps_businesses
 INSERT INTO harvester.maps_businesses (job_id, position, place_id)
