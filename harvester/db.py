@@ -12,6 +12,10 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+    # A connection the server dropped mid-statement can fail the next statement with "cannot
+    # switch to state N; another operation is in progress" instead of a connection error; during
+    # a PostgreSQL restart this ended the whole daemon (an error nobody caught in discovery).
+    asyncpg.exceptions._base.InternalClientError,
     OSError,
     TimeoutError,
 )
