@@ -62,7 +62,9 @@ def free_port() -> int:
 class TempPostgres:
     """One disposable cluster. Use as a context manager or call ``start``/``stop``."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        """``settings`` override ``SERVER_SETTINGS`` (e.g. durable commits for crash tests)."""
+        self.settings = {**SERVER_SETTINGS, **(settings or {})}
         self.bindir = find_bindir()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="harvester-pg-"))
@@ -94,7 +96,7 @@ class TempPostgres:
         return self.dsn
 
     def _spawn(self) -> None:
-        settings = [f"-c{key}={value}" for key, value in SERVER_SETTINGS.items()]
+        settings = [f"-c{key}={value}" for key, value in self.settings.items()]
         if self._log is None:
             self._log = open(self.root / "server.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
