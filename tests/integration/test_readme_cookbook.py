@@ -31,7 +31,7 @@ def test_the_cookbook_has_at_least_six_queries() -> None:
 async def seeded(db_dsn: str) -> asyncpg.Connection:
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
     try:
-        report = await import_paths(pool, sorted(SEED.glob("*-200.json")) + [SEED / "failed-410.json"])
+        report = await import_paths(pool, [*sorted(SEED.glob("*-200.json")), SEED / "failed-410.json"])
         assert report.stored >= 4
     finally:
         await pool.close()
