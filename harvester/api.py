@@ -30,7 +30,7 @@ from harvester import logs
 from harvester.errors import ConfigError
 
 PENDING_STATUSES = frozenset({"queued", "processing", "running", "pending"})
-GONE_STATUSES = frozenset({"failed", "cancelled"})
+GONE_STATUSES = frozenset({"failed", "cancelled", "canceled"})
 DETAIL_MAX = 300
 
 
@@ -158,11 +158,22 @@ def _float_or_none(value: str | None) -> float | None:
     return number if math.isfinite(number) and number >= 0 else None
 
 
+# A unix time in seconds passes 1e11 only in the year 5138: such a reset is in milliseconds, and
+# read as seconds it would pause polling for millennia.
+MILLIS_EPOCH = 100_000_000_000
+
+
 def parse_reset(value: str | None, now_unix: float) -> float | None:
-    """``X-RateLimit-Reset`` as a unix time. Small values are read as seconds from now."""
+    """``X-RateLimit-Reset`` as a unix time.
+
+    The docs say a unix timestamp; small values are read as seconds from now (delta style) and
+    huge ones as milliseconds, so no reading of the header can stall the limiter for years.
+    """
     number = _float_or_none(value)
     if number is None:
         return None
+    if number >= MILLIS_EPOCH:
+        return number / 1000.0
     return now_unix + number if number < 1_000_000_000 else number
 
 
@@ -226,6 +237,15 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _job_type(obj: dict[str, Any]) -> str | None:
+    """The documented ``type``, or ``job_type`` (the name the submit and error docs use)."""
+    return _str_or_none(obj.get("type")) or _str_or_none(obj.get("job_type"))
+
+
+def _has_data(obj: dict[str, Any]) -> bool:
+    return obj.get("data") is not None
+
+
 def _detail(body: bytes) -> str:
     """A short human message from an error body: ``detail``/``message``/``reason_*`` or the text."""
     obj = _json_object(body)
@@ -263,41 +283,52 @@ def classify_error(status: int, headers: Mapping[str, str], body: bytes,
 
 def classify_result(status: int, headers: Mapping[str, str], body: bytes,
                     now_unix: float) -> Outcome:
-    """``GET /jobs/{id}/results``: SPEC section 4 as a function."""
+    """``GET /jobs/{id}/results``: SPEC section 4 as a function.
+
+    The HTTP code leads and the body's ``status`` refines it (API.md section 9.15): a 202 is
+    pending and a 410 is gone whatever their bodies hold, since neither body is documented in
+    full; a 200 is pending or gone only when its status says so.
+    """
     rate = parse_rate(headers, now_unix)
     if status == 200:
-        obj = _json_object(body)
-        if obj is None:  # not JSON (or not an object): the store keeps it as a reject
-            return Completed(body=body, http_status=status, rate=rate)
-        upstream = _status(obj)
-        if upstream is None or upstream == "completed":
-            return Completed(body=body, http_status=status, rate=rate)
-        if upstream in GONE_STATUSES:
-            return Gone(body=body, upstream_status=upstream, error_message=_error_message(obj),
-                        http_status=status, rate=rate)
-        # queued, processing, running, or a status nobody documented: not finished
-        return Pending(upstream_status=upstream, job_type=_str_or_none(obj.get("type")),
-                       http_status=status, rate=rate)
+        return _classify_ok(body, rate)
     if status == 202:
-        if not body.strip():
-            return Pending(http_status=status, rate=rate)
-        obj = _json_object(body)
-        if obj is None:
-            return Transient(reason="malformed json on http 202", http_status=status, rate=rate)
-        return Pending(upstream_status=_status(obj), job_type=_str_or_none(obj.get("type")),
+        obj = _json_object(body) or {}
+        return Pending(upstream_status=_status(obj), job_type=_job_type(obj),
                        http_status=status, rate=rate)
     if status == 410:
-        obj = _json_object(body)
-        if obj is None:
-            return Transient(reason="malformed json on http 410", http_status=status, rate=rate)
+        obj = _json_object(body) or {}
         upstream = _status(obj)
         return Gone(body=body, upstream_status=upstream if upstream in GONE_STATUSES else "failed",
                     error_message=_error_message(obj), http_status=status, rate=rate)
     return classify_error(status, headers, body, now_unix)
 
 
+def _classify_ok(body: bytes, rate: RateInfo) -> Outcome:
+    """A 200 from /results: completed, unless the body's status says pending or gone.
+
+    A status nobody documented is read by the body: with ``data`` it is a finished job (HTTP
+    200 is documented as "completed; data present"), without it the job is still running.
+    Polling a finished job forever would lose it; harvesting an empty one would lose its data.
+    """
+    obj = _json_object(body)
+    if obj is None:  # not JSON (or not an object): the store keeps it as a reject
+        return Completed(body=body, rate=rate)
+    upstream = _status(obj)
+    if upstream is None or upstream == "completed":
+        return Completed(body=body, rate=rate)
+    if upstream in GONE_STATUSES:
+        return Gone(body=body, upstream_status=upstream, error_message=_error_message(obj),
+                    http_status=200, rate=rate)
+    if upstream not in PENDING_STATUSES and _has_data(obj):
+        return Completed(body=body, rate=rate)
+    return Pending(upstream_status=upstream, job_type=_job_type(obj), http_status=200, rate=rate)
+
+
 def _error_message(obj: dict[str, Any]) -> str | None:
-    for key in ("error_message", "error"):
+    """``error_message`` as documented, else ``error`` (what the seed doc's own example code
+    reads on a 410), else the FastAPI ``detail``."""
+    for key in ("error_message", "error", "detail"):
         value = obj.get(key)
         if isinstance(value, str) and value:
             return value
@@ -319,7 +350,7 @@ def classify_status(status: int, headers: Mapping[str, str], body: bytes,
     if obj is None or job_id is None:
         return Transient(reason="malformed json on status", http_status=status, rate=rate)
     return JobStatus(
-        job_id=job_id, job_type=_str_or_none(obj.get("type")), status=_status(obj),
+        job_id=job_id, job_type=_job_type(obj), status=_status(obj),
         updated_at=parse_time(obj.get("updated_at")), http_status=status, rate=rate,
     )
 
@@ -334,9 +365,54 @@ def _uuid(value: Any) -> UUID | None:
 
 
 def _count(value: Any) -> int | None:
+    """A non-negative count: a JSON integer, or the same written as a string."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
     return value
+
+
+# The documented key is ``jobs``; the others are the usual names of a page's array, read only
+# when ``jobs`` is absent.
+LIST_KEYS = ("jobs", "items", "data", "results")
+
+
+def _entries(obj: dict[str, Any]) -> list[Any] | None:
+    for key in LIST_KEYS:
+        value = obj.get(key)
+        if isinstance(value, list):
+            return value
+    return None
+
+
+def _listed(entry: Any) -> ListedJob | None:
+    """One list entry, or None when it names no job id."""
+    if not isinstance(entry, dict):
+        return None
+    job_id = _uuid(entry.get("job_id")) or _uuid(entry.get("id"))
+    if job_id is None:
+        return None
+    updated = parse_time(entry.get("updated_at")) or parse_time(entry.get("completed_at"))
+    return ListedJob(job_id=job_id, job_type=_job_type(entry), status=_status(entry),
+                     updated_at=updated)
+
+
+def _total_pages(obj: dict[str, Any], page: int, size: int, entries: int) -> tuple[int, int]:
+    """``(total, total_pages)``; the intro docs' pagination leaves ``total_pages`` out.
+
+    Without ``total`` either, a full page means there may be more: one further page is assumed,
+    so a list pass never stops early just because the counts were not sent.
+    """
+    total = _count(obj.get("total"))
+    pages = _count(obj.get("total_pages"))
+    if total is None:
+        total = (page - 1) * size + entries
+        if pages is None:
+            pages = page + 1 if size and entries >= size else page
+    if pages is None:
+        pages = math.ceil(total / size) if size else 0
+    return total, pages
 
 
 def classify_list(status: int, headers: Mapping[str, str], body: bytes, now_unix: float, *,
@@ -346,25 +422,12 @@ def classify_list(status: int, headers: Mapping[str, str], body: bytes, now_unix
         return classify_error(status, headers, body, now_unix)
     rate = parse_rate(headers, now_unix)
     obj = _json_object(body)
-    entries = obj.get("jobs") if obj is not None else None
-    if obj is None or not isinstance(entries, list):
+    entries = _entries(obj) if obj is not None else None
+    if obj is None or entries is None:
         return Transient(reason="malformed json on list", http_status=status, rate=rate)
-    jobs: list[ListedJob] = []
-    for entry in entries:
-        job_id = _uuid(entry.get("job_id")) if isinstance(entry, dict) else None
-        if job_id is None or not isinstance(entry, dict):
-            continue
-        jobs.append(ListedJob(
-            job_id=job_id, job_type=_str_or_none(entry.get("type")), status=_status(entry),
-            updated_at=parse_time(entry.get("updated_at")),
-        ))
+    jobs = [job for job in map(_listed, entries) if job is not None]
     size = _count(obj.get("page_size")) or page_size
-    total = _count(obj.get("total"))
-    if total is None:
-        total = (page - 1) * size + len(entries)
-    pages = _count(obj.get("total_pages"))
-    if pages is None:
-        pages = math.ceil(total / size) if size else 0
+    total, pages = _total_pages(obj, page, size, len(entries))
     return JobPage(total=total, page=_count(obj.get("page")) or page, page_size=size,
                    total_pages=pages, jobs=tuple(jobs), skipped=len(entries) - len(jobs),
                    http_status=status, rate=rate)

@@ -7,6 +7,7 @@ connections aborted mid-body, answers that never come.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -122,9 +123,10 @@ async def test_sends_bearer_and_no_format(server: RawServer, client: api.SpiderI
         (200, b"not json at all", api.Completed),
         (200, {"status": "running"}, api.Pending),
         (202, {"status": "processing"}, api.Pending),
-        (202, b"{oops", api.Transient),
+        (202, b"{oops", api.Pending),
         (410, {"status": "cancelled"}, api.Gone),
-        (410, b"<html>", api.Transient),
+        (410, b"<html>", api.Gone),
+        (410, b"", api.Gone),
         (404, {"detail": "Job not found"}, api.NotFound),
         (401, {"detail": "Invalid token format"}, api.AuthFailed),
         (402, {"detail": "cap"}, api.AuthFailed),
@@ -150,6 +152,36 @@ async def test_completed_body_is_raw_bytes(server: RawServer, client: api.Spider
     raw = b'{"status": "completed", "data": {"emails": ["a@b.c"]}, "x": "\xc3\xa9"}'
     server.routes[RESULTS] = reply(200, raw)
     assert await client.fetch_result(JOB) == api.Completed(body=raw)
+
+
+def raw_reply(status: int, body: bytes, headers: list[str]) -> Action:
+    """An answer with exactly the given header lines (no default Content-Type)."""
+    async def act(writer: asyncio.StreamWriter) -> None:
+        lines = [f"HTTP/1.1 {status} X", "Connection: close", f"Content-Length: {len(body)}",
+                 *headers]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+
+    return act
+
+
+async def test_gzip_body_is_decoded(server: RawServer, client: api.SpiderIQ) -> None:
+    raw = json.dumps({"job_id": str(JOB), "status": "completed", "data": {}}).encode()
+    server.routes[RESULTS] = raw_reply(200, gzip.compress(raw), [
+        "Content-Type: application/json", "Content-Encoding: gzip"])
+    assert await client.fetch_result(JOB) == api.Completed(body=raw)
+
+
+@pytest.mark.parametrize("content_type", [
+    ["Content-Type: application/json; charset=utf-8"], ["Content-Type: text/html"],
+    ["Content-Type: text/plain; charset=UTF-8"], [],
+])
+async def test_content_type_does_not_matter(server: RawServer, client: api.SpiderIQ,
+                                            content_type: list[str]) -> None:
+    raw = json.dumps({"success": False, "job_id": str(JOB), "status": "processing",
+                      "message": "Job is still being processed"}).encode()
+    server.routes[RESULTS] = raw_reply(202, raw, content_type)
+    assert await client.fetch_result(JOB) == api.Pending(upstream_status="processing")
 
 
 async def test_rate_limit_headers(server: RawServer, client: api.SpiderIQ) -> None:

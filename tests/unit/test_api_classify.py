@@ -31,21 +31,35 @@ def body(**fields: object) -> bytes:
         (200, body(status="queued"), api.Pending, "queued"),
         (200, body(status="running"), api.Pending, "running"),
         (200, body(status="Thinking"), api.Pending, "thinking"),
+        (200, body(status="Thinking", data=None), api.Pending, "thinking"),
+        (200, body(status="done", job_id=JOB, data={"url": "x"}), api.Completed, None),
+        (200, body(status="processing", data={"partial": True}), api.Pending, "processing"),
+        (200, body(status="queued", data={}), api.Pending, "queued"),
         (200, body(status="failed", error_message="boom"), api.Gone, "failed"),
+        (200, body(status="canceled"), api.Gone, "canceled"),
         (202, body(status="processing", type="spiderMaps"), api.Pending, "processing"),
+        (202, body(status="running", progress=40, eta_seconds=12, extra={"a": 1}), api.Pending,
+         "running"),
         (202, b"", api.Pending, None),
-        (202, b"<html>oops", api.Transient, None),
+        (202, b"<html>oops", api.Pending, None),
+        (202, b"Accepted", api.Pending, None),
+        (202, b"[]", api.Pending, None),
         (410, body(status="cancelled"), api.Gone, "cancelled"),
         (410, body(status="failed", error_message="x"), api.Gone, "failed"),
         (410, body(error="x"), api.Gone, "failed"),
         (410, body(status="weird"), api.Gone, "failed"),
-        (410, b"truncated {", api.Transient, None),
+        (410, body(detail="Job was cancelled"), api.Gone, "failed"),
+        (410, b"truncated {", api.Gone, "failed"),
+        (410, b"", api.Gone, "failed"),
+        (410, b"<html><body>410 Gone</body></html>", api.Gone, "failed"),
         (404, body(detail="Job not found"), api.NotFound, None),
         (401, body(detail="bad token"), api.AuthFailed, None),
         (402, body(detail="monthly cap"), api.AuthFailed, None),
         (403, b"", api.AuthFailed, None),
         (429, body(detail="slow down"), api.RateLimited, None),
         (500, b"", api.Transient, None),
+        (500, body(detail="Internal Server Error"), api.Transient, None),
+        (504, b"<html><body>Gateway Time-out</body></html>", api.Transient, None),
         (502, b"<html>bad gateway", api.Transient, None),
         (503, body(detail="x"), api.Transient, None),
         (301, b"", api.Transient, None),
@@ -66,8 +80,9 @@ def test_result_status_mapping(status: int, raw: bytes, kind: type, upstream: st
         assert outcome.body == raw
 
 
-def test_pending_keeps_job_type() -> None:
-    outcome = api.classify_result(202, {}, body(status="queued", type="spiderSite"), NOW)
+@pytest.mark.parametrize("key", ["type", "job_type"])
+def test_pending_keeps_job_type(key: str) -> None:
+    outcome = api.classify_result(202, {}, body(status="queued", **{key: "spiderSite"}), NOW)
     assert outcome == api.Pending(upstream_status="queued", job_type="spiderSite")
 
 
@@ -79,6 +94,8 @@ def test_pending_keeps_job_type() -> None:
         (body(status="failed", error="legacy key"), "legacy key"),
         (body(status="failed", error={"message": "nested"}), "nested"),
         (body(status="cancelled", error_message=None), None),
+        (body(detail="Job failed: target unreachable"), "Job failed: target unreachable"),
+        (body(status="failed", error_message=None, error="fallback"), "fallback"),
     ],
 )
 def test_gone_reads_error_message(raw: bytes, message: str | None) -> None:
@@ -102,6 +119,7 @@ def test_gone_reads_error_message(raw: bytes, message: str | None) -> None:
         ({"Retry-After": "-5"}, b"", None, None),
         ({"X-RateLimit-Reset": str(int(NOW + 40))}, b"", None, NOW + 40),
         ({"X-RateLimit-Reset": "40"}, b"", None, NOW + 40),
+        ({"X-RateLimit-Reset": str(int(NOW + 40) * 1000)}, b"", None, NOW + 40),
         ({"X-RateLimit-Reset": "junk"}, b"", None, None),
         ({}, body(retry_after_seconds=12, reason_code="bulk_estimated_spend_exceeded"), 12.0, None),
         ({"Retry-After": "5"}, body(retry_after_seconds=12), 5.0, None),
@@ -174,6 +192,59 @@ def test_list_page_derives_total_pages() -> None:
     page = api.classify_list(200, {}, raw, NOW, page=2, page_size=50)
     assert isinstance(page, api.JobPage)
     assert page.total_pages == 25
+
+
+def listed(n: int, **fields: object) -> list[dict[str, object]]:
+    return [{"job_id": str(UUID(int=i + 1)), "status": "completed", **fields} for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("fields", "page_no", "expected"),
+    [
+        ({"total": "120", "page_size": "50", "total_pages": "3"}, 1, (120, 3)),
+        ({"total": 120, "page_size": 50}, 1, (120, 3)),
+        ({"page_size": 50}, 1, (50, 2)),  # a full page and no counts: look at one more
+        ({}, 2, (100, 3)),
+        ({"page": 3}, 3, (150, 4)),
+    ],
+)
+def test_list_page_counts_when_some_are_missing(fields: dict[str, object], page_no: int,
+                                                expected: tuple[int, int]) -> None:
+    raw = body(**fields, jobs=listed(50))
+    page = api.classify_list(200, {}, raw, NOW, page=page_no, page_size=50)
+    assert isinstance(page, api.JobPage)
+    assert (page.total, page.total_pages) == expected
+
+
+def test_list_page_short_page_without_counts_is_the_last() -> None:
+    page = api.classify_list(200, {}, body(jobs=listed(7)), NOW, page=2, page_size=50)
+    assert isinstance(page, api.JobPage)
+    assert (page.total, page.total_pages) == (57, 2)
+
+
+@pytest.mark.parametrize("key", ["jobs", "items", "data", "results"])
+def test_list_page_reads_the_array_under_its_usual_names(key: str) -> None:
+    raw = body(total=1, page=1, page_size=100, total_pages=1, **{key: listed(1)})
+    page = api.classify_list(200, {}, raw, NOW, page=1, page_size=100)
+    assert isinstance(page, api.JobPage)
+    assert [j.job_id for j in page.jobs] == [UUID(int=1)]
+
+
+def test_list_entry_field_name_variants() -> None:
+    raw = body(jobs=[
+        {"id": JOB, "job_type": "spiderMaps", "status": "Completed",
+         "completed_at": "2025-10-27T10:02:45.5+00:00"},
+        {"job_id": str(UUID(int=2)), "id": "ignored", "type": "spiderSite", "status": "running",
+         "updated_at": "2025-10-27T10:03:00", "completed_at": "2020-01-01T00:00:00Z"},
+    ])
+    page = api.classify_list(200, {}, raw, NOW, page=1, page_size=100)
+    assert isinstance(page, api.JobPage)
+    assert page.jobs == (
+        api.ListedJob(UUID(JOB), "spiderMaps", "completed",
+                      datetime(2025, 10, 27, 10, 2, 45, 500000, tzinfo=UTC)),
+        api.ListedJob(UUID(int=2), "spiderSite", "running",
+                      datetime(2025, 10, 27, 10, 3, tzinfo=UTC)),
+    )
 
 
 @pytest.mark.parametrize("raw", [b"{", b"[]", body(total=1), body(jobs="x")])

@@ -24,9 +24,10 @@ def test_deep_body_on_200_is_completed_for_the_store_to_reject(body: bytes) -> N
     assert outcome.body == body
 
 
-@pytest.mark.parametrize("status", [202, 410])
-def test_deep_body_on_other_statuses_is_a_transient_fault(status: int) -> None:
-    assert isinstance(api.classify_result(status, {}, DEEP, time.time()), api.Transient)
+@pytest.mark.parametrize(("status", "kind"), [(202, api.Pending), (410, api.Gone)])
+def test_deep_body_on_other_statuses_follows_the_http_code(status: int, kind: type) -> None:
+    """202 and 410 mean pending and gone whatever the body; a 410's store keeps it as a reject."""
+    assert isinstance(api.classify_result(status, {}, DEEP, time.time()), kind)
 
 
 def test_deep_body_on_429_still_pauses() -> None:
