@@ -175,6 +175,40 @@ async def store_result(
                         processing_s=r.processing_time_seconds, completed_at=r.completed_at)
 
 
+async def store_results(pool: Target, raws: Sequence[bytes]) -> list[StoreOutcome]:
+    """Store many completed bodies without a lease (import): one transaction for the whole batch.
+
+    Bodies that do not parse are rejected one by one; if the database refuses the batch, each body
+    is stored on its own so that only the offending ones end up rejected.
+    """
+    outcomes: list[StoreOutcome | None] = [None] * len(raws)
+    good: list[tuple[int, Normalized]] = []
+    for index, raw in enumerate(raws):
+        try:
+            good.append((index, prepare(raw, None)))
+        except BodyError as exc:
+            outcomes[index] = await reject(pool, raw, job_id=None, reason=str(exc), fence=None,
+                                           http_status=None, polls_spent=0)
+    items = [item for _, item in good]
+    try:
+        async with connection(pool) as conn, conn.transaction():
+            await conn.executemany(query("finish_stored_job"), [
+                (i.job_id, "harvested", i.result.job_type, i.result.status, None, 0, None)
+                for i in items
+            ])
+            await write_rows(conn, items, fetched=True)
+    except REFUSED:
+        for index, _ in good:
+            outcomes[index] = await store_result(pool, raws[index], http_status=None, polls_spent=0)
+    else:
+        for index, item in good:
+            r = item.result
+            outcomes[index] = StoreOutcome("harvested", item.job_id, job_type=r.job_type,
+                                           processing_s=r.processing_time_seconds,
+                                           completed_at=r.completed_at)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
 async def store_failure(
     pool_or_conn: Target, raw: bytes, *, job_id: UUID, fence: Fence | None = None,
     http_status: int = 410, polls_spent: int = 1,

@@ -134,3 +134,48 @@ async def test_extra_fixture_bodies_import_cleanly(conn: asyncpg.Connection) -> 
     assert verify == "spiderVerify"
     assert await conn.fetchval(
         "SELECT count(*) FROM harvester.businesses WHERE place_id LIKE 'fallback:%'") == 1
+
+
+async def test_large_json_lines_file_is_stored_in_batches_with_exact_line_numbers(
+    conn: asyncpg.Connection, tmp_path: Path,
+) -> None:
+    """Several transactions' worth of lines: bad lines anywhere keep their own line numbers."""
+    template = json.loads((SEED / "site-minimal-200.json").read_bytes())
+    lines: list[bytes] = []
+    for n in range(450):
+        body = dict(template, job_id=f"00000000-0000-4000-8000-{n:012d}")
+        lines.append(json.dumps(body).encode())
+    bad = {7: b"{broken", 250: b"[]", 449: b'{"job_id": "not-a-uuid"}'}
+    for line, raw in bad.items():
+        lines[line - 1] = raw
+    lines.append(lines[0])  # the same body again: stored once, counted as stored
+    path = write_jsonl(tmp_path / "big.jsonl", lines)
+    report = await import_paths(conn, [path])
+    assert (report.stored, report.rejected) == (448, 3)
+    assert [line for _, line, _ in report.problems] == sorted(bad)
+    assert await conn.fetchval("SELECT count(*) FROM harvester.sites") == 447
+    assert await conn.fetchval("SELECT count(*) FROM harvester.site_emails") == 447 * 2
+    assert await conn.fetchval("SELECT count(*) FROM harvester.rejects") == 3
+
+
+async def test_a_body_the_database_refuses_is_rejected_alone(
+    conn: asyncpg.Connection, tmp_path: Path,
+) -> None:
+    """A refused batch falls back to one transaction per body: only the offender is rejected."""
+    await conn.execute("ALTER TABLE harvester.sites ADD CONSTRAINT test_refuse"
+                       " CHECK (domain IS DISTINCT FROM 'refused.example')")
+    template = json.loads((SEED / "site-minimal-200.json").read_bytes())
+    lines = []
+    for n in range(5):
+        body = dict(template, job_id=f"00000000-0000-4000-8000-{n:012d}")
+        if n == 3:
+            body["data"] = dict(body["data"], url="https://refused.example/")
+        lines.append(json.dumps(body).encode())
+    report = await import_paths(conn, [write_jsonl(tmp_path / "refused.jsonl", lines)])
+    assert (report.stored, report.rejected) == (4, 1)
+    assert [line for _, line, _ in report.problems] == [4]
+    assert "database refused" in report.problems[0][2]
+    assert await conn.fetchval("SELECT count(*) FROM harvester.sites") == 4
+    state = await conn.fetchval("SELECT state FROM harvester.jobs"
+                                " WHERE job_id = '00000000-0000-4000-8000-000000000003'")
+    assert state == "rejected"
