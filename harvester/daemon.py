@@ -60,19 +60,21 @@ async def watchdog(worker: Worker, done: asyncio.Event) -> None:
 
 
 async def migrate_with_retry(dsn: str, attempts: int = 30) -> None:
+    """Apply migrations, waiting for the database; a connection lost while migrating (a server
+    restart) is retried like a failed connect, not a crash at start-up."""
     for attempt in range(attempts):
         try:
             conn = await asyncpg.connect(dsn, timeout=5)
+            try:
+                await migrate.apply(conn)
+                return
+            finally:
+                with contextlib.suppress(*db.DB_ERRORS):
+                    await conn.close(timeout=5)
         except db.DB_ERRORS as exc:
             if attempt == attempts - 1:
-                raise DatabaseError(f"cannot connect to {db.describe_dsn(dsn)}: {exc}") from exc
+                raise DatabaseError(f"cannot migrate {db.describe_dsn(dsn)}: {exc}") from exc
             await asyncio.sleep(1.0)
-            continue
-        try:
-            await migrate.apply(conn)
-            return
-        finally:
-            await conn.close()
 
 
 async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
