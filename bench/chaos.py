@@ -49,10 +49,10 @@ RATE_LIMIT = 100
 @dataclass(frozen=True)
 class Params:
     jobs: int = 2000
-    speed: float = 40.0
+    speed: float = 20.0
     seed: int = 11
     processes: int = 3
-    kill_interval_s: float = 0.7
+    kill_interval_s: float = 0.5
     pg_restarts: tuple[str, ...] = ("fast", "immediate", "fast")
     fault_5xx: float = 0.10
     fault_hang: float = 0.05
