@@ -34,6 +34,10 @@ MAX_DEPTH = 200
 SURROGATE = re.compile("[\ud800-\udfff]")
 SITE_TYPE = "spidersite"
 MAPS_TYPE = "spidermaps"
+TYPE_NOISE = re.compile(r"[\s_-]+")
+# Keys only a spiderSite result carries; a body without a type is read as one when it has any.
+SITE_MARKERS = ("crawl_status", "pages_crawled", "markdown_compendium", "compendium",
+                "contact_info")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +140,45 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def kind_of(job_type: str | None) -> str:
+    """A job type compared loosely: "spiderSite", "SpiderSite" and "spider_site" are one kind."""
+    return TYPE_NOISE.sub("", job_type or "").casefold()
+
+
+def inferred_type(data: Any) -> str | None:
+    """The type of a body that names none, from keys only that type's data has.
+
+    The docs say ``type`` is always present, but their own 202 example leaves it out; a result
+    stored without its site or maps rows would be data silently lost.
+    """
+    if not isinstance(data, Mapping):
+        return None
+    if isinstance(data.get("businesses"), list):
+        return "spiderMaps"
+    if any(key in data for key in SITE_MARKERS):
+        return "spiderSite"
+    return None
+
+
+def error_text(body: Mapping[str, Any]) -> str | None:
+    """``error_message``, else ``error`` (what the seed doc's example code reads on a 410, as a
+    string or ``{message}``), else a FastAPI ``detail`` string."""
+    found = v.text(body.get("error_message"))
+    if found:
+        return found
+    error = body.get("error")
+    if isinstance(error, Mapping):
+        error = error.get("message")
+    return v.stripped(error) or v.stripped(body.get("detail"))
+
+
 def normalize(body: Mapping[str, Any]) -> Normalized:
     """Typed rows for every table a body feeds; only a missing or invalid job_id raises."""
     if not isinstance(body, Mapping):
         raise BodyError(f"body is a {type(body).__name__}, not an object")
     job_id = parse_job_id(body.get("job_id"))
-    job_type = v.first_text(body, "type", "job_type")
+    data = body.get("data")
+    job_type = v.first_text(body, "type", "job_type") or inferred_type(data)
     completed_at = v.timestamp(body.get("completed_at"))
     result = ResultRow(
         job_id=job_id,
@@ -152,11 +189,10 @@ def normalize(body: Mapping[str, Any]) -> Normalized:
         worker_id=v.text(body.get("worker_id")),
         completed_at=completed_at,
         message=v.text(body.get("message")),
-        error_message=v.text(body.get("error_message")),
+        error_message=error_text(body),
         raw=dict(body),
     )
-    data = body.get("data")
-    kind = (job_type or "").casefold()
+    kind = kind_of(job_type)
     if kind == SITE_TYPE and isinstance(data, Mapping):
         site = site_parts(data, completed_at)
         return Normalized(

@@ -1,9 +1,11 @@
 """spiderMaps result data → the ``maps_searches`` row, ``businesses`` and their positions.
 
 A business is keyed by ``place_id`` (also read as ``business_place_id`` or ``google_place_id``); one
-without any id gets a stable fallback key from its name, address and link. Coordinates come as
-``{latitude, longitude}`` or ``{lat, lng}`` and may be missing; ``working_hours`` is a dict or a
-string. Duplicates in one search collapse onto their first position. Pure, no I/O.
+without any id gets a stable fallback key from its name, address and link. The other ``business_*``
+names of the campaign shape are read as fallbacks too. Coordinates come as ``{latitude,
+longitude}``, ``{lat, lng}`` or flat on the business and may be missing; ``working_hours`` is a
+dict, a string or a list of lines. Duplicates in one search collapse onto their first position.
+Pure, no I/O.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class BusinessRow:
     link: str | None
     business_status: str | None
     price_range: str | None
-    working_hours: dict[str, Any] | str | None
+    working_hours: dict[str, Any] | list[Any] | str | None
     image_url: str | None
 
 
@@ -68,17 +70,21 @@ def fallback_place_id(name: str | None, address: str | None, link: str | None) -
     return "fallback:" + hashlib.sha1(key.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
+def lat_lon(source: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    lat = v.number(source.get("latitude", source.get("lat")))
+    lon = v.number(source.get("longitude", source.get("lng", source.get("lon"))))
+    if lat is not None and not -90.0 <= lat <= 90.0:
+        lat = None
+    if lon is not None and not -180.0 <= lon <= 180.0:
+        lon = None
+    return lat, lon
+
+
 def coordinates(item: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    for key in ("coordinates", "gmaps_coordinates", "location"):
-        source = v.obj(item.get(key))
-        if not source:
-            continue
-        lat = v.number(source.get("latitude", source.get("lat")))
-        lon = v.number(source.get("longitude", source.get("lng", source.get("lon"))))
-        if lat is not None and not -90.0 <= lat <= 90.0:
-            lat = None
-        if lon is not None and not -180.0 <= lon <= 180.0:
-            lon = None
+    """The first usable pair: nested under one of the documented names, else flat on the item."""
+    for source in (*(v.obj(item.get(key)) for key in ("coordinates", "gmaps_coordinates",
+                                                      "location")), item):
+        lat, lon = lat_lon(source)
         if lat is not None or lon is not None:
             return lat, lon
     return None, None
@@ -95,10 +101,21 @@ def categories(value: Any) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def working_hours(value: Any) -> dict[str, Any] | str | None:
+def working_hours(value: Any) -> dict[str, Any] | list[Any] | str | None:
+    """Kept as given for the jsonb column: a per-day dict, a summary string or a list of lines."""
     if isinstance(value, Mapping):
         return dict(value)
+    if isinstance(value, list):
+        return list(value) or None
     return v.stripped(value)
+
+
+def first_present(item: Mapping[str, Any], *keys: str) -> Any:
+    """The value of the first key that is present and not null (documented name first)."""
+    for key in keys:
+        if item.get(key) is not None:
+            return item[key]
+    return None
 
 
 def business(item: Mapping[str, Any]) -> BusinessRow | None:
@@ -114,17 +131,17 @@ def business(item: Mapping[str, Any]) -> BusinessRow | None:
         place_id = "digest:" + hashlib.sha1(place_id.encode("utf-8"),
                                             usedforsecurity=False).hexdigest()
     lat, lon = coordinates(item)
-    cats = item.get("categories")
     return BusinessRow(
         place_id=place_id,
         name=name,
-        rating=v.number(item.get("rating")),
-        reviews_count=v.integer(item.get("reviews_count")),
+        rating=v.number(first_present(item, "rating", "business_rating")),
+        reviews_count=v.integer(first_present(item, "reviews_count", "business_reviews_count")),
         address=address,
-        phone=v.stripped(item.get("phone")),
-        phone_e164=v.stripped(item.get("phone_e164")),
-        website=v.stripped(item.get("website")),
-        categories=categories(cats if cats is not None else item.get("category")),
+        phone=v.first_text(item, "phone", "business_phone"),
+        phone_e164=v.first_text(item, "phone_e164", "gmaps_phone_e164"),
+        website=v.first_text(item, "website", "original_website"),
+        categories=categories(first_present(item, "categories", "business_categories",
+                                            "category")),
         latitude=lat,
         longitude=lon,
         link=link,

@@ -106,11 +106,22 @@ def items(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def listed(value: Any) -> list[Any] | None:
+    """A list as is; a lone string as a list of one (the docs' "emails found" does not say
+    array everywhere); anything else None."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str) and value.strip():
+        return [value]
+    return None
+
+
 def pick_list(data: Mapping[str, Any], nested: Mapping[str, Any], key: str) -> list[Any]:
     """The flat list if present, else the one nested under contact_info."""
-    if isinstance(data.get(key), list):
-        return items(data.get(key))
-    return items(nested.get(key))
+    found = listed(data.get(key))
+    if found is None:
+        found = listed(nested.get(key))
+    return found or []
 
 
 def emails_of(raw: list[Any]) -> tuple[str, ...]:

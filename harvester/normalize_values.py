@@ -8,6 +8,7 @@ an unparseable timestamp is an absent value, never an exception. Pure, no I/O.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,11 @@ INT4_MAX = 2**31 - 1
 MAX_KEY_BYTES = 1000
 # RFC 5321: a forward path is at most 256 octets, so no deliverable address is longer.
 MAX_EMAIL_CHARS = 254
+# A number written as a JSON string: plain decimal notation only, so "nan", "inf", "1_000" or
+# "0x10" (all of which Python's own parsers accept) stay absent values.
+NUMERIC = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+MAX_NUMERIC_CHARS = 64
+BOOLEANS = {"true": True, "false": False}
 
 
 def obj(value: Any) -> Mapping[str, Any]:
@@ -45,8 +51,26 @@ def fits_key(value: str) -> bool:
     return len(value) <= MAX_KEY_BYTES and len(value.encode("utf-8")) <= MAX_KEY_BYTES
 
 
+def numeric_text(value: Any) -> Any:
+    """A string holding a plain decimal number as that number; anything else unchanged.
+
+    The docs type counts, ratings and coordinates as numbers, but a stand-in serialising from
+    strings (or a CSV-fed worker) sends "4.6" and "823"; those are the same values.
+    """
+    if not isinstance(value, str):
+        return value
+    candidate = value.strip()
+    if len(candidate) > MAX_NUMERIC_CHARS or NUMERIC.fullmatch(candidate) is None:
+        return value
+    if "." in candidate or "e" in candidate.lower():
+        return float(candidate)
+    return int(candidate)
+
+
 def integer(value: Any) -> int | None:
-    """An int that fits PostgreSQL's integer; integral floats are accepted, bools are not."""
+    """An int that fits PostgreSQL's integer; integral floats and numeric strings are accepted,
+    bools are not."""
+    value = numeric_text(value)
     if isinstance(value, bool):
         return None
     if isinstance(value, float):
@@ -59,7 +83,8 @@ def integer(value: Any) -> int | None:
 
 
 def number(value: Any) -> float | None:
-    """A finite float from an int or float (bools excluded)."""
+    """A finite float from an int, a float or a numeric string (bools excluded)."""
+    value = numeric_text(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
@@ -70,6 +95,9 @@ def number(value: Any) -> float | None:
 
 
 def boolean(value: Any) -> bool | None:
+    """A JSON boolean, or the strings "true"/"false" in any case; nothing else guesses."""
+    if isinstance(value, str):
+        return BOOLEANS.get(value.strip().lower())
     return value if isinstance(value, bool) else None
 
 

@@ -291,6 +291,54 @@ async def test_gone_cancelled_body_marks_the_job_cancelled(conn: asyncpg.Connect
     assert await conn.fetchval("SELECT state FROM harvester.jobs") == "cancelled"
 
 
+async def test_gone_body_with_error_instead_of_error_message_keeps_it(
+    conn: asyncpg.Connection,
+) -> None:
+    doc = json.loads(read(FAILED))
+    del doc["error_message"]
+    doc["error"] = "Target refused the connection"
+    fence = await claim(conn, MINIMAL_ID)
+    outcome = await store.store_failure(conn, json.dumps(doc).encode(), job_id=MINIMAL_ID,
+                                        fence=fence)
+    assert (outcome.kind, outcome.reason) == ("failed", "Target refused the connection")
+    assert await conn.fetchval("SELECT last_error FROM harvester.jobs") == outcome.reason
+    assert await conn.fetchval("SELECT error_message FROM harvester.results") == outcome.reason
+
+
+async def test_site_body_without_type_and_with_numbers_as_strings_is_harvested_whole(
+    conn: asyncpg.Connection,
+) -> None:
+    doc = json.loads(read(MINIMAL))
+    del doc["type"]
+    doc.update(success="true", processing_time_seconds="12.4")
+    doc["data"]["pages_crawled"] = "5"
+    fence = await claim(conn, MINIMAL_ID)
+    outcome = await store.store_result(conn, json.dumps(doc).encode(), fence=fence)
+    assert (outcome.kind, outcome.job_type) == ("harvested", "spiderSite")
+    result = await conn.fetchrow("SELECT job_type, success, processing_time_seconds "
+                                 "FROM harvester.results")
+    assert tuple(result) == ("spiderSite", True, 12.4)
+    assert await conn.fetchval("SELECT pages_crawled FROM harvester.sites") == 5
+    assert await count(conn, "site_emails") == 2
+
+
+async def test_maps_business_variants_are_stored(conn: asyncpg.Connection) -> None:
+    doc = json.loads(read(MAPS))
+    (item,) = doc["data"]["businesses"]
+    item.update(rating="4.6", reviews_count="823", categories="Italian restaurant",
+                working_hours=["Monday: 5-10 PM", "Tuesday: Closed"],
+                latitude=42.3647, longitude=-71.0542)
+    del item["coordinates"]
+    outcome = await store.store_result(conn, json.dumps(doc).encode())
+    assert outcome.kind == "harvested"
+    row = await conn.fetchrow("SELECT rating, reviews_count, categories, working_hours, latitude, "
+                              "longitude FROM harvester.businesses")
+    assert (row["rating"], row["reviews_count"], row["categories"]) == (
+        4.6, 823, ["Italian restaurant"])
+    assert json.loads(row["working_hours"]) == ["Monday: 5-10 PM", "Tuesday: Closed"]
+    assert (row["latitude"], row["longitude"]) == (42.3647, -71.0542)
+
+
 async def test_gone_with_unusable_body_is_failed_and_keeps_the_bytes(
     conn: asyncpg.Connection,
 ) -> None:

@@ -125,7 +125,8 @@ def test_pain_points_of_another_type_is_none() -> None:
     assert n.site is not None and n.site.pain_points is None
 
 
-@pytest.mark.parametrize("hours", [{"Monday": "9-5"}, "Open 24 hours"])
+@pytest.mark.parametrize("hours", [{"Monday": "9-5"}, "Open 24 hours",
+                                   ["Monday: 9-5", "Tuesday: Closed"]])
 def test_working_hours_dict_or_string(hours: Any) -> None:
     (b,) = maps({"place_id": "p1", "working_hours": hours}).businesses
     assert b.working_hours == hours
@@ -137,12 +138,113 @@ def test_working_hours_dict_or_string(hours: Any) -> None:
     ({"gmaps_coordinates": {"lat": 1.5, "lng": 2.5}}, (1.5, 2.5)),
     ({}, (None, None)),
     ({"coordinates": None}, (None, None)),
-    ({"coordinates": {"latitude": "1.5", "longitude": 200}}, (None, None)),
+    ({"coordinates": {"latitude": "north", "longitude": 200}}, (None, None)),
+    ({"coordinates": {"latitude": " 1.5", "longitude": "-71.0542"}}, (1.5, -71.0542)),
+    ({"location": {"lat": 1.5, "lon": 2.5}}, (1.5, 2.5)),
+    ({"latitude": 1.5, "longitude": 2.5}, (1.5, 2.5)),
+    ({"lat": 1.5, "lng": 2.5, "coordinates": {}}, (1.5, 2.5)),
+    ({"coordinates": {"latitude": 3.0, "longitude": 4.0}, "latitude": 1.5}, (3.0, 4.0)),
 ])
 def test_coordinates_forms_and_missing(coords: dict[str, Any],
                                        expected: tuple[float | None, float | None]) -> None:
     (b,) = maps({"place_id": "p1", **coords}).businesses
     assert (b.latitude, b.longitude) == expected
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("processing_time_seconds", "12.4", 12.4),
+    ("processing_time_seconds", "12", 12.0),
+    ("processing_time_seconds", "nan", None),
+    ("processing_time_seconds", "1_2", None),
+    ("success", "true", True),
+    ("success", " False ", False),
+    ("success", "yes", None),
+])
+def test_numbers_and_booleans_written_as_strings(field: str, value: Any, expected: Any) -> None:
+    n = normalize({"job_id": JOB, field: value})
+    assert getattr(n.result, field) == expected
+
+
+def test_maps_numbers_written_as_strings() -> None:
+    n = maps({"place_id": "p1", "rating": "4.6", "reviews_count": "823"}, results_count="20")
+    assert n.search is not None and n.search.results_count == 20
+    (b,) = n.businesses
+    assert (b.rating, b.reviews_count) == (4.6, 823)
+
+
+def test_site_numbers_written_as_strings() -> None:
+    n = site(pages_crawled="12", lead_scoring={"icp_fit_score": "0.85"})
+    assert n.site is not None and (n.site.pages_crawled, n.site.icp_fit_score) == (12, 0.85)
+
+
+def test_phone_valid_written_as_a_string() -> None:
+    (phone,) = site(phones=[{"raw": "+1 555 0101", "valid": "false"}]).phones
+    assert phone.valid is False
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("type", "spiderSite"), ("job_type", "spiderSite"), ("type", "SPIDERSITE"),
+    ("type", "spider_site"), ("type", " spider-site "),
+])
+def test_job_type_name_and_spelling_variants(key: str, value: str) -> None:
+    n = normalize({"job_id": JOB, key: value, "data": {"url": "https://x.com",
+                                                       "emails": ["a@x.com"]}})
+    assert n.site is not None and n.emails == ("a@x.com",)
+
+
+@pytest.mark.parametrize(("data", "job_type"), [
+    ({"query": "q", "businesses": [{"place_id": "p1"}]}, "spiderMaps"),
+    ({"url": "https://x.com", "crawl_status": "success", "emails": ["a@x.com"]}, "spiderSite"),
+    ({"contact_info": {"emails": ["a@x.com"]}}, "spiderSite"),
+])
+def test_missing_type_is_inferred_from_the_data(data: dict[str, Any], job_type: str) -> None:
+    n = normalize({"job_id": JOB, "status": "completed", "data": data})
+    assert n.result.job_type == job_type
+    assert (n.site is not None) == (job_type == "spiderSite")
+    assert (n.search is not None) == (job_type == "spiderMaps")
+
+
+def test_a_named_type_is_never_overridden_by_the_data() -> None:
+    n = normalize({"job_id": JOB, "type": "spiderVerify", "data": {"businesses": [],
+                                                                    "crawl_status": "x"}})
+    assert (n.result.job_type, n.site, n.search) == ("spiderVerify", None, None)
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"error_message": "boom"}, "boom"),
+    ({"error_message": None, "error": "Connection timeout"}, "Connection timeout"),
+    ({"error": {"message": "nested", "code": 7}}, "nested"),
+    ({"detail": "Job failed"}, "Job failed"),
+    ({"error_message": "first", "error": "second", "detail": "third"}, "first"),
+    ({"error": 5}, None),
+])
+def test_error_message_under_its_documented_and_example_names(fields: dict[str, Any],
+                                                              expected: str | None) -> None:
+    n = normalize({"job_id": JOB, "status": "failed", **fields})
+    assert n.result.error_message == expected
+
+
+@pytest.mark.parametrize("key", ["emails", "phones", "addresses"])
+def test_a_lone_string_where_a_list_is_documented_is_one_item(key: str) -> None:
+    value = {"emails": "Info@X.com", "phones": "+1 555 0100", "addresses": "1 Main St"}[key]
+    n = site(**{key: value})
+    assert (n.emails, [p.phone for p in n.phones], n.addresses) == (
+        ("info@x.com",) if key == "emails" else (),
+        ["+1 555 0100"] if key == "phones" else [],
+        ("1 Main St",) if key == "addresses" else (),
+    )
+
+
+def test_campaign_business_names_are_read_as_fallbacks() -> None:
+    (b,) = maps({"business_name": "Cafe", "google_place_id": "g1", "business_address": "1 St",
+                 "business_phone": "+1 555", "gmaps_phone_e164": "+1555",
+                 "business_rating": 4.2, "business_reviews_count": 10,
+                 "business_categories": ["Cafe"], "original_website": "https://cafe.example",
+                 "gmaps_coordinates": {"lat": 1.0, "lng": 2.0}}).businesses
+    assert (b.place_id, b.name, b.address, b.phone, b.phone_e164, b.rating, b.reviews_count,
+            b.categories, b.website, b.latitude, b.longitude) == (
+        "g1", "Cafe", "1 St", "+1 555", "+1555", 4.2, 10, ("Cafe",), "https://cafe.example",
+        1.0, 2.0)
 
 
 def test_status_running_is_kept_as_given() -> None:
