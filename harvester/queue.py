@@ -142,9 +142,9 @@ async def next_due_in(pool: asyncpg.Pool) -> float | None:
     return None if value is None else float(value)
 
 
-async def count_pending(pool: asyncpg.Pool) -> int:
+async def any_pending(pool: asyncpg.Pool) -> bool:
     try:
-        return int(await pool.fetchval(query("count_pending")))
+        return bool(await pool.fetchval(query("any_pending")))
     except DB_ERRORS as exc:
         raise _db_error(exc) from exc
 

@@ -147,7 +147,7 @@ class Worker:
             if jobs:
                 continue
             try:
-                if drain and not self.in_flight and await queue.count_pending(self.pool) == 0:
+                if drain and not self.in_flight and not await queue.any_pending(self.pool):
                     log.info("queue_drained", harvested=self.harvested)
                     return
                 due_in = await queue.next_due_in(self.pool)

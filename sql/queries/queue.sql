@@ -92,8 +92,9 @@ SELECT extract(epoch FROM min(next_poll_at) - now())::float8
   FROM harvester.jobs
  WHERE state = 'pending'
 
--- name: count_pending
-SELECT count(*) FROM harvester.jobs WHERE state = 'pending'
+-- name: any_pending
+-- Stops at the first pending row instead of counting a backlog.
+SELECT EXISTS (SELECT 1 FROM harvester.jobs WHERE state = 'pending')
 
 -- name: count_jobs_by_state
 SELECT state, count(*)::bigint AS jobs, COALESCE(sum(polls), 0)::bigint AS polls
