@@ -26,7 +26,7 @@ from harvester.normalize_site import PhoneRow, SiteRow, SocialRow, TeamMemberRow
 
 __all__ = [
     "BusinessRow", "MapsSearchRow", "Normalized", "PhoneRow", "Placement", "ResultRow", "SiteRow",
-    "SocialRow", "TeamMemberRow", "clean", "normalize", "parse_body",
+    "SocialRow", "TeamMemberRow", "clean", "failure_hint", "normalize", "parse_body",
 ]
 
 # Real bodies nest about six levels; far deeper is an attack or a bug, and jsonb has limits too.
@@ -170,6 +170,24 @@ def error_text(body: Mapping[str, Any]) -> str | None:
     if isinstance(error, Mapping):
         error = error.get("message")
     return v.stripped(error) or v.stripped(body.get("detail"))
+
+
+def failure_hint(raw: bytes) -> tuple[str | None, str | None]:
+    """``(status, message)`` read leniently from a failure body too poor to store.
+
+    A 410 body is not documented; one without a job id (a FastAPI ``{"detail": ...}``, say) is
+    still the API saying why the job ended and whether it was cancelled.
+    """
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None, None
+    if not isinstance(parsed, dict):
+        return None, None
+    message = error_text(parsed) or v.stripped(parsed.get("message"))
+    status = v.stripped(parsed.get("status"))
+    return (None if status is None else clean_text(status),
+            None if message is None else clean_text(message))
 
 
 def normalize(body: Mapping[str, Any]) -> Normalized:

@@ -23,7 +23,7 @@ import asyncpg
 
 from harvester.db import DB_ERRORS
 from harvester.errors import BodyError, DatabaseError
-from harvester.normalize import Normalized, clean_text, normalize, parse_body
+from harvester.normalize import Normalized, clean_text, failure_hint, normalize, parse_body
 from harvester.queries import query
 from harvester.store_rows import write_rows
 
@@ -217,9 +217,13 @@ async def store_failure(
     try:
         item = prepare(raw, job_id)
     except BodyError as exc:
+        status, message = failure_hint(raw)
+        state = "cancelled" if (status or "").casefold() in CANCELLED else "failed"
         reason = f"HTTP {http_status}; body not usable: {exc}"
+        if message:
+            reason = f"{message} ({reason})"
         return await reject(pool_or_conn, raw, job_id=job_id, reason=reason, fence=fence,
-                            http_status=http_status, polls_spent=polls_spent, state="failed")
+                            http_status=http_status, polls_spent=polls_spent, state=state)
     r = item.result
     state = "cancelled" if (r.status or "").casefold() in CANCELLED else "failed"
     error = r.error_message or r.message

@@ -350,6 +350,24 @@ async def test_gone_with_unusable_body_is_failed_and_keeps_the_bytes(
     assert await conn.fetchval("SELECT body FROM harvester.rejects") == b""
 
 
+@pytest.mark.parametrize(("raw", "state", "message"), [
+    (b'{"detail": "Job was cancelled by the user", "status": "cancelled"}', "cancelled",
+     "Job was cancelled by the user"),
+    (b'{"detail": "Job failed: target unreachable"}', "failed", "Job failed: target unreachable"),
+    (b'{"status": "failed", "error": "timeout", "job_id": null}', "failed", "timeout"),
+])
+async def test_gone_body_without_job_id_keeps_its_message_and_verdict(
+    conn: asyncpg.Connection, raw: bytes, state: str, message: str,
+) -> None:
+    fence = await claim(conn, MINIMAL_ID)
+    outcome = await store.store_failure(conn, raw, job_id=MINIMAL_ID, fence=fence)
+    assert outcome.kind == state
+    job = await conn.fetchrow("SELECT state, last_error FROM harvester.jobs")
+    assert job["state"] == state
+    assert job["last_error"].startswith(message) and "body not usable" in job["last_error"]
+    assert await conn.fetchval("SELECT body FROM harvester.rejects") == raw
+
+
 async def test_gone_under_a_lost_lease_is_fenced(conn: asyncpg.Connection) -> None:
     await claim(conn, MINIMAL_ID)
     outcome = await store.store_failure(conn, read(FAILED),
