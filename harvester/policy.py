@@ -18,7 +18,7 @@ MAPS = "spiderMaps"
 
 # Decisions a job can end in. ``None`` means: stay pending.
 HARVESTED = "harvested"
-TERMINAL_UPSTREAM = frozenset({"completed", "failed", "cancelled"})
+TERMINAL_UPSTREAM = frozenset({"completed", "failed", "cancelled", "canceled"})
 # List pages may always use this share of the requests being spent: enough to keep discovery
 # fresh when fetches fill the budget, small enough to keep requests per job near 1.
 LIST_BUDGET_SHARE = 0.02

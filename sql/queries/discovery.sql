@@ -57,4 +57,4 @@ UPDATE harvester.jobs AS j
 SELECT EXISTS (SELECT 1 FROM harvester.jobs
                 WHERE state = 'pending'
                   AND (upstream_status IS NULL
-                       OR upstream_status NOT IN ('completed', 'failed', 'cancelled')))
+                       OR upstream_status NOT IN ('completed', 'failed', 'cancelled', 'canceled')))

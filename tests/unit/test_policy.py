@@ -128,7 +128,7 @@ def test_rate_limit_pause(retry_after: float | None, reset_at: float | None, exp
 
 
 def test_a_job_the_list_showed_finished_is_fetched_at_once() -> None:
-    for status in ("completed", "failed", "cancelled"):
+    for status in ("completed", "failed", "cancelled", "canceled", "Completed"):
         job = policy.JobView("spiderSite", 0, 0, 0, 1.0, upstream_status=status)
         assert policy.first_poll_wait(job, CFG, factor=3.0) == 0.0
 
