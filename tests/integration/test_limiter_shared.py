@@ -226,3 +226,35 @@ async def test_database_errors_are_wrapped(pools: Callable[[], Any]) -> None:
     await pool.execute("DROP TABLE harvester.rate_limits CASCADE")
     with pytest.raises(DatabaseError):
         await lim.reserve()
+
+
+async def test_slot_woken_too_late_is_dropped_for_a_new_one(pools: Callable[[], Any]) -> None:
+    """An overloaded loop that wakes after the window's slack must not send on the stale slot."""
+    now = [0.0]
+    calls: list[float] = []
+
+    async def oversleep(seconds: float) -> None:
+        calls.append(seconds)
+        now[0] += seconds + (5.0 if len(calls) == 1 else 0.0)  # the first wake-up is 5 s late
+
+    lim = make(await pools(), clock=lambda: now[0], sleep=oversleep, **SLOW)
+    assert 0 < lim.late_allowance_s < 5.0
+    for _ in range(lim.gcra_burst):
+        await lim.reserve()
+    await lim.acquire()
+    assert len(calls) == 2  # the late slot was given up and a later one taken
+
+
+async def test_slot_woken_within_the_slack_is_used(pools: Callable[[], Any]) -> None:
+    now = [0.0]
+    calls: list[float] = []
+
+    async def slightly_late(seconds: float) -> None:
+        calls.append(seconds)
+        now[0] += seconds + 0.01
+
+    lim = make(await pools(), clock=lambda: now[0], sleep=slightly_late, **SLOW)
+    for _ in range(lim.gcra_burst):
+        await lim.reserve()
+    await lim.acquire()
+    assert len(calls) == 1
