@@ -71,6 +71,34 @@ def setup(fmt: str = "json", level: str = "info", stream: Any = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(renderer, stream or sys.stdout)
+
+
+def _route_stdlib(renderer: Any, stream: Any) -> None:
+    """Libraries (asyncpg, aiohttp) log through ``logging``: same format, same redaction.
+
+    Only warnings and above: their debug chatter is not ours to publish.
+    """
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+    ))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "harvester", False)]:
+        root.removeHandler(old)
+    handler.harvester = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 def get(name: str | None = None) -> Any:

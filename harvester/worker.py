@@ -217,15 +217,23 @@ class Worker:
             await self._apply(job, view, outcome, stop)
         except asyncio.CancelledError:
             raise
+        except DatabaseError as exc:  # the database went away (limiter, queue): not a bug
+            self.observer.error("database")
+            log.warning("db_unavailable", **structlog_ctx, error=str(exc))
+            await self._release_after_fault(job)
         except Exception as exc:  # contained to this job
             self.observer.error("unexpected")
             log.error("job_error", **structlog_ctx, error=logs.scrub(repr(exc)), exc_info=True)
-            with contextlib.suppress(Exception):
-                await queue.release(self.pool, self.owner, [job.job_id],
-                                    policy.fault_delay(job.fault_count + 1, self.cfg.polling, self.rng))
+            await self._release_after_fault(job)
         finally:
             self.in_flight.pop(job.job_id, None)
             self._slot_freed.set()
+
+    async def _release_after_fault(self, job: ClaimedJob) -> None:
+        """Hand the job back with a fault backoff; if even that fails, its lease runs out."""
+        with contextlib.suppress(Exception):
+            await queue.release(self.pool, self.owner, [job.job_id],
+                                policy.fault_delay(job.fault_count + 1, self.cfg.polling, self.rng))
 
     def _hold_back(self) -> float | None:
         """Seconds a claimed job must wait instead of being sent now, None to send it.

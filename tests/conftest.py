@@ -8,6 +8,7 @@ tens of milliseconds and isolates tests completely.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +29,16 @@ API_SAMPLES = Path(__file__).resolve().parent / "fixtures" / "spideriq"
 def with_database(dsn: str, name: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(autouse=True)
+def detach_log_handlers() -> Iterator[None]:
+    """``logs.setup`` routes library logging to the stream of the moment; a test's stream dies
+    with the test, so the handler must not outlive it."""
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "harvester", False)]:
+        root.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")
