@@ -37,7 +37,7 @@ from bench.chaos_checks import diff, find_secrets, judge_states, read_logs, snap
 from bench.chaos_fleet import Fleet, daemon_env, harvester_command
 from harvester.daemon import migrate_with_retry
 from harvester.pgtemp import TempPostgres, free_port
-from harvester.sim import SimServer
+from harvester.sim import SimServer, submit_mix
 from harvester.sim.clock import SimClock
 
 TOKEN = "chaos_client:sk_chaos_5Rq2vX9d:Zt7pLw3mQk8nHy4c"  # the simulator's own credential, not a secret
@@ -167,19 +167,6 @@ def new_sim(p: Params) -> tuple[SimServer, StartGate]:
     return sim, gate
 
 
-async def submit_jobs(sim: SimServer, count: int) -> list[str]:
-    """Two thirds site crawls, one third maps searches; the same ids for the same seed."""
-    site = count * 2 // 3
-    ids: list[str] = []
-    async with aiohttp.ClientSession() as session:
-        for job_type, n in (("spiderSite", site), ("spiderMaps", count - site)):
-            async with session.post(f"{sim.url}/_sim/jobs",
-                                    json={"count": n, "type": job_type, "token": TOKEN}) as resp:
-                resp.raise_for_status()
-                ids += [str(i) for i in (await resp.json())["job_ids"]]
-    return ids
-
-
 async def enqueue(dsn: str, ids: list[str]) -> None:
     """What a producer does: a plain insert, nothing else."""
     conn = await asyncpg.connect(dsn)
@@ -207,7 +194,7 @@ async def clean_run(p: Params, server_dsn: str, log_dir: Path) -> dict[str, Any]
     dsn = await create_database(server_dsn, "chaos_clean")
     sim, gate = new_sim(p)
     async with sim:
-        ids = await submit_jobs(sim, p.jobs)
+        ids = await submit_mix(sim.url, TOKEN, p.jobs)
         await enqueue(dsn, ids)
         gate.release()
         started = time.monotonic()
@@ -365,7 +352,7 @@ async def chaos_run(p: Params, pg: TempPostgres, log_dir: Path, ids_clean: list[
     rng = random.Random(p.seed)
     sim, gate = new_sim(p)
     async with sim:
-        ids = await submit_jobs(sim, p.jobs)
+        ids = await submit_mix(sim.url, TOKEN, p.jobs)
         if ids != ids_clean:
             raise SystemExit("the simulator did not reproduce the clean run's job ids")
         await enqueue(dsn, ids)

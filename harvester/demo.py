@@ -14,13 +14,14 @@ import json
 import sys
 import time
 from typing import Any
+from uuid import UUID
 
-import aiohttp
 import asyncpg
 
 from harvester import config, daemon, db, logs, queue
 from harvester.errors import DatabaseError
 from harvester.pgtemp import TempPostgres
+from harvester.sim import SimServer, submit_mix
 
 TOKEN = "demo:demo:demo"  # noqa: S105 - the simulator's own credential, not a secret
 TABLES = ("jobs", "results", "sites", "site_emails", "site_phones", "site_addresses",
@@ -37,8 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from harvester.sim import SimServer
-
     started = time.monotonic()
     logs.setup("json", "warning", stream=sys.stderr)
     pg: TempPostgres | None = None
@@ -63,7 +62,7 @@ async def _harvest(args: argparse.Namespace, dsn: str, sim: Any, started: float)
         "server.enabled": False, "log.level": "warning",
     })
     await daemon.migrate_with_retry(dsn)
-    ids = await _submit(sim.url, args.jobs)
+    ids = [UUID(i) for i in await submit_mix(sim.url, TOKEN, args.jobs)]
     pool = await db.open_pool(cfg.database, max_size=3)
     try:
         await queue.enqueue(pool, ids, tags={"source": "demo"})
@@ -79,22 +78,6 @@ async def _harvest(args: argparse.Namespace, dsn: str, sim: Any, started: float)
     finally:
         await pool.close()
     return 0
-
-
-async def _submit(base_url: str, count: int) -> list[Any]:
-    """Create the jobs in the simulator: two thirds site crawls, one third maps searches."""
-    from uuid import UUID
-
-    site = count * 2 // 3
-    ids: list[UUID] = []
-    async with aiohttp.ClientSession() as session:
-        for job_type, n in (("spiderSite", site), ("spiderMaps", count - site)):
-            async with session.post(f"{base_url}/_sim/jobs",
-                                    json={"count": n, "type": job_type, "token": TOKEN}) as resp:
-                resp.raise_for_status()
-                body = await resp.json()
-            ids += [UUID(str(i)) for i in body["job_ids"]]
-    return ids
 
 
 async def _counts(pool: asyncpg.Pool) -> dict[str, int]:

@@ -122,3 +122,14 @@ async def conn(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on the test's own database (room for a few concurrent claimers)."""
+    p = await asyncpg.create_pool(db_dsn, min_size=1, max_size=6)
+    assert p is not None
+    try:
+        yield p
+    finally:
+        await p.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from harvester.sim.app import build_app
 from harvester.sim.clock import ManualClock, SimClock
-from harvester.sim.server import SimServer
+from harvester.sim.server import SimServer, submit_mix
 from harvester.sim.settings import FaultSettings, SimSettings
 from harvester.sim.state import STATE_KEY, SimState
 
@@ -23,4 +23,5 @@ __all__ = [
     "SimSettings",
     "SimState",
     "build_app",
+    "submit_mix",
 ]

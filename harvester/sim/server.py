@@ -11,6 +11,7 @@ import dataclasses
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from harvester.sim.app import build_app
@@ -85,3 +86,17 @@ class SimServer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+async def submit_mix(base_url: str, token: str, count: int) -> list[str]:
+    """Create ``count`` jobs through the admin endpoint (no rate limit spent): two thirds
+    spiderSite, one third spiderMaps; the same ids for the same seed."""
+    site = count * 2 // 3
+    ids: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        for job_type, n in (("spiderSite", site), ("spiderMaps", count - site)):
+            async with session.post(f"{base_url}/_sim/jobs",
+                                    json={"count": n, "type": job_type, "token": token}) as resp:
+                resp.raise_for_status()
+                ids += [str(i) for i in (await resp.json())["job_ids"]]
+    return ids

@@ -6,7 +6,7 @@ A harvested body must also be idempotent: storing it again leaves exactly the sa
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -28,14 +28,6 @@ CHILD_TABLES = ("sites", "site_emails", "site_phones", "site_addresses", "site_s
                 "team_members", "maps_searches", "maps_businesses")
 
 
-@pytest.fixture
-async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
-    assert p is not None
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 async def rows_of(pool: asyncpg.Pool, job_id: uuid.UUID) -> dict[str, list[str]]:

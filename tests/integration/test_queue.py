@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
 from harvester import queue
-
-
-@pytest.fixture
-async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(db_dsn, min_size=1, max_size=6)
-    assert p is not None
-    yield p
-    await p.close()
 
 
 def ids(n: int) -> list[uuid.UUID]:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
 from harvester import store
 
@@ -28,14 +26,6 @@ def search(job_id: uuid.UUID, rating: float) -> bytes:
     }).encode()
 
 
-@pytest.fixture
-async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
-    assert p is not None
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 async def winner(pool: asyncpg.Pool, first: bytes, second: bytes) -> tuple[object, ...]:
