@@ -86,6 +86,7 @@ async def _counts(pool: asyncpg.Pool) -> dict[str, int]:
 
 
 async def _progress(pool: asyncpg.Pool, sim: Any, stop: asyncio.Event, started: float) -> None:
+    """One line every few seconds, with the rolling-minute count the rate limit is about."""
     interactive = sys.stdout.isatty()
     last_print = 0.0
     while not stop.is_set():
@@ -105,10 +106,15 @@ async def _progress(pool: asyncpg.Pool, sim: Any, stop: asyncio.Event, started: 
         line = (f"[{elapsed:5.1f}s] harvested {counts.get('harvested', 0):4d}  "
                 f"pending {counts.get('pending', 0):4d}  "
                 f"failed {counts.get('failed', 0) + counts.get('cancelled', 0):3d}  "
-                f"requests {used:5d}  rate {used / max(elapsed, 1e-9) * 60:6.0f}/min")
+                f"requests {used:5d}  last minute {_last_minute(stats):3d}/100")
         print(("\r" + line) if interactive else line, end="" if interactive else "\n", flush=True)
     if interactive:
         print()
+
+
+def _last_minute(stats: dict[str, Any]) -> int:
+    """Requests in the rolling 60 s (simulated) that ends now, as the simulator counts them."""
+    return sum(int(c["requests_last_60s"]) for c in stats.get("rate_limit", {}).values())
 
 
 def _requests(stats: dict[str, Any]) -> int:
@@ -146,7 +152,9 @@ async def _summary(pool: asyncpg.Pool, sim: Any, started: float) -> None:
     print(f"  per harvested job       {requests / max(harvested, 1):.3f}")
     print(f"  429s served             {stats.get('served_429', 0)}")
     print(f"  worst 60 s window       {_worst_window(stats)} (limit 100)")
-    print(f"\ndone in {time.monotonic() - started:.1f} s")
+    simulated = float(stats.get("sim_time_s", 0.0)) / 60
+    print(f"\ndone in {time.monotonic() - started:.1f} s "
+          f"(the simulator ran {stats.get('speed', 1):g}x: about {simulated:.1f} simulated minutes)")
     print(json.dumps({"harvested": harvested, "requests": requests}), file=sys.stderr)
 
 
