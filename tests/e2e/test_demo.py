@@ -1,0 +1,25 @@
+"""`harvester demo` end to end on a small mix: it must keep working for newcomers."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from harvester import cli
+
+
+def test_demo_harvests_a_small_mix_and_reports_what_it_cost(
+    db_dsn: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["demo", "--jobs", "40", "--speed", "60", "--dsn", db_dsn]) == 0
+    out, err = capsys.readouterr()
+    assert "rows per table:" in out and "sample leads:" in out and "sample businesses:" in out
+    states = dict(re.findall(r"(\w+) (\d+)", out.split("jobs by state:")[1].splitlines()[0]))
+    assert sum(map(int, states.values())) == 40 and "pending" not in states
+    assert re.search(r"429s served\s+0\n", out)
+    window = int(re.search(r"worst 60 s window\s+(\d+)", out).group(1))  # type: ignore[union-attr]
+    assert 0 < window <= 100
+    summary = json.loads(err.strip().splitlines()[-1])
+    assert summary["harvested"] == int(states["harvested"]) and summary["requests"] >= 40
