@@ -74,7 +74,7 @@ class Discovery:
     async def run(self, done: asyncio.Event) -> None:
         cfg = self.cfg.polling
         try:
-            await self.pool.execute(query("ensure_discovery"), self.key)
+            await self.ensure()
         except DB_ERRORS as exc:
             log.warning("discovery_unavailable", error=str(exc))
         tick = min(cfg.list_interval_s, 1.0 / self.cfg.speed) / 2
@@ -90,13 +90,19 @@ class Discovery:
             except DB_OR_SQL_ERRORS as exc:
                 log.warning("discovery_db_unavailable", error=str(exc))
 
+    async def ensure(self) -> None:
+        """Create this credential's discovery row (watermark, lease) if it is not there yet."""
+        await self.pool.execute(query("ensure_discovery"), self.key)
+
     async def maybe_pass(self) -> PassResult | None:
         need = await self.pool.fetchval(query("discovery_need"))
         if not need:
             return None
         budget = await self.host.limiter.state()
-        interval = policy.list_pass_interval(budget.in_window, budget.limit, budget.window_s,
-                                             self.cfg.polling)
+        interval = policy.list_retry_interval(
+            policy.list_pass_interval(budget.in_window, budget.limit, budget.window_s,
+                                      self.cfg.polling),
+            self.failures, self.cfg.polling)
         owner = self.cfg.worker.worker_id
         row = await self.pool.fetchrow(query("claim_discovery"), self.key, owner, interval,
                                        self.cfg.worker.lease_s)
@@ -109,6 +115,11 @@ class Discovery:
         finally:
             await self.pool.execute(query("finish_discovery"), self.key, owner, newest,
                                     result.pages, result.finished)
+        if not result.ok and self.failures + 1 == UNHEALTHY_AFTER:
+            log.warning("discovery_unhealthy", failures=UNHEALTHY_AFTER,
+                        detail="list pages keep failing; direct polls carry every job meanwhile")
+        elif result.ok and not self.healthy:
+            log.info("discovery_restored")
         self.failures = 0 if result.ok else self.failures + 1
         self.passes += 1
         if result.finished:

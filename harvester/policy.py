@@ -187,6 +187,17 @@ def list_pass_interval(used: int, limit: int, window_s: float, cfg: PollingConfi
     return min(cfg.list_max_staleness_s, max(cfg.list_interval_s, interval))
 
 
+def list_retry_interval(interval: float, failures: int, cfg: PollingConfig) -> float:
+    """After failed list passes, wait twice as long each time (up to ``max_interval_s``).
+
+    A list endpoint that keeps failing (down, or refusing a parameter) would otherwise cost a
+    request every few seconds for nothing; direct polls carry the jobs meanwhile.
+    """
+    if failures <= 0:
+        return interval
+    return min(max(interval, cfg.max_interval_s), interval * 2.0 ** min(failures, 16))
+
+
 def running_defer(job_type: str | None, cfg: PollingConfig, learned: float | None = None) -> float:
     """No direct poll for this long once the list has shown a job still running."""
     return max(cfg.list_fallback_s, 3.0 * typical_duration(job_type, cfg, learned))

@@ -173,3 +173,11 @@ def test_list_overlap_is_compared_in_api_time() -> None:
     scaled = PollingConfig(list_overlap_s=5.0 / 30)
     assert policy.list_stop_at(1000.0, scaled, speed=30) == pytest.approx(995.0)
     assert policy.list_stop_at(None, scaled, speed=30) is None
+
+
+def test_failed_list_passes_back_off_up_to_the_poll_cap() -> None:
+    assert policy.list_retry_interval(6.0, 0, CFG) == 6.0
+    waits = [policy.list_retry_interval(6.0, n, CFG) for n in range(1, 12)]
+    assert waits[:3] == [12.0, 24.0, 48.0]
+    assert waits == sorted(waits) and waits[-1] == CFG.max_interval_s
+    assert policy.list_retry_interval(500.0, 3, CFG) == 500.0  # never shorter than the plain interval

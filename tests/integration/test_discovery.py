@@ -1,0 +1,140 @@
+"""Completion discovery on a real PostgreSQL against the simulator and a failing list endpoint.
+
+A pass reads list pages, marks our pending jobs the list shows finished as due at once (their
+results are fetched exactly once), defers direct polls of jobs it shows running, and advances the
+shared watermark; a list endpoint that fails costs one request per pass, ever rarer, and leaves
+the jobs to their direct polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from harvester import api, config, policy, queue
+from harvester.discovery import UNHEALTHY_AFTER, Discovery
+from harvester.limiter import SharedLimiter
+from harvester.sim import SimServer
+from harvester.worker import Worker
+
+TOKEN = "disc:key:secret"
+SPEED = 50.0
+
+
+def make_config(dsn: str, base_url: str) -> config.Config:
+    return config.load(environ={}, overrides={
+        "database.dsn": dsn, "api.base_url": base_url, "api.token": TOKEN, "speed": SPEED,
+        "server.enabled": False,
+    })
+
+
+class Parts:
+    def __init__(self, cfg: config.Config, pool: asyncpg.Pool) -> None:
+        self.client = api.SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=2, read_timeout_s=2,
+                                   total_timeout_s=5)
+        limiter = SharedLimiter(pool, token=TOKEN, requests_per_minute=cfg.rate_limit.requests_per_minute,
+                                burst=cfg.rate_limit.burst, window_s=cfg.rate_limit.window_s,
+                                default_pause_s=cfg.rate_limit.default_pause_s)
+        self.worker = Worker(cfg, pool, self.client, limiter)
+        self.discovery = Discovery(cfg, pool, self.client, self.worker, TOKEN, clock=time.monotonic)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimServer]:
+    async with SimServer(speed=SPEED, seed=3, tokens=[TOKEN], fail_rate=0.0, cancel_rate=0.0) as s:
+        yield s
+
+
+async def sim_jobs(sim: SimServer, count: int, **plan: Any) -> list[UUID]:
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{sim.url}/_sim/jobs", json={"count": count, "token": TOKEN, **plan}) as resp:
+        resp.raise_for_status()
+        return [UUID(str(i)) for i in (await resp.json())["job_ids"]]
+
+
+async def test_a_pass_marks_finished_jobs_due_and_defers_running_ones(
+    sim: SimServer, db_dsn: str, pool: asyncpg.Pool,
+) -> None:
+    quick = await sim_jobs(sim, 12, duration_s=1)
+    slow = await sim_jobs(sim, 8, duration_s=3000)
+    await queue.enqueue(pool, quick + slow)
+    await asyncio.sleep(10 / SPEED + 0.3)  # queue wait plus one simulated second, and margin
+    parts = Parts(make_config(db_dsn, sim.url), pool)
+    await parts.discovery.ensure()
+    try:
+        result = await parts.discovery.maybe_pass()
+        assert result is not None and result.ok
+        assert (result.finished, result.running) == (12, 8)
+        rows = {r["job_id"]: r for r in await pool.fetch(
+            "SELECT job_id, upstream_status, job_type, next_poll_at < now() AS due,"
+            " extract(epoch FROM next_poll_at - now()) AS wait_s FROM harvester.jobs")}
+        assert all(rows[j]["due"] and rows[j]["upstream_status"] == "completed" for j in quick)
+        defer = policy.running_defer("spiderSite", parts.worker.cfg.polling)
+        assert all(rows[j]["wait_s"] >= defer * 0.9 for j in slow)
+        assert all(rows[j]["job_type"] == "spiderSite" for j in quick + slow)
+        assert await pool.fetchval("SELECT watermark IS NOT NULL FROM harvester.discovery")
+        # the next pass waits for its interval: no second list request right away
+        assert await parts.discovery.maybe_pass() is None
+        assert sim.stats(per_job=False)["requests_by_endpoint"].keys() == {"list"}
+    finally:
+        await parts.client.close()
+
+
+async def test_nothing_to_learn_means_no_list_request(sim: SimServer, db_dsn: str,
+                                                      pool: asyncpg.Pool) -> None:
+    parts = Parts(make_config(db_dsn, sim.url), pool)
+    await parts.discovery.ensure()
+    try:
+        assert await parts.discovery.maybe_pass() is None  # empty queue
+        assert sim.stats(per_job=False)["requests_total"] == 0
+    finally:
+        await parts.client.close()
+
+
+async def test_a_failing_list_endpoint_backs_off_and_leaves_jobs_to_direct_polls(
+    db_dsn: str, pool: asyncpg.Pool, aiohttp_unused_port: Any = None,
+) -> None:
+    hits: list[float] = []
+
+    async def broken_list(_: web.Request) -> web.Response:
+        hits.append(time.monotonic())
+        return web.json_response({"detail": "upstream unavailable"}, status=503)
+
+    app = web.Application()
+    app.router.add_get("/api/v1/jobs/list", broken_list)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    ids = [UUID(int=n) for n in range(1, 6)]
+    await queue.enqueue(pool, ids)
+    before = {r["job_id"]: r["next_poll_at"] for r in await pool.fetch(
+        "SELECT job_id, next_poll_at FROM harvester.jobs")}
+    parts = Parts(make_config(db_dsn, f"http://127.0.0.1:{port}"), pool)
+    await parts.discovery.ensure()
+    try:
+        for attempt in range(UNHEALTHY_AFTER):
+            await pool.execute("UPDATE harvester.discovery SET last_pass_at = NULL")
+            result = await parts.discovery.maybe_pass()
+            assert result is not None and not result.ok and result.pages == 0
+            assert len(hits) == attempt + 1  # one request per failed pass, no retry storm
+        assert not parts.discovery.healthy
+        cfg = parts.worker.cfg.polling
+        plain = policy.list_pass_interval(0, 100, 60.0 / SPEED, cfg)
+        assert policy.list_retry_interval(plain, parts.discovery.failures, cfg) >= 8 * plain
+        # the jobs keep their direct-poll schedule
+        after = {r["job_id"]: r["next_poll_at"] for r in await pool.fetch(
+            "SELECT job_id, next_poll_at FROM harvester.jobs")}
+        assert after == before
+    finally:
+        await parts.client.close()
+        await runner.cleanup()
