@@ -86,6 +86,7 @@ class Worker:
         self.breaker = policy.Breaker()
         self.auth_failed = False
         self.auth_paused_until = 0.0
+        self.rate_paused_until = 0.0  # clock() time a 429 seen here pauses the limiter until
         self.last_tick = clock()
         self.harvested = 0
         self.durations = policy.DurationModel()
@@ -105,6 +106,8 @@ class Worker:
             return "credential refused"
         if self.breaker.is_open(now):
             return "circuit breaker open"
+        if now < self.rate_paused_until:
+            return f"rate limited (429): paused for {self.rate_paused_until - now:.0f} s more"
         return None
 
     def wake(self) -> None:
@@ -260,6 +263,7 @@ class Worker:
                 retry_after_s=outcome.retry_after_s, reset_at=outcome.reset_at,
                 reason=outcome.detail,
             )
+            self.rate_paused_until = max(self.rate_paused_until, now + pause)
             self.observer.error("rate_limited")
             log.warning("api_rate_limited", endpoint=endpoint, pause_s=round(pause, 3))
         elif isinstance(outcome, api.AuthFailed):

@@ -1,4 +1,4 @@
-"""A database failure inside one job's handling is reported as such and hands the job back."""
+"""Faults inside the loop: a database failure in one job, a 429 seen by the worker."""
 
 from __future__ import annotations
 
@@ -63,3 +63,28 @@ async def test_database_error_while_waiting_for_a_slot_releases_the_job(db_dsn: 
     finally:
         await client.close()
         await pool.close()
+
+
+class PausingLimiter(LimiterWhoseDatabaseIsGone):
+    async def pause(self, *, retry_after_s: float | None, reset_at: float | None, reason: str) -> float:
+        return retry_after_s or 60.0
+
+
+async def test_a_429_makes_the_worker_report_itself_paused(db_dsn: str, pool: asyncpg.Pool) -> None:
+    """/readyz reads ``paused_reason``: a long budget refusal must show there, then clear."""
+    now = [1000.0]
+    cfg = config.load(environ={}, overrides={
+        "database.dsn": db_dsn, "api.base_url": "http://127.0.0.1:9", "api.token": TOKEN,
+        "server.enabled": False,
+    })
+    client = api.SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=1, read_timeout_s=1,
+                          total_timeout_s=2)
+    try:
+        worker = Worker(cfg, pool, client, PausingLimiter(), clock=lambda: now[0])
+        assert worker.paused_reason is None
+        await worker.observe("results", api.RateLimited(retry_after_s=3600.0), 0.0)
+        assert "rate limited" in (worker.paused_reason or "")
+        now[0] += 3601.0
+        assert worker.paused_reason is None
+    finally:
+        await client.close()
