@@ -295,13 +295,23 @@ def load(
     if path is None and env.get("HARVESTER_CONFIG"):
         path = env["HARVESTER_CONFIG"]
     values: dict[str, tuple[Any, bool]] = {}
+    layers: list[dict[str, tuple[Any, bool]]] = []
     if path is not None:
-        values.update({k: (v, False) for k, v in _flatten(_read_toml(Path(path))).items()})
-    values.update({k: (v, True) for k, v in _from_env(env).items()})
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            values[key] = (value, False)
+        layers.append({k: (v, False) for k, v in _flatten(_read_toml(Path(path))).items()})
+    layers.append({k: (v, True) for k, v in _from_env(env).items()})
+    layers.append({k: (v, False) for k, v in (overrides or {}).items() if v is not None})
+    for layer in layers:
+        _merge_layer(values, layer)
     return _build(values)
+
+
+def _merge_layer(values: dict[str, tuple[Any, bool]], layer: Mapping[str, tuple[Any, bool]]) -> None:
+    """Later layers win. ``api.token`` and ``api.token_file`` are two spellings of one setting,
+    so a token file named by a later layer (the environment) replaces a token from an earlier
+    one (the TOML file) instead of losing to it."""
+    if layer.get("api.token_file", ("", False))[0] and "api.token" not in layer:
+        values.pop("api.token", None)
+    values.update(layer)
 
 
 def _build(values: Mapping[str, tuple[Any, bool]]) -> Config:
@@ -362,7 +372,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("polling.jitter: must be in [0, 1)")
     if config.polling.backoff_factor < 1:
         raise ConfigError("polling.backoff_factor: must be at least 1")
-    if config.polling.not_found_retries < 0 or config.polling.breaker_threshold < 1:
+    if config.polling.not_found_retries < 0:
+        raise ConfigError("polling.not_found_retries: must be at least 0")
+    if config.polling.breaker_threshold < 1:
         raise ConfigError("polling.breaker_threshold: must be at least 1")
     if config.polling.list_poll_factor < 1:
         raise ConfigError("polling.list_poll_factor: must be at least 1")

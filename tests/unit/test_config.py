@@ -66,11 +66,27 @@ def test_generic_environment_names_reach_every_key() -> None:
         ('[server]\nlisten = "nowhere"\n', "server.listen"),
         ('[database]\ndsn = "mysql://x"\n', "database.dsn"),
         ("[api]\nallow_insecure = 1\n", "api.allow_insecure"),
+        ("[polling]\nnot_found_retries = -1\n", "polling.not_found_retries"),
+        ("[polling]\nbreaker_threshold = 0\n", "polling.breaker_threshold"),
+        ('[polling]\nmax_interval_s = "5m"\n', "polling.max_interval_s"),
+        ("speed = 0\n", "speed"),
     ],
 )
 def test_bad_file_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         config.load(write(tmp_path, text), environ={})
+
+
+def test_token_file_from_the_environment_beats_a_token_in_the_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("env:file:token\n")
+    path = write(tmp_path, '[api]\ntoken = "toml:file:token"\n')
+    cfg = config.load(path, environ={"HARVESTER_API_TOKEN_FILE": str(token_file)})
+    assert cfg.api.token.reveal() == "env:file:token"
+    cfg = config.load(path, environ={"HARVESTER_API_TOKEN_FILE": str(token_file),
+                                     "HARVESTER_API_TOKEN": "env:plain:token"})
+    assert cfg.api.token.reveal() == "env:plain:token"
+    assert config.load(path, environ={}).api.token.reveal() == "toml:file:token"
 
 
 def test_bad_environment_key_is_named() -> None:
