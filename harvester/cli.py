@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 import sys
+import typing
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -103,12 +104,15 @@ async def cmd_enqueue(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"nothing enqueued: {len(problems)} invalid job id(s)", file=sys.stderr)
         return EXIT_USAGE
-    if not ids:
+    if not ids and not args.file:
         raise UsageError("no job ids given (pass IDs, or --file F, or --file - for stdin)")
     if not -32768 <= args.priority <= 32767:
         raise UsageError("--priority: must fit a smallint (-32768..32767)")
     tags = parse_tags(args.tag)
     cfg = load_config(args)
+    if not ids:  # an empty file or stdin (a producer query that found nothing) is not an error
+        print(json.dumps({"enqueued": 0, "duplicates": 0}))
+        return EXIT_OK
     pool = await db.open_pool(cfg.database, max_size=2)
     try:
         added = await queue.enqueue(pool, ids, priority=args.priority, tags=tags)
@@ -168,7 +172,8 @@ async def cmd_import(args: argparse.Namespace) -> int:
         await pool.close()
     for problem in report.problems:
         print(f"{problem[0]}:{problem[1]}: {problem[2]}", file=sys.stderr)
-    print(json.dumps({"stored": report.stored, "rejected": report.rejected}))
+    print(json.dumps({"stored": report.stored, "rejected": report.rejected,
+                      "skipped": report.skipped}))
     return EXIT_OK if not report.problems else EXIT_FAILURE
 
 
@@ -222,6 +227,8 @@ async def cmd_requeue(args: argparse.Namespace) -> int:
 async def cmd_run(args: argparse.Namespace) -> int:
     from harvester import daemon
 
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise UsageError("--max-seconds: must be a positive number of seconds")
     cfg = load_config(args, speed=args.speed)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -244,16 +251,24 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parser
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints the whole usage block before a usage error; the contract is one line."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("--config", metavar="PATH", help="TOML config file (default: $HARVESTER_CONFIG)")
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="harvester",
         description="Harvest SpiderIQ job results into PostgreSQL under one shared rate limit.",
     )
     parser.add_argument("--version", action="version", version=f"harvester {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=OneLineParser)
 
     def add(name: str, handler: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
             text: str) -> argparse.ArgumentParser:
@@ -304,6 +319,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_db_failure(exc: BaseException) -> bool:
+    """The database away or refusing a statement: a runtime failure, not a bug to trace back."""
+    from harvester.db import DB_OR_SQL_ERRORS
+
+    return isinstance(exc, DB_OR_SQL_ERRORS)
+
+
+def describe_db_failure(exc: BaseException) -> str:
+    """One line for a database failure a command did not wrap itself (exit 1, no traceback).
+
+    A schema that is missing (a database nobody migrated) gets the fix in the message.
+    """
+    import asyncpg
+
+    text = f"database error: {type(exc).__name__}: {exc}"
+    if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.InvalidSchemaNameError):
+        text += " (run `harvester migrate` first)"
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -314,6 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except HarvesterError as exc:
         print(f"harvester: {logs.scrub(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:
+        if not is_db_failure(exc):
+            raise
+        print(f"harvester: {logs.scrub(describe_db_failure(exc))}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE

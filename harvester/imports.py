@@ -5,6 +5,11 @@ blank lines skipped). Directories contribute their ``*.json`` and ``*.jsonl`` fi
 body goes through ``store.store_result`` without a fence, so a bad one is rejected into
 ``harvester.rejects`` and reported with its file and line while the rest is still imported; an
 unreadable file is reported too. Only an unreachable database stops the import (DatabaseError).
+
+A body is read the way the daemon reads a 200 answer (``api.classify_result``): one whose
+``status`` says ``failed``/``cancelled`` ends the job in that state with its ``error_message``, as a
+410 would; one still ``queued``/``processing``/``running`` is not a result, so it is reported and
+nothing is stored for it.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import UUID
 
-from harvester import store
+from harvester import api, store
 
 PATTERNS = ("*.json", "*.jsonl")
 BATCH = 200  # bodies per transaction: set-based writes, few round trips
@@ -25,6 +31,18 @@ class ImportReport:
     stored: int = 0
     rejected: int = 0
     problems: list[tuple[str, int, str]] = field(default_factory=list)
+    skipped: int = 0  # bodies of jobs that had not finished
+
+
+def gone_job_id(outcome: api.Outcome, raw: bytes) -> UUID | None:
+    """The job a failed/cancelled body is about; None when it is not one (or names no job)."""
+    if not isinstance(outcome, api.Gone):
+        return None
+    try:
+        value = json.loads(raw).get("job_id")
+        return UUID(value) if isinstance(value, str) else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
 
 
 def expand(paths: Sequence[Path]) -> Iterator[Path]:
@@ -64,7 +82,7 @@ def bodies(data: bytes) -> Iterator[tuple[int, bytes]]:
 
 
 async def import_paths(pool: store.Target, paths: Sequence[Path]) -> ImportReport:
-    stored = rejected = 0
+    stored = rejected = skipped = 0
     problems: list[tuple[str, int, str]] = []
     for path in expand(paths):
         try:
@@ -78,11 +96,25 @@ async def import_paths(pool: store.Target, paths: Sequence[Path]) -> ImportRepor
         numbered = list(bodies(data))
         for start in range(0, len(numbered), BATCH):
             chunk = numbered[start:start + BATCH]
-            outcomes = await store.store_results(pool, [raw for _, raw in chunk])
-            for (line, _), outcome in zip(chunk, outcomes, strict=True):
+            completed: list[tuple[int, bytes]] = []
+            for line, raw in chunk:
+                verdict = api.classify_result(200, {}, raw, 0.0)
+                job_id = gone_job_id(verdict, raw)
+                if isinstance(verdict, api.Pending):
+                    skipped += 1
+                    problems.append((str(path), line, f"job not finished (status "
+                                     f"{verdict.upstream_status!r}): nothing stored"))
+                elif job_id is not None:
+                    await store.store_failure(pool, raw, job_id=job_id, http_status=None,
+                                              polls_spent=0)
+                    stored += 1
+                else:
+                    completed.append((line, raw))
+            outcomes = await store.store_results(pool, [raw for _, raw in completed])
+            for (line, _), outcome in zip(completed, outcomes, strict=True):
                 if outcome.kind == "harvested":
                     stored += 1
                 else:
                     rejected += 1
                     problems.append((str(path), line, outcome.reason or outcome.kind))
-    return ImportReport(stored=stored, rejected=rejected, problems=problems)
+    return ImportReport(stored=stored, rejected=rejected, problems=problems, skipped=skipped)

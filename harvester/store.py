@@ -211,15 +211,19 @@ async def store_results(pool: Target, raws: Sequence[bytes]) -> list[StoreOutcom
 
 async def store_failure(
     pool_or_conn: Target, raw: bytes, *, job_id: UUID, fence: Fence | None = None,
-    http_status: int = 410, polls_spent: int = 1,
+    http_status: int | None = 410, polls_spent: int = 1,
 ) -> StoreOutcome:
-    """Record a failed or cancelled job (HTTP 410), keeping its body when it parses."""
+    """Record a failed or cancelled job (HTTP 410), keeping its body when it parses.
+
+    ``http_status=None`` (import) leaves the job's last HTTP status as it was.
+    """
+    source = "imported body" if http_status is None else f"HTTP {http_status}"
     try:
         item = prepare(raw, job_id)
     except BodyError as exc:
         status, message = failure_hint(raw)
         state = "cancelled" if (status or "").casefold() in CANCELLED else "failed"
-        reason = f"HTTP {http_status}; body not usable: {exc}"
+        reason = f"{source}; body not usable: {exc}"
         if message:
             reason = f"{message} ({reason})"
         return await reject(pool_or_conn, raw, job_id=job_id, reason=reason, fence=fence,
@@ -238,7 +242,7 @@ async def store_failure(
     except Fenced:
         return StoreOutcome("fenced", job_id, "lease lost")
     except REFUSED as exc:
-        reason = f"HTTP {http_status}; database refused the body: {type(exc).__name__}: {exc}"
+        reason = f"{source}; database refused the body: {type(exc).__name__}: {exc}"
         return await reject(pool_or_conn, raw, job_id=job_id, reason=reason, fence=fence,
                             http_status=http_status, polls_spent=polls_spent, state="failed")
     return StoreOutcome(state, job_id, error, job_type=r.job_type,
