@@ -42,7 +42,8 @@ ON CONFLICT (job_id) DO UPDATE
 INSERT INTO harvester.rejects (job_id, reason, body) VALUES ($1, $2, $3)
 
 -- name: upsert_results
--- $11: true when the body was just fetched (fetched_at moves), false when rebuilt from raw.
+-- $11: true when the body was just fetched, false when rebuilt from raw. fetched_at moves only
+-- when a fetch brings a different body: storing the same result again leaves the row as it was.
 INSERT INTO harvester.results AS r
        (job_id, job_type, status, success, processing_time_seconds, worker_id, completed_at,
         message, error_message, raw, fetched_at)
@@ -62,7 +63,8 @@ ON CONFLICT (job_id) DO UPDATE
        message = EXCLUDED.message,
        error_message = EXCLUDED.error_message,
        raw = EXCLUDED.raw,
-       fetched_at = CASE WHEN $11::boolean THEN EXCLUDED.fetched_at ELSE r.fetched_at END
+       fetched_at = CASE WHEN $11::boolean AND r.raw IS DISTINCT FROM EXCLUDED.raw
+                         THEN EXCLUDED.fetched_at ELSE r.fetched_at END
 
 -- name: delete_sites
 -- Child rows (emails, phones, addresses, socials, team) go with the site by ON DELETE CASCADE.
@@ -119,7 +121,8 @@ SELECT t.job_id, t.query, t.results_count, t.metadata::jsonb
 
 -- name: upsert_businesses
 -- One row per place across all searches: first_seen_at is kept; details, last_seen_at and
--- last_job_id follow the most recently completed search (an older one re-stored changes nothing).
+-- last_job_id follow the most recently completed search (an older one re-stored changes nothing,
+-- and neither does the same search stored again: last_seen_at is when that search was first seen).
 -- Sorted by place_id so concurrent stores lock rows in the same order and cannot deadlock.
 INSERT INTO harvester.businesses AS b
        (place_id, name, rating, reviews_count, address, phone, phone_e164, website, categories,
@@ -153,7 +156,8 @@ ON CONFLICT (place_id) DO UPDATE
        price_range = EXCLUDED.price_range,
        working_hours = EXCLUDED.working_hours,
        image_url = EXCLUDED.image_url,
-       last_seen_at = EXCLUDED.last_seen_at,
+       last_seen_at = CASE WHEN b.last_job_id = EXCLUDED.last_job_id THEN b.last_seen_at
+                           ELSE EXCLUDED.last_seen_at END,
        last_job_id = EXCLUDED.last_job_id,
        last_completed_at = EXCLUDED.last_completed_at
  WHERE b.last_completed_at IS NULL

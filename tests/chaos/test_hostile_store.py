@@ -33,7 +33,7 @@ CHILD_TABLES = ("sites", "site_emails", "site_phones", "site_addresses", "site_s
 async def rows_of(pool: asyncpg.Pool, job_id: uuid.UUID) -> dict[str, list[str]]:
     found = {}
     for table in ("results", *CHILD_TABLES):
-        rows = await pool.fetch(  # fetched_at moves on purpose: it says when a body last came
+        rows = await pool.fetch(  # fetched_at moves when a different body comes for the job
             f"SELECT (to_jsonb(t) - 'fetched_at')::text AS r FROM harvester.{table} t "
             "WHERE job_id = $1", job_id)
         found[table] = sorted(r["r"].replace(str(job_id), "") for r in rows)

@@ -85,6 +85,31 @@ async def test_storing_a_seed_body_twice_leaves_identical_tables(
     assert before["results"]
 
 
+OUTPUT_TABLES = [t for t in TABLES if t not in ("jobs", "rejects")]
+
+
+async def whole_rows(conn: asyncpg.Connection) -> dict[str, list[str]]:
+    """Every column of every output table, clock columns included."""
+    return {table: sorted(r["row"] for r in await conn.fetch(
+        f"SELECT to_jsonb(t)::text AS row FROM harvester.{table} t")) for table in OUTPUT_TABLES}
+
+
+@pytest.mark.parametrize("path", [AI, MAPS], ids=lambda p: p.stem)
+async def test_the_same_result_stored_again_leaves_every_column_as_it_was(
+    conn: asyncpg.Connection, path: Path,
+) -> None:
+    """Re-harvest, import and reprocess of one body: not even fetched_at or last_seen_at move."""
+    await store.store_result(conn, read(path))
+    before = await whole_rows(conn)
+    await store.store_result(conn, read(path))
+    await store.store_results(conn, [read(path)])
+    await store.reprocess(conn, None)
+    assert await whole_rows(conn) == before
+    await store.store_result(conn, body(path, message="fetched again, a different body"))
+    after = json.loads((await whole_rows(conn))["results"][0])
+    assert after["fetched_at"] > json.loads(before["results"][0])["fetched_at"]
+
+
 async def test_minimal_example_yields_its_contacts(conn: asyncpg.Connection) -> None:
     await store.store_result(conn, read(MINIMAL))
     emails = await conn.fetch("SELECT email FROM harvester.site_emails ORDER BY email")
