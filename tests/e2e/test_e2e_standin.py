@@ -194,9 +194,11 @@ async def test_a_429_pauses_every_request_for_its_retry_after(standin: StandIn,
     assert gaps and gaps[0] >= 1.9, f"a request {gaps[0]:.2f} s after a 429 with Retry-After: 2"
 
 
-async def test_a_refused_credential_changes_no_job(standin: StandIn, db_dsn: str) -> None:
+@pytest.mark.parametrize("status", [401, 402, 403])
+async def test_a_refused_credential_changes_no_job(standin: StandIn, db_dsn: str,
+                                                   status: int) -> None:
     job = uuid4()
-    standin.scripts[str(job)] = [Answer(401, b'{"detail":"Invalid API credentials"}')]
+    standin.scripts[str(job)] = [Answer(status, b'{"detail":"Invalid API credentials"}')]
     conn = await asyncpg.connect(db_dsn)
     try:
         await conn.execute("INSERT INTO harvester.jobs (job_id) VALUES ($1)", job)
