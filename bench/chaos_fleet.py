@@ -38,6 +38,8 @@ def daemon_env(dsn: str, base_url: str, token: str, speed: float, listen: str) -
         "HARVESTER_SERVER__LISTEN": listen,
         "HARVESTER_LOG_LEVEL": "info",
         "HARVESTER_DATABASE__POOL_MAX": "4",
+        # a daemon restarted while PostgreSQL restarts waits for it (10 s), not 10 s / speed
+        "HARVESTER_DATABASE__STARTUP_WAIT_S": f"{10.0 * speed:g}",
         "PYTHONUNBUFFERED": "1",
     })
     return env

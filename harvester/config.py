@@ -59,6 +59,7 @@ class DatabaseConfig:
     pool_max: int = 10
     connect_timeout_s: float = 10.0
     statement_timeout_s: float = 30.0
+    startup_wait_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

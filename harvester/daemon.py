@@ -59,10 +59,12 @@ async def watchdog(worker: Worker, done: asyncio.Event) -> None:
             await asyncio.wait_for(done.wait(), timeout=interval / 2)
 
 
-async def migrate_with_retry(dsn: str, attempts: int = 30) -> None:
-    """Apply migrations, waiting for the database; a connection lost while migrating (a server
-    restart) is retried like a failed connect, not a crash at start-up."""
-    for attempt in range(attempts):
+async def migrate_with_retry(dsn: str, wait_s: float = 10.0) -> None:
+    """Apply migrations, waiting up to ``wait_s`` for the database to come up; a connection lost
+    while migrating (a server restart) is retried like a failed connect, not a crash at start-up.
+    Longer outages are for the supervisor (systemd, Docker) to ride out by restarting us."""
+    deadline = time.monotonic() + wait_s
+    while True:
         try:
             conn = await asyncpg.connect(dsn, timeout=5)
             try:
@@ -72,16 +74,19 @@ async def migrate_with_retry(dsn: str, attempts: int = 30) -> None:
                 with contextlib.suppress(*db.DB_ERRORS):
                     await conn.close(timeout=5)
         except db.DB_ERRORS as exc:
-            if attempt == attempts - 1:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise DatabaseError(f"cannot migrate {db.describe_dsn(dsn)}: {exc}") from exc
-            await asyncio.sleep(1.0)
+            log.warning("db_unavailable", error=str(exc), retry_in_s=round(min(1.0, remaining), 2),
+                        gives_up_in_s=round(remaining, 1))
+            await asyncio.sleep(min(1.0, remaining))
 
 
 async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
               max_seconds: float | None = None) -> int:
     token = require_token(cfg)
     logs.register_secret(token)
-    await migrate_with_retry(cfg.database.dsn)
+    await migrate_with_retry(cfg.database.dsn, cfg.database.startup_wait_s)
     pool = await db.open_pool(cfg.database)
     client = api.SpiderIQ(
         cfg.api.base_url, token,

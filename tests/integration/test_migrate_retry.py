@@ -31,7 +31,7 @@ async def test_connection_killed_during_migration_is_retried(db_dsn: str) -> Non
     admin = await asyncpg.connect(db_dsn)
     try:
         await holder.execute("SELECT pg_advisory_lock(hashtext('harvester.migrate'))")
-        task = asyncio.create_task(daemon.migrate_with_retry(db_dsn, attempts=5))
+        task = asyncio.create_task(daemon.migrate_with_retry(db_dsn, wait_s=20.0))
         victim = await waiting_pid(admin)
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", victim)
         await waiting_pid(admin)  # a second attempt is queued behind the lock
