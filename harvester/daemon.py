@@ -153,7 +153,7 @@ async def _start_server(cfg: Config, metrics: Metrics, worker: Worker, limiter: 
         """Gauges read at scrape time: queue counts, limiter, pauses."""
         metrics.set_breaker_open(worker.breaker.is_open(worker.clock()))
         metrics.set_auth_paused(worker.auth_failed)
-        with contextlib.suppress(*db.DB_ERRORS, DatabaseError, asyncpg.PostgresError):
+        with contextlib.suppress(*db.DB_OR_SQL_ERRORS, DatabaseError):
             state = await limiter.state()
             metrics.set_limiter(state.tokens, state.paused)
         await refresh_jobs()

@@ -137,6 +137,18 @@ async def reject(
     return StoreOutcome(state, job_id, reason)
 
 
+def stored(kind: str, item: Normalized, reason: str | None = None) -> StoreOutcome:
+    """The outcome of a body that was written, with what the worker learns from it."""
+    r = item.result
+    return StoreOutcome(kind, item.job_id, reason, job_type=r.job_type,
+                        processing_s=r.processing_time_seconds, completed_at=r.completed_at)
+
+
+def failure_state(status: str | None) -> str:
+    """A 410 body's ``status`` decides between cancelled and failed (failed when unclear)."""
+    return "cancelled" if (status or "").casefold() in CANCELLED else "failed"
+
+
 def prepare(raw: bytes, expected: UUID | None) -> Normalized:
     item = normalize(parse_body(raw))
     if expected is not None and item.job_id != expected:
@@ -171,8 +183,7 @@ async def store_result(
         reason = f"database refused the body: {type(exc).__name__}: {exc}"
         return await reject(pool_or_conn, raw, job_id=item.job_id, reason=reason, fence=fence,
                             http_status=http_status, polls_spent=polls_spent)
-    return StoreOutcome("harvested", item.job_id, job_type=r.job_type,
-                        processing_s=r.processing_time_seconds, completed_at=r.completed_at)
+    return stored("harvested", item)
 
 
 async def store_results(pool: Target, raws: Sequence[bytes]) -> list[StoreOutcome]:
@@ -202,10 +213,7 @@ async def store_results(pool: Target, raws: Sequence[bytes]) -> list[StoreOutcom
             outcomes[index] = await store_result(pool, raws[index], http_status=None, polls_spent=0)
     else:
         for index, item in good:
-            r = item.result
-            outcomes[index] = StoreOutcome("harvested", item.job_id, job_type=r.job_type,
-                                           processing_s=r.processing_time_seconds,
-                                           completed_at=r.completed_at)
+            outcomes[index] = stored("harvested", item)
     return [outcome for outcome in outcomes if outcome is not None]
 
 
@@ -222,14 +230,14 @@ async def store_failure(
         item = prepare(raw, job_id)
     except BodyError as exc:
         status, message = failure_hint(raw)
-        state = "cancelled" if (status or "").casefold() in CANCELLED else "failed"
+        state = failure_state(status)
         reason = f"{source}; body not usable: {exc}"
         if message:
             reason = f"{message} ({reason})"
         return await reject(pool_or_conn, raw, job_id=job_id, reason=reason, fence=fence,
                             http_status=http_status, polls_spent=polls_spent, state=state)
     r = item.result
-    state = "cancelled" if (r.status or "").casefold() in CANCELLED else "failed"
+    state = failure_state(r.status)
     error = r.error_message or r.message
     # The failure body is kept whole; a failed job has no normalized rows.
     bare = Normalized(result=r)
@@ -245,8 +253,7 @@ async def store_failure(
         reason = f"{source}; database refused the body: {type(exc).__name__}: {exc}"
         return await reject(pool_or_conn, raw, job_id=job_id, reason=reason, fence=fence,
                             http_status=http_status, polls_spent=polls_spent, state="failed")
-    return StoreOutcome(state, job_id, error, job_type=r.job_type,
-                        processing_s=r.processing_time_seconds, completed_at=r.completed_at)
+    return stored(state, bare, error)
 
 
 async def reprocess(pool: Target, job_ids: Sequence[UUID] | None) -> ReprocessReport:

@@ -128,7 +128,7 @@ class Worker:
             self.last_tick = self.clock()
             limit = self._claim_budget()
             if limit <= 0:  # wake at least every idle_poll_s so the loop stays visibly alive
-                pause = min(self._pause_remaining() or 0.5, cfg.worker.idle_poll_s)
+                pause = min(self._hold_back() or 0.5, cfg.worker.idle_poll_s)
                 await self._wait(stop, pause, self._slot_freed)
                 continue
             try:
@@ -173,12 +173,6 @@ class Worker:
         if self.breaker.failures >= self.cfg.polling.breaker_threshold:
             return 0 if self.in_flight else 1  # half-open: one probe
         return free
-
-    def _pause_remaining(self) -> float:
-        now = self.clock()
-        if self.auth_failed:
-            return max(0.0, self.auth_paused_until - now)
-        return max(0.0, self.breaker.open_until - now)
 
     async def _wait(self, stop: asyncio.Event, seconds: float, *events: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(e.wait()) for e in (stop, *events)]
