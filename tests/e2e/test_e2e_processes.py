@@ -160,6 +160,10 @@ async def test_survivor_takes_over_the_jobs_of_a_killed_process(db_dsn: str, tmp
             killed_at = time.monotonic()
             killed_db_at = await db_now(db_dsn)
             await victim.exit_code(10)
+            # The leases as the dead process left them: between the check above and the kill it
+            # may still have finished or rescheduled some jobs itself.
+            held = await leases_held(db_dsn, "victim")
+            assert held, "the victim held no lease when it died"
             took_over_s = await wait_for(lambda: taken_over(db_dsn, held), lease_s + 30,
                                          "the survivor to take over the victim's jobs")
             assert await _all_exit([survivor], 120) == [0]
