@@ -44,7 +44,7 @@ async def measure_claims(pool: asyncpg.Pool, calls: int, limit: int) -> list[flo
     latencies = []
     for _ in range(calls):
         began = time.perf_counter()
-        jobs = await queue.claim(pool, "bench", limit, 300.0)
+        jobs = await queue.PgQueue(pool).claim("bench", limit, 300.0)
         latencies.append((time.perf_counter() - began) * 1000)
         assert len(jobs) == limit
     return latencies

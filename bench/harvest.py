@@ -118,7 +118,7 @@ class HarvesterEngine:
     async def idle(self) -> bool:
         if self.task is not None and self.task.done():
             return True
-        return not self.inserts and not await queue.any_pending(self.pool)
+        return not self.inserts and not await queue.PgQueue(self.pool).any_pending()
 
     async def stop(self) -> None:
         self.stop_event.set()

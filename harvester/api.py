@@ -27,6 +27,7 @@ from uuid import UUID
 import aiohttp
 
 from harvester import logs
+from harvester.config import ApiConfig
 from harvester.errors import ConfigError
 
 PENDING_STATUSES = frozenset({"queued", "processing", "running", "pending"})
@@ -478,6 +479,13 @@ class SpiderIQ:
         self._time_scale = time_scale
         self._session = session
         self._owns_session = session is None
+
+    @classmethod
+    def from_config(cls, cfg: ApiConfig, token: str, *, time_scale: float = 1.0) -> SpiderIQ:
+        return cls(cfg.base_url, token, connect_timeout_s=cfg.connect_timeout_s,
+                   read_timeout_s=cfg.read_timeout_s, total_timeout_s=cfg.total_timeout_s,
+                   verify_tls=cfg.verify_tls, user_agent=cfg.user_agent,
+                   allow_insecure=cfg.allow_insecure, time_scale=time_scale)
 
     def __repr__(self) -> str:
         return f"SpiderIQ(base_url={self.base_url!r})"

@@ -109,6 +109,10 @@ class PollingConfig:
     list_max_pages: int = 10
     list_fallback_s: float = 120.0
     list_poll_factor: float = 3.0
+    # Derived, not keys: how often discovery looks whether a pass is due, and the list overlap in
+    # the API's own (unscaled) seconds, which its timestamps are compared in.
+    list_tick_s: float = 0.5
+    list_overlap_api_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,8 @@ class WorkerConfig:
     heartbeat_s: float = 10.0
     idle_poll_s: float = 5.0
     shutdown_grace_s: float = 20.0
+    # Derived, not a key: how often expired jobs are swept (a minute, at most a tenth of give-up).
+    housekeeping_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +149,10 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     speed: float = 1.0
 
+    def local_s(self, api_seconds: float) -> float:
+        """A duration the API reports (in its own time) in this process's scaled seconds."""
+        return api_seconds / self.speed
+
 
 SECTIONS: dict[str, type[Any]] = {
     "database": DatabaseConfig,
@@ -153,7 +163,8 @@ SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "log": LogConfig,
 }
-DERIVED = {"rate_limit.window_s"}
+DERIVED = {"rate_limit.window_s", "polling.list_tick_s", "polling.list_overlap_api_s",
+           "worker.housekeeping_s"}
 
 # The documented environment names; any other HARVESTER_SECTION__KEY also works.
 ENV_NAMES = {
@@ -423,6 +434,14 @@ def _scale(config: Config) -> Config:
         scaled["rate_limit"],
         requests_per_minute=config.rate_limit.requests_per_minute * speed,
         window_s=60.0 / speed,
+    )
+    polling = scaled["polling"]
+    scaled["polling"] = dataclasses.replace(
+        polling, list_tick_s=min(polling.list_interval_s, 1.0 / speed) / 2,
+        list_overlap_api_s=config.polling.list_overlap_s,
+    )
+    scaled["worker"] = dataclasses.replace(
+        scaled["worker"], housekeeping_s=min(60.0 / speed, polling.give_up_after_s / 10),
     )
     worker = scaled["worker"]
     if not worker.worker_id:

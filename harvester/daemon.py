@@ -1,8 +1,12 @@
-"""``harvester run``: wires the pool, API client, limiter, worker, health server and systemd notify.
+"""``harvester run``: builds the parts from config, runs them, and owns their lifetime.
 
-Migrations are applied at start (idempotent, under the advisory lock), new jobs wake the worker by
-LISTEN/NOTIFY, and side tasks (heartbeat, housekeeping, listener, watchdog) live in one TaskGroup that
-ends with the worker.
+The daemon builds what the worker and discovery share (the limiter, the gate with its brakes and
+learned durations, the metrics) and hands it to each; nothing is assigned after construction.
+Resources (pool, API client, health server) live on one ``AsyncExitStack``; side tasks (listener,
+heartbeat, housekeeping, discovery, watchdog, the ``--max-seconds`` timer) live in one
+``TaskGroup`` and are cancelled once the worker has stopped. A side task's database error is
+retried with backoff (``lifetime.keep_running``) and never ends the daemon; every error that does
+end it is logged, each of them, before the run fails.
 """
 
 from __future__ import annotations
@@ -10,53 +14,60 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable, Iterator
 
 import asyncpg
 
-from harvester import api, db, logs, migrate, notify, server
+from harvester import api, db, lifetime, logs, migrate, notify, server
 from harvester.config import Config, require_token
 from harvester.discovery import Discovery
 from harvester.errors import DatabaseError, HarvesterError
+from harvester.gate import Gate
 from harvester.limiter import SharedLimiter
 from harvester.metrics import Metrics
+from harvester.queue import PgQueue
 from harvester.worker import Worker
 
 log = logs.get("harvester.daemon")
 CHANNEL = "harvester_jobs"
+POOL_CLOSE_TIMEOUT_S = 1.0
 
 
-async def listen_for_jobs(dsn: str, worker: Worker, done: asyncio.Event) -> None:
-    """Wake the worker on every insert; reconnect when the connection drops."""
-    while not done.is_set():
+class DaemonError(HarvesterError):
+    """The daemon ended because of an error; each one was logged."""
+
+
+async def listen_for_jobs(dsn: str, nudge: Callable[[], None], stop: asyncio.Event) -> None:
+    """Nudge the worker on every insert; reconnect with backoff when the connection drops."""
+    backoff = lifetime.Backoff(0.5, 30.0)
+    while not stop.is_set():
         conn: asyncpg.Connection | None = None
         try:
             conn = await asyncpg.connect(dsn, timeout=5)
-            await conn.add_listener(CHANNEL, lambda *_: worker.wake())
-            worker.wake()  # catch anything inserted while we were not listening
-            while not done.is_set() and not conn.is_closed():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(done.wait(), timeout=2.0)
+            await conn.add_listener(CHANNEL, lambda *_: nudge())
+            nudge()  # catch anything inserted while we were not listening
+            backoff.reset()
+            while not conn.is_closed() and not await lifetime.wait(stop, 2.0):
+                pass
         except db.DB_OR_SQL_ERRORS as exc:
-            log.debug("listener_reconnect", error=str(exc))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(done.wait(), timeout=1.0)
+            delay = backoff.next()
+            log.debug("listener_reconnect", error=str(exc), retry_in_s=round(delay, 2))
+            await lifetime.wait(stop, delay)
         finally:
             if conn is not None and not conn.is_closed():
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=2)
 
 
-async def watchdog(worker: Worker, done: asyncio.Event) -> None:
+async def watchdog(last_tick: Callable[[], float], stop: asyncio.Event) -> None:
     """WATCHDOG=1 from the loop's own liveness, at half systemd's interval."""
     interval = notify.watchdog_interval()
     if not interval:
         return
-    while not done.is_set():
-        stale = time.monotonic() - worker.last_tick
-        if stale < interval:
+    while not stop.is_set():
+        if time.monotonic() - last_tick() < interval:
             notify.notify("WATCHDOG=1")
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(done.wait(), timeout=interval / 2)
+        await lifetime.wait(stop, interval / 2)
 
 
 async def migrate_with_retry(dsn: str, wait_s: float = 10.0) -> None:
@@ -82,85 +93,141 @@ async def migrate_with_retry(dsn: str, wait_s: float = 10.0) -> None:
             await asyncio.sleep(min(1.0, remaining))
 
 
+class Liveness:
+    """What the health endpoints read: the loop's last tick and a snapshot of the brakes."""
+
+    def __init__(self, worker: Worker, gate: Gate) -> None:
+        self._worker = worker
+        self._gate = gate
+
+    @property
+    def last_tick(self) -> float:
+        return self._worker.last_tick
+
+    @property
+    def auth_ok(self) -> bool:
+        return not self._gate.brakes.auth_failed
+
+    @property
+    def paused_reason(self) -> str | None:
+        return self._gate.paused_reason()
+
+
 async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
               max_seconds: float | None = None) -> int:
     token = require_token(cfg)
     logs.register_secret(token)
     await migrate_with_retry(cfg.database.dsn, cfg.database.startup_wait_s)
-    pool = await db.open_pool(cfg.database)
-    client = api.SpiderIQ(
-        cfg.api.base_url, token,
-        connect_timeout_s=cfg.api.connect_timeout_s, read_timeout_s=cfg.api.read_timeout_s,
-        total_timeout_s=cfg.api.total_timeout_s, verify_tls=cfg.api.verify_tls,
-        user_agent=cfg.api.user_agent, allow_insecure=cfg.api.allow_insecure,
-        time_scale=cfg.speed,
-    )
-    limiter = SharedLimiter(
-        pool, token=token, requests_per_minute=cfg.rate_limit.requests_per_minute,
-        burst=cfg.rate_limit.burst, window_s=cfg.rate_limit.window_s,
-        default_pause_s=cfg.rate_limit.default_pause_s,
-    )
-    metrics = Metrics()
-    worker = Worker(cfg, pool, client, limiter, observer=metrics)
-    if cfg.polling.discovery == "list":
-        worker.discovery = Discovery(cfg, pool, client, worker, token, clock=time.monotonic)
-    server_handle: server.ServerHandle | None = None
-    try:
+    async with contextlib.AsyncExitStack() as resources:
+        pool = await db.open_pool(cfg.database)
+        resources.push_async_callback(_close_pool, pool)
+        client = api.SpiderIQ.from_config(cfg.api, token, time_scale=cfg.speed)
+        resources.push_async_callback(client.close)
+        limiter = SharedLimiter.from_config(pool, token, cfg.rate_limit)
+        metrics = Metrics()
+        gate = Gate(cfg, limiter, observer=metrics)
+        store = PgQueue(pool, statement_timeout_s=cfg.database.statement_timeout_s)
+        worker = Worker(cfg, store, client, gate)
+        discovery = (Discovery(cfg, store, client, gate, token)
+                     if cfg.polling.discovery == "list" else None)
         if cfg.server.enabled:
-            server_handle = await _start_server(cfg, metrics, worker, limiter, pool)
+            handle = await _start_server(cfg, metrics, Liveness(worker, gate), limiter, gate, pool)
+            resources.push_async_callback(handle.close)
+            listening: int | None = handle.port
+        else:
+            listening = None
+        resources.callback(notify.notify, "STOPPING=1")
         notify.notify("READY=1")
         log.info("daemon_started", worker_id=cfg.worker.worker_id, base_url=cfg.api.base_url,
-                 speed=cfg.speed, discovery=cfg.polling.discovery,
-                 listen=None if server_handle is None else server_handle.port)
-        done = asyncio.Event()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(listen_for_jobs(cfg.database.dsn, worker, done))
-            group.create_task(worker.heartbeat(done))
-            group.create_task(worker.housekeeping(done))
-            group.create_task(watchdog(worker, done))
-            if worker.discovery is not None:
-                group.create_task(worker.discovery.run(done))
-            if max_seconds is not None:
-                group.create_task(_stop_after(stop, max_seconds))
-            try:
-                await worker.run(stop, drain=drain)
-            finally:
-                stop.set()
-                done.set()
-    except* HarvesterError as group_error:
-        raise group_error.exceptions[0] from None
-    finally:
-        notify.notify("STOPPING=1")
-        if server_handle is not None:
-            await server_handle.close()
-        await client.close()
-        await pool.close()
+                 speed=cfg.speed, discovery=cfg.polling.discovery, listen=listening)
+        with _reported():
+            await _run_tasks(cfg, worker, discovery, gate, stop, drain, max_seconds)
     log.info("daemon_stopped", harvested=worker.harvested)
     return 0
 
 
+async def _run_tasks(cfg: Config, worker: Worker, discovery: Discovery | None, gate: Gate,
+                     stop: asyncio.Event, drain: bool, max_seconds: float | None) -> None:
+    """The worker in front, its side tasks beside it; side tasks end when the worker has."""
+    side_stop = asyncio.Event()  # set only once the worker has let go of every job
+    async with asyncio.TaskGroup() as group:
+        side = [
+            group.create_task(listen_for_jobs(cfg.database.dsn, gate.nudge, side_stop)),
+            group.create_task(lifetime.keep_running(
+                "heartbeat", worker.heartbeat, side_stop,
+                backoff=lifetime.Backoff(1.0, cfg.worker.heartbeat_s))),
+            group.create_task(lifetime.keep_running(
+                "housekeeping", worker.housekeeping, side_stop,
+                backoff=lifetime.Backoff(1.0, 300.0))),
+            group.create_task(watchdog(lambda: worker.last_tick, side_stop)),
+        ]
+        if discovery is not None:
+            side.append(group.create_task(discovery.run(side_stop)))
+        if max_seconds is not None:
+            side.append(group.create_task(_stop_after(stop, max_seconds)))
+        try:
+            await worker.run(stop, drain=drain)
+        finally:
+            stop.set()
+            side_stop.set()
+            for task in side:  # a side task may be waiting for a slot or on the API: no waiting
+                task.cancel()
+
+
+@contextlib.contextmanager
+def _reported() -> Iterator[None]:
+    """Log every error of the task group, then fail the run with all of them in one line."""
+    try:
+        yield
+    except* Exception as failed:
+        group: BaseExceptionGroup[Exception] = failed
+        errors = _leaves(group)
+        for error in errors:
+            log.error("daemon_failed", error=logs.scrub(f"{type(error).__name__}: {error}"),
+                      exc_info=None if isinstance(error, HarvesterError) else error)
+        summary = "; ".join(logs.scrub(str(e) or type(e).__name__) for e in errors)
+        raise DaemonError(summary) from (errors[0] if len(errors) == 1 else group)
+
+
+def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
+    found: list[Exception] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            found.extend(_leaves(error))
+        else:
+            found.append(error)
+    return found
+
+
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    await lifetime.wait(stop, seconds)
     stop.set()
 
 
-async def _start_server(cfg: Config, metrics: Metrics, worker: Worker, limiter: SharedLimiter,
-                        pool: asyncpg.Pool) -> server.ServerHandle:
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """Close the pool; a database that went away cannot hold up the exit."""
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_S)
+    except db.DB_ERRORS:  # TimeoutError is one of them
+        pool.terminate()
+
+
+async def _start_server(cfg: Config, metrics: Metrics, health: Liveness, limiter: SharedLimiter,
+                        gate: Gate, pool: asyncpg.Pool) -> server.ServerHandle:
     refresh_jobs = server.QueueRefresher(pool, metrics, min_interval_s=10.0)
 
     async def refresh() -> None:
         """Gauges read at scrape time: queue counts, limiter, pauses."""
-        metrics.set_breaker_open(worker.breaker.is_open(worker.clock()))
-        metrics.set_auth_paused(worker.auth_failed)
-        with contextlib.suppress(*db.DB_OR_SQL_ERRORS, DatabaseError):
+        brakes = gate.brakes
+        metrics.set_breaker_open(brakes.breaker.is_open(gate.clock()))
+        metrics.set_auth_paused(brakes.auth_failed)
+        with contextlib.suppress(DatabaseError):
             state = await limiter.state()
             metrics.set_limiter(state.tokens, state.paused)
         await refresh_jobs()
 
     # A loop iteration ends at least every idle_poll_s; allow for a slow store on top.
     stale_after = max(15.0, cfg.worker.idle_poll_s * 3)
-    return await server.start_server(cfg.server.listen, metrics, server.WorkerHealth(worker, pool),
-                                     stale_after_s=stale_after, refresh=refresh)
-
-
+    return await server.start_server(cfg.server.listen, metrics,
+                                      server.WorkerHealth(health, pool),
+                                      stale_after_s=stale_after, refresh=refresh)

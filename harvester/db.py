@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
 import asyncpg
 
 from harvester.config import DatabaseConfig
@@ -55,3 +58,60 @@ async def open_pool(cfg: DatabaseConfig, *, max_size: int | None = None) -> asyn
         ) from exc
     assert pool is not None
     return pool
+
+
+# PostgreSQL refusing the data itself (bad value, limit, constraint): a body becomes a reject.
+REFUSED: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
+_NOT_MIGRATED: tuple[type[BaseException], ...] = (
+    asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError, asyncpg.UndefinedFunctionError,
+)
+
+
+@contextmanager
+def guard(what: str, *, refusals: bool = False) -> Iterator[None]:
+    """The one place driver errors become ``DatabaseError``: around every statement of the seam.
+
+    With ``refusals`` a refusal of the data itself (``REFUSED``) passes through unchanged, for the
+    caller that turns it into a reject; everything else the driver raises means the database is
+    away or unwell, and the caller retries later. A missing schema names the fix.
+    """
+    try:
+        yield
+    except DB_ERRORS as exc:
+        raise DatabaseError(f"{what}: database unavailable: {type(exc).__name__}: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        if refusals and isinstance(exc, REFUSED):
+            raise
+        hint = " (run `harvester migrate` first)" if isinstance(exc, _NOT_MIGRATED) else ""
+        raise DatabaseError(f"{what}: database error: {type(exc).__name__}: {exc}{hint}") from exc
+
+
+@asynccontextmanager
+async def transaction(target: asyncpg.Pool | asyncpg.Connection, timeout_s: float | None
+                      ) -> AsyncIterator[asyncpg.Connection]:
+    """A connection in a transaction whose statements time out after ``timeout_s``.
+
+    The timeout is set per transaction (``SET LOCAL``), not per session: a pooler in transaction
+    mode (PgBouncer) hands each transaction to any server connection and refuses it as a startup
+    parameter, so this is the one form that holds everywhere. Errors are the caller's to
+    ``guard``.
+    """
+    if isinstance(target, asyncpg.Pool):
+        async with target.acquire() as proxy:
+            conn: asyncpg.Connection = proxy  # type: ignore[assignment]
+            async with conn.transaction():
+                await _set_timeout(conn, timeout_s)
+                yield conn
+        return
+    async with target.transaction():
+        await _set_timeout(target, timeout_s)
+        yield target
+
+
+async def _set_timeout(conn: asyncpg.Connection, timeout_s: float | None) -> None:
+    if timeout_s is not None:
+        await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")

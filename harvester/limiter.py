@@ -17,8 +17,7 @@ import asyncio
 import hashlib
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,9 +25,12 @@ from typing import Any
 import asyncpg
 
 from harvester import logs
-from harvester.db import DB_ERRORS
-from harvester.errors import ConfigError, DatabaseError
-from harvester.queries import query
+from harvester.brakes import rate_pause_s
+from harvester.config import RateLimitConfig
+from harvester.db import guard
+from harvester.errors import ConfigError
+from harvester.gate import Usage
+from harvester.queries import NamedQueries
 
 log = logs.get("harvester.limiter")
 
@@ -36,24 +38,19 @@ DEFAULT_MARGIN = 0.02  # 2 % of the interval and of the window: leaves ~98 % of 
 MAX_PAUSE_S = 26 * 3600.0  # a budget refusal lasts until midnight UTC at most; junk is capped
 DEFAULT_JITTER_S = 0.025  # how late a send may leave after its slot (see SharedLimiter.__init__)
 MAX_PEEK = 10_000
-_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, asyncpg.PostgresError)
+
+
+class SQL(NamedQueries):
+    reserve_slot: str
+    peek_limiter: str
+    pause_limiter: str
+    select_paused_until: str
+    describe_limiters: str
 
 
 def fingerprint(token: str) -> str:
     """The key a credential's state is stored under: sha256 hex; the token never reaches the DB."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def pause_length(retry_after_s: float | None, reset_at: float | None, now_unix: float,
-                 default_s: float, max_s: float = MAX_PAUSE_S) -> float:
-    """How long a 429 pauses every process: Retry-After, else X-RateLimit-Reset, else default."""
-    if retry_after_s is not None and retry_after_s >= 0:
-        length = retry_after_s
-    elif reset_at is not None and reset_at > now_unix:
-        length = reset_at - now_unix
-    else:
-        length = default_s
-    return min(length, max_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +96,6 @@ class LimiterState:
         }
 
 
-@contextmanager
-def _database() -> Iterator[None]:
-    try:
-        yield
-    except _ERRORS as exc:
-        raise DatabaseError(f"rate limiter: {type(exc).__name__}: {exc}") from exc
-
-
 class SharedLimiter:
     def __init__(
         self, pool: asyncpg.Pool, *, token: str, requests_per_minute: float, burst: int,
@@ -124,8 +113,6 @@ class SharedLimiter:
             raise ConfigError("rate_limit: margin must be in [0, 1) and jitter_s >= 0")
         self.pool = pool
         self.key = fingerprint(token)
-        self._secrets = tuple(sorted({token, *(p for p in token.split(":") if len(p) >= 6)},
-                                     key=len, reverse=True))
         self.interval_s = 60.0 / requests_per_minute
         # the cap of any rolling window: requests_per_minute is already speed-scaled, window_s too
         self.limit = max(1, math.floor(requests_per_minute * window_s / 60.0 + 1e-9))
@@ -146,6 +133,11 @@ class SharedLimiter:
         self._sleep = sleep
         self._wall = wall
 
+    @classmethod
+    def from_config(cls, pool: asyncpg.Pool, token: str, cfg: RateLimitConfig) -> SharedLimiter:
+        return cls(pool, token=token, requests_per_minute=cfg.requests_per_minute, burst=cfg.burst,
+                   window_s=cfg.window_s, default_pause_s=cfg.default_pause_s)
+
     def __repr__(self) -> str:
         return f"SharedLimiter(credential={self.key[:12]}, limit={self.limit}/{self.window_s}s)"
 
@@ -157,8 +149,8 @@ class SharedLimiter:
 
     async def reserve(self) -> Grant:
         """Reserve the next free slot for this credential (shared by every process)."""
-        with _database():
-            row = await self.pool.fetchrow(query("reserve_slot"), *self._params())
+        with guard("rate limiter"):
+            row = await self.pool.fetchrow(SQL.reserve_slot, *self._params())
         assert row is not None
         return Grant(at=row["granted_at"], db_now=row["db_now"])
 
@@ -171,8 +163,8 @@ class SharedLimiter:
             deadline = self._clock() + grant.wait_s
             await self._sleep(max(0.0, deadline - self._clock()))
             # A 429 seen by any process while we slept pauses us too: take a new slot after it.
-            with _database():
-                paused_until = await self.pool.fetchval(query("select_paused_until"), self.key)
+            with guard("rate limiter"):
+                paused_until = await self.pool.fetchval(SQL.select_paused_until, self.key)
             if paused_until is not None and paused_until > grant.at:
                 log.info("limiter_slot_dropped", reason="paused while waiting",
                          paused_until=paused_until.isoformat())
@@ -188,20 +180,18 @@ class SharedLimiter:
     async def pause(self, *, retry_after_s: float | None, reset_at: float | None,
                     reason: str) -> float:
         """Pause every process on this credential; return how long the pause now lasts."""
-        length = pause_length(retry_after_s, reset_at, self._wall(), self.default_pause_s)
-        for secret in self._secrets:
-            reason = reason.replace(secret, "***")
+        length = rate_pause_s(retry_after_s, reset_at, self._wall(), self.default_pause_s)
         reason = logs.scrub(reason)[:200]
-        with _database():
-            remaining = await self.pool.fetchval(query("pause_limiter"), self.key, length, reason)
+        with guard("rate limiter"):
+            remaining = await self.pool.fetchval(SQL.pause_limiter, self.key, length, reason)
         effective = max(0.0, float(remaining)) if remaining is not None else length
         log.warning("limiter_paused", pause_s=round(effective, 3), requested_s=round(length, 3),
                     reason=reason)
         return effective
 
     async def _peek(self, horizon_s: float, max_count: int) -> asyncpg.Record:
-        with _database():
-            row = await self.pool.fetchrow(query("peek_limiter"), *self._params(),
+        with guard("rate limiter"):
+            row = await self.pool.fetchrow(SQL.peek_limiter, *self._params(),
                                            max(0.0, horizon_s), max_count)
         assert row is not None
         return row
@@ -215,6 +205,10 @@ class SharedLimiter:
     async def state(self) -> LimiterState:
         row = await self._peek(0.0, self.limit)
         return _state(row, self.key, self.limit, self.window_s, self.burst)
+
+    async def usage(self) -> Usage:
+        state = await self.state()
+        return Usage(in_window=state.in_window, limit=state.limit, window_s=state.window_s)
 
 
 def _state(row: asyncpg.Record | dict[str, Any], key: str, limit: int, window_s: float,
@@ -230,8 +224,8 @@ def _state(row: asyncpg.Record | dict[str, Any], key: str, limit: int, window_s:
 
 async def describe_all(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     """Every credential's limiter state, for ``harvester status`` (no token, only a fingerprint)."""
-    with _database():
-        rows = await pool.fetch(query("describe_limiters"))
+    with guard("rate limiter"):
+        rows = await pool.fetch(SQL.describe_limiters)
     return [
         _state(row, row["credential"], int(row["n_limit"] or 0), float(row["window_s"] or 0.0),
                int(row["burst"] or 0)).as_dict()

@@ -2,14 +2,13 @@
 
 No I/O and no clock: callers pass ``now`` and a ``random.Random``. Every rule of SPEC section 4 that is
 about a single job lives here (the adaptive poll schedule, fault backoff with full jitter, the 404 grace
-period, ``give_up_after``), plus the two process-wide brakes: the circuit breaker for transport failures
-and the pause on credential problems.
+period, ``give_up_after``) and when list discovery pages; the process-wide brakes are ``brakes``.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from harvester.config import PollingConfig
 
@@ -18,7 +17,10 @@ MAPS = "spiderMaps"
 
 # Decisions a job can end in. ``None`` means: stay pending.
 HARVESTED = "harvested"
-TERMINAL_UPSTREAM = frozenset({"completed", "failed", "cancelled", "canceled"})
+# The upstream statuses that end a job, in every spelling the docs use; the one list of them.
+CANCELLED_UPSTREAM = frozenset({"cancelled", "canceled"})
+GONE_UPSTREAM = frozenset({"failed"}) | CANCELLED_UPSTREAM
+TERMINAL_UPSTREAM = frozenset({"completed"}) | GONE_UPSTREAM
 # List pages may always use this share of the requests being spent: enough to keep discovery
 # fresh when fetches fill the budget, small enough to keep requests per job near 1.
 LIST_BUDGET_SHARE = 0.02
@@ -136,38 +138,6 @@ def on_fault(job: JobView, reason: str, cfg: PollingConfig, rng: random.Random) 
     return Decision(None, fault_delay(count, cfg, rng), job.not_found_count, count, reason)
 
 
-@dataclass(frozen=True, slots=True)
-class Breaker:
-    """Consecutive transport failures; open pauses all polling until ``open_until``."""
-
-    failures: int = 0
-    open_until: float = 0.0
-
-    def is_open(self, now: float) -> bool:
-        return now < self.open_until
-
-    def record_success(self) -> Breaker:
-        return Breaker() if self.failures or self.open_until else self
-
-    def record_failure(self, now: float, cfg: PollingConfig) -> Breaker:
-        failures = self.failures + 1
-        if failures >= cfg.breaker_threshold:
-            # Half-open after the pause: one more failure re-opens it at once.
-            return replace(self, failures=failures, open_until=now + cfg.breaker_pause_s)
-        return replace(self, failures=failures)
-
-
-def rate_limit_pause(
-    retry_after_s: float | None, reset_at: float | None, now_unix: float, default_s: float
-) -> float:
-    """How long a 429 pauses every process: Retry-After, else X-RateLimit-Reset, else default."""
-    if retry_after_s is not None and retry_after_s >= 0:
-        return retry_after_s
-    if reset_at is not None and reset_at > now_unix:
-        return reset_at - now_unix
-    return default_s
-
-
 # ---------------------------------------------------------------- list discovery
 
 
@@ -203,15 +173,14 @@ def running_defer(job_type: str | None, cfg: PollingConfig, learned: float | Non
     return max(cfg.list_fallback_s, 3.0 * typical_duration(job_type, cfg, learned))
 
 
-def list_stop_at(reference: float | None, cfg: PollingConfig, speed: float = 1.0) -> float | None:
+def list_stop_at(reference: float | None, cfg: PollingConfig) -> float | None:
     """The oldest ``updated_at`` (Unix time) a pass must read back to: the reference minus the overlap.
 
-    ``list_overlap_s`` arrives divided by ``speed`` like every duration, but it is compared with the
-    API's own timestamps, which run at API time: scale it back.
+    The overlap is compared with the API's own timestamps, so it is taken in API seconds.
     """
     if reference is None:
         return None
-    return reference - cfg.list_overlap_s * speed
+    return reference - cfg.list_overlap_api_s
 
 
 def list_should_continue(page: int, total_pages: int, oldest_on_page: float | None,

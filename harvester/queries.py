@@ -6,9 +6,11 @@ or, in a source checkout, at the project root.
 
 from __future__ import annotations
 
+import inspect
 import re
 from functools import cache
 from pathlib import Path
+from typing import ClassVar
 
 from harvester.errors import HarvesterError
 
@@ -53,3 +55,24 @@ def query(name: str) -> str:
         return all_queries()[name]
     except KeyError:
         raise HarvesterError(f"unknown query {name}") from None
+
+
+class NamedQueries:
+    """The statements one module runs, declared as ``name: str`` annotations and checked at import.
+
+    A subclass lists the names it uses; creating the class looks every one of them up, so a
+    missing name fails when the module is imported, not when its code path first runs. Every
+    subclass is registered, so a test can find names in ``sql/queries`` that nothing declares.
+    """
+
+    registry: ClassVar[list[type[NamedQueries]]] = []
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        NamedQueries.registry.append(cls)
+        for name in inspect.get_annotations(cls):
+            setattr(cls, name, query(name))
+
+    @classmethod
+    def names(cls) -> frozenset[str]:
+        return frozenset(inspect.get_annotations(cls))

@@ -1,9 +1,11 @@
-"""The jobs table: enqueue, claim under a lease, reschedule, finish, report.
+"""The jobs table and the discovery rows in PostgreSQL: the database side of ``ports``.
 
-Claiming is one ``FOR UPDATE SKIP LOCKED`` statement. A claim moves the job's ``next_poll_at`` to the
-lease expiry and bumps ``lease_token``; every later write names that token, so a process whose lease
-was taken over (it stalled, the lease ran out, another process claimed the job) changes nothing.
-Storing a result and the job's final state is ``store``'s business; this module moves everything else.
+``PgQueue`` implements ``ports.JobStore`` and ``ports.DiscoveryStore`` for the loops; the module
+functions below it are the commands' side (enqueue, status, requeue). Claiming is one
+``FOR UPDATE SKIP LOCKED`` statement that moves the job's ``next_poll_at`` to the lease expiry and
+bumps ``lease_token``; every later write names that token, so a process whose lease was taken over
+changes nothing. Each call is one transaction with the statement timeout set inside it, and driver
+errors leave only as ``DatabaseError`` (``db.guard``). Storing bodies is ``store``'s business.
 """
 
 from __future__ import annotations
@@ -11,26 +13,175 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from harvester.db import DB_ERRORS
-from harvester.errors import DatabaseError
-from harvester.queries import query
+from harvester import store
+from harvester.api import Completed, Gone
+from harvester.db import guard, transaction
+from harvester.policy import TERMINAL_UPSTREAM
+from harvester.ports import ClaimedJob, DiscoveryLease, Finish, Listed, Reschedule
+from harvester.queries import NamedQueries
+from harvester.store import StoreOutcome
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedJob:
-    job_id: UUID
-    lease_token: int
-    job_type: str | None
-    upstream_status: str | None
-    polls: int
-    not_found_count: int
-    fault_count: int
-    age_s: float
+class SQL(NamedQueries):
+    enqueue_jobs: str
+    claim_due_jobs: str
+    extend_leases: str
+    reschedule_polled_job: str
+    release_jobs: str
+    finish_job: str
+    expire_stale_jobs: str
+    select_next_due_in: str
+    exists_pending_job: str
+    count_jobs_by_state: str
+    select_oldest_pending_age: str
+    select_recent_errors: str
+    requeue_jobs_by_id: str
+    requeue_jobs_by_state: str
+    insert_discovery_row: str
+    exists_job_for_discovery: str
+    claim_discovery_pass: str
+    finish_discovery_pass: str
+    make_listed_finished_jobs_due: str
+    defer_listed_running_jobs: str
+
+
+_TERMINAL = sorted(TERMINAL_UPSTREAM)
+
+
+def _count(status: str) -> int:
+    """The row count of a command tag such as ``UPDATE 3``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PgQueue:
+    """The seam's PostgreSQL side, over one pool."""
+
+    def __init__(self, pool: asyncpg.Pool, *, statement_timeout_s: float | None = None) -> None:
+        self.pool = pool
+        self.timeout_s = statement_timeout_s
+
+    async def _execute(self, what: str, sql: str, *args: Any) -> str:
+        with guard(what):
+            async with transaction(self.pool, self.timeout_s) as conn:
+                return await conn.execute(sql, *args)
+
+    async def _fetch(self, what: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+        with guard(what):
+            async with transaction(self.pool, self.timeout_s) as conn:
+                return await conn.fetch(sql, *args)
+
+    async def _fetchval(self, what: str, sql: str, *args: Any) -> Any:
+        with guard(what):
+            async with transaction(self.pool, self.timeout_s) as conn:
+                return await conn.fetchval(sql, *args)
+
+    # ------------------------------------------------------------ JobStore
+    async def claim(self, owner: str, limit: int, lease_s: float) -> list[ClaimedJob]:
+        if limit <= 0:
+            return []
+        rows = await self._fetch("claim", SQL.claim_due_jobs, owner, limit, lease_s)
+        return [ClaimedJob(
+            job_id=row["job_id"], lease_token=row["lease_token"], job_type=row["job_type"],
+            upstream_status=row["upstream_status"], polls=row["polls"],
+            not_found_count=row["not_found_count"], fault_count=row["fault_count"],
+            age_s=row["age_s"],
+        ) for row in rows]
+
+    async def extend_leases(self, owner: str, job_ids: Sequence[UUID], lease_s: float) -> None:
+        if job_ids:
+            await self._execute("extend leases", SQL.extend_leases, owner, list(job_ids), lease_s)
+
+    async def reschedule(self, job: ClaimedJob, change: Reschedule) -> bool:
+        """Keep the job pending with a new due time. False when the lease was lost."""
+        status = await self._execute(
+            "reschedule", SQL.reschedule_polled_job, job.job_id, job.lease_token, change.delay_s,
+            change.polls_spent, change.http_status, change.upstream_status, change.job_type,
+            change.not_found_count, change.fault_count, change.error,
+        )
+        return _count(status) == 1
+
+    async def finish(self, job: ClaimedJob, change: Finish) -> bool:
+        status = await self._execute(
+            "finish", SQL.finish_job, job.job_id, job.lease_token, change.state, None, None,
+            change.http_status, change.polls_spent, change.error, change.not_found_count,
+            change.fault_count,
+        )
+        return _count(status) == 1
+
+    async def release(self, owner: str, job_ids: Sequence[UUID], delay_s: float) -> None:
+        if job_ids:
+            await self._execute("release", SQL.release_jobs, owner, list(job_ids), delay_s)
+
+    async def store_result(self, job: ClaimedJob, outcome: Completed) -> StoreOutcome:
+        return await store.store_result(
+            self.pool, outcome.body, expected_job_id=job.job_id,
+            fence=store.Fence(job.job_id, job.lease_token), http_status=outcome.http_status or 200,
+            statement_timeout_s=self.timeout_s,
+        )
+
+    async def store_failure(self, job: ClaimedJob, outcome: Gone) -> StoreOutcome:
+        return await store.store_failure(
+            self.pool, outcome.body, job_id=job.job_id,
+            fence=store.Fence(job.job_id, job.lease_token), http_status=outcome.http_status or 410,
+            statement_timeout_s=self.timeout_s,
+        )
+
+    async def expire(self, give_up_after_s: float, batch: int) -> int:
+        """Expire at most ``batch`` stale jobs (one bounded statement); the caller repeats."""
+        return _count(await self._execute("expire", SQL.expire_stale_jobs, give_up_after_s, batch))
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the earliest pending job is due (negative: overdue), None if none."""
+        value = await self._fetchval("next due", SQL.select_next_due_in)
+        return None if value is None else float(value)
+
+    async def any_pending(self) -> bool:
+        return bool(await self._fetchval("any pending", SQL.exists_pending_job))
+
+    # ------------------------------------------------------------ DiscoveryStore
+    async def ensure_discovery(self, key: str) -> None:
+        await self._execute("discovery row", SQL.insert_discovery_row, key)
+
+    async def discovery_needed(self) -> bool:
+        return bool(await self._fetchval("discovery need", SQL.exists_job_for_discovery, _TERMINAL))
+
+    async def claim_discovery(self, key: str, owner: str, min_age_s: float,
+                              lease_s: float) -> DiscoveryLease | None:
+        rows = await self._fetch("discovery lease", SQL.claim_discovery_pass, key, owner, min_age_s,
+                                 lease_s)
+        if not rows:
+            return None
+        return DiscoveryLease(watermark=rows[0]["watermark"], oldest_pending=rows[0]["oldest_pending"])
+
+    async def finish_discovery(self, key: str, owner: str, newest: datetime | None, pages: int,
+                               finished: int) -> None:
+        await self._execute("discovery pass", SQL.finish_discovery_pass, key, owner, newest, pages,
+                            finished)
+
+    async def mark_finished(self, jobs: Sequence[Listed]) -> int:
+        if not jobs:
+            return 0
+        rows = await self._fetch(
+            "listed finished", SQL.make_listed_finished_jobs_due, [j.job_id for j in jobs],
+            [j.status for j in jobs], [j.job_type for j in jobs],
+        )
+        return len(rows)
+
+    async def defer_running(self, jobs: Sequence[Listed]) -> None:
+        if jobs:
+            await self._execute(
+                "listed running", SQL.defer_listed_running_jobs, [j.job_id for j in jobs],
+                [j.status for j in jobs], [j.job_type for j in jobs], [j.defer_s for j in jobs],
+            )
+
+
+# ---------------------------------------------------------------- the commands' side
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,121 +192,22 @@ class QueueStatus:
     recent_errors: list[dict[str, Any]]
 
 
-def _db_error(exc: BaseException) -> DatabaseError:
-    return DatabaseError(f"database unavailable: {type(exc).__name__}: {exc}")
-
-
 async def enqueue(
     pool: asyncpg.Pool, job_ids: Sequence[UUID], *, priority: int = 0,
     tags: Mapping[str, str] | None = None,
 ) -> int:
     """Insert new job IDs; existing ones are left alone. Returns how many were new."""
-    try:
-        status = await pool.execute(
-            query("enqueue_jobs"), list(job_ids), priority, json.dumps(dict(tags or {}))
-        )
-    except DB_ERRORS as exc:
-        raise _db_error(exc) from exc
-    return int(status.rsplit(" ", 1)[-1])
-
-
-async def claim(pool: asyncpg.Pool, owner: str, limit: int, lease_s: float) -> list[ClaimedJob]:
-    if limit <= 0:
-        return []
-    try:
-        rows = await pool.fetch(query("claim_jobs"), owner, limit, lease_s)
-    except DB_ERRORS as exc:
-        raise _db_error(exc) from exc
-    return [
-        ClaimedJob(
-            job_id=row["job_id"], lease_token=row["lease_token"], job_type=row["job_type"],
-            upstream_status=row["upstream_status"], polls=row["polls"],
-            not_found_count=row["not_found_count"], fault_count=row["fault_count"],
-            age_s=row["age_s"],
-        )
-        for row in rows
-    ]
-
-
-async def extend_leases(pool: asyncpg.Pool, owner: str, job_ids: Sequence[UUID], lease_s: float) -> None:
-    if not job_ids:
-        return
-    try:
-        await pool.execute(query("extend_leases"), owner, list(job_ids), lease_s)
-    except DB_ERRORS as exc:
-        raise _db_error(exc) from exc
-
-
-async def reschedule(
-    pool: asyncpg.Pool, job: ClaimedJob, *, delay_s: float, polls_spent: int,
-    http_status: int | None, upstream_status: str | None, job_type: str | None,
-    not_found_count: int, fault_count: int, error: str | None,
-) -> bool:
-    """Keep the job pending with a new due time. False when the lease was lost."""
-    try:
-        status = await pool.execute(
-            query("reschedule_job"), job.job_id, job.lease_token, delay_s, polls_spent,
-            http_status, upstream_status, job_type, not_found_count, fault_count, error,
-        )
-    except DB_ERRORS as exc:
-        raise _db_error(exc) from exc
-    return status.endswith(" 1")
-
-
-async def finish(
-    pool: asyncpg.Pool, job: ClaimedJob, *, state: str, polls_spent: int,
-    http_status: int | None, not_found_count: int, fault_count: int, error: str | None,
-) -> bool:
-    try:
-        status = await pool.execute(
-            query("finish_job"), job.job_id, job.lease_token, state, polls_spent, http_status,
-            not_found_count, fault_count, error,
-        )
-    except DB_ERRORS as exc:
-        raise _db_error(exc) from exc
-    return status.endswith(" 1")
-
-
-async def release(pool: asyncpg.Pool, owner: str, job_ids: Sequence[UUID], delay_s: float = 0.0) -> None:
-    if not job_ids:
-        return
-    try:
-        await pool.execute(query("release_jobs"), owner, list(job_ids), delay_s)
-    except DB_ERRORS as exc:
-        raise _db_error(exc) from exc
-
-
-async def expire(pool: asyncpg.Pool, give_up_after_s: float) -> int:
-    try:
-        status = await pool.execute(query("expire_jobs"), give_up_after_s)
-    except DB_ERRORS as exc:
-        raise _db_error(exc) from exc
-    return int(status.rsplit(" ", 1)[-1])
-
-
-async def next_due_in(pool: asyncpg.Pool) -> float | None:
-    """Seconds until the earliest pending job is due (negative: overdue), None if none pending."""
-    try:
-        value = await pool.fetchval(query("next_due_in"))
-    except DB_ERRORS as exc:
-        raise _db_error(exc) from exc
-    return None if value is None else float(value)
-
-
-async def any_pending(pool: asyncpg.Pool) -> bool:
-    try:
-        return bool(await pool.fetchval(query("any_pending")))
-    except DB_ERRORS as exc:
-        raise _db_error(exc) from exc
+    with guard("enqueue"):
+        status = await pool.execute(SQL.enqueue_jobs, list(job_ids), priority,
+                                    json.dumps(dict(tags or {})))
+    return _count(status)
 
 
 async def status(pool: asyncpg.Pool, recent: int = 5) -> QueueStatus:
-    try:
-        rows = await pool.fetch(query("count_jobs_by_state"))
-        oldest = await pool.fetchval(query("oldest_pending_age"))
-        errors = await pool.fetch(query("recent_errors"), recent)
-    except DB_ERRORS as exc:
-        raise _db_error(exc) from exc
+    with guard("status"):
+        rows = await pool.fetch(SQL.count_jobs_by_state)
+        oldest = await pool.fetchval(SQL.select_oldest_pending_age)
+        errors = await pool.fetch(SQL.select_recent_errors, recent) if recent else []
     return QueueStatus(
         counts={row["state"]: int(row["jobs"]) for row in rows},
         polls={row["state"]: int(row["polls"]) for row in rows},
@@ -172,13 +224,9 @@ async def status(pool: asyncpg.Pool, recent: int = 5) -> QueueStatus:
 
 
 async def requeue(pool: asyncpg.Pool, job_ids: Sequence[UUID], state: str | None) -> int:
-    try:
+    with guard("requeue"):
         if job_ids:
-            result = await pool.execute(query("requeue_by_ids"), list(job_ids), state)
-        elif state is not None:
-            result = await pool.execute(query("requeue_by_state"), state)
-        else:
-            return 0
-    except DB_ERRORS as exc:
-        raise _db_error(exc) from exc
-    return int(result.rsplit(" ", 1)[-1])
+            return _count(await pool.execute(SQL.requeue_jobs_by_id, list(job_ids), state))
+        if state is not None:
+            return _count(await pool.execute(SQL.requeue_jobs_by_state, state))
+    return 0

@@ -21,22 +21,15 @@ from uuid import UUID
 
 import asyncpg
 
-from harvester.db import DB_ERRORS
-from harvester.errors import BodyError, DatabaseError
+from harvester.db import REFUSED, guard, transaction
+from harvester.errors import BodyError
 from harvester.normalize import Normalized, clean_text, failure_hint, normalize, parse_body
-from harvester.queries import query
+from harvester.policy import CANCELLED_UPSTREAM
+from harvester.queries import NamedQueries
 from harvester.store_rows import write_rows
 
-# PostgreSQL refusing the data itself (bad value, limit, constraint): the body becomes a reject.
-# Every other driver error means the database is unwell, and the caller should retry later.
-REFUSED: tuple[type[BaseException], ...] = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-    asyncpg.ProgramLimitExceededError,
-)
 MAX_REASON = 2000
 REPROCESS_BATCH = 200
-CANCELLED = frozenset({"cancelled", "canceled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,21 +69,24 @@ class Fenced(Exception):
 Target = asyncpg.Pool | asyncpg.Connection
 
 
+class SQL(NamedQueries):
+    finish_job: str
+    enqueue_jobs: str
+    insert_reject: str
+    select_raw_results: str
+
+
 @asynccontextmanager
-async def connection(target: Target) -> AsyncIterator[asyncpg.Connection]:
-    """A connection from a pool (acquired and released) or the connection itself."""
-    try:
-        if isinstance(target, asyncpg.Pool):
-            async with target.acquire() as conn:
-                yield conn  # type: ignore[misc]
-        else:
-            yield target
-    except DB_ERRORS as exc:
-        raise DatabaseError(f"database unavailable: {type(exc).__name__}: {exc}") from exc
-    except REFUSED:
-        raise
-    except asyncpg.PostgresError as exc:
-        raise DatabaseError(f"database error: {type(exc).__name__}: {exc}") from exc
+async def writing(target: Target, timeout_s: float | None = None
+                  ) -> AsyncIterator[asyncpg.Connection]:
+    """One transaction on ``target`` (a pool or a connection), driver errors guarded.
+
+    A refusal of the data itself (``REFUSED``) passes through for the caller to turn into a
+    reject; anything else is a ``DatabaseError``.
+    """
+    with guard("store", refusals=True):
+        async with transaction(target, timeout_s) as conn:
+            yield conn
 
 
 def short(reason: str) -> str:
@@ -103,37 +99,36 @@ async def finish_job(
     job_type: str | None, upstream_status: str | None, http_status: int | None,
     polls_spent: int, error: str | None,
 ) -> None:
-    """The job's final state; raises Fenced when the fence no longer holds."""
-    if fence is not None:
-        status = await conn.execute(
-            query("finish_stored_job_fenced"), job_id, fence.lease_token, state, job_type,
-            upstream_status, http_status, polls_spent, error,
-        )
-        if status.endswith(" 0"):
-            raise Fenced
-    else:
-        await conn.execute(
-            query("finish_stored_job"), job_id, state, job_type, upstream_status, http_status,
-            polls_spent, error,
-        )
+    """The job's final state; raises Fenced when the fence no longer holds.
+
+    Without a fence (import) a job the queue does not know yet is created first.
+    """
+    if fence is None:
+        await conn.execute(SQL.enqueue_jobs, [job_id], 0, "{}")
+    status = await conn.execute(
+        SQL.finish_job, job_id, None if fence is None else fence.lease_token, state, job_type,
+        upstream_status, http_status, polls_spent, error, None, None,
+    )
+    if fence is not None and status.endswith(" 0"):
+        raise Fenced
 
 
 async def reject(
     target: Target, raw: bytes, *, job_id: UUID | None, reason: str, fence: Fence | None,
     http_status: int | None, polls_spent: int, state: str = "rejected",
+    timeout_s: float | None = None,
 ) -> StoreOutcome:
     """Keep the exact bytes in ``rejects`` and mark the job; one transaction of its own."""
     reason = short(reason)
-    async with connection(target) as conn:
-        try:
-            async with conn.transaction():
-                if job_id is not None:
-                    await finish_job(conn, job_id, fence, state=state, job_type=None,
-                                     upstream_status=None, http_status=http_status,
-                                     polls_spent=polls_spent, error=reason)
-                await conn.execute(query("insert_reject"), job_id, reason, raw)
-        except Fenced:
-            return StoreOutcome("fenced", job_id, "lease lost")
+    try:
+        async with writing(target, timeout_s) as conn:
+            if job_id is not None:
+                await finish_job(conn, job_id, fence, state=state, job_type=None,
+                                 upstream_status=None, http_status=http_status,
+                                 polls_spent=polls_spent, error=reason)
+            await conn.execute(SQL.insert_reject, job_id, reason, raw)
+    except Fenced:
+        return StoreOutcome("fenced", job_id, "lease lost")
     return StoreOutcome(state, job_id, reason)
 
 
@@ -146,7 +141,7 @@ def stored(kind: str, item: Normalized, reason: str | None = None) -> StoreOutco
 
 def failure_state(status: str | None) -> str:
     """A 410 body's ``status`` decides between cancelled and failed (failed when unclear)."""
-    return "cancelled" if (status or "").casefold() in CANCELLED else "failed"
+    return "cancelled" if (status or "").casefold() in CANCELLED_UPSTREAM else "failed"
 
 
 def prepare(raw: bytes, expected: UUID | None) -> Normalized:
@@ -159,6 +154,7 @@ def prepare(raw: bytes, expected: UUID | None) -> Normalized:
 async def store_result(
     pool_or_conn: Target, raw: bytes, *, expected_job_id: UUID | None = None,
     fence: Fence | None = None, http_status: int | None = 200, polls_spent: int = 1,
+    statement_timeout_s: float | None = None,
 ) -> StoreOutcome:
     """Store a completed job's body (HTTP 200): harvested, rejected or fenced.
 
@@ -169,10 +165,11 @@ async def store_result(
         item = prepare(raw, expected)
     except BodyError as exc:
         return await reject(pool_or_conn, raw, job_id=expected, reason=str(exc), fence=fence,
-                            http_status=http_status, polls_spent=polls_spent)
+                            http_status=http_status, polls_spent=polls_spent,
+                            timeout_s=statement_timeout_s)
     r = item.result
     try:
-        async with connection(pool_or_conn) as conn, conn.transaction():
+        async with writing(pool_or_conn, statement_timeout_s) as conn:
             await finish_job(conn, item.job_id, fence, state="harvested", job_type=r.job_type,
                              upstream_status=r.status, http_status=http_status,
                              polls_spent=polls_spent, error=None)
@@ -182,7 +179,8 @@ async def store_result(
     except REFUSED as exc:
         reason = f"database refused the body: {type(exc).__name__}: {exc}"
         return await reject(pool_or_conn, raw, job_id=item.job_id, reason=reason, fence=fence,
-                            http_status=http_status, polls_spent=polls_spent)
+                            http_status=http_status, polls_spent=polls_spent,
+                            timeout_s=statement_timeout_s)
     return stored("harvested", item)
 
 
@@ -202,9 +200,11 @@ async def store_results(pool: Target, raws: Sequence[bytes]) -> list[StoreOutcom
                                            http_status=None, polls_spent=0)
     items = [item for _, item in good]
     try:
-        async with connection(pool) as conn, conn.transaction():
-            await conn.executemany(query("finish_stored_job"), [
-                (i.job_id, "harvested", i.result.job_type, i.result.status, None, 0, None)
+        async with writing(pool) as conn:
+            await conn.execute(SQL.enqueue_jobs, [i.job_id for i in items], 0, "{}")
+            await conn.executemany(SQL.finish_job, [
+                (i.job_id, None, "harvested", i.result.job_type, i.result.status, None, 0, None,
+                 None, None)
                 for i in items
             ])
             await write_rows(conn, items, fetched=True)
@@ -219,7 +219,7 @@ async def store_results(pool: Target, raws: Sequence[bytes]) -> list[StoreOutcom
 
 async def store_failure(
     pool_or_conn: Target, raw: bytes, *, job_id: UUID, fence: Fence | None = None,
-    http_status: int | None = 410, polls_spent: int = 1,
+    http_status: int | None = 410, polls_spent: int = 1, statement_timeout_s: float | None = None,
 ) -> StoreOutcome:
     """Record a failed or cancelled job (HTTP 410), keeping its body when it parses.
 
@@ -235,14 +235,15 @@ async def store_failure(
         if message:
             reason = f"{message} ({reason})"
         return await reject(pool_or_conn, raw, job_id=job_id, reason=reason, fence=fence,
-                            http_status=http_status, polls_spent=polls_spent, state=state)
+                            http_status=http_status, polls_spent=polls_spent, state=state,
+                            timeout_s=statement_timeout_s)
     r = item.result
     state = failure_state(r.status)
     error = r.error_message or r.message
     # The failure body is kept whole; a failed job has no normalized rows.
     bare = Normalized(result=r)
     try:
-        async with connection(pool_or_conn) as conn, conn.transaction():
+        async with writing(pool_or_conn, statement_timeout_s) as conn:
             await finish_job(conn, job_id, fence, state=state, job_type=r.job_type,
                              upstream_status=r.status, http_status=http_status,
                              polls_spent=polls_spent, error=error)
@@ -252,7 +253,8 @@ async def store_failure(
     except REFUSED as exc:
         reason = f"{source}; database refused the body: {type(exc).__name__}: {exc}"
         return await reject(pool_or_conn, raw, job_id=job_id, reason=reason, fence=fence,
-                            http_status=http_status, polls_spent=polls_spent, state="failed")
+                            http_status=http_status, polls_spent=polls_spent, state="failed",
+                            timeout_s=statement_timeout_s)
     return stored(state, bare, error)
 
 
@@ -268,8 +270,8 @@ async def reprocess(pool: Target, job_ids: Sequence[UUID] | None) -> ReprocessRe
     problems: list[str] = []
     after: UUID | None = None
     while True:
-        async with connection(pool) as conn:
-            rows = await conn.fetch(query("select_raw_results"), wanted, after, REPROCESS_BATCH)
+        async with writing(pool) as conn:
+            rows = await conn.fetch(SQL.select_raw_results, wanted, after, REPROCESS_BATCH)
         if not rows:
             break
         after = rows[-1]["job_id"]
@@ -293,7 +295,7 @@ async def rewrite(pool: Target, items: Sequence[Normalized]) -> tuple[int, list[
     if not items:
         return 0, []
     try:
-        async with connection(pool) as conn, conn.transaction():
+        async with writing(pool) as conn:
             await write_rows(conn, items, fetched=False)
         return len(items), []
     except REFUSED as exc:
@@ -302,7 +304,7 @@ async def rewrite(pool: Target, items: Sequence[Normalized]) -> tuple[int, list[
     done, failed = 0, []
     for item in items:  # the slow path only after a refusal, to find the culprit
         try:
-            async with connection(pool) as conn, conn.transaction():
+            async with writing(pool) as conn:
                 await write_rows(conn, [item], fetched=False)
             done += 1
         except REFUSED as exc:

@@ -1,9 +1,9 @@
 -- Completion discovery: the shared watermark and what a list page tells about our pending jobs.
 
--- name: ensure_discovery
+-- name: insert_discovery_row
 INSERT INTO harvester.discovery (credential) VALUES ($1) ON CONFLICT DO NOTHING
 
--- name: claim_discovery
+-- name: claim_discovery_pass
 -- Take the discovery lease if nobody holds it and the last pass is at least $3 seconds old.
 UPDATE harvester.discovery
    SET lease_owner = $2, lease_expires_at = now() + make_interval(secs => $4)
@@ -12,7 +12,7 @@ UPDATE harvester.discovery
    AND (last_pass_at IS NULL OR last_pass_at <= now() - make_interval(secs => $3))
 RETURNING watermark, (SELECT min(enqueued_at) FROM harvester.jobs WHERE state = 'pending') AS oldest_pending
 
--- name: finish_discovery
+-- name: finish_discovery_pass
 UPDATE harvester.discovery
    SET watermark = GREATEST(watermark, $3),
        last_pass_at = now(),
@@ -23,11 +23,7 @@ UPDATE harvester.discovery
        discovered = discovered + $5
  WHERE credential = $1 AND lease_owner = $2
 
--- name: seconds_since_discovery
-SELECT extract(epoch FROM now() - last_pass_at)::float8
-  FROM harvester.discovery WHERE credential = $1
-
--- name: mark_jobs_finished
+-- name: make_listed_finished_jobs_due
 -- Jobs the list shows as finished: due at once, ahead of every ordinary poll.
 UPDATE harvester.jobs AS j
    SET next_poll_at = timestamptz '2000-01-01 00:00:00+00',
@@ -40,7 +36,7 @@ UPDATE harvester.jobs AS j
    AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 RETURNING j.job_id
 
--- name: defer_running_jobs
+-- name: defer_listed_running_jobs
 -- Jobs the list shows as still running: the list will announce their end, so no direct poll soon.
 UPDATE harvester.jobs AS j
    SET next_poll_at = GREATEST(j.next_poll_at, now() + make_interval(secs => t.defer_s)),
@@ -52,9 +48,10 @@ UPDATE harvester.jobs AS j
    AND j.state = 'pending'
    AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 
--- name: discovery_need
--- Is there a pending job not yet known to be finished? Only then can a list page tell us anything.
+-- name: exists_job_for_discovery
+-- Is there a pending job not yet known to be finished ($1: the terminal upstream statuses)? Only
+-- then can a list page tell us anything.
 SELECT EXISTS (SELECT 1 FROM harvester.jobs
                 WHERE state = 'pending'
                   AND (upstream_status IS NULL
-                       OR upstream_status NOT IN ('completed', 'failed', 'cancelled', 'canceled')))
+                       OR upstream_status <> ALL($1::text[])))

@@ -1,11 +1,12 @@
--- The queue: enqueue, claim with a lease, reschedule, finish, status.
+-- The queue: enqueue, claim with a lease, reschedule, finish, expire, report.
+-- Each kind of state change is one statement; every write by a claimer names its lease token.
 
 -- name: enqueue_jobs
 INSERT INTO harvester.jobs (job_id, priority, tags)
 SELECT id, $2::smallint, $3::jsonb FROM unnest($1::uuid[]) AS t(id)
 ON CONFLICT (job_id) DO NOTHING
 
--- name: claim_jobs
+-- name: claim_due_jobs
 -- Due pending jobs by priority then due time. The claim moves next_poll_at to the lease expiry,
 -- so a crashed holder's jobs become due again when the lease runs out; lease_token fences writes.
 WITH due AS (
@@ -25,8 +26,7 @@ UPDATE harvester.jobs AS j
   FROM due
  WHERE j.job_id = due.job_id
 RETURNING j.job_id, j.lease_token, j.job_type, j.upstream_status, j.polls, j.not_found_count,
-          j.fault_count, extract(epoch FROM now() - j.enqueued_at)::float8 AS age_s,
-          extract(epoch FROM now())::float8 AS db_now
+          j.fault_count, extract(epoch FROM now() - j.enqueued_at)::float8 AS age_s
 
 -- name: extend_leases
 UPDATE harvester.jobs
@@ -34,7 +34,7 @@ UPDATE harvester.jobs
        next_poll_at = now() + make_interval(secs => $3)
  WHERE job_id = ANY($2::uuid[]) AND lease_owner = $1 AND state = 'pending'
 
--- name: reschedule_job
+-- name: reschedule_polled_job
 -- After a poll that did not finish the job: count the request, note what was learned, set the
 -- next poll and drop the lease. Fenced by lease_token.
 UPDATE harvester.jobs
@@ -62,37 +62,56 @@ UPDATE harvester.jobs
  WHERE job_id = ANY($2::uuid[]) AND lease_owner = $1 AND state = 'pending'
 
 -- name: finish_job
--- A terminal state decided without a stored body (not_found, expired).
+-- Every terminal state a job reaches by a response (harvested, failed, cancelled, not_found,
+-- rejected, expired by a poll). A claimer names its lease token ($2) and changes the job only while
+-- it still holds it; a writer without a lease ($2 NULL: import) overwrites whatever state it had.
+-- NULL counts ($9, $10) and NULL type or status ($4, $5) keep what the row has.
 UPDATE harvester.jobs
    SET state = $3,
+       job_type = COALESCE($4, job_type),
+       upstream_status = COALESCE($5, upstream_status),
        finished_at = now(),
-       polls = polls + $4,
-       last_polled_at = CASE WHEN $4 > 0 THEN now() ELSE last_polled_at END,
-       last_http_status = COALESCE($5, last_http_status),
-       not_found_count = $6,
-       fault_count = $7,
+       last_http_status = COALESCE($6::integer, last_http_status),
+       polls = polls + $7::integer,
+       last_polled_at = CASE WHEN $7::integer > 0 THEN now() ELSE last_polled_at END,
        last_error = $8,
+       not_found_count = COALESCE($9::integer, not_found_count),
+       fault_count = COALESCE($10::integer, fault_count),
        lease_owner = NULL,
        lease_expires_at = NULL,
        updated_at = now()
- WHERE job_id = $1 AND lease_token = $2 AND state = 'pending'
+ WHERE job_id = $1 AND ($2::bigint IS NULL OR (lease_token = $2 AND state = 'pending'))
 
--- name: expire_jobs
-UPDATE harvester.jobs
+-- name: expire_stale_jobs
+-- Pending longer than give_up_after ($1 s) and not leased: expired, at most $2 per statement, oldest
+-- first along the pending enqueued_at index, so no backlog is large enough to make one statement
+-- run into the statement timeout. The caller repeats while a batch comes back full.
+WITH stale AS (
+    SELECT job_id
+      FROM harvester.jobs
+     WHERE state = 'pending'
+       AND enqueued_at < now() - make_interval(secs => $1)
+       AND (lease_expires_at IS NULL OR lease_expires_at < now())
+     ORDER BY enqueued_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE harvester.jobs AS j
    SET state = 'expired',
        finished_at = now(),
        last_error = 'gave up: pending longer than give_up_after',
+       lease_owner = NULL,
+       lease_expires_at = NULL,
        updated_at = now()
- WHERE state = 'pending'
-   AND enqueued_at < now() - make_interval(secs => $1)
-   AND (lease_expires_at IS NULL OR lease_expires_at < now())
+  FROM stale
+ WHERE j.job_id = stale.job_id
 
--- name: next_due_in
+-- name: select_next_due_in
 SELECT extract(epoch FROM min(next_poll_at) - now())::float8
   FROM harvester.jobs
  WHERE state = 'pending'
 
--- name: any_pending
+-- name: exists_pending_job
 -- Stops at the first pending row instead of counting a backlog.
 SELECT EXISTS (SELECT 1 FROM harvester.jobs WHERE state = 'pending')
 
@@ -101,26 +120,26 @@ SELECT state, count(*)::bigint AS jobs, COALESCE(sum(polls), 0)::bigint AS polls
   FROM harvester.jobs
  GROUP BY state
 
--- name: oldest_pending_age
+-- name: select_oldest_pending_age
 SELECT extract(epoch FROM now() - min(enqueued_at))::float8
   FROM harvester.jobs
  WHERE state = 'pending'
 
--- name: recent_errors
+-- name: select_recent_errors
 SELECT job_id, state, last_http_status, last_error, updated_at
   FROM harvester.jobs
  WHERE last_error IS NOT NULL
  ORDER BY updated_at DESC
  LIMIT $1
 
--- name: requeue_by_ids
+-- name: requeue_jobs_by_id
 UPDATE harvester.jobs
    SET state = 'pending', next_poll_at = now(), finished_at = NULL, not_found_count = 0,
        fault_count = 0, last_error = NULL, lease_owner = NULL, lease_expires_at = NULL,
        enqueued_at = now(), updated_at = now()
  WHERE job_id = ANY($1::uuid[]) AND state <> 'pending' AND ($2::text IS NULL OR state = $2)
 
--- name: requeue_by_state
+-- name: requeue_jobs_by_state
 UPDATE harvester.jobs
    SET state = 'pending', next_poll_at = now(), finished_at = NULL, not_found_count = 0,
        fault_count = 0, last_error = NULL, lease_owner = NULL, lease_expires_at = NULL,

@@ -1,42 +1,7 @@
--- Storing result bodies: the job's final state, the results row and its normalized child rows.
+-- Storing result bodies: the results row and its normalized child rows (the job's final state is
+-- queue.sql's finish_job).
 -- Every write is set-based (unnest over parallel arrays), so one statement serves any batch size.
 -- jsonb values travel as text and are cast here.
-
--- name: finish_stored_job_fenced
--- The claimer's final write: only while it still holds the lease (same token, still pending).
-UPDATE harvester.jobs
-   SET state = $3,
-       job_type = COALESCE($4, job_type),
-       upstream_status = COALESCE($5, upstream_status),
-       finished_at = now(),
-       last_http_status = COALESCE($6::integer, last_http_status),
-       polls = polls + $7::integer,
-       last_polled_at = CASE WHEN $7::integer > 0 THEN now() ELSE last_polled_at END,
-       last_error = $8,
-       lease_owner = NULL,
-       lease_expires_at = NULL,
-       updated_at = now()
- WHERE job_id = $1 AND lease_token = $2 AND state = 'pending'
-
--- name: finish_stored_job
--- Import and other writers without a lease: create the job if it is unknown, else overwrite.
-INSERT INTO harvester.jobs AS j
-       (job_id, state, job_type, upstream_status, finished_at, last_http_status, polls,
-        last_polled_at, last_error)
-VALUES ($1, $2, $3, $4, now(), $5::integer, $6::integer,
-        CASE WHEN $6::integer > 0 THEN now() END, $7)
-ON CONFLICT (job_id) DO UPDATE
-   SET state = EXCLUDED.state,
-       job_type = COALESCE(EXCLUDED.job_type, j.job_type),
-       upstream_status = COALESCE(EXCLUDED.upstream_status, j.upstream_status),
-       finished_at = now(),
-       last_http_status = COALESCE(EXCLUDED.last_http_status, j.last_http_status),
-       polls = j.polls + $6::integer,
-       last_polled_at = CASE WHEN $6::integer > 0 THEN now() ELSE j.last_polled_at END,
-       last_error = EXCLUDED.last_error,
-       lease_owner = NULL,
-       lease_expires_at = NULL,
-       updated_at = now()
 
 -- name: insert_reject
 INSERT INTO harvester.rejects (job_id, reason, body) VALUES ($1, $2, $3)

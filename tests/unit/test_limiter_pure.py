@@ -1,4 +1,4 @@
-"""The pure parts of ``harvester.limiter``: pause lengths, the fingerprint, the derived limits."""
+"""The pure parts of ``harvester.limiter``: the fingerprint and the derived limits."""
 
 from __future__ import annotations
 
@@ -13,24 +13,6 @@ from harvester import limiter
 from harvester.errors import ConfigError
 
 NOW = 1_760_000_000.0
-
-
-@pytest.mark.parametrize(
-    ("retry_after", "reset_at", "expected"),
-    [
-        (30.0, None, 30.0),
-        (7200.0, NOW + 10, 7200.0),  # Retry-After wins over the reset time
-        (0.0, None, 0.0),
-        (None, NOW + 45, 45.0),
-        (None, NOW - 45, 60.0),  # a reset in the past: the default
-        (None, None, 60.0),
-        (-1.0, None, 60.0),
-        (10 * 86400.0, None, limiter.MAX_PAUSE_S),  # junk is capped, a day-long budget pause is not
-        (23 * 3600.0, None, 23 * 3600.0),
-    ],
-)
-def test_pause_length(retry_after: float | None, reset_at: float | None, expected: float) -> None:
-    assert limiter.pause_length(retry_after, reset_at, NOW, 60.0) == pytest.approx(expected)
 
 
 def test_fingerprint_is_sha256_not_the_token() -> None:

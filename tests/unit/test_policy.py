@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from harvester import policy
+from harvester import config, policy
 from harvester.config import PollingConfig
 
 CFG = PollingConfig()
@@ -103,27 +103,6 @@ def test_a_pending_answer_resets_fault_and_404_counters() -> None:
     assert (decision.fault_count, decision.not_found_count) == (0, 0)
 
 
-def test_breaker_opens_after_threshold_and_closes_on_success() -> None:
-    cfg = PollingConfig(breaker_threshold=3, breaker_pause_s=10)
-    breaker = policy.Breaker()
-    for _ in range(2):
-        breaker = breaker.record_failure(100.0, cfg)
-    assert not breaker.is_open(100.0)
-    breaker = breaker.record_failure(100.0, cfg)
-    assert breaker.is_open(105.0)
-    assert not breaker.is_open(110.0)
-    assert breaker.record_success() == policy.Breaker()
-
-
-@pytest.mark.parametrize(
-    ("retry_after", "reset_at", "expected"),
-    [(7200.0, None, 7200.0), (None, 1030.0, 30.0), (None, 900.0, 60.0), (None, None, 60.0),
-     (0.0, 1030.0, 0.0)],
-)
-def test_rate_limit_pause(retry_after: float | None, reset_at: float | None, expected: float) -> None:
-    assert policy.rate_limit_pause(retry_after, reset_at, 1000.0, 60.0) == expected
-
-
 # ---------------------------------------------------------------- list discovery and budget
 
 
@@ -170,9 +149,11 @@ def test_list_pass_interval_is_capped_by_staleness() -> None:
 
 def test_list_overlap_is_compared_in_api_time() -> None:
     """Durations are divided by speed, but the API's timestamps run at API time."""
-    scaled = PollingConfig(list_overlap_s=5.0 / 30)
-    assert policy.list_stop_at(1000.0, scaled, speed=30) == pytest.approx(995.0)
-    assert policy.list_stop_at(None, scaled, speed=30) is None
+    scaled = config.load(environ={}, overrides={"speed": 30.0,
+                                                "api.base_url": "http://127.0.0.1:1"}).polling
+    assert scaled.list_overlap_s == pytest.approx(5.0 / 30)
+    assert policy.list_stop_at(1000.0, scaled) == pytest.approx(995.0)
+    assert policy.list_stop_at(None, scaled) is None
 
 
 def test_failed_list_passes_back_off_up_to_the_poll_cap() -> None:

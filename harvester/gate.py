@@ -1,0 +1,144 @@
+"""The gate every sender passes: the shared budget, the brakes, what was learned, who is healthy.
+
+The daemon builds one ``Gate`` and hands it to the worker and to each discovery source (the list
+today). Every response any of them gets goes through ``observe``, which records it (metrics), moves
+the brakes and, for a 429, pauses the shared limiter; every sender asks the gate whether it may
+send. Discovery publishes its health here, and the worker reads it to decide how long an unseen job
+may wait for the list before a direct poll. Nothing here points back at the worker or discovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from harvester import api, brakes, logs, policy
+from harvester.brakes import Brakes
+from harvester.config import Config
+
+log = logs.get("harvester.gate")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """How much of the rolling window is spent: ``in_window`` of ``limit`` per ``window_s``."""
+
+    in_window: int
+    limit: int
+    window_s: float
+
+
+class Limiter(Protocol):
+    async def acquire(self) -> None: ...
+    async def pause(self, *, retry_after_s: float | None, reset_at: float | None,
+                    reason: str) -> float: ...
+    async def available_slots(self, horizon_s: float) -> int: ...
+    async def usage(self) -> Usage: ...
+
+
+class Observer(Protocol):
+    """Where the loops report what happened (metrics); every method is cheap and never raises."""
+
+    def request_done(self, endpoint: str, status: int | str, wait_s: float) -> None: ...
+    def job_finished(self, state: str, polls: int, latency_s: float | None) -> None: ...
+    def store_done(self, seconds: float) -> None: ...
+    def error(self, kind: str) -> None: ...
+
+
+class NullObserver:
+    def request_done(self, endpoint: str, status: int | str, wait_s: float) -> None:
+        pass
+
+    def job_finished(self, state: str, polls: int, latency_s: float | None) -> None:
+        pass
+
+    def store_done(self, seconds: float) -> None:
+        pass
+
+    def error(self, kind: str) -> None:
+        pass
+
+
+class Gate:
+    def __init__(self, cfg: Config, limiter: Limiter, *, observer: Observer | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.polling = cfg.polling
+        self.default_pause_s = cfg.rate_limit.default_pause_s
+        self.limiter = limiter
+        self.observer: Observer = observer or NullObserver()
+        self.durations = policy.DurationModel()
+        self.clock = clock
+        self.wall = wall
+        self.brakes = Brakes()
+        self.in_flight = 0  # requests the worker has out or waiting for a slot
+        self.discovery_healthy = cfg.polling.discovery == "list"
+        self._work = asyncio.Event()
+
+    # ------------------------------------------------------------ what senders ask
+    def claim_budget(self, free: int) -> int:
+        return brakes.claim_budget(self.brakes, self.clock(), free=free, in_flight=self.in_flight,
+                                   cfg=self.polling)
+
+    def hold_back(self) -> float | None:
+        return brakes.hold_back(self.brakes, self.clock())
+
+    def side_requests_paused(self) -> bool:
+        return brakes.side_requests_paused(self.brakes, self.clock(), in_flight=self.in_flight,
+                                           cfg=self.polling)
+
+    def paused_reason(self) -> str | None:
+        return brakes.reason(self.brakes, self.clock())
+
+    def poll_factor(self) -> float:
+        """While the list works, direct polls of unseen jobs are rarer (``list_poll_factor``)."""
+        return self.polling.list_poll_factor if self.discovery_healthy else 1.0
+
+    # ------------------------------------------------------------ work arriving
+    def nudge(self) -> None:
+        """New or newly due jobs (an insert, a list page that showed jobs finished)."""
+        self._work.set()
+
+    @property
+    def work(self) -> asyncio.Event:
+        return self._work
+
+    # ------------------------------------------------------------ every response
+    async def observe(self, endpoint: str, outcome: object, waited_s: float) -> None:
+        """Process-wide consequences of any response: metrics, 429 pause, credential, breaker."""
+        status = getattr(outcome, "http_status", None)
+        self.observer.request_done(endpoint, status if status is not None else "error", waited_s)
+        pause = 0.0
+        if isinstance(outcome, api.RateLimited):
+            pause = await self.limiter.pause(retry_after_s=outcome.retry_after_s,
+                                             reset_at=outcome.reset_at, reason=outcome.detail)
+        before = self.brakes
+        now = self.clock()
+        self.brakes = brakes.after(before, outcome, now, self.polling, pause)
+        self._log_change(endpoint, outcome, before, now, pause)
+
+    def rate_pause_s(self, outcome: api.RateLimited) -> float:
+        """How long a 429 keeps the job it answered waiting (the same rule as the limiter's)."""
+        return brakes.rate_pause_s(outcome.retry_after_s, outcome.reset_at, self.wall(),
+                                   self.default_pause_s)
+
+    def _log_change(self, endpoint: str, outcome: object, before: Brakes, now: float,
+                    pause: float) -> None:
+        after = self.brakes
+        if isinstance(outcome, api.RateLimited):
+            self.observer.error("rate_limited")
+            log.warning("api_rate_limited", endpoint=endpoint, pause_s=round(pause, 3))
+        elif isinstance(outcome, api.AuthFailed):
+            self.observer.error("auth")
+            log.error("api_auth_failed", endpoint=endpoint, http_status=outcome.http_status,
+                      detail=logs.scrub(outcome.detail), recheck_in_s=self.polling.auth_recheck_s)
+        elif isinstance(outcome, api.Transient):
+            self.observer.error("transient")
+            if after.breaker.is_open(now) and not before.breaker.is_open(now):
+                log.warning("breaker_opened", failures=after.breaker.failures,
+                            pause_s=self.polling.breaker_pause_s, reason=outcome.reason)
+        elif before.auth_failed and not after.auth_failed:
+            log.info("api_auth_restored")

@@ -1,0 +1,102 @@
+"""The persistence seam: what the worker and discovery need from the database, as Protocols.
+
+The loops depend only on these; ``queue.PgQueue`` is the PostgreSQL side and the tests have an
+in-memory fake of the same shape, so the loops can be driven through every outcome without a
+database. The values that cross the seam are defined here too. Every method raises
+``DatabaseError`` (never a driver exception) when the database is away or refuses a statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from harvester.api import Completed, Gone
+from harvester.store import StoreOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    job_id: UUID
+    lease_token: int
+    job_type: str | None
+    upstream_status: str | None
+    polls: int
+    not_found_count: int
+    fault_count: int
+    age_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reschedule:
+    """A poll that left the job pending: what it cost, what it taught, when to ask next."""
+
+    delay_s: float
+    polls_spent: int
+    http_status: int | None
+    not_found_count: int
+    fault_count: int
+    error: str | None
+    upstream_status: str | None = None
+    job_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """A terminal state decided without a stored body (not_found, expired)."""
+
+    state: str
+    polls_spent: int
+    http_status: int | None
+    not_found_count: int
+    fault_count: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryLease:
+    """A list pass this process may run: where the last one stopped, the oldest pending job."""
+
+    watermark: datetime | None
+    oldest_pending: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One job a list page showed: finished (due at once) or running (``defer_s`` before a poll)."""
+
+    job_id: UUID
+    status: str | None
+    job_type: str | None
+    defer_s: float = 0.0
+
+
+class JobStore(Protocol):
+    """The jobs table as the worker sees it."""
+
+    async def claim(self, owner: str, limit: int, lease_s: float) -> list[ClaimedJob]: ...
+    async def extend_leases(self, owner: str, job_ids: Sequence[UUID], lease_s: float) -> None: ...
+    async def reschedule(self, job: ClaimedJob, change: Reschedule) -> bool: ...
+    async def finish(self, job: ClaimedJob, change: Finish) -> bool: ...
+    async def release(self, owner: str, job_ids: Sequence[UUID], delay_s: float) -> None: ...
+    async def store_result(self, job: ClaimedJob, outcome: Completed) -> StoreOutcome: ...
+    async def store_failure(self, job: ClaimedJob, outcome: Gone) -> StoreOutcome: ...
+    async def expire(self, give_up_after_s: float, batch: int) -> int: ...
+    async def next_due_in(self) -> float | None: ...
+    async def any_pending(self) -> bool: ...
+
+
+class DiscoveryStore(Protocol):
+    """The discovery row (watermark and lease, one per credential) and what a page tells."""
+
+    async def ensure_discovery(self, key: str) -> None: ...
+    async def discovery_needed(self) -> bool: ...
+    async def claim_discovery(self, key: str, owner: str, min_age_s: float,
+                              lease_s: float) -> DiscoveryLease | None: ...
+    async def finish_discovery(self, key: str, owner: str, newest: datetime | None, pages: int,
+                               finished: int) -> None: ...
+    async def mark_finished(self, jobs: Sequence[Listed]) -> int: ...
+    async def defer_running(self, jobs: Sequence[Listed]) -> None: ...
