@@ -467,8 +467,7 @@ class SpiderIQ:
             raise ConfigError("api.token: empty or not a single line")
         self.base_url = base_url.rstrip("/")
         self._token = token
-        self._secrets = tuple(sorted({token, *(p for p in token.split(":") if len(p) >= 6)},
-                                     key=len, reverse=True))
+        self._clean = logs.scrubber(token)
         self._headers = {"Authorization": f"Bearer {token}", "User-Agent": user_agent,
                          "Accept": "application/json"}
         self._timeout = aiohttp.ClientTimeout(
@@ -514,11 +513,6 @@ class SpiderIQ:
                 self._session._retry_connection = False
             self._owns_session = True
         return self._session
-
-    def _clean(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return logs.scrub(text)
 
     async def _get(self, path: str, params: Mapping[str, str] | None = None, *,
                    auth: bool = True) -> tuple[int, Mapping[str, str], bytes] | Transient:

@@ -113,6 +113,7 @@ class SharedLimiter:
             raise ConfigError("rate_limit: margin must be in [0, 1) and jitter_s >= 0")
         self.pool = pool
         self.key = fingerprint(token)
+        self._scrub = logs.scrubber(token)
         self.interval_s = 60.0 / requests_per_minute
         # the cap of any rolling window: requests_per_minute is already speed-scaled, window_s too
         self.limit = max(1, math.floor(requests_per_minute * window_s / 60.0 + 1e-9))
@@ -181,7 +182,7 @@ class SharedLimiter:
                     reason: str) -> float:
         """Pause every process on this credential; return how long the pause now lasts."""
         length = rate_pause_s(retry_after_s, reset_at, self._wall(), self.default_pause_s)
-        reason = logs.scrub(reason)[:200]
+        reason = self._scrub(reason)[:200]
         with guard("rate limiter"):
             remaining = await self.pool.fetchval(SQL.pause_limiter, self.key, length, reason)
         effective = max(0.0, float(remaining)) if remaining is not None else length

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -16,21 +16,33 @@ import structlog
 _secrets: set[str] = set()
 
 
+def secret_parts(value: str) -> set[str]:
+    """A token and each colon-separated part of it long enough to be worth hiding."""
+    if not value:
+        return set()
+    return {value, *(part for part in value.split(":") if len(part) >= 6)}
+
+
 def register_secret(value: str) -> None:
     """Redact ``value`` (and each colon-separated part of a SpiderIQ token) from all output."""
-    if not value:
-        return
-    _secrets.add(value)
-    for part in value.split(":"):
-        if len(part) >= 6:
-            _secrets.add(part)
+    _secrets.update(secret_parts(value))
 
 
-def scrub(text: str) -> str:
-    for secret in sorted(_secrets, key=len, reverse=True):
+def _replace(text: str, secrets: set[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def scrub(text: str) -> str:
+    return _replace(text, _secrets)
+
+
+def scrubber(token: str) -> Callable[[str], str]:
+    """A scrub that also knows ``token``, whether or not it was registered (libraries, tests)."""
+    own = secret_parts(token)
+    return lambda text: _replace(text, own | _secrets)
 
 
 def _scrub_value(value: Any) -> Any:

@@ -20,11 +20,16 @@ def test_internal_client_error_is_a_database_error() -> None:
     assert issubclass(InternalClientError, db.DB_ERRORS)
 
 
-async def test_store_seam_reports_it_as_database_unavailable(db_dsn: str) -> None:
+def test_the_seam_guard_reports_it_as_database_unavailable() -> None:
+    with pytest.raises(DatabaseError, match="database unavailable"), db.guard("claim"):
+        raise InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+
+
+async def test_a_store_transaction_reports_it_as_database_unavailable(db_dsn: str) -> None:
     conn = await asyncpg.connect(db_dsn)
     try:
         with pytest.raises(DatabaseError, match="database unavailable"):
-            async with store.connection(conn):
+            async with store.writing(conn):
                 raise InternalClientError("cannot switch to state 12; another operation (2) is in progress")
     finally:
         await conn.close()

@@ -21,9 +21,10 @@ from aiohttp import web
 
 from harvester import api, config, policy, queue
 from harvester.discovery import UNHEALTHY_AFTER, Discovery
+from harvester.gate import Gate
 from harvester.limiter import SharedLimiter
 from harvester.sim import SimServer
-from harvester.worker import Worker
+from harvester.queue import PgQueue
 
 TOKEN = "disc:key:secret"
 SPEED = 50.0
@@ -38,13 +39,14 @@ def make_config(dsn: str, base_url: str) -> config.Config:
 
 class Parts:
     def __init__(self, cfg: config.Config, pool: asyncpg.Pool) -> None:
-        self.client = api.SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=2, read_timeout_s=2,
-                                   total_timeout_s=5)
-        limiter = SharedLimiter(pool, token=TOKEN, requests_per_minute=cfg.rate_limit.requests_per_minute,
-                                burst=cfg.rate_limit.burst, window_s=cfg.rate_limit.window_s,
-                                default_pause_s=cfg.rate_limit.default_pause_s)
-        self.worker = Worker(cfg, pool, self.client, limiter)
-        self.discovery = Discovery(cfg, pool, self.client, self.worker, TOKEN, clock=time.monotonic)
+        self.cfg = cfg
+        self.client = api.SpiderIQ.from_config(cfg.api, TOKEN)
+        self.gate = Gate(cfg, SharedLimiter.from_config(pool, TOKEN, cfg.rate_limit))
+        self.store = PgQueue(pool)
+        self.discovery = Discovery(cfg, self.store, self.client, self.gate, TOKEN)
+
+    async def ensure(self) -> None:
+        await self.store.ensure_discovery(self.discovery.key)
 
 
 @pytest.fixture
@@ -68,7 +70,7 @@ async def test_a_pass_marks_finished_jobs_due_and_defers_running_ones(
     await queue.enqueue(pool, quick + slow)
     await asyncio.sleep(10 / SPEED + 0.3)  # queue wait plus one simulated second, and margin
     parts = Parts(make_config(db_dsn, sim.url), pool)
-    await parts.discovery.ensure()
+    await parts.ensure()
     try:
         result = await parts.discovery.maybe_pass()
         assert result is not None and result.ok
@@ -77,7 +79,7 @@ async def test_a_pass_marks_finished_jobs_due_and_defers_running_ones(
             "SELECT job_id, upstream_status, job_type, next_poll_at < now() AS due,"
             " extract(epoch FROM next_poll_at - now()) AS wait_s FROM harvester.jobs")}
         assert all(rows[j]["due"] and rows[j]["upstream_status"] == "completed" for j in quick)
-        defer = policy.running_defer("spiderSite", parts.worker.cfg.polling)
+        defer = policy.running_defer("spiderSite", parts.cfg.polling)
         assert all(rows[j]["wait_s"] >= defer * 0.9 for j in slow)
         assert all(rows[j]["job_type"] == "spiderSite" for j in quick + slow)
         assert await pool.fetchval("SELECT watermark IS NOT NULL FROM harvester.discovery")
@@ -91,7 +93,7 @@ async def test_a_pass_marks_finished_jobs_due_and_defers_running_ones(
 async def test_nothing_to_learn_means_no_list_request(sim: SimServer, db_dsn: str,
                                                       pool: asyncpg.Pool) -> None:
     parts = Parts(make_config(db_dsn, sim.url), pool)
-    await parts.discovery.ensure()
+    await parts.ensure()
     try:
         assert await parts.discovery.maybe_pass() is None  # empty queue
         assert sim.stats(per_job=False)["requests_total"] == 0
@@ -120,15 +122,15 @@ async def test_a_failing_list_endpoint_backs_off_and_leaves_jobs_to_direct_polls
     before = {r["job_id"]: r["next_poll_at"] for r in await pool.fetch(
         "SELECT job_id, next_poll_at FROM harvester.jobs")}
     parts = Parts(make_config(db_dsn, f"http://127.0.0.1:{port}"), pool)
-    await parts.discovery.ensure()
+    await parts.ensure()
     try:
         for attempt in range(UNHEALTHY_AFTER):
             await pool.execute("UPDATE harvester.discovery SET last_pass_at = NULL")
             result = await parts.discovery.maybe_pass()
             assert result is not None and not result.ok and result.pages == 0
             assert len(hits) == attempt + 1  # one request per failed pass, no retry storm
-        assert not parts.discovery.healthy
-        cfg = parts.worker.cfg.polling
+        assert not parts.discovery.healthy and not parts.gate.discovery_healthy
+        cfg = parts.cfg.polling
         plain = policy.list_pass_interval(0, 100, 60.0 / SPEED, cfg)
         assert policy.list_retry_interval(plain, parts.discovery.failures, cfg) >= 8 * plain
         # the jobs keep their direct-poll schedule

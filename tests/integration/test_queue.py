@@ -6,8 +6,12 @@ import asyncio
 import uuid
 
 import asyncpg
+import pytest
 
 from harvester import queue
+from harvester.errors import DatabaseError
+from harvester.ports import Finish, Reschedule
+from harvester.queue import PgQueue
 
 
 def ids(n: int) -> list[uuid.UUID]:
@@ -30,7 +34,7 @@ async def test_claim_orders_by_priority_then_due_time(pool: asyncpg.Pool) -> Non
     await queue.enqueue(pool, [older])
     await pool.execute("UPDATE harvester.jobs SET next_poll_at = now() - interval '1 hour' "
                        "WHERE job_id = $1", older)
-    claimed = await queue.claim(pool, "w1", 10, 30)
+    claimed = await PgQueue(pool).claim("w1", 10, 30)
     assert [c.job_id for c in claimed][:1] == [high]
     assert [c.job_id for c in claimed][1:] == [older, low]
 
@@ -41,48 +45,49 @@ async def test_claim_skips_jobs_not_yet_due_and_finished_ones(pool: asyncpg.Pool
     await pool.execute("UPDATE harvester.jobs SET next_poll_at = now() + interval '1 hour' "
                        "WHERE job_id = $1", later)
     await pool.execute("UPDATE harvester.jobs SET state = 'harvested' WHERE job_id = $1", done)
-    assert [c.job_id for c in await queue.claim(pool, "w1", 10, 30)] == [due]
+    assert [c.job_id for c in await PgQueue(pool).claim("w1", 10, 30)] == [due]
 
 
 async def test_concurrent_claims_never_share_a_job(pool: asyncpg.Pool) -> None:
     await queue.enqueue(pool, ids(200))
-    batches = await asyncio.gather(*(queue.claim(pool, f"w{i}", 30, 30) for i in range(6)))
+    batches = await asyncio.gather(*(PgQueue(pool).claim(f"w{i}", 30, 30) for i in range(6)))
     claimed = [c.job_id for batch in batches for c in batch]
     assert len(claimed) == len(set(claimed)) == 180
 
 
 async def test_a_claimed_job_is_not_claimable_until_its_lease_expires(pool: asyncpg.Pool) -> None:
     await queue.enqueue(pool, ids(1))
-    [first] = await queue.claim(pool, "crashed", 1, 0.2)
-    assert await queue.claim(pool, "other", 1, 30) == []
+    [first] = await PgQueue(pool).claim("crashed", 1, 0.2)
+    assert await PgQueue(pool).claim("other", 1, 30) == []
     await asyncio.sleep(0.3)
-    [again] = await queue.claim(pool, "other", 1, 30)
+    [again] = await PgQueue(pool).claim("other", 1, 30)
     assert again.job_id == first.job_id
     assert again.lease_token == first.lease_token + 1
 
 
 async def test_a_taken_over_lease_cannot_write(pool: asyncpg.Pool) -> None:
     await queue.enqueue(pool, ids(1))
-    [stale] = await queue.claim(pool, "slow", 1, 0.1)
+    [stale] = await PgQueue(pool).claim("slow", 1, 0.1)
     await asyncio.sleep(0.2)
-    [fresh] = await queue.claim(pool, "fast", 1, 30)
-    assert not await queue.reschedule(
-        pool, stale, delay_s=5, polls_spent=1, http_status=202, upstream_status="processing",
-        job_type="spiderSite", not_found_count=0, fault_count=0, error=None)
-    assert not await queue.finish(pool, stale, state="not_found", polls_spent=1, http_status=404,
-                                  not_found_count=9, fault_count=0, error="x")
-    assert await queue.finish(pool, fresh, state="not_found", polls_spent=1, http_status=404,
-                              not_found_count=6, fault_count=0, error="404")
+    [fresh] = await PgQueue(pool).claim("fast", 1, 30)
+    jobs = PgQueue(pool)
+    assert not await jobs.reschedule(stale, Reschedule(
+        delay_s=5, polls_spent=1, http_status=202, upstream_status="processing",
+        job_type="spiderSite", not_found_count=0, fault_count=0, error=None))
+    assert not await jobs.finish(stale, Finish(state="not_found", polls_spent=1, http_status=404,
+                                               not_found_count=9, fault_count=0, error="x"))
+    assert await jobs.finish(fresh, Finish(state="not_found", polls_spent=1, http_status=404,
+                                           not_found_count=6, fault_count=0, error="404"))
     row = await pool.fetchrow("SELECT state, polls, lease_owner FROM harvester.jobs")
     assert dict(row) == {"state": "not_found", "polls": 1, "lease_owner": None}
 
 
 async def test_reschedule_counts_the_request_and_sets_the_next_poll(pool: asyncpg.Pool) -> None:
     await queue.enqueue(pool, ids(1))
-    [job] = await queue.claim(pool, "w", 1, 30)
-    assert await queue.reschedule(
-        pool, job, delay_s=60, polls_spent=1, http_status=202, upstream_status="processing",
-        job_type="spiderMaps", not_found_count=0, fault_count=0, error=None)
+    [job] = await PgQueue(pool).claim("w", 1, 30)
+    assert await PgQueue(pool).reschedule(job, Reschedule(
+        delay_s=60, polls_spent=1, http_status=202, upstream_status="processing",
+        job_type="spiderMaps", not_found_count=0, fault_count=0, error=None))
     row = await pool.fetchrow(
         "SELECT polls, job_type, upstream_status, last_http_status, lease_owner, "
         "next_poll_at > now() + interval '50 s' AS later FROM harvester.jobs")
@@ -92,18 +97,18 @@ async def test_reschedule_counts_the_request_and_sets_the_next_poll(pool: asyncp
 
 async def test_heartbeat_extends_only_our_leases(pool: asyncpg.Pool) -> None:
     await queue.enqueue(pool, ids(2))
-    mine, theirs = await queue.claim(pool, "me", 1, 0.3), await queue.claim(pool, "them", 1, 0.3)
-    await queue.extend_leases(pool, "me", [mine[0].job_id, theirs[0].job_id], 30)
+    mine, theirs = await PgQueue(pool).claim("me", 1, 0.3), await PgQueue(pool).claim("them", 1, 0.3)
+    await PgQueue(pool).extend_leases("me", [mine[0].job_id, theirs[0].job_id], 30)
     await asyncio.sleep(0.4)
-    [reclaimed] = await queue.claim(pool, "third", 5, 30)
+    [reclaimed] = await PgQueue(pool).claim("third", 5, 30)
     assert reclaimed.job_id == theirs[0].job_id
 
 
 async def test_release_hands_jobs_back_without_spending(pool: asyncpg.Pool) -> None:
     await queue.enqueue(pool, ids(3))
-    claimed = await queue.claim(pool, "w", 3, 30)
-    await queue.release(pool, "w", [c.job_id for c in claimed])
-    assert len(await queue.claim(pool, "w2", 5, 30)) == 3
+    claimed = await PgQueue(pool).claim("w", 3, 30)
+    await PgQueue(pool).release("w", [c.job_id for c in claimed], 0.0)
+    assert len(await PgQueue(pool).claim("w2", 5, 30)) == 3
     assert await pool.fetchval("SELECT sum(polls) FROM harvester.jobs") == 0
 
 
@@ -123,7 +128,7 @@ async def test_expire_gives_up_on_old_pending_jobs_only(pool: asyncpg.Pool) -> N
     await queue.enqueue(pool, [old, new])
     await pool.execute("UPDATE harvester.jobs SET enqueued_at = now() - interval '8 days' "
                        "WHERE job_id = $1", old)
-    assert await queue.expire(pool, 7 * 86400) == 1
+    assert await PgQueue(pool).expire(7 * 86400, 1000) == 1
     states = dict(await pool.fetch("SELECT job_id, state FROM harvester.jobs"))
     assert states == {old: "expired", new: "pending"}
 
@@ -150,3 +155,43 @@ async def test_status_reports_states_and_oldest_pending(pool: asyncpg.Pool) -> N
     assert report.polls["failed"] == 3
     assert report.oldest_pending_age_s is not None and report.oldest_pending_age_s >= 0
     assert report.recent_errors[0]["error"] == "boom"
+
+
+async def test_expiry_works_in_bounded_batches_oldest_first(pool: asyncpg.Pool) -> None:
+    stale = ids(5)
+    await queue.enqueue(pool, stale + ids(1))
+    await pool.execute("UPDATE harvester.jobs SET enqueued_at = now() - interval '8 days' "
+                       "- (random() * interval '1 hour') WHERE job_id = ANY($1)", stale)
+    await pool.execute("UPDATE harvester.jobs SET next_poll_at = now() + interval '1 hour' "
+                       "WHERE job_id <> $1", stale[0])
+    leased = await PgQueue(pool).claim("w", 5, 30)
+    assert [job.job_id for job in leased] == [stale[0]]
+    jobs = PgQueue(pool)
+    assert [await jobs.expire(7 * 86400, 2) for _ in range(4)] == [2, 2, 0, 0]
+    expired = {r["job_id"] for r in await pool.fetch(
+        "SELECT job_id FROM harvester.jobs WHERE state = 'expired'")}
+    assert expired == set(stale) - {leased[0].job_id}  # a leased job is its holder's to finish
+
+
+async def test_the_statement_timeout_applies_inside_every_seam_call(pool: asyncpg.Pool) -> None:
+    """Set per transaction (SET LOCAL), so it holds behind a pooler that refuses startup settings."""
+    jobs = PgQueue(pool, statement_timeout_s=0.05)
+    await pool.execute("CREATE FUNCTION harvester.slow() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$")
+    await pool.execute("CREATE TRIGGER slow BEFORE UPDATE ON harvester.jobs "
+                       "FOR EACH ROW EXECUTE FUNCTION harvester.slow()")
+    await queue.enqueue(pool, ids(1))
+    with pytest.raises(DatabaseError, match="QueryCanceledError"):
+        await jobs.claim("w", 1, 30)
+    assert await pool.fetchval("SELECT count(*) FROM harvester.jobs WHERE lease_owner IS NULL") == 1
+    assert await pool.fetchval("SHOW statement_timeout") != "50ms"  # nothing leaked to the session
+
+
+async def test_a_missing_schema_is_a_database_error_naming_the_fix(empty_db_dsn: str) -> None:
+    pool = await asyncpg.create_pool(empty_db_dsn, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        with pytest.raises(DatabaseError, match="run `harvester migrate` first"):
+            await PgQueue(pool).claim("w", 1, 30)
+    finally:
+        await pool.close()

@@ -1,4 +1,4 @@
-"""Faults inside the loop: a database failure in one job, a 429 seen by the worker."""
+"""Faults inside the loop on a real PostgreSQL: a database failure while waiting for a slot."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import asyncpg
 
 from harvester import api, config, logs, queue
 from harvester.errors import DatabaseError
+from harvester.gate import Gate, Usage
+from harvester.queue import PgQueue
 from harvester.worker import Worker
 
 TOKEN = "wk:key:secret"
@@ -32,6 +34,9 @@ class LimiterWhoseDatabaseIsGone:
     async def available_slots(self, horizon_s: float) -> int:
         return 20
 
+    async def usage(self) -> Usage:
+        return Usage(0, 100, 60.0)
+
 
 async def test_database_error_while_waiting_for_a_slot_releases_the_job(db_dsn: str) -> None:
     stream = io.StringIO()
@@ -49,8 +54,9 @@ async def test_database_error_while_waiting_for_a_slot_releases_the_job(db_dsn: 
         # due now and past its first-poll wait, so the worker goes straight for a request slot
         await pool.execute("UPDATE harvester.jobs SET enqueued_at = now() - interval '1 hour'")
         limiter = LimiterWhoseDatabaseIsGone()
-        worker = Worker(cfg, pool, client, limiter)
-        [claimed] = await queue.claim(pool, worker.owner, 1, 30.0)
+        store = PgQueue(pool)
+        worker = Worker(cfg, store, client, Gate(cfg, limiter))
+        [claimed] = await store.claim(worker.owner, 1, 30.0)
         await worker._handle(claimed, asyncio.Event())
         row = await pool.fetchrow("SELECT state, lease_owner, polls, next_poll_at > now() AS later"
                                   " FROM harvester.jobs")
@@ -63,28 +69,3 @@ async def test_database_error_while_waiting_for_a_slot_releases_the_job(db_dsn: 
     finally:
         await client.close()
         await pool.close()
-
-
-class PausingLimiter(LimiterWhoseDatabaseIsGone):
-    async def pause(self, *, retry_after_s: float | None, reset_at: float | None, reason: str) -> float:
-        return retry_after_s or 60.0
-
-
-async def test_a_429_makes_the_worker_report_itself_paused(db_dsn: str, pool: asyncpg.Pool) -> None:
-    """/readyz reads ``paused_reason``: a long budget refusal must show there, then clear."""
-    now = [1000.0]
-    cfg = config.load(environ={}, overrides={
-        "database.dsn": db_dsn, "api.base_url": "http://127.0.0.1:9", "api.token": TOKEN,
-        "server.enabled": False,
-    })
-    client = api.SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=1, read_timeout_s=1,
-                          total_timeout_s=2)
-    try:
-        worker = Worker(cfg, pool, client, PausingLimiter(), clock=lambda: now[0])
-        assert worker.paused_reason is None
-        await worker.observe("results", api.RateLimited(retry_after_s=3600.0), 0.0)
-        assert "rate limited" in (worker.paused_reason or "")
-        now[0] += 3601.0
-        assert worker.paused_reason is None
-    finally:
-        await client.close()
