@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 import asyncpg
+import bouncer as bouncer_module
 import pytest
 from bouncer import MODES, PgBouncer, require_pgbouncer, version
 
@@ -54,6 +55,16 @@ def pgbouncer(request: pytest.FixtureRequest, pg_server: str) -> Iterator[PgBoun
     with PgBouncer(binary, pg_server, request.param) as bouncer:
         print(f"\n[pgbouncer] {version(binary)}, pool_mode = {bouncer.pool_mode}")
         yield bouncer
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("", pytest.skip.Exception),
+                                             ("true", pytest.fail.Exception)])
+def test_missing_pgbouncer_is_a_skip_but_a_failure_in_ci(
+        monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]) -> None:
+    monkeypatch.setattr(bouncer_module, "find_pgbouncer", lambda: None)
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="pgbouncer is not installed"):
+        require_pgbouncer()
 
 
 @dataclass(frozen=True)
