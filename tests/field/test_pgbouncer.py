@@ -137,6 +137,12 @@ async def test_concurrent_migrations_serialize(pgbouncer: PgBouncer, empty_db_ds
     assert sum(listed["jobs"].values()) == 0
 
 
+async def test_migrate_connects_only_to_the_direct_dsn(empty_db_dsn: str) -> None:
+    env = cli_env("postgresql://postgres@127.0.0.1:1/nowhere", empty_db_dsn)
+    applied = ok(await harvester(env, "migrate")).events("migrations_applied")
+    assert [e["count"] for e in applied] == [len(migrate.available())]
+
+
 async def test_cli_commands_through_the_pooler(pgbouncer: PgBouncer, db_dsn: str) -> None:
     env = cli_env(pgbouncer.dsn_for(db_dsn), db_dsn)
     ids = [uuid4() for _ in range(30)]
