@@ -27,7 +27,8 @@ import bouncer as bouncer_module
 import pytest
 from bouncer import MODES, PgBouncer, require_pgbouncer, version
 
-from harvester import migrate
+from harvester import db, migrate
+from harvester.config import DatabaseConfig
 from harvester.sim import SimServer
 
 # The e2e helpers live beside the e2e tests, as a module of their own.
@@ -169,6 +170,20 @@ async def test_cli_commands_through_the_pooler(pgbouncer: PgBouncer, db_dsn: str
     status = ok(await harvester(env, "status", "--json")).json()
     assert status["jobs"]["pending"] == 30 + stored and status["jobs"]["harvested"] == 0
     assert through_bouncer(pgbouncer, db_dsn)
+
+
+async def test_statement_timeout_holds_per_transaction(pgbouncer: PgBouncer, db_dsn: str) -> None:
+    """The server cancels a slow statement in a timed transaction, through the pooler, and the
+    timeout does not outlive the transaction on the server connection PgBouncer hands on."""
+    pool = await db.open_pool(DatabaseConfig(dsn=pgbouncer.dsn_for(db_dsn), pool_max=2))
+    try:
+        with pytest.raises(asyncpg.QueryCanceledError, match="statement timeout"):
+            async with db.transaction(pool, 0.2) as conn:
+                await conn.execute("SELECT pg_sleep(3)")
+        for _ in range(4):
+            assert await pool.fetchval("SHOW statement_timeout") == "0"
+    finally:
+        await pool.close()
 
 
 async def _submit_mix(sim: SimServer) -> list[UUID]:
