@@ -80,9 +80,10 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     try:
-        conn = await asyncpg.connect(cfg.database.dsn, timeout=cfg.database.connect_timeout_s)
+        conn = await asyncpg.connect(cfg.database.direct_dsn, timeout=cfg.database.connect_timeout_s)
     except DB_OR_SQL_ERRORS as exc:
-        raise HarvesterError(f"cannot connect to {describe_dsn(cfg.database.dsn)}: {exc}") from exc
+        raise HarvesterError(
+            f"cannot connect to {describe_dsn(cfg.database.direct_dsn)}: {exc}") from exc
     try:
         applied = await migrate.apply(conn)
     finally:

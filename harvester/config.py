@@ -55,6 +55,9 @@ class Secret:
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
     dsn: str = "postgresql://localhost/harvester"
+    # Migrations (a session advisory lock) and LISTEN need a session of their own, which a pooler
+    # in transaction mode does not give; "" means the same as ``dsn``.
+    direct_dsn: str = ""
     pool_min: int = 1
     pool_max: int = 10
     connect_timeout_s: float = 10.0
@@ -169,6 +172,7 @@ DERIVED = {"rate_limit.window_s", "polling.list_tick_s", "polling.list_overlap_a
 # The documented environment names; any other HARVESTER_SECTION__KEY also works.
 ENV_NAMES = {
     "HARVESTER_DSN": "database.dsn",
+    "HARVESTER_DIRECT_DSN": "database.direct_dsn",
     "HARVESTER_API_TOKEN": "api.token",
     "HARVESTER_API_TOKEN_FILE": "api.token_file",
     "HARVESTER_API_BASE_URL": "api.base_url",
@@ -343,6 +347,9 @@ def _build(values: Mapping[str, tuple[Any, bool]]) -> Config:
     if not api.get("token") and api.get("token_file"):
         api["token"] = Secret(_read_token_file(api["token_file"]))
 
+    database = sections["database"]
+    if not database.get("direct_dsn"):
+        database["direct_dsn"] = database.get("dsn", DatabaseConfig().dsn)
     built = {name: SECTIONS[name](**kwargs) for name, kwargs in sections.items()}
     config = Config(speed=speed, **built)
     _validate(config)
@@ -394,8 +401,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("polling.list_max_pages: must be at least 1")
     _validate_base_url(config)
     _validate_listen(config.server.listen)
-    if not config.database.dsn.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("database.dsn: must be a postgresql:// URL")
+    for key in ("dsn", "direct_dsn"):
+        if not getattr(config.database, key).startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"database.{key}: must be a postgresql:// URL")
 
 
 def _validate_base_url(config: Config) -> None:

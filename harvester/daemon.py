@@ -117,7 +117,7 @@ async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
               max_seconds: float | None = None) -> int:
     token = require_token(cfg)
     logs.register_secret(token)
-    await migrate_with_retry(cfg.database.dsn, cfg.database.startup_wait_s)
+    await migrate_with_retry(cfg.database.direct_dsn, cfg.database.startup_wait_s)
     async with contextlib.AsyncExitStack() as resources:
         pool = await db.open_pool(cfg.database)
         resources.push_async_callback(_close_pool, pool)
@@ -152,7 +152,7 @@ async def _run_tasks(cfg: Config, worker: Worker, discovery: Discovery | None, g
     side_stop = asyncio.Event()  # set only once the worker has let go of every job
     async with asyncio.TaskGroup() as group:
         side = [
-            group.create_task(listen_for_jobs(cfg.database.dsn, gate.nudge, side_stop)),
+            group.create_task(listen_for_jobs(cfg.database.direct_dsn, gate.nudge, side_stop)),
             group.create_task(lifetime.keep_running(
                 "heartbeat", worker.heartbeat, side_stop,
                 backoff=lifetime.Backoff(1.0, cfg.worker.heartbeat_s))),

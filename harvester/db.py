@@ -1,4 +1,12 @@
-"""Opening the asyncpg pool, and the driver errors that mean "the database is not there"."""
+"""Opening the asyncpg pool, and the driver errors that mean "the database is not there".
+
+The pool works through a connection pooler as well as directly: PgBouncer in transaction mode hands
+each transaction to any server connection, so the pool keeps no named prepared statements (asyncpg's
+statement cache) and sends no startup parameter a stock PgBouncer refuses (only
+``application_name``, which it tracks). The server-side statement timeout is therefore not a
+startup parameter but set per transaction. What needs a session of its own (the migrations'
+advisory lock, LISTEN) connects to ``database.direct_dsn`` instead.
+"""
 
 from __future__ import annotations
 
@@ -47,10 +55,12 @@ async def open_pool(cfg: DatabaseConfig, *, max_size: int | None = None) -> asyn
             max_size=max_size or cfg.pool_max,
             timeout=cfg.connect_timeout_s,
             command_timeout=cfg.statement_timeout_s,
-            server_settings={
-                "application_name": "harvester",
-                "statement_timeout": str(int(cfg.statement_timeout_s * 1000)),
-            },
+            # Measured on a direct connection: a claim takes ~0.15 ms longer without the cache and
+            # storing one result ~1.4 ms longer, at most a hundred of each a minute under the rate
+            # limit. A cache that breaks every statement behind a transaction pooler is not worth
+            # a setting one has to know about.
+            statement_cache_size=0,
+            server_settings={"application_name": "harvester"},
         )
     except CONNECT_ERRORS as exc:
         raise DatabaseError(

@@ -177,3 +177,20 @@ def test_every_key_is_documented_in_the_example_and_the_readme() -> None:
                 continue
             assert re.search(rf"^#?\s*{f.name}\s*=", example, flags=re.M), f"{section}.{f.name}"
             assert f"`{section}.{f.name}`" in readme, f"{section}.{f.name}"
+
+
+def test_direct_dsn_defaults_to_the_main_dsn() -> None:
+    cfg = config.load(environ={"HARVESTER_DSN": "postgresql://bouncer:6432/db"})
+    assert cfg.database.direct_dsn == "postgresql://bouncer:6432/db"
+
+
+def test_direct_dsn_has_a_documented_environment_name() -> None:
+    cfg = config.load(environ={"HARVESTER_DSN": "postgresql://bouncer:6432/db",
+                               "HARVESTER_DIRECT_DSN": "postgresql://db-primary/db"})
+    assert cfg.database.dsn == "postgresql://bouncer:6432/db"
+    assert cfg.database.direct_dsn == "postgresql://db-primary/db"
+
+
+def test_bad_direct_dsn_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"database\.direct_dsn"):
+        config.load(environ={"HARVESTER_DIRECT_DSN": "db-primary:5432"})
