@@ -4,7 +4,8 @@ Everything is validated here, at start-up, into frozen dataclasses; a bad or unk
 ``ConfigError`` whose message names the key, and so is a ``HARVESTER_*`` environment variable that
 names no key (with the nearest real name), unless ``HARVESTER_IGNORE_ENV`` lists it. Durations
 (keys ending in ``_s``) are divided by ``speed`` and ``requests_per_minute`` is multiplied by it, so
-the rest of the program only ever sees effective values. The API token is held in a ``Secret`` that never prints itself.
+the rest of the program only ever sees effective values. The API token is held in a ``Secret``
+that never prints itself.
 """
 
 from __future__ import annotations
