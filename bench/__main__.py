@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any
 
+from bench.common import BenchFailed
+
 # sub-benchmark name -> module in this package
 MODULES = {"harvest": "bench.harvest", "ingest": "bench.ingest", "queue": "bench.claims",
            "memory": "bench.memory"}
@@ -27,19 +29,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace) -> int:
+    """Run each benchmark; a failed one does not stop the others, but the exit code reports it."""
     names = list(MODULES) if args.name == "all" else [args.name]
+    failures: list[BenchFailed] = []
     for name in names:
         began = time.monotonic()
         print(f"\n== {name} ==", flush=True)
         module: Any = importlib.import_module(MODULES[name])
-        await module.run(args)
+        try:
+            await module.run(args)
+        except BenchFailed as exc:
+            failures.append(exc)
+            print(f"({name}: FAILED, exit {exc.exit_code}: {exc.reason})", flush=True)
+            continue
         print(f"({name}: {time.monotonic() - began:.0f} s)", flush=True)
+    for failure in failures:
+        print(f"bench: {failure.name} failed (exit {failure.exit_code}): {failure.reason}",
+              file=sys.stderr)
+    return failures[0].exit_code if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    asyncio.run(run(parse(argv)))
-    return 0
+    return asyncio.run(run(parse(argv)))
 
 
 if __name__ == "__main__":

@@ -24,14 +24,15 @@ SIZES = (10_000, 1_000_000)
 QUICK_SIZES = (1_000, 20_000)
 
 
-async def load_pending(pool: asyncpg.Pool, count: int) -> float:
-    """Insert ``count`` due pending jobs in one statement; returns seconds taken."""
+async def load_pending(pool: asyncpg.Pool, count: int, enqueued_ago_s: float = 86_400.0) -> float:
+    """Insert ``count`` due pending jobs, enqueued ``enqueued_ago_s`` ago, in one statement;
+    returns seconds taken."""
     began = time.perf_counter()
     await pool.execute(
         "INSERT INTO harvester.jobs (job_id, enqueued_at, next_poll_at)"
-        " SELECT gen_random_uuid(), now() - interval '1 day',"
+        " SELECT gen_random_uuid(), now() - make_interval(secs => $2),"
         "        now() - interval '1 hour' + i * interval '1 millisecond'"
-        "   FROM generate_series(1, $1::int) AS i", count)
+        "   FROM generate_series(1, $1::int) AS i", count, enqueued_ago_s)
     await pool.execute("VACUUM ANALYZE harvester.jobs")
     took = time.perf_counter() - began
     # The bulk load leaves a checkpoint's worth of dirty pages; flush them now, or the claims

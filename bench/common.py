@@ -134,6 +134,36 @@ def write_json(name: str, payload: dict[str, Any], out_dir: Path | None = None) 
     return path
 
 
+class BenchFailed(Exception):
+    """A benchmark whose subject failed: it prints no figure and ``python -m bench`` exits non-zero.
+
+    ``exit_code`` is the subject's own exit code when it had one, so ``make bench`` fails with it.
+    """
+
+    def __init__(self, name: str, exit_code: int, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.exit_code = exit_code
+        self.reason = reason
+
+
+def subject_failure(exit_code: int | None, ran_s: float, period_s: float) -> tuple[int, str] | None:
+    """Why a subject process's run does not count, as (exit code to fail with, reason), or None.
+
+    It counts only if it exited 0 and ran the whole measured period: a figure taken from a process
+    that died (or stopped) early measures whatever it did before it stopped, not the claim.
+    """
+    if exit_code is None:
+        return 1, "subject did not exit"
+    if exit_code < 0:
+        return 128 - exit_code, f"subject killed by signal {-exit_code} after {ran_s:.1f} s"
+    if exit_code != 0:
+        return exit_code, f"subject exited {exit_code} after {ran_s:.1f} s of {period_s:g} s"
+    if ran_s < period_s:
+        return 1, f"subject stopped after {ran_s:.1f} s, before the {period_s:g} s period ended"
+    return None
+
+
 def percentile(values: Sequence[float], p: float) -> float | None:
     """Nearest-rank percentile; None for no values."""
     if not values:

@@ -28,7 +28,7 @@ from uuid import UUID
 
 import asyncpg
 
-from bench.common import Databases, databases, percentile, table, write_json
+from bench.common import BenchFailed, Databases, databases, percentile, table, write_json
 from bench.seedloop import SeedLoop
 from harvester import config, daemon, logs, queue
 from harvester.limiter import SharedLimiter
@@ -121,9 +121,13 @@ class HarvesterEngine:
         return not self.inserts and not await queue.PgQueue(self.pool).any_pending()
 
     async def stop(self) -> None:
+        """Stop the daemon; it must still have been running and must exit 0, or the run fails."""
+        early = self.task is not None and self.task.done()
         self.stop_event.set()
-        if self.task is not None:
-            await self.task
+        code = await self.task if self.task is not None else 0
+        if code != 0 or early:
+            raise BenchFailed("harvest", code or 1, f"the daemon exited {code} "
+                              + ("before the run ended" if early else "when stopped"))
 
     def outcomes(self) -> dict[str, int]:
         return {}
@@ -282,22 +286,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     speed = args.speed or (60.0 if args.quick else 20.0)
     results: dict[str, Any] = {}
     rows: list[list[Any]] = []
+    failures: list[str] = []
+    exit_code = 0
     async with databases(args.dsn) as dbs:
         for scenario in scenarios:
             results[scenario.name] = {"scenario": asdict(scenario)}
             for kind in ("harvester", "seed"):
                 began = time.monotonic()
-                fig = await run_one(kind, scenario, dbs, speed, args.seed)
+                try:
+                    fig = await run_one(kind, scenario, dbs, speed, args.seed)
+                except BenchFailed as exc:
+                    failures.append(f"{scenario.name} / {kind}: {exc.reason}")
+                    exit_code = exit_code or exc.exit_code
+                    results[scenario.name][kind] = {"exit_code": exc.exit_code,
+                                                    "failure": exc.reason}
+                    print(f"  {scenario.name:8s} {kind:9s} FAILED: {exc.reason}", file=sys.stderr)
+                    continue
                 fig["wall_s"] = round(time.monotonic() - began, 1)
                 results[scenario.name][kind] = fig
                 rows.append(row_of(scenario.name, kind, fig))
                 print(f"  {scenario.name:8s} {kind:9s} done in {fig['wall_s']} s", file=sys.stderr)
-    print(table(HEADERS, rows))
+    if rows:
+        print(table(HEADERS, rows))
+    for failure in failures:
+        print(f"FAILED {failure} (no figure)")
     payload = {"command": command(args), "speed": speed, "seed": args.seed,
-               "quick": args.quick, "scenarios": results,
+               "quick": args.quick, "exit_code": exit_code, "scenarios": results,
                "table": {"headers": list(HEADERS), "rows": rows}}
     path = write_json("harvest", payload, Path(args.out) if args.out else None)
     print(f"wrote {path}")
+    if failures:
+        raise BenchFailed("harvest", exit_code, "; ".join(failures))
     return payload
 
 

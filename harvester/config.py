@@ -1,14 +1,17 @@
 """Configuration: a TOML file, then environment variables, then flags; later wins.
 
 Everything is validated here, at start-up, into frozen dataclasses; a bad or unknown key is a
-``ConfigError`` whose message names the key. Durations (keys ending in ``_s``) are divided by
-``speed`` and ``requests_per_minute`` is multiplied by it, so the rest of the program only ever sees
-effective values. The API token is held in a ``Secret`` that never prints itself.
+``ConfigError`` whose message names the key, and so is a ``HARVESTER_*`` environment variable that
+names no key (with the nearest real name), unless ``HARVESTER_IGNORE_ENV`` lists it. Durations
+(keys ending in ``_s``) are divided by ``speed`` and ``requests_per_minute`` is multiplied by it, so
+the rest of the program only ever sees effective values. The API token is held in a ``Secret``
+that never prints itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import math
 import os
@@ -180,7 +183,10 @@ ENV_NAMES = {
     "HARVESTER_LOG_LEVEL": "log.level",
     "HARVESTER_SPEED": "speed",
 }
-NOT_CONFIG_ENV = {"HARVESTER_CONFIG", "HARVESTER_TEST_DSN"}
+NOT_CONFIG_ENV = {"HARVESTER_CONFIG", "HARVESTER_TEST_DSN", "HARVESTER_IGNORE_ENV"}
+# Test harnesses own this prefix (HARVESTER_TEST_DSN and its kin); no key can start with it.
+NOT_CONFIG_PREFIXES = ("HARVESTER_TEST_",)
+IGNORE_ENV = "HARVESTER_IGNORE_ENV"
 
 CHOICES = {
     "polling.discovery": {"list", "poll"},
@@ -284,20 +290,56 @@ def _flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def env_names() -> list[str]:
+    """Every environment name that sets a key: the short ones and each HARVESTER_SECTION__KEY."""
+    names = set(ENV_NAMES)
+    for section, cls in SECTIONS.items():
+        for key in _field_types(cls):
+            if f"{section}.{key}" not in DERIVED:
+                names.add(f"HARVESTER_{section.upper()}__{key.upper()}")
+    return sorted(names)
+
+
+def _ignored(environ: Mapping[str, str]) -> tuple[set[str], tuple[str, ...]]:
+    """HARVESTER_IGNORE_ENV: names (or ``PREFIX*`` patterns) of foreign HARVESTER_* variables."""
+    names: set[str] = set()
+    prefixes: list[str] = list(NOT_CONFIG_PREFIXES)
+    for item in environ.get(IGNORE_ENV, "").replace(",", " ").split():
+        if item.endswith("*"):
+            prefixes.append(item[:-1])
+        else:
+            names.add(item)
+    return names, tuple(prefixes)
+
+
+def _unknown_env(name: str, dotted: str | None = None) -> ConfigError:
+    """One line naming the variable, the nearest real name and how to keep a foreign one."""
+    what = f"unknown config key: {dotted} (from environment {name})" if dotted \
+        else f"unknown environment variable {name}"
+    # Compared without the shared prefix, which would make every name look close to every other.
+    tails = {known.removeprefix("HARVESTER_"): known for known in env_names()}
+    close = difflib.get_close_matches(name.upper().removeprefix("HARVESTER_"), tails, n=1)
+    hint = f"did you mean {tails[close[0]]}?" if close else "no such setting"
+    return ConfigError(f"{what}: {hint} (if it is not meant for harvester, "
+                       f"list it in {IGNORE_ENV})")
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, str]:
     found: dict[str, str] = {}
+    ignored, prefixes = _ignored(environ)
     for name, value in environ.items():
         if not name.startswith("HARVESTER_") or name in NOT_CONFIG_ENV:
             continue
         if name in ENV_NAMES:
             found[ENV_NAMES[name]] = value
-        elif "__" in name:
-            section, _, key = name[len("HARVESTER_"):].lower().partition("__")
-            dotted = f"{section}.{key}"
-            if section not in SECTIONS or key not in _field_types(SECTIONS[section]) \
-                    or dotted in DERIVED:
-                raise ConfigError(f"unknown config key: {dotted} (from environment {name})")
+            continue
+        section, sep, key = name[len("HARVESTER_"):].lower().partition("__")
+        dotted = f"{section}.{key}"
+        if sep and section in SECTIONS and key in _field_types(SECTIONS[section]) \
+                and dotted not in DERIVED:
             found[dotted] = value
+        elif name not in ignored and not name.startswith(prefixes):
+            raise _unknown_env(name, dotted if sep else None)
     return found
 
 

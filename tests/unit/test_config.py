@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,6 +95,88 @@ def test_token_file_from_the_environment_beats_a_token_in_the_file(tmp_path: Pat
 def test_bad_environment_key_is_named() -> None:
     with pytest.raises(ConfigError, match=r"polling\.nope"):
         config.load(environ={"HARVESTER_POLLING__NOPE": "1"})
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [
+        ("HARVESTER_DNS", "HARVESTER_DSN"),
+        ("HARVESTER_POLLING_MAX_INTERVAL_S", "HARVESTER_POLLING__MAX_INTERVAL_S"),
+        ("HARVESTER_LOGLEVEL", "HARVESTER_LOG_LEVEL"),
+        ("HARVESTER_SERVER_LISTEN", "HARVESTER_SERVER__LISTEN"),
+        ("HARVESTER_API_TOKENFILE", "HARVESTER_API_TOKEN_FILE"),
+        ("HARVESTER_DATABASE__DNS", "HARVESTER_DATABASE__DSN"),
+    ],
+)
+def test_a_misspelt_environment_name_is_refused_with_the_nearest_one(name: str,
+                                                                      suggestion: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{name}\b.*did you mean {suggestion}\?"):
+        config.load(environ={name: "5"})
+
+
+def test_an_unknown_environment_name_far_from_any_key_is_still_refused() -> None:
+    with pytest.raises(ConfigError, match="HARVESTER_FROBNICATE: no such setting"):
+        config.load(environ={"HARVESTER_FROBNICATE": "1"})
+
+
+def test_every_key_has_a_valid_generic_environment_name() -> None:
+    names = config.env_names()
+    assert "HARVESTER_POLLING__MAX_INTERVAL_S" in names and "HARVESTER_DSN" in names
+    assert "HARVESTER_RATE_LIMIT__WINDOW_S" not in names  # derived, not settable
+    for name in names:
+        config.load(environ={**LOCAL, name: valid_text(name)})
+
+
+def valid_text(name: str) -> str:
+    if name in config.ENV_NAMES:
+        dotted = config.ENV_NAMES[name]
+    else:
+        section, _, key = name.removeprefix("HARVESTER_").lower().partition("__")
+        dotted = f"{section}.{key}"
+    defaults = config.describe(config.Config())
+    section, _, key = dotted.partition(".")
+    value = defaults[section] if not key else defaults[section][key]
+    if dotted in {"api.token", "api.token_file"}:
+        return ""
+    if dotted == "api.base_url":
+        return LOCAL["HARVESTER_API_BASE_URL"]
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def test_names_that_are_not_settings_are_left_alone() -> None:
+    cfg = config.load(environ={"HARVESTER_TEST_DSN": "postgresql://x/y",
+                               "HARVESTER_TEST_ANYTHING": "1", "HARVESTER_CONFIG": ""})
+    assert cfg.database.dsn == "postgresql://localhost/harvester"
+
+
+def test_foreign_variables_listed_in_harvester_ignore_env_are_allowed() -> None:
+    env = {"HARVESTER_FOO": "1", "HARVESTER_BAR": "2", "HARVESTER_OTHERAPP_X": "3",
+           "HARVESTER_IGNORE_ENV": "HARVESTER_FOO, HARVESTER_BAR HARVESTER_OTHERAPP_*"}
+    assert config.load(environ=env).speed == 1.0
+    with pytest.raises(ConfigError, match="HARVESTER_BAZ"):
+        config.load(environ={**env, "HARVESTER_BAZ": "4"})
+
+
+def test_ignore_env_does_not_hide_a_real_setting() -> None:
+    """It is for names that are not settings, not a way to switch a setting off."""
+    cfg = config.load(environ={"HARVESTER_DSN": "postgresql://env/db",
+                               "HARVESTER_IGNORE_ENV": "HARVESTER_DSN,HARVESTER_*"})
+    assert cfg.database.dsn == "postgresql://env/db"
+
+
+def test_a_typo_in_the_environment_stops_the_cli_with_exit_2_and_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
+    env.update({"HARVESTER_DSN": "postgresql://postgres@127.0.0.1:1/nowhere",
+                "HARVESTER_POLLING_MAX_INTERVAL_S": "5"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "harvester.cli", "status"], capture_output=True, text=True,
+        env=env, timeout=60, check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "HARVESTER_POLLING_MAX_INTERVAL_S" in line
+    assert "did you mean HARVESTER_POLLING__MAX_INTERVAL_S?" in line
+    assert proc.stdout == ""
 
 
 def test_bad_environment_value_is_named() -> None:
