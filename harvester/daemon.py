@@ -1,8 +1,8 @@
 """``harvester run``: wires the pool, API client, limiter, worker, health server and systemd notify.
 
-Migrations are applied at start (idempotent, under the advisory lock), new jobs wake the worker by
-LISTEN/NOTIFY, and side tasks (heartbeat, housekeeping, listener, watchdog) live in one TaskGroup that
-ends with the worker.
+At start it checks that no migration is pending (or applies them, if ``database.migrate_on_start``
+asks), new jobs wake the worker by LISTEN/NOTIFY, and side tasks (heartbeat, housekeeping, listener,
+watchdog) live in one TaskGroup that ends with the worker.
 """
 
 from __future__ import annotations
@@ -59,16 +59,20 @@ async def watchdog(worker: Worker, done: asyncio.Event) -> None:
             await asyncio.wait_for(done.wait(), timeout=interval / 2)
 
 
-async def migrate_with_retry(dsn: str, wait_s: float = 10.0) -> None:
-    """Apply migrations, waiting up to ``wait_s`` for the database to come up; a connection lost
-    while migrating (a server restart) is retried like a failed connect, not a crash at start-up.
-    Longer outages are for the supervisor (systemd, Docker) to ride out by restarting us."""
+async def migrate_with_retry(dsn: str, wait_s: float = 10.0, *, apply: bool = True) -> None:
+    """Apply migrations (or, with ``apply=False``, only check that none is pending: a
+    ``SchemaError`` otherwise), waiting up to ``wait_s`` for the database to come up; a connection
+    lost while migrating (a server restart) is retried like a failed connect, not a crash at
+    start-up. Longer outages are for the supervisor (systemd, Docker) to ride out by restarting us."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
             conn = await asyncpg.connect(dsn, timeout=5)
             try:
-                await migrate.apply(conn)
+                if apply:
+                    await migrate.apply(conn)
+                else:
+                    await migrate.require_current(conn)
                 return
             finally:
                 with contextlib.suppress(*db.DB_ERRORS):
@@ -86,7 +90,9 @@ async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
               max_seconds: float | None = None) -> int:
     token = require_token(cfg)
     logs.register_secret(token)
-    await migrate_with_retry(cfg.database.dsn, cfg.database.startup_wait_s)
+    # Migrating is an explicit choice (run --migrate): the daemon role may lack CREATE rights.
+    await migrate_with_retry(cfg.database.dsn, cfg.database.startup_wait_s,
+                             apply=cfg.database.migrate_on_start)
     pool = await db.open_pool(cfg.database)
     client = api.SpiderIQ(
         cfg.api.base_url, token,
