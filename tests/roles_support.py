@@ -8,6 +8,7 @@ role). Roles are cluster-wide and other tests run beside these, so every login g
 from __future__ import annotations
 
 import secrets
+import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
+
+from harvester.pgtemp import find_bindir
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES_PATH = ROOT / "sql" / "roles.sql"
@@ -52,10 +55,15 @@ async def apply_roles(dsn: str) -> None:
         await conn.close()
 
 
+def psql() -> str:
+    """The psql client: on PATH, else beside the server binaries the suite already needs."""
+    return shutil.which("psql") or str(find_bindir() / "psql")
+
+
 def apply_roles_with_psql(dsn: str) -> None:
     """``psql -v ON_ERROR_STOP=1 -d … -f sql/roles.sql``, exactly the documented command."""
     proc = subprocess.run(  # noqa: S603 - fixed argv
-        ["psql", "-v", "ON_ERROR_STOP=1", "-q", "-d", dsn, "-f", str(ROLES_PATH)],  # noqa: S607
+        [psql(), "-v", "ON_ERROR_STOP=1", "-q", "-d", dsn, "-f", str(ROLES_PATH)],
         capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
 

@@ -21,7 +21,15 @@ from dataclasses import dataclass
 import aiohttp
 import asyncpg
 import pytest
-from roles_support import ROOT, Logins, apply_roles_with_psql, drop_logins, login_dsn, make_logins
+from roles_support import (
+    ROOT,
+    Logins,
+    apply_roles_with_psql,
+    drop_logins,
+    login_dsn,
+    make_logins,
+    psql,
+)
 
 from harvester import migrate
 from harvester.sim import SimServer
@@ -37,17 +45,19 @@ class Finished:
     stderr: str
 
 
-async def harvester(*args: str, dsn: str, stdin: bytes | None = None,
+async def harvester(*args: str, dsn: str, stdin: bytes | int | None = None,
                     env: dict[str, str] | None = None, within_s: float = 60.0) -> Finished:
-    """``harvester ARGS`` as a user runs it: its own process, configured by the environment."""
+    """``harvester ARGS`` as a user runs it: its own process, configured by the environment.
+    ``stdin``: bytes to write, or the read end of a pipe from another process."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
     clean.update({"HARVESTER_DSN": dsn, "HARVESTER_SERVER__ENABLED": "false", **(env or {})})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "harvester.cli", *args, env=clean, cwd=str(ROOT),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        stdin=stdin if isinstance(stdin, int) else asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=within_s)
+        out, err = await asyncio.wait_for(
+            proc.communicate(None if isinstance(stdin, int) else stdin), timeout=within_s)
     except TimeoutError:
         proc.kill()
         await proc.wait()
@@ -124,14 +134,18 @@ async def test_producer_enqueues_a_psql_query_piped_to_stdin(roles: Logins) -> N
                   "INSERT INTO crm.submitted SELECT unnest(ARRAY['"
                   + "','".join(ids) + "']::uuid[])")
     read, write = os.pipe()
-    psql = await asyncio.create_subprocess_exec(
-        "psql", "-d", roles.dsn, "-Atc", "SELECT job_id FROM crm.submitted", stdout=write)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        listed = pipe.read()
-    assert await psql.wait() == 0
-    done = await harvester("enqueue", "--file", "-", dsn=roles.dsn_for(roles.producer),
-                           stdin=listed)
+    try:
+        query = await asyncio.create_subprocess_exec(
+            psql(), "-d", roles.dsn, "-Atc", "SELECT job_id FROM crm.submitted", stdout=write)
+        os.close(write)
+        write = -1
+        done = await harvester("enqueue", "--file", "-", dsn=roles.dsn_for(roles.producer),
+                               stdin=read)
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+    assert await query.wait() == 0
     assert done.code == 0, done.stderr
     assert json.loads(done.stdout) == {"enqueued": 5, "duplicates": 0}
     rows = await fetch(roles.dsn, "SELECT job_id::text AS id FROM harvester.jobs "
