@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from harvester import __version__, config, logs
-from harvester.errors import ConfigError, HarvesterError, UsageError
+from harvester.errors import ConfigError, DatabaseError, HarvesterError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 STATES = ("pending", "harvested", "failed", "cancelled", "not_found", "rejected", "expired")
@@ -124,18 +124,28 @@ async def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
+    import asyncpg
+
     from harvester import db, queue
     from harvester import limiter as limiter_mod
 
     cfg = load_config(args)
     pool = await db.open_pool(cfg.database, max_size=2)
+    hidden: dict[str, str] = {}
+    limiter_state: list[dict[str, Any]] | None = None
     try:
         report = await queue.status(pool)
-        limiter_state = await limiter_mod.describe_all(pool)
+        try:
+            limiter_state = await limiter_mod.describe_all(pool)
+        except DatabaseError as exc:
+            if not isinstance(exc.__cause__, asyncpg.InsufficientPrivilegeError):
+                raise
+            # a role that may not see the limiter still gets the queue (said, not crashed)
+            hidden["limiter"] = str(exc.__cause__)
     finally:
         await pool.close()
     jobs = {state: report.counts.get(state, 0) for state in STATES}
-    out = {
+    out: dict[str, Any] = {
         "jobs": jobs,
         "oldest_pending_age_s": report.oldest_pending_age_s,
         "polls_spent": sum(report.polls.values()),
@@ -143,6 +153,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         "recent_errors": report.recent_errors,
         "limiter": limiter_state,
     }
+    if hidden:
+        out["not_shown"] = hidden
     if args.json:
         print(logs.scrub(json.dumps(out, indent=2, default=str)))
         return EXIT_OK
@@ -152,8 +164,10 @@ async def cmd_status(args: argparse.Namespace) -> int:
     age = report.oldest_pending_age_s
     print(f"oldest pending: {'-' if age is None else f'{age:.0f} s'}")
     print(f"polls spent:    {out['polls_spent']}")
-    for entry in limiter_state:
+    for entry in limiter_state or []:
         print(logs.scrub("limiter:        " + ", ".join(f"{k}={v}" for k, v in entry.items())))
+    for part, reason in hidden.items():
+        print(logs.scrub(f"{part + ':':<15} not shown ({reason})"))
     if report.recent_errors:
         print("recent errors:")
         for err in report.recent_errors:
@@ -230,7 +244,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
     if args.max_seconds is not None and not args.max_seconds > 0:
         raise UsageError("--max-seconds: must be a positive number of seconds")
-    cfg = load_config(args, speed=args.speed)
+    overrides = {"speed": args.speed, "database.migrate_on_start": True if args.migrate else None}
+    cfg = load_config(args, **overrides)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -284,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-seconds", type=float, metavar="N", help="stop after N seconds")
     run.add_argument("--speed", type=float, metavar="X",
                      help="time scale for a loopback simulator (divides durations)")
+    run.add_argument("--migrate", action="store_true",
+                     help="apply pending migrations first (default: exit 1 if any are pending)")
 
     enqueue = add("enqueue", cmd_enqueue, "add job IDs to the queue (all or nothing)")
     enqueue.add_argument("ids", nargs="*", metavar="ID", help="job IDs (UUIDs)")

@@ -66,6 +66,8 @@ class DatabaseConfig:
     connect_timeout_s: float = 10.0
     statement_timeout_s: float = 30.0
     startup_wait_s: float = 10.0
+    # `harvester run` applies pending migrations instead of refusing to start (also `run --migrate`)
+    migrate_on_start: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,9 @@ heartbeat, housekeeping, discovery, watchdog, the ``--max-seconds`` timer) live 
 ``TaskGroup`` and are cancelled once the worker has stopped. A side task's database error is
 retried with backoff (``lifetime.keep_running``) and never ends the daemon; every error that does
 end it is logged, each of them, before the run fails.
+
+At start it checks that no migration is pending, or applies them when ``database.migrate_on_start``
+(``run --migrate``) asks: the daemon's role may have no right to create anything.
 """
 
 from __future__ import annotations
@@ -70,16 +73,20 @@ async def watchdog(last_tick: Callable[[], float], stop: asyncio.Event) -> None:
         await lifetime.wait(stop, interval / 2)
 
 
-async def migrate_with_retry(dsn: str, wait_s: float = 10.0) -> None:
-    """Apply migrations, waiting up to ``wait_s`` for the database to come up; a connection lost
-    while migrating (a server restart) is retried like a failed connect, not a crash at start-up.
-    Longer outages are for the supervisor (systemd, Docker) to ride out by restarting us."""
+async def migrate_with_retry(dsn: str, wait_s: float = 10.0, *, apply: bool = True) -> None:
+    """Apply migrations (or, with ``apply=False``, only check that none is pending: a
+    ``SchemaError`` otherwise), waiting up to ``wait_s`` for the database to come up; a connection
+    lost while migrating (a server restart) is retried like a failed connect, not a crash at
+    start-up. Longer outages are for the supervisor (systemd, Docker) to ride out by restarting us."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
             conn = await asyncpg.connect(dsn, timeout=5)
             try:
-                await migrate.apply(conn)
+                if apply:
+                    await migrate.apply(conn)
+                else:
+                    await migrate.require_current(conn)
                 return
             finally:
                 with contextlib.suppress(*db.DB_ERRORS):
@@ -117,7 +124,8 @@ async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
               max_seconds: float | None = None) -> int:
     token = require_token(cfg)
     logs.register_secret(token)
-    await migrate_with_retry(cfg.database.direct_dsn, cfg.database.startup_wait_s)
+    await migrate_with_retry(cfg.database.direct_dsn, cfg.database.startup_wait_s,
+                             apply=cfg.database.migrate_on_start)
     async with contextlib.AsyncExitStack() as resources:
         pool = await db.open_pool(cfg.database)
         resources.push_async_callback(_close_pool, pool)

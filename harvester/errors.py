@@ -25,3 +25,7 @@ class BodyError(HarvesterError):
 
 class ApiError(HarvesterError):
     """The SpiderIQ API could not be used as expected."""
+
+
+class SchemaError(HarvesterError):
+    """The database schema is missing or behind this version: `harvester migrate` fixes it."""

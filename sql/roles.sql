@@ -6,15 +6,20 @@
 -- Idempotent: rerun it any time. Run before the first `harvester migrate`, it prepares the daemon
 -- to migrate; run it (again) after migrating, since the producer's column grant on harvester.jobs
 -- and the reader's allow-list need the tables to exist; and rerun it after each upgrade so objects
--- added by new migrations are sorted into the right role (see "reader" below).
+-- added by new migrations are sorted into the right role (see "reader" below). Either the daemon
+-- or this administrator may run `harvester migrate`; the daemon needs no CREATE right outside
+-- schema harvester for it, and none at all to run `harvester run`.
 --
 -- Three NOLOGIN group roles; give them to login roles of your own:
 --
---   harvester_daemon    owns schema harvester and everything in it: runs `harvester migrate` and
---                       `harvester run` (all DML, sequences, functions, DDL for migrations).
+--   harvester_daemon    owns schema harvester and everything in it, the migration ledger
+--                       harvester.schema_migrations included: runs `harvester migrate` (or lets an
+--                       administrator do it) and `harvester run` (all DML, sequences, functions).
 --   harvester_producer  may only INSERT job ids into harvester.jobs (columns job_id, priority, tags),
---                       including INSERT ... ON CONFLICT DO NOTHING. No SELECT, UPDATE or DELETE.
---   harvester_reader    may only SELECT the output tables, harvester.jobs and every view.
+--                       including INSERT ... ON CONFLICT DO NOTHING (no conflict target): what
+--                       `harvester enqueue` sends. No SELECT, UPDATE or DELETE.
+--   harvester_reader    may only SELECT the output tables, harvester.jobs and every view (among
+--                       them harvester.limiter_status, for `harvester status`).
 --
 -- For example:
 --
@@ -83,7 +88,8 @@ BEGIN
     LOOP
         EXECUTE format('ALTER %s %s OWNER TO harvester_daemon', obj.kind, obj.name);
     END LOOP;
-    -- The migration bookkeeping table lives in public (it must exist before schema harvester).
+    -- Older versions kept the migration ledger in public; migration 007 moves it into schema
+    -- harvester and drops it, which its owner may do.
     IF to_regclass('public.harvester_migrations') IS NOT NULL THEN
         ALTER TABLE public.harvester_migrations OWNER TO harvester_daemon;
     END IF;
@@ -98,16 +104,15 @@ GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER
     ON ALL TABLES IN SCHEMA harvester TO harvester_daemon;
 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA harvester TO harvester_daemon;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA harvester TO harvester_daemon;
--- `harvester migrate` as the daemon: the first migration says CREATE SCHEMA IF NOT EXISTS and the
--- bookkeeping says CREATE TABLE IF NOT EXISTS public.harvester_migrations; PostgreSQL checks the
--- CREATE privilege for both even when the object exists. Revoke these two if an administrator
--- runs the migrations instead.
+-- Nothing outside schema harvester: `harvester migrate` creates the schema only when it is missing
+-- (this file created it above) and keeps its ledger inside it. Earlier versions of this file
+-- granted CREATE on the database and on public for that; a rerun takes both back.
 DO $$
 BEGIN
-    EXECUTE format('GRANT CREATE ON DATABASE %I TO harvester_daemon', current_database());
+    EXECUTE format('REVOKE CREATE ON DATABASE %I FROM harvester_daemon', current_database());
 END
 $$;
-GRANT USAGE, CREATE ON SCHEMA public TO harvester_daemon;
+REVOKE CREATE ON SCHEMA public FROM harvester_daemon;
 
 -- ---------------------------------------------------------------- producer
 GRANT USAGE ON SCHEMA harvester TO harvester_producer;

@@ -1,6 +1,14 @@
 -- The queue, the output tables and the views downstream SQL reads.
 
-CREATE SCHEMA IF NOT EXISTS harvester;
+-- Only when missing (harvester migrate creates it with the ledger, and sql/roles.sql may have):
+-- CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists.
+DO $$
+BEGIN
+    IF to_regnamespace('harvester') IS NULL THEN
+        CREATE SCHEMA harvester;
+    END IF;
+END
+$$;
 
 -- ---------------------------------------------------------------- queue
 CREATE TABLE harvester.jobs (

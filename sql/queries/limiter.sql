@@ -23,9 +23,8 @@ SELECT paused_until
  WHERE credential = $1
 
 -- name: describe_limiters
-SELECT l.credential, l.n_limit, l.window_s, l.interval_s, l.burst, l.margin, p.*
-  FROM harvester.rate_limits AS l,
-       LATERAL harvester.rate_peek(l.credential, coalesce(l.n_limit, 1), coalesce(l.window_s, 60),
-                                   coalesce(l.interval_s, 0.6), coalesce(l.burst, 1),
-                                   coalesce(l.margin, 0), 0, coalesce(l.n_limit, 1)) AS p
- ORDER BY l.credential
+-- Through the reader-safe view, so that `harvester status` works for the reader role too.
+SELECT credential, n_limit, window_s, interval_s, burst, margin, db_now, next_at, available,
+       in_window, paused_until, pause_reason, granted_total
+  FROM harvester.limiter_status
+ ORDER BY credential

@@ -2,9 +2,12 @@
 -- Each kind of state change is one statement; every write by a claimer names its lease token.
 
 -- name: enqueue_jobs
+-- No conflict target and no RETURNING: both read the table, and the producer role may only
+-- INSERT. job_id is the only unique key, so this skips exactly the known ids; the command tag
+-- counts the new ones.
 INSERT INTO harvester.jobs (job_id, priority, tags)
 SELECT id, $2::smallint, $3::jsonb FROM unnest($1::uuid[]) AS t(id)
-ON CONFLICT (job_id) DO NOTHING
+ON CONFLICT DO NOTHING
 
 -- name: claim_due_jobs
 -- Due pending jobs by priority then due time. The claim moves next_poll_at to the lease expiry,

@@ -1,12 +1,15 @@
-"""Migrations: an empty database becomes exactly the SPEC's schema; re-running is harmless."""
+"""Migrations: an empty database becomes exactly the SPEC's schema; re-running is harmless; the
+ledger lives in schema harvester, and one left in public by older versions is moved there."""
 
 from __future__ import annotations
 
 import asyncio
 
 import asyncpg
+import pytest
 
 from harvester import migrate
+from harvester.errors import SchemaError
 
 # SPEC section 3: the tables and columns downstream SQL depends on, with their types.
 EXPECTED_COLUMNS = {
@@ -49,8 +52,10 @@ EXPECTED_COLUMNS = {
     "maps_businesses": {"job_id": "uuid", "position": "integer", "place_id": "text"},
     "rejects": {"job_id": "uuid", "received_at": "timestamp with time zone", "reason": "text",
                 "body": "bytea"},
+    # the migration ledger
+    "schema_migrations": {"version": "text", "applied_at": "timestamp with time zone"},
 }
-EXPECTED_VIEWS = {"site_contacts", "leads", "latest_sites"}
+EXPECTED_VIEWS = {"site_contacts", "leads", "latest_sites", "limiter_status"}
 PRIMARY_KEYS = {
     "jobs": ["job_id"], "results": ["job_id"], "sites": ["job_id"], "maps_searches": ["job_id"],
     "businesses": ["place_id"],
@@ -111,11 +116,119 @@ async def test_concurrent_migrations_apply_each_version_once(empty_db_dsn: str) 
         results = await asyncio.gather(*(migrate.apply(c) for c in conns))
         applied = sorted(v for result in results for v in result)
         assert applied == sorted(m.version for m in migrate.available())
-        count = await conns[0].fetchval("SELECT count(*) FROM public.harvester_migrations")
+        count = await conns[0].fetchval("SELECT count(*) FROM harvester.schema_migrations")
         assert count == len(migrate.available())
     finally:
         for conn in conns:
             await conn.close()
+
+
+async def test_nothing_lands_outside_schema_harvester(empty_db_dsn: str) -> None:
+    conn = await asyncpg.connect(empty_db_dsn)
+    try:
+        before = await objects_outside_harvester(conn)
+        await migrate.apply(conn)
+        assert await objects_outside_harvester(conn) == before
+    finally:
+        await conn.close()
+
+
+async def objects_outside_harvester(conn: asyncpg.Connection) -> dict[str, list[str]]:
+    """Relations, functions and types in any schema but harvester and the system ones, and the
+    extensions: what a migration could have created elsewhere."""
+    user_schema = ("NOT IN ('harvester', 'pg_catalog', 'information_schema', 'pg_toast')"
+                   " AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'")
+    found = {}
+    for kind, sql in {
+        "relations": "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n "
+                     f"ON n.oid = c.relnamespace WHERE n.nspname {user_schema}",
+        "functions": "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n "
+                     f"ON n.oid = p.pronamespace WHERE n.nspname {user_schema}",
+        "types": "SELECT t.oid::regtype::text FROM pg_type t JOIN pg_namespace n "
+                 f"ON n.oid = t.typnamespace WHERE n.nspname {user_schema}",
+        "schemas": f"SELECT n.nspname FROM pg_namespace n WHERE n.nspname {user_schema}",
+        "extensions": "SELECT extname FROM pg_extension",
+    }.items():
+        found[kind] = sorted(r[0] for r in await conn.fetch(sql))
+    return found
+
+
+async def migrate_like_older_versions(conn: asyncpg.Connection, versions: list[str]) -> None:
+    """What the code before the ledger moved left behind: the migrations applied, each recorded
+    in public.harvester_migrations."""
+    await conn.execute("CREATE TABLE public.harvester_migrations ("
+                       "version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+    for migration in migrate.available():
+        if migration.version in versions:
+            await conn.execute(migration.path.read_text(encoding="utf-8"))
+            await conn.execute(
+                "INSERT INTO public.harvester_migrations VALUES ($1, '2024-01-02T03:04:05Z')",
+                migration.version)
+
+
+async def test_a_ledger_in_public_is_moved_into_schema_harvester(empty_db_dsn: str) -> None:
+    old = [f"00{n}_{name}" for n, name in ((1, "schema"), (2, "limiter"), (3, "store"),
+                                            (4, "discovery"), (5, "lz4"), (6, "pending_indexes"))]
+    conn = await asyncpg.connect(empty_db_dsn)
+    try:
+        await migrate_like_older_versions(conn, old)
+        assert await migrate.pending(conn) == [
+            m.version for m in migrate.available() if m.version not in old]
+        applied = await migrate.apply(conn)
+        assert applied == [m.version for m in migrate.available() if m.version not in old]
+        assert await conn.fetchval("SELECT to_regclass('public.harvester_migrations')") is None
+        rows = await conn.fetch("SELECT version, applied_at FROM harvester.schema_migrations "
+                                "ORDER BY version")
+        assert await migrate.apply(conn) == []
+    finally:
+        await conn.close()
+    assert [r["version"] for r in rows] == [m.version for m in migrate.available()]
+    kept = {r["version"]: r["applied_at"].isoformat() for r in rows if r["version"] in old}
+    assert set(kept.values()) == {"2024-01-02T03:04:05+00:00"}
+
+
+async def test_a_partly_migrated_old_database_gets_the_rest(empty_db_dsn: str) -> None:
+    conn = await asyncpg.connect(empty_db_dsn)
+    try:
+        await migrate_like_older_versions(conn, ["001_schema", "002_limiter"])
+        applied = await migrate.apply(conn)
+        versions = await conn.fetchval(
+            "SELECT array_agg(version ORDER BY version) FROM harvester.schema_migrations")
+        legacy = await conn.fetchval("SELECT to_regclass('public.harvester_migrations')")
+    finally:
+        await conn.close()
+    assert applied == [m.version for m in migrate.available()][2:]
+    assert versions == [m.version for m in migrate.available()]
+    assert legacy is None
+
+
+async def test_pending_names_what_is_not_applied(empty_db_dsn: str) -> None:
+    conn = await asyncpg.connect(empty_db_dsn)
+    try:
+        everything = [m.version for m in migrate.available()]
+        assert await migrate.pending(conn) == everything
+        await migrate.apply(conn)
+        assert await migrate.pending(conn) == []
+        await migrate.require_current(conn)
+        await conn.execute("DELETE FROM harvester.schema_migrations WHERE version = $1",
+                           everything[-1])
+        assert await migrate.pending(conn) == everything[-1:]
+    finally:
+        await conn.close()
+
+
+async def test_require_current_refuses_a_schema_that_is_missing_or_behind(
+        empty_db_dsn: str) -> None:
+    conn = await asyncpg.connect(empty_db_dsn)
+    try:
+        with pytest.raises(SchemaError, match="harvester migrate"):
+            await migrate.require_current(conn)
+        await migrate.apply(conn)
+        await conn.execute("DELETE FROM harvester.schema_migrations WHERE version = '006_pending_indexes'")
+        with pytest.raises(SchemaError, match=r"1 pending migration\(s\) \(006_pending_indexes\)"):
+            await migrate.require_current(conn)
+    finally:
+        await conn.close()
 
 
 async def test_producer_insert_is_the_documented_one_liner(conn: asyncpg.Connection) -> None:

@@ -2,75 +2,28 @@
 
 Roles are cluster-wide and other tests run beside these, so roles.sql (idempotent) is applied to
 this test's own database, and each test logs in through login roles with unique names that are
-granted the group roles, the way the file's header tells an administrator to.
+granted the group roles, the way the file's header tells an administrator to
+(``tests/roles_support.py``, shared with the CLI tests in ``tests/field``).
 """
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import pytest
+from roles_support import Logins, apply_roles, drop_logins, make_logins, refused
+from test_migrate import migrate_like_older_versions
 
 from harvester import migrate
 
-ROLES_SQL = (Path(__file__).resolve().parents[2] / "sql" / "roles.sql").read_text()
 OUTPUT_TABLES = (
     "jobs", "results", "sites", "site_emails", "site_phones", "site_addresses", "site_socials",
     "team_members", "maps_searches", "businesses", "maps_businesses", "rejects",
 )
-VIEWS = ("site_contacts", "leads", "latest_sites")
-INTERNAL_TABLES = ("rate_limits", "discovery")
-
-
-@dataclass(frozen=True, slots=True)
-class Logins:
-    dsn: str
-    password: str
-    daemon: str
-    producer: str
-    reader: str
-
-    async def connect(self, user: str) -> asyncpg.Connection:
-        return await asyncpg.connect(self.dsn, user=user, password=self.password)
-
-
-async def apply_roles(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(ROLES_SQL)
-    finally:
-        await conn.close()
-
-
-async def make_logins(dsn: str) -> Logins:
-    suffix = uuid.uuid4().hex[:10]
-    logins = Logins(dsn, secrets.token_hex(8), f"t_daemon_{suffix}", f"t_producer_{suffix}",
-                    f"t_reader_{suffix}")
-    conn = await asyncpg.connect(dsn)
-    try:
-        for login, group in ((logins.daemon, "harvester_daemon"),
-                             (logins.producer, "harvester_producer"),
-                             (logins.reader, "harvester_reader")):
-            await conn.execute(f"CREATE ROLE {login} LOGIN PASSWORD '{logins.password}'")
-            await conn.execute(f"GRANT {group} TO {login}")
-        await conn.execute(f"ALTER ROLE {logins.daemon} SET role = 'harvester_daemon'")
-    finally:
-        await conn.close()
-    return logins
-
-
-async def drop_logins(logins: Logins) -> None:
-    conn = await asyncpg.connect(logins.dsn)
-    try:
-        for login in (logins.daemon, logins.producer, logins.reader):
-            await conn.execute(f"DROP ROLE IF EXISTS {login}")
-    finally:
-        await conn.close()
+VIEWS = ("site_contacts", "leads", "latest_sites", "limiter_status")
+INTERNAL_TABLES = ("rate_limits", "discovery", "schema_migrations")
 
 
 @pytest.fixture
@@ -82,15 +35,6 @@ async def logins(db_dsn: str) -> AsyncIterator[Logins]:
         yield made
     finally:
         await drop_logins(made)
-
-
-async def refused(conn: asyncpg.Connection, sql: str, *args: object) -> bool:
-    try:
-        async with conn.transaction():
-            await conn.execute(sql, *args)
-    except asyncpg.InsufficientPrivilegeError:
-        return True
-    return False
 
 
 async def seed_outputs(dsn: str) -> uuid.UUID:
@@ -242,6 +186,20 @@ async def test_daemon_has_dml_on_every_table_and_runs_functions(logins: Logins) 
         await conn.close()
 
 
+async def test_daemon_may_create_nothing_outside_its_schema(logins: Logins) -> None:
+    """Earlier versions granted CREATE on the database and on public for migrating; a rerun of
+    roles.sql takes both back, since migrating needs neither any more."""
+    admin = await asyncpg.connect(logins.dsn)
+    try:
+        rights = await admin.fetchrow(
+            "SELECT has_database_privilege('harvester_daemon', current_database(), 'CREATE') AS db,"
+            " has_schema_privilege('harvester_daemon', 'public', 'CREATE') AS public,"
+            " has_schema_privilege('harvester_daemon', 'harvester', 'CREATE') AS own")
+    finally:
+        await admin.close()
+    assert dict(rights) == {"db": False, "public": False, "own": True}
+
+
 async def first_column(conn: asyncpg.Connection, table: str) -> str:
     name = await conn.fetchval(
         "SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = $1::regclass "
@@ -340,3 +298,28 @@ async def test_objects_added_later_stay_covered(logins: Logins) -> None:
         assert await refused(reader, "SELECT * FROM harvester.new_output")
     finally:
         await reader.close()
+
+
+async def test_the_daemon_moves_a_ledger_left_in_public_by_older_versions(
+        empty_db_dsn: str) -> None:
+    """A database migrated by an older version (ledger in public), then roles.sql: the daemon,
+    without CREATE on the database or on public, migrates and the old ledger is gone."""
+    admin = await asyncpg.connect(empty_db_dsn)
+    try:
+        await migrate_like_older_versions(admin, ["001_schema", "002_limiter", "003_store"])
+    finally:
+        await admin.close()
+    await apply_roles(empty_db_dsn)
+    made = await make_logins(empty_db_dsn)
+    try:
+        daemon = await made.connect(made.daemon)
+        try:
+            applied = await migrate.apply(daemon)
+            left = await daemon.fetchval("SELECT to_regclass('public.harvester_migrations')")
+            assert await migrate.pending(daemon) == []
+        finally:
+            await daemon.close()
+    finally:
+        await drop_logins(made)
+    assert applied == [m.version for m in migrate.available()][3:]
+    assert left is None
