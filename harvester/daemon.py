@@ -13,7 +13,8 @@ import time
 
 import asyncpg
 
-from harvester import api, db, logs, migrate, notify, server
+from harvester import db, logs, migrate, notify, server
+from harvester.client import SpiderIQ
 from harvester.config import Config, require_token
 from harvester.discovery import Discovery
 from harvester.errors import DatabaseError, HarvesterError
@@ -88,7 +89,7 @@ async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
     logs.register_secret(token)
     await migrate_with_retry(cfg.database.dsn, cfg.database.startup_wait_s)
     pool = await db.open_pool(cfg.database)
-    client = api.SpiderIQ(
+    client = SpiderIQ(
         cfg.api.base_url, token,
         connect_timeout_s=cfg.api.connect_timeout_s, read_timeout_s=cfg.api.read_timeout_s,
         total_timeout_s=cfg.api.total_timeout_s, verify_tls=cfg.api.verify_tls,

@@ -20,10 +20,12 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from harvester import api, logs, policy
+from harvester import logs, policy
+from harvester.client import SpiderIQ
 from harvester.config import Config
 from harvester.db import DB_ERRORS, DB_OR_SQL_ERRORS
 from harvester.errors import DatabaseError
+from harvester.outcomes import JobPage
 from harvester.queries import query
 
 log = logs.get("harvester.discovery")
@@ -55,7 +57,7 @@ class PassResult:
 
 
 class Discovery:
-    def __init__(self, cfg: Config, pool: asyncpg.Pool, client: api.SpiderIQ, host: Host,
+    def __init__(self, cfg: Config, pool: asyncpg.Pool, client: SpiderIQ, host: Host,
                  token: str, *, clock: Callable[[], float]) -> None:
         self.cfg = cfg
         self.pool = pool
@@ -144,7 +146,7 @@ class Discovery:
             page = await self.client.list_jobs(page=page_no, page_size=PAGE_SIZE,
                                                sort_by="updated_at", sort_order="desc")
             self.host.report("list", page, waited)
-            if not isinstance(page, api.JobPage):
+            if not isinstance(page, JobPage):
                 return PassResult(pages, finished, running, False), newest
             pages += 1
             stamps = [j.updated_at for j in page.jobs if j.updated_at is not None]
@@ -158,7 +160,7 @@ class Discovery:
                 return PassResult(pages, finished, running, True), newest
             page_no += 1
 
-    async def _apply(self, page: api.JobPage) -> tuple[int, int]:
+    async def _apply(self, page: JobPage) -> tuple[int, int]:
         done_ids, done_status, done_types = [], [], []
         run_ids, run_status, run_types, run_defer = [], [], [], []
         for job in page.jobs:

@@ -19,7 +19,8 @@ from uuid import UUID
 
 import asyncpg
 
-from harvester import api, logs, policy, queue, store
+from harvester import logs, outcomes, policy, queue, store
+from harvester.client import SpiderIQ
 from harvester.config import Config
 from harvester.errors import DatabaseError
 from harvester.queue import ClaimedJob
@@ -69,7 +70,7 @@ class NullObserver:
 
 class Worker:
     def __init__(
-        self, cfg: Config, pool: asyncpg.Pool, client: api.SpiderIQ, limiter: Limiter, *,
+        self, cfg: Config, pool: asyncpg.Pool, client: SpiderIQ, limiter: Limiter, *,
         observer: Observer | None = None, rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -252,7 +253,7 @@ class Worker:
         self.observer.request_done(endpoint, status if status is not None else "error", waited_s)
         cfg = self.cfg.polling
         now = self.clock()
-        if isinstance(outcome, api.RateLimited):
+        if isinstance(outcome, outcomes.RateLimited):
             pause = await self.limiter.pause(
                 retry_after_s=outcome.retry_after_s, reset_at=outcome.reset_at,
                 reason=outcome.detail,
@@ -260,13 +261,13 @@ class Worker:
             self.rate_paused_until = max(self.rate_paused_until, now + pause)
             self.observer.error("rate_limited")
             log.warning("api_rate_limited", endpoint=endpoint, pause_s=round(pause, 3))
-        elif isinstance(outcome, api.AuthFailed):
+        elif isinstance(outcome, outcomes.AuthFailed):
             self.auth_failed = True
             self.auth_paused_until = now + cfg.auth_recheck_s
             self.observer.error("auth")
             log.error("api_auth_failed", endpoint=endpoint, http_status=status,
                       detail=logs.scrub(outcome.detail), recheck_in_s=cfg.auth_recheck_s)
-        elif isinstance(outcome, api.Transient):
+        elif isinstance(outcome, outcomes.Transient):
             was_open = self.breaker.is_open(now)
             self.breaker = self.breaker.record_failure(now, cfg)
             self.observer.error("transient")
@@ -302,29 +303,29 @@ class Worker:
                      stop: asyncio.Event) -> None:
         cfg = self.cfg.polling
         status = outcome.http_status
-        if isinstance(outcome, api.Completed):
+        if isinstance(outcome, outcomes.Completed):
             await self._store(job, stop, lambda: store.store_result(
-                self.pool, outcome.body, expected_job_id=job.job_id,
+                self.pool, outcome.body, outcome.doc, expected_job_id=job.job_id,
                 fence=store.Fence(job.job_id, job.lease_token), http_status=status or 200,
             ))
-        elif isinstance(outcome, api.Gone):
+        elif isinstance(outcome, outcomes.Gone):
             await self._store(job, stop, lambda: store.store_failure(
-                self.pool, outcome.body, job_id=job.job_id,
+                self.pool, outcome.body, outcome.doc, job_id=job.job_id,
                 fence=store.Fence(job.job_id, job.lease_token), http_status=status or 410,
             ))
-        elif isinstance(outcome, api.Pending):
+        elif isinstance(outcome, outcomes.Pending):
             job_type = outcome.job_type or job.job_type
             decision = policy.on_pending(view, cfg, self.rng, self.durations.get(job_type),
                                          self._poll_factor())
             await self._decide(job, decision, status, outcome.upstream_status, outcome.job_type)
-        elif isinstance(outcome, api.NotFound):
+        elif isinstance(outcome, outcomes.NotFound):
             await self._decide(job, policy.on_not_found(view, cfg, self.rng), status, None, None)
-        elif isinstance(outcome, api.AuthFailed):
+        elif isinstance(outcome, outcomes.AuthFailed):
             await self._keep(job, cfg.auth_recheck_s, status, f"{status}: {outcome.detail}")
-        elif isinstance(outcome, api.RateLimited):
+        elif isinstance(outcome, outcomes.RateLimited):
             await self._keep(job, max(self.cfg.polling.min_interval_s, self._limiter_pause(outcome)),
                              status, "429: rate limited")
-        elif isinstance(outcome, api.Transient):
+        elif isinstance(outcome, outcomes.Transient):
             await self._decide(job, policy.on_fault(view, outcome.reason, cfg, self.rng),
                                status, None, None)
         else:  # pragma: no cover - the api module returns only the kinds above

@@ -19,7 +19,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from harvester import api, config, policy, queue
+from harvester import config, policy, queue
+from harvester.client import SpiderIQ
 from harvester.discovery import UNHEALTHY_AFTER, Discovery
 from harvester.limiter import SharedLimiter
 from harvester.sim import SimServer
@@ -38,7 +39,7 @@ def make_config(dsn: str, base_url: str) -> config.Config:
 
 class Parts:
     def __init__(self, cfg: config.Config, pool: asyncpg.Pool) -> None:
-        self.client = api.SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=2, read_timeout_s=2,
+        self.client = SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=2, read_timeout_s=2,
                                    total_timeout_s=5)
         limiter = SharedLimiter(pool, token=TOKEN, requests_per_minute=cfg.rate_limit.requests_per_minute,
                                 burst=cfg.rate_limit.burst, window_s=cfg.rate_limit.window_s,

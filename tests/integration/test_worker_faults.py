@@ -9,8 +9,10 @@ from uuid import uuid4
 
 import asyncpg
 
-from harvester import api, config, logs, queue
+from harvester import config, logs, queue
+from harvester.client import SpiderIQ
 from harvester.errors import DatabaseError
+from harvester.outcomes import RateLimited
 from harvester.worker import Worker
 
 TOKEN = "wk:key:secret"
@@ -41,7 +43,7 @@ async def test_database_error_while_waiting_for_a_slot_releases_the_job(db_dsn: 
         "server.enabled": False,
     })
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=3)
-    client = api.SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=1, read_timeout_s=1,
+    client = SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=1, read_timeout_s=1,
                           total_timeout_s=2)
     job_id = uuid4()
     try:
@@ -77,12 +79,12 @@ async def test_a_429_makes_the_worker_report_itself_paused(db_dsn: str, pool: as
         "database.dsn": db_dsn, "api.base_url": "http://127.0.0.1:9", "api.token": TOKEN,
         "server.enabled": False,
     })
-    client = api.SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=1, read_timeout_s=1,
+    client = SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=1, read_timeout_s=1,
                           total_timeout_s=2)
     try:
         worker = Worker(cfg, pool, client, PausingLimiter(), clock=lambda: now[0])
         assert worker.paused_reason is None
-        await worker.observe("results", api.RateLimited(retry_after_s=3600.0), 0.0)
+        await worker.observe("results", RateLimited(retry_after_s=3600.0), 0.0)
         assert "rate limited" in (worker.paused_reason or "")
         now[0] += 3601.0
         assert worker.paused_reason is None
