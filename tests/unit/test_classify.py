@@ -9,9 +9,7 @@ from uuid import UUID
 
 import pytest
 
-from harvester import classify
-from harvester.client import SpiderIQ
-from harvester.errors import ConfigError
+from harvester import classify, logs
 from harvester.outcomes import (
     AuthFailed,
     Completed,
@@ -343,19 +341,10 @@ def test_a_text_detail_passes_through_the_scrubber_too() -> None:
     assert outcome.detail == "no *** here"
 
 
-@pytest.mark.parametrize("url", ["http://spideriq.ai", "ftp://localhost", "localhost:8080"])
-def test_refuses_insecure_or_bad_urls(url: str) -> None:
-    with pytest.raises(ConfigError):
-        SpiderIQ(url, "a:b:c", connect_timeout_s=1, read_timeout_s=1, total_timeout_s=1)
-
-
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost", "http://[::1]:9",
-                                 "https://spideriq.ai"])
-def test_accepts_loopback_http_and_https(url: str) -> None:
-    client = SpiderIQ(url, "a:b:c", connect_timeout_s=1, read_timeout_s=1, total_timeout_s=1)
-    assert "a:b:c" not in repr(client)
-
-
-def test_insecure_allowed_when_asked() -> None:
-    SpiderIQ("http://spideriq.ai", "t", connect_timeout_s=1, read_timeout_s=1,
-                 total_timeout_s=1, allow_insecure=True)
+def test_classification_reads_no_global_secret_set() -> None:
+    """Only the scrubber passed in cleans a detail: the registered secrets are the client's job."""
+    logs.register_secret("cli_abcdef:sk_globalsecret:secret_hushhush")
+    raw = body(detail="token sk_globalsecret refused")
+    outcome = classify_result(401, {}, raw, NOW)
+    assert isinstance(outcome, AuthFailed)
+    assert outcome.detail == "token sk_globalsecret refused"
