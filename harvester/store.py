@@ -1,8 +1,7 @@
 """Storing result bodies: the job's final state, its results row and normalized rows, in one go.
 
-``store_result`` (HTTP 200) normalizes a body (parsed once, by ``classify.read_body``), then in
-one transaction moves the job to ``harvested`` and writes ``results`` plus the child rows
-(``store_rows``). With a ``Fence`` the
+``store_result`` (HTTP 200) normalizes a parsed body, then in one transaction moves the job to
+``harvested`` and writes ``results`` plus the child rows (``store_rows``). With a ``Fence`` the
 state change names the claimer's lease token, and a lost lease rolls everything back ("fenced").
 A body that cannot be parsed, belongs to another job, or that PostgreSQL refuses is kept byte for
 byte in ``rejects`` and the job becomes ``rejected``, in a transaction of its own. ``store_failure``
