@@ -25,6 +25,7 @@ import asyncpg
 
 from bench.common import databases, table, write_json
 from harvester import store
+from harvester.classify import read_body
 from harvester.sim.admin import create_jobs
 from harvester.sim.bodies import results_body
 from harvester.sim.clock import ManualClock
@@ -75,27 +76,28 @@ async def autocommit_rows(pool: asyncpg.Pool, bodies: Sequence[bytes]) -> None:
     """Every INSERT its own transaction, as a loop of plain inserts on an autocommit connection."""
     async with pool.acquire() as conn:
         for raw in bodies:
-            await write_rows(RowByRow(conn), [store.prepare(raw, None)],  # type: ignore[arg-type]
+            await write_rows(RowByRow(conn), [store.prepare(read_body(raw), None)],  # type: ignore[arg-type]
                              fetched=True)
 
 
 async def row_by_row(pool: asyncpg.Pool, bodies: Sequence[bytes]) -> None:
     """One INSERT per row, but one transaction per body: the kinder baseline."""
     for raw in bodies:
-        item = store.prepare(raw, None)
+        item = store.prepare(read_body(raw), None)
         async with pool.acquire() as conn, conn.transaction():
             await write_rows(RowByRow(conn), [item], fetched=True)  # type: ignore[arg-type]
 
 
 async def per_body(pool: asyncpg.Pool, bodies: Sequence[bytes]) -> None:
     for raw in bodies:
-        await store.store_result(pool, raw, http_status=None, polls_spent=0)
+        await store.store_result(pool, raw, read_body(raw), http_status=None, polls_spent=0)
 
 
 async def batched(pool: asyncpg.Pool, bodies: Sequence[bytes]) -> None:
     """What ``harvester import`` does: ``store_results`` on BATCH bodies per transaction."""
     for start in range(0, len(bodies), BATCH):
-        outcomes = await store.store_results(pool, bodies[start:start + BATCH])
+        outcomes = await store.store_results(
+            pool, [(raw, read_body(raw)) for raw in bodies[start:start + BATCH]])
         if any(o.kind != "harvested" for o in outcomes):
             raise RuntimeError("a generated body was not stored")
 

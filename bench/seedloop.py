@@ -19,6 +19,7 @@ import aiohttp
 import asyncpg
 
 from harvester import store
+from harvester.classify import read_body
 from harvester.limiter import SharedLimiter
 
 POLL_EVERY_S = 3.0  # the seed's time.sleep(3) after a 202
@@ -76,7 +77,8 @@ class SeedLoop:
             except (aiohttp.ClientError, TimeoutError):
                 return "dropped_transport_error"
             if status == 200:
-                outcome = await store.store_result(self.pool, body, expected_job_id=job_id)
+                outcome = await store.store_result(self.pool, body, read_body(body),
+                                                   expected_job_id=job_id)
                 return outcome.kind
             if status == 202:
                 await asyncio.sleep(POLL_EVERY_S / self.speed)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from harvester.api import AuthFailed, RateLimited, Transient
 from harvester.config import PollingConfig
+from harvester.outcomes import AuthFailed, RateLimited, Transient
 
 # A budget refusal lasts until midnight UTC at most; a longer Retry-After is junk and is capped,
 # so no header can park the queue (and let its jobs expire unpolled) for days.

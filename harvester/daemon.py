@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 
 import asyncpg
 
-from harvester import api, db, lifetime, logs, migrate, notify, server
+from harvester import db, lifetime, logs, migrate, notify, server
+from harvester.client import SpiderIQ
 from harvester.config import Config, require_token
 from harvester.discovery import Discovery
 from harvester.errors import DatabaseError, HarvesterError
@@ -129,7 +130,7 @@ async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
     async with contextlib.AsyncExitStack() as resources:
         pool = await db.open_pool(cfg.database)
         resources.push_async_callback(_close_pool, pool)
-        client = api.SpiderIQ.from_config(cfg.api, token, time_scale=cfg.speed)
+        client = SpiderIQ.from_config(cfg.api, token, time_scale=cfg.speed)
         resources.push_async_callback(client.close)
         limiter = SharedLimiter.from_config(pool, token, cfg.rate_limit)
         metrics = Metrics()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from harvester import api, lifetime, logs, policy
+from harvester import lifetime, logs, outcomes, policy
 from harvester.config import Config
 from harvester.gate import Gate
 from harvester.ports import DiscoveryLease, DiscoveryStore, Listed
@@ -36,7 +36,7 @@ def fingerprint(token: str) -> str:
 
 class ListClient(Protocol):
     async def list_jobs(self, *, page: int, page_size: int = 100, sort_by: str = "updated_at",
-                        sort_order: str = "desc") -> api.JobPage | api.Outcome: ...
+                        sort_order: str = "desc") -> outcomes.JobPage | outcomes.Outcome: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +128,7 @@ class Discovery:
             page = await self.client.list_jobs(page=page_no, page_size=PAGE_SIZE,
                                                sort_by="updated_at", sort_order="desc")
             await self.gate.observe("list", page, waited)
-            if not isinstance(page, api.JobPage):
+            if not isinstance(page, outcomes.JobPage):
                 return PassResult(pages, finished, running, False), newest
             pages += 1
             stamps = [j.updated_at for j in page.jobs if j.updated_at is not None]
@@ -142,12 +142,12 @@ class Discovery:
                 return PassResult(pages, finished, running, True), newest
             page_no += 1
 
-    async def _apply(self, page: api.JobPage) -> tuple[int, int]:
+    async def _apply(self, page: outcomes.JobPage) -> tuple[int, int]:
         done: list[Listed] = []
         running: list[Listed] = []
         for job in page.jobs:
             status = (job.status or "").lower()
-            if status in policy.TERMINAL_UPSTREAM:
+            if status in outcomes.TERMINAL_UPSTREAM:
                 done.append(Listed(job.job_id, status, job.job_type))
             else:
                 learned = self.gate.durations.get(job.job_type)

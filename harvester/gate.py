@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from harvester import api, brakes, logs, policy
+from harvester import brakes, logs, outcomes, policy
 from harvester.brakes import Brakes
 from harvester.config import Config
 
@@ -112,7 +112,7 @@ class Gate:
         status = getattr(outcome, "http_status", None)
         self.observer.request_done(endpoint, status if status is not None else "error", waited_s)
         pause = 0.0
-        if isinstance(outcome, api.RateLimited):
+        if isinstance(outcome, outcomes.RateLimited):
             pause = await self.limiter.pause(retry_after_s=outcome.retry_after_s,
                                              reset_at=outcome.reset_at, reason=outcome.detail)
         before = self.brakes
@@ -120,7 +120,7 @@ class Gate:
         self.brakes = brakes.after(before, outcome, now, self.polling, pause)
         self._log_change(endpoint, outcome, before, now, pause)
 
-    def rate_pause_s(self, outcome: api.RateLimited) -> float:
+    def rate_pause_s(self, outcome: outcomes.RateLimited) -> float:
         """How long a 429 keeps the job it answered waiting (the same rule as the limiter's)."""
         return brakes.rate_pause_s(outcome.retry_after_s, outcome.reset_at, self.wall(),
                                    self.default_pause_s)
@@ -128,14 +128,14 @@ class Gate:
     def _log_change(self, endpoint: str, outcome: object, before: Brakes, now: float,
                     pause: float) -> None:
         after = self.brakes
-        if isinstance(outcome, api.RateLimited):
+        if isinstance(outcome, outcomes.RateLimited):
             self.observer.error("rate_limited")
             log.warning("api_rate_limited", endpoint=endpoint, pause_s=round(pause, 3))
-        elif isinstance(outcome, api.AuthFailed):
+        elif isinstance(outcome, outcomes.AuthFailed):
             self.observer.error("auth")
             log.error("api_auth_failed", endpoint=endpoint, http_status=outcome.http_status,
                       detail=logs.scrub(outcome.detail), recheck_in_s=self.polling.auth_recheck_s)
-        elif isinstance(outcome, api.Transient):
+        elif isinstance(outcome, outcomes.Transient):
             self.observer.error("transient")
             if after.breaker.is_open(now) and not before.breaker.is_open(now):
                 log.warning("breaker_opened", failures=after.breaker.failures,

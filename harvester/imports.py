@@ -6,10 +6,11 @@ body goes through ``store.store_result`` without a fence, so a bad one is reject
 ``harvester.rejects`` and reported with its file and line while the rest is still imported; an
 unreadable file is reported too. Only an unreachable database stops the import (DatabaseError).
 
-A body is read the way the daemon reads a 200 answer (``api.classify_result``): one whose
-``status`` says ``failed``/``cancelled`` ends the job in that state with its ``error_message``, as a
-410 would; one still ``queued``/``processing``/``running`` is not a result, so it is reported and
-nothing is stored for it.
+A body is read by its own ``status`` the way the daemon reads a 200 answer
+(``classify.classify_body``): one whose ``status`` says ``failed``/``cancelled`` ends the job in
+that state with its ``error_message``, as a 410 would; one still ``queued``/``processing``/``running``
+is not a result, so it is reported and nothing is stored for it. The body is parsed once, by
+``classify.read_body``, and the parsed object goes to the store with the bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
 
-from harvester import api, store
+from harvester import classify, store
+from harvester.outcomes import Completed, Document, Gone, Pending
 
 PATTERNS = ("*.json", "*.jsonl")
 BATCH = 200  # bodies per transaction: set-based writes, few round trips
@@ -34,14 +36,14 @@ class ImportReport:
     skipped: int = 0  # bodies of jobs that had not finished
 
 
-def gone_job_id(outcome: api.Outcome, raw: bytes) -> UUID | None:
+def gone_job_id(outcome: Completed | Pending | Gone) -> UUID | None:
     """The job a failed/cancelled body is about; None when it is not one (or names no job)."""
-    if not isinstance(outcome, api.Gone):
+    if not isinstance(outcome, Gone) or not isinstance(outcome.doc, dict):
         return None
+    value = outcome.doc.get("job_id")
     try:
-        value = json.loads(raw).get("job_id")
         return UUID(value) if isinstance(value, str) else None
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    except ValueError:
         return None
 
 
@@ -96,22 +98,23 @@ async def import_paths(pool: store.Target, paths: Sequence[Path]) -> ImportRepor
         numbered = list(bodies(data))
         for start in range(0, len(numbered), BATCH):
             chunk = numbered[start:start + BATCH]
-            completed: list[tuple[int, bytes]] = []
+            completed: list[tuple[int, bytes, Document]] = []
             for line, raw in chunk:
-                verdict = api.classify_result(200, {}, raw, 0.0)
-                job_id = gone_job_id(verdict, raw)
-                if isinstance(verdict, api.Pending):
+                doc = classify.read_body(raw)
+                verdict = classify.classify_body(raw, doc, http_status=None)
+                job_id = gone_job_id(verdict)
+                if isinstance(verdict, Pending):
                     skipped += 1
                     problems.append((str(path), line, f"job not finished (status "
                                      f"{verdict.upstream_status!r}): nothing stored"))
                 elif job_id is not None:
-                    await store.store_failure(pool, raw, job_id=job_id, http_status=None,
+                    await store.store_failure(pool, raw, doc, job_id=job_id, http_status=None,
                                               polls_spent=0)
                     stored += 1
                 else:
-                    completed.append((line, raw))
-            outcomes = await store.store_results(pool, [raw for _, raw in completed])
-            for (line, _), outcome in zip(completed, outcomes, strict=True):
+                    completed.append((line, raw, doc))
+            outcomes = await store.store_results(pool, [(raw, doc) for _, raw, doc in completed])
+            for (line, _, _), outcome in zip(completed, outcomes, strict=True):
                 if outcome.kind == "harvested":
                     stored += 1
                 else:

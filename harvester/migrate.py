@@ -19,9 +19,20 @@ from pathlib import Path
 import asyncpg
 
 from harvester.errors import SchemaError
-from harvester.queries import query, sql_root
+from harvester.queries import NamedQueries, sql_root
 
 LEDGER = "harvester.schema_migrations"
+
+
+class SQL(NamedQueries):
+    lock_migrations: str
+    unlock_migrations: str
+    find_ledgers: str
+    create_schema: str
+    create_migrations_table: str
+    select_applied_migrations: str
+    select_legacy_migrations: str
+    insert_migration: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +48,15 @@ def available() -> list[Migration]:
 
 async def applied(conn: asyncpg.Connection) -> set[str] | None:
     """The versions recorded in the ledger (and the old one in public); None without a schema."""
-    found = await conn.fetchrow(query("find_ledgers"))
+    found = await conn.fetchrow(SQL.find_ledgers)
     assert found is not None
     if not found["has_schema"] and not found["has_legacy_ledger"]:
         return None
     done: set[str] = set()
     if found["has_ledger"]:
-        done |= {row["version"] for row in await conn.fetch(query("select_applied_migrations"))}
+        done |= {row["version"] for row in await conn.fetch(SQL.select_applied_migrations)}
     if found["has_legacy_ledger"]:
-        done |= {row["version"] for row in await conn.fetch(query("select_legacy_migrations"))}
+        done |= {row["version"] for row in await conn.fetch(SQL.select_legacy_migrations)}
     return done
 
 
@@ -75,7 +86,7 @@ async def require_current(conn: asyncpg.Connection) -> None:
 async def apply(conn: asyncpg.Connection) -> list[str]:
     """Apply pending migrations on one connection; return the versions applied now."""
     applied_now: list[str] = []
-    await conn.execute(query("lock_migrations"))
+    await conn.execute(SQL.lock_migrations)
     try:
         await _bootstrap(conn)
         done = await applied(conn) or set()
@@ -84,10 +95,10 @@ async def apply(conn: asyncpg.Connection) -> list[str]:
                 continue
             async with conn.transaction():
                 await conn.execute(migration.path.read_text(encoding="utf-8"))
-                await conn.execute(query("insert_migration"), migration.version)
+                await conn.execute(SQL.insert_migration, migration.version)
             applied_now.append(migration.version)
     finally:
-        await conn.execute(query("unlock_migrations"))
+        await conn.execute(SQL.unlock_migrations)
     return applied_now
 
 
@@ -95,10 +106,10 @@ async def _bootstrap(conn: asyncpg.Connection) -> None:
     """Create the schema and the ledger where missing, and only then: PostgreSQL checks the
     CREATE privilege of ``CREATE … IF NOT EXISTS`` even when the object exists, and a role that
     owns schema harvester need not have CREATE on the database."""
-    found = await conn.fetchrow(query("find_ledgers"))
+    found = await conn.fetchrow(SQL.find_ledgers)
     assert found is not None
     if found["has_ledger"]:
         return
     if not found["has_schema"]:
-        await conn.execute(query("create_schema"))
-    await conn.execute(query("create_migrations_table"))
+        await conn.execute(SQL.create_schema)
+    await conn.execute(SQL.create_migrations_table)

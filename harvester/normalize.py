@@ -1,11 +1,11 @@
 """Result bodies → typed rows: the pure core of storing a SpiderIQ result.
 
-``parse_body`` turns the bytes of a ``/results`` answer into a JSON object PostgreSQL can hold
-(UTF-8 with an optional BOM, NULs removed, lone surrogates replaced, no NaN or infinities), and
-``normalize`` maps that object onto frozen row values for ``results`` and, by job type, for the
-spiderSite tables (``normalize_site``) or the spiderMaps tables (``normalize_maps``). Only an
-unusable body (not JSON, not an object, no valid ``job_id``) raises ``BodyError``; any other
-field of the wrong type becomes ``None``. No I/O happens here.
+``decode`` turns the bytes of a ``/results`` answer into a JSON object (UTF-8 with an optional BOM,
+no NaN or infinities), ``document`` makes that object one PostgreSQL can hold (NULs removed, lone
+surrogates replaced, a valid ``job_id``), and ``normalize`` maps that object onto frozen row values
+for ``results`` and, by job type, for the spiderSite tables (``normalize_site``) or the spiderMaps
+tables (``normalize_maps``). Only an unusable body (not JSON, not an object, no valid ``job_id``)
+raises ``BodyError``; any other field of the wrong type becomes ``None``. No I/O happens here.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from harvester.normalize_site import PhoneRow, SiteRow, SocialRow, TeamMemberRow
 
 __all__ = [
     "BusinessRow", "MapsSearchRow", "Normalized", "PhoneRow", "Placement", "ResultRow", "SiteRow",
-    "SocialRow", "TeamMemberRow", "clean", "failure_hint", "normalize", "parse_body",
+    "SocialRow", "TeamMemberRow", "clean", "decode", "document", "failure_hint", "normalize",
+    "parse_body",
 ]
 
 # Real bodies nest about six levels; far deeper is an attack or a bug, and jsonb has limits too.
@@ -115,8 +116,13 @@ def parse_job_id(value: Any) -> uuid.UUID:
         raise BodyError(f"job_id {value[:80]!r} is not a UUID") from None
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """Decode a result body into a cleaned JSON object that has a valid job_id."""
+def decode(raw: bytes) -> dict[str, Any]:
+    """A body's JSON object, read as the store needs it: UTF-8 (an optional BOM), no NaN or
+    infinities. Raises ``BodyError`` with the reason a reject records; nothing else.
+
+    The classifier calls this once per answer and hands the object on, so a body is parsed once
+    on its way to the store.
+    """
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -132,12 +138,22 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise BodyError(f"body is not usable JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise BodyError(f"body is a JSON {type(parsed).__name__}, not an object")
+    return parsed
+
+
+def document(parsed: Mapping[str, Any]) -> dict[str, Any]:
+    """A decoded body cleaned for PostgreSQL (a copy), checked to have a valid job_id."""
     try:
         body: dict[str, Any] = clean(parsed)
     except RecursionError as exc:
         raise BodyError("body is nested too deeply to store") from exc
     parse_job_id(body.get("job_id"))
     return body
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """Decode a result body into a cleaned JSON object that has a valid job_id."""
+    return document(decode(raw))
 
 
 def kind_of(job_type: str | None) -> str:
@@ -172,17 +188,14 @@ def error_text(body: Mapping[str, Any]) -> str | None:
     return v.stripped(error) or v.stripped(body.get("detail"))
 
 
-def failure_hint(raw: bytes) -> tuple[str | None, str | None]:
+def failure_hint(parsed: object) -> tuple[str | None, str | None]:
     """``(status, message)`` read leniently from a failure body too poor to store.
 
     A 410 body is not documented; one without a job id (a FastAPI ``{"detail": ...}``, say) is
-    still the API saying why the job ended and whether it was cancelled.
+    still the API saying why the job ended and whether it was cancelled. ``parsed`` is the
+    decoded body, or anything else (nothing to read) when it did not decode to an object.
     """
-    try:
-        parsed = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None, None
-    if not isinstance(parsed, dict):
+    if not isinstance(parsed, Mapping):
         return None, None
     message = error_text(parsed) or v.stripped(parsed.get("message"))
     status = v.stripped(parsed.get("status"))

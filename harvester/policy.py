@@ -11,16 +11,13 @@ import random
 from dataclasses import dataclass
 
 from harvester.config import PollingConfig
+from harvester.outcomes import TERMINAL_UPSTREAM
 
 SITE = "spiderSite"
 MAPS = "spiderMaps"
 
 # Decisions a job can end in. ``None`` means: stay pending.
 HARVESTED = "harvested"
-# The upstream statuses that end a job, in every spelling the docs use; the one list of them.
-CANCELLED_UPSTREAM = frozenset({"cancelled", "canceled"})
-GONE_UPSTREAM = frozenset({"failed"}) | CANCELLED_UPSTREAM
-TERMINAL_UPSTREAM = frozenset({"completed"}) | GONE_UPSTREAM
 # List pages may always use this share of the requests being spent: enough to keep discovery
 # fresh when fetches fill the budget, small enough to keep requests per job near 1.
 LIST_BUDGET_SHARE = 0.02

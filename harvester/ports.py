@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from harvester.api import Completed, Gone
+from harvester.outcomes import Completed, Gone
 from harvester.store import StoreOutcome
 
 

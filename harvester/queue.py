@@ -20,9 +20,8 @@ from uuid import UUID
 import asyncpg
 
 from harvester import store
-from harvester.api import Completed, Gone
 from harvester.db import guard, transaction
-from harvester.policy import TERMINAL_UPSTREAM
+from harvester.outcomes import TERMINAL_UPSTREAM, Completed, Gone
 from harvester.ports import ClaimedJob, DiscoveryLease, Finish, Listed, Reschedule
 from harvester.queries import NamedQueries
 from harvester.store import StoreOutcome
@@ -120,14 +119,14 @@ class PgQueue:
 
     async def store_result(self, job: ClaimedJob, outcome: Completed) -> StoreOutcome:
         return await store.store_result(
-            self.pool, outcome.body, expected_job_id=job.job_id,
+            self.pool, outcome.body, outcome.doc, expected_job_id=job.job_id,
             fence=store.Fence(job.job_id, job.lease_token), http_status=outcome.http_status or 200,
             statement_timeout_s=self.timeout_s,
         )
 
     async def store_failure(self, job: ClaimedJob, outcome: Gone) -> StoreOutcome:
         return await store.store_failure(
-            self.pool, outcome.body, job_id=job.job_id,
+            self.pool, outcome.body, outcome.doc, job_id=job.job_id,
             fence=store.Fence(job.job_id, job.lease_token), http_status=outcome.http_status or 410,
             statement_timeout_s=self.timeout_s,
         )

@@ -1,6 +1,6 @@
 """Storing result bodies: the job's final state, its results row and normalized rows, in one go.
 
-``store_result`` (HTTP 200) parses and normalizes a body, then in one transaction moves the job to
+``store_result`` (HTTP 200) normalizes a parsed body, then in one transaction moves the job to
 ``harvested`` and writes ``results`` plus the child rows (``store_rows``). With a ``Fence`` the
 state change names the claimer's lease token, and a lost lease rolls everything back ("fenced").
 A body that cannot be parsed, belongs to another job, or that PostgreSQL refuses is kept byte for
@@ -23,8 +23,8 @@ import asyncpg
 
 from harvester.db import REFUSED, guard, transaction
 from harvester.errors import BodyError
-from harvester.normalize import Normalized, clean_text, failure_hint, normalize, parse_body
-from harvester.policy import CANCELLED_UPSTREAM
+from harvester.normalize import Normalized, clean_text, document, failure_hint, normalize
+from harvester.outcomes import CANCELLED_UPSTREAM, Document, Unreadable
 from harvester.queries import NamedQueries
 from harvester.store_rows import write_rows
 
@@ -144,25 +144,29 @@ def failure_state(status: str | None) -> str:
     return "cancelled" if (status or "").casefold() in CANCELLED_UPSTREAM else "failed"
 
 
-def prepare(raw: bytes, expected: UUID | None) -> Normalized:
-    item = normalize(parse_body(raw))
+def prepare(doc: Document, expected: UUID | None) -> Normalized:
+    """Rows from a body's parsed JSON (``classify.read_body``); ``BodyError`` when unusable."""
+    if isinstance(doc, Unreadable):
+        raise BodyError(doc.reason)
+    item = normalize(document(doc))
     if expected is not None and item.job_id != expected:
         raise BodyError(f"body is for job {item.job_id}, not {expected}")
     return item
 
 
 async def store_result(
-    pool_or_conn: Target, raw: bytes, *, expected_job_id: UUID | None = None,
+    pool_or_conn: Target, raw: bytes, doc: Document, *, expected_job_id: UUID | None = None,
     fence: Fence | None = None, http_status: int | None = 200, polls_spent: int = 1,
     statement_timeout_s: float | None = None,
 ) -> StoreOutcome:
     """Store a completed job's body (HTTP 200): harvested, rejected or fenced.
 
-    ``http_status=None`` (import) leaves the job's last HTTP status as it was.
+    ``doc`` is ``raw`` already parsed; ``raw`` is what a reject keeps. ``http_status=None``
+    (import) leaves the job's last HTTP status as it was.
     """
     expected = expected_job_id or (fence.job_id if fence is not None else None)
     try:
-        item = prepare(raw, expected)
+        item = prepare(doc, expected)
     except BodyError as exc:
         return await reject(pool_or_conn, raw, job_id=expected, reason=str(exc), fence=fence,
                             http_status=http_status, polls_spent=polls_spent,
@@ -184,17 +188,19 @@ async def store_result(
     return stored("harvested", item)
 
 
-async def store_results(pool: Target, raws: Sequence[bytes]) -> list[StoreOutcome]:
-    """Store many completed bodies without a lease (import): one transaction for the whole batch.
+async def store_results(pool: Target, bodies: Sequence[tuple[bytes, Document]]
+                        ) -> list[StoreOutcome]:
+    """Store many completed bodies ``(raw, doc)`` without a lease (import): one transaction for
+    the whole batch.
 
     Bodies that do not parse are rejected one by one; if the database refuses the batch, each body
     is stored on its own so that only the offending ones end up rejected.
     """
-    outcomes: list[StoreOutcome | None] = [None] * len(raws)
+    outcomes: list[StoreOutcome | None] = [None] * len(bodies)
     good: list[tuple[int, Normalized]] = []
-    for index, raw in enumerate(raws):
+    for index, (raw, doc) in enumerate(bodies):
         try:
-            good.append((index, prepare(raw, None)))
+            good.append((index, prepare(doc, None)))
         except BodyError as exc:
             outcomes[index] = await reject(pool, raw, job_id=None, reason=str(exc), fence=None,
                                            http_status=None, polls_spent=0)
@@ -210,7 +216,8 @@ async def store_results(pool: Target, raws: Sequence[bytes]) -> list[StoreOutcom
             await write_rows(conn, items, fetched=True)
     except REFUSED:
         for index, _ in good:
-            outcomes[index] = await store_result(pool, raws[index], http_status=None, polls_spent=0)
+            raw, doc = bodies[index]
+            outcomes[index] = await store_result(pool, raw, doc, http_status=None, polls_spent=0)
     else:
         for index, item in good:
             outcomes[index] = stored("harvested", item)
@@ -218,18 +225,19 @@ async def store_results(pool: Target, raws: Sequence[bytes]) -> list[StoreOutcom
 
 
 async def store_failure(
-    pool_or_conn: Target, raw: bytes, *, job_id: UUID, fence: Fence | None = None,
+    pool_or_conn: Target, raw: bytes, doc: Document, *, job_id: UUID, fence: Fence | None = None,
     http_status: int | None = 410, polls_spent: int = 1, statement_timeout_s: float | None = None,
 ) -> StoreOutcome:
     """Record a failed or cancelled job (HTTP 410), keeping its body when it parses.
 
-    ``http_status=None`` (import) leaves the job's last HTTP status as it was.
+    ``doc`` is ``raw`` already parsed; ``raw`` is what a reject keeps. ``http_status=None``
+    (import) leaves the job's last HTTP status as it was.
     """
     source = "imported body" if http_status is None else f"HTTP {http_status}"
     try:
-        item = prepare(raw, job_id)
+        item = prepare(doc, job_id)
     except BodyError as exc:
-        status, message = failure_hint(raw)
+        status, message = failure_hint(doc)
         state = failure_state(status)
         reason = f"{source}; body not usable: {exc}"
         if message:

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from harvester import api, lifetime, logs, policy
+from harvester import lifetime, logs, outcomes, policy
 from harvester.config import Config
 from harvester.errors import DatabaseError
 from harvester.gate import Gate
@@ -40,7 +40,7 @@ def latency_s(completed_at: datetime | None, now_unix: float) -> float | None:
 
 
 class ResultsClient(Protocol):
-    async def fetch_result(self, job_id: UUID) -> api.Outcome: ...
+    async def fetch_result(self, job_id: UUID) -> outcomes.Outcome: ...
 
 
 class Worker:
@@ -178,30 +178,30 @@ class Worker:
             await self.store.release(self.owner, [job.job_id],
                                      policy.fault_delay(job.fault_count + 1, self.cfg.polling, self.rng))
 
-    async def _apply(self, job: ClaimedJob, view: policy.JobView, outcome: api.Outcome,
+    async def _apply(self, job: ClaimedJob, view: policy.JobView, outcome: outcomes.Outcome,
                      stop: asyncio.Event) -> None:
         cfg = self.cfg.polling
         status = outcome.http_status
-        if isinstance(outcome, api.Completed):
+        if isinstance(outcome, outcomes.Completed):
             await self._store(job, stop, lambda: self.store.store_result(job, outcome))
-        elif isinstance(outcome, api.Gone):
+        elif isinstance(outcome, outcomes.Gone):
             await self._store(job, stop, lambda: self.store.store_failure(job, outcome))
-        elif isinstance(outcome, api.Pending):
+        elif isinstance(outcome, outcomes.Pending):
             job_type = outcome.job_type or job.job_type
             decision = policy.on_pending(view, cfg, self.rng, self.gate.durations.get(job_type),
                                          self.gate.poll_factor())
             await self._decide(job, decision, status, outcome.upstream_status, outcome.job_type)
-        elif isinstance(outcome, api.NotFound):
+        elif isinstance(outcome, outcomes.NotFound):
             await self._decide(job, policy.on_not_found(view, cfg, self.rng), status, None, None)
-        elif isinstance(outcome, api.AuthFailed):
+        elif isinstance(outcome, outcomes.AuthFailed):
             await self._keep(job, cfg.auth_recheck_s, status, f"{status}: {outcome.detail}")
-        elif isinstance(outcome, api.RateLimited):
+        elif isinstance(outcome, outcomes.RateLimited):
             await self._keep(job, max(cfg.min_interval_s, self.gate.rate_pause_s(outcome)), status,
                              "429: rate limited")
-        elif isinstance(outcome, api.Transient):
+        elif isinstance(outcome, outcomes.Transient):
             await self._decide(job, policy.on_fault(view, outcome.reason, cfg, self.rng),
                                status, None, None)
-        else:  # pragma: no cover - the api module returns only the kinds above
+        else:  # pragma: no cover - classification returns only the kinds above
             raise TypeError(f"unknown outcome {type(outcome).__name__}")
 
     async def _keep(self, job: ClaimedJob, delay: float, status: int | None, error: str) -> None:

@@ -14,6 +14,7 @@ from hostile import HAND_CASES, body_strategy
 from hypothesis import HealthCheck, given, settings
 
 from harvester import store
+from harvester.classify import read_body
 
 # Unusable as a whole: not UTF-8 JSON, not an object, no job id or someone else's, too deep.
 # Everything else is stored, bad fields read as absent. The oversized keys ("huge random ...")
@@ -45,7 +46,7 @@ async def check_one(pool: asyncpg.Pool, build: Callable[[uuid.UUID], bytes]) -> 
     job_id = uuid.uuid4()
     raw = build(job_id)
     await pool.execute("INSERT INTO harvester.jobs (job_id) VALUES ($1)", job_id)
-    outcome = await store.store_result(pool, raw, expected_job_id=job_id, http_status=200)
+    outcome = await store.store_result(pool, raw, read_body(raw), expected_job_id=job_id, http_status=200)
     state = await pool.fetchval("SELECT state FROM harvester.jobs WHERE job_id = $1", job_id)
     assert outcome.kind in ("harvested", "rejected")
     assert state == outcome.kind
@@ -59,7 +60,7 @@ async def check_one(pool: asyncpg.Pool, build: Callable[[uuid.UUID], bytes]) -> 
         return outcome.kind
     before = await rows_of(pool, job_id)
     assert len(before["results"]) == 1
-    again = await store.store_result(pool, raw, expected_job_id=job_id, http_status=200)
+    again = await store.store_result(pool, raw, read_body(raw), expected_job_id=job_id, http_status=200)
     assert again.kind == "harvested"
     assert await rows_of(pool, job_id) == before
     return outcome.kind

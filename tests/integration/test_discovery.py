@@ -19,12 +19,13 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from harvester import api, config, policy, queue
+from harvester import config, policy, queue
+from harvester.client import SpiderIQ
 from harvester.discovery import UNHEALTHY_AFTER, Discovery
 from harvester.gate import Gate
 from harvester.limiter import SharedLimiter
-from harvester.sim import SimServer
 from harvester.queue import PgQueue
+from harvester.sim import SimServer
 
 TOKEN = "disc:key:secret"
 SPEED = 50.0
@@ -40,7 +41,7 @@ def make_config(dsn: str, base_url: str) -> config.Config:
 class Parts:
     def __init__(self, cfg: config.Config, pool: asyncpg.Pool) -> None:
         self.cfg = cfg
-        self.client = api.SpiderIQ.from_config(cfg.api, TOKEN)
+        self.client = SpiderIQ.from_config(cfg.api, TOKEN)
         self.gate = Gate(cfg, SharedLimiter.from_config(pool, TOKEN, cfg.rate_limit))
         self.store = PgQueue(pool)
         self.discovery = Discovery(cfg, self.store, self.client, self.gate, TOKEN)

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from harvester import store
+from harvester.classify import read_body
 from harvester.errors import DatabaseError
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
@@ -50,6 +51,16 @@ def with_data(path: Path, **changes: Any) -> bytes:
     return json.dumps(doc).encode()
 
 
+async def store_result(target: store.Target, raw: bytes, **kwargs: Any) -> store.StoreOutcome:
+    """A 200 body as the worker hands it on: the bytes and their JSON, parsed once."""
+    return await store.store_result(target, raw, read_body(raw), **kwargs)
+
+
+async def store_failure(target: store.Target, raw: bytes, **kwargs: Any) -> store.StoreOutcome:
+    """A 410 body as the worker hands it on: the bytes and their JSON, parsed once."""
+    return await store.store_failure(target, raw, read_body(raw), **kwargs)
+
+
 async def dump(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
     tables: dict[str, list[tuple[Any, ...]]] = {}
     for table in TABLES:
@@ -77,9 +88,9 @@ async def test_storing_a_seed_body_twice_leaves_identical_tables(
     conn: asyncpg.Connection, path: Path,
 ) -> None:
     # As import stores it: no API request was spent, so the jobs row's poll count stays put too.
-    first = await store.store_result(conn, read(path), polls_spent=0)
+    first = await store_result(conn, read(path), polls_spent=0)
     before = await dump(conn)
-    second = await store.store_result(conn, read(path), polls_spent=0)
+    second = await store_result(conn, read(path), polls_spent=0)
     assert (first.kind, second.kind) == ("harvested", "harvested")
     assert await dump(conn) == before
     assert before["results"]
@@ -99,19 +110,19 @@ async def test_the_same_result_stored_again_leaves_every_column_as_it_was(
     conn: asyncpg.Connection, path: Path,
 ) -> None:
     """Re-harvest, import and reprocess of one body: not even fetched_at or last_seen_at move."""
-    await store.store_result(conn, read(path))
+    await store_result(conn, read(path))
     before = await whole_rows(conn)
-    await store.store_result(conn, read(path))
-    await store.store_results(conn, [read(path)])
+    await store_result(conn, read(path))
+    await store.store_results(conn, [(read(path), read_body(read(path)))])
     await store.reprocess(conn, None)
     assert await whole_rows(conn) == before
-    await store.store_result(conn, body(path, message="fetched again, a different body"))
+    await store_result(conn, body(path, message="fetched again, a different body"))
     after = json.loads((await whole_rows(conn))["results"][0])
     assert after["fetched_at"] > json.loads(before["results"][0])["fetched_at"]
 
 
 async def test_minimal_example_yields_its_contacts(conn: asyncpg.Connection) -> None:
-    await store.store_result(conn, read(MINIMAL))
+    await store_result(conn, read(MINIMAL))
     emails = await conn.fetch("SELECT email FROM harvester.site_emails ORDER BY email")
     phones = await conn.fetch("SELECT phone, e164 FROM harvester.site_phones")
     addresses = await conn.fetch("SELECT address FROM harvester.site_addresses")
@@ -125,7 +136,7 @@ async def test_minimal_example_yields_its_contacts(conn: asyncpg.Connection) -> 
 
 
 async def test_harvested_job_row_records_state_type_and_status(conn: asyncpg.Connection) -> None:
-    await store.store_result(conn, read(MINIMAL))
+    await store_result(conn, read(MINIMAL))
     job = await conn.fetchrow("SELECT * FROM harvester.jobs")
     assert (job["state"], job["job_type"], job["upstream_status"]) == (
         "harvested", "spiderSite", "completed")
@@ -133,7 +144,7 @@ async def test_harvested_job_row_records_state_type_and_status(conn: asyncpg.Con
 
 
 async def test_maps_example_yields_one_business_with_coordinates(conn: asyncpg.Connection) -> None:
-    await store.store_result(conn, read(MAPS))
+    await store_result(conn, read(MAPS))
     rows = await conn.fetch("SELECT * FROM harvester.businesses")
     assert len(rows) == 1
     b = rows[0]
@@ -151,10 +162,10 @@ async def test_maps_example_yields_one_business_with_coordinates(conn: asyncpg.C
 async def test_same_business_from_two_searches_is_one_row_linked_twice(
     conn: asyncpg.Connection,
 ) -> None:
-    await store.store_result(conn, read(MAPS))
+    await store_result(conn, read(MAPS))
     first_seen = await conn.fetchval("SELECT first_seen_at FROM harvester.businesses")
     later = body(MAPS, job_id=str(OTHER_MAPS_ID), completed_at="2025-10-28T09:00:00Z")
-    await store.store_result(conn, later)
+    await store_result(conn, later)
     rows = await conn.fetch("SELECT * FROM harvester.businesses")
     assert len(rows) == 1
     assert rows[0]["first_seen_at"] == first_seen
@@ -170,15 +181,15 @@ async def test_restoring_an_older_search_does_not_overwrite_newer_details(
     newer = json.loads(read(MAPS))
     newer.update(job_id=str(OTHER_MAPS_ID), completed_at="2025-10-28T09:00:00Z")
     newer["data"]["businesses"][0]["rating"] = 4.9
-    await store.store_result(conn, json.dumps(newer).encode())
-    await store.store_result(conn, read(MAPS))
+    await store_result(conn, json.dumps(newer).encode())
+    await store_result(conn, read(MAPS))
     row = await conn.fetchrow("SELECT rating, last_job_id FROM harvester.businesses")
     assert tuple(row) == (4.9, OTHER_MAPS_ID)
 
 
 async def test_fenced_store_harvests_and_releases_the_lease(conn: asyncpg.Connection) -> None:
     fence = await claim(conn, MINIMAL_ID)
-    outcome = await store.store_result(conn, read(MINIMAL), expected_job_id=MINIMAL_ID,
+    outcome = await store_result(conn, read(MINIMAL), expected_job_id=MINIMAL_ID,
                                        fence=fence, http_status=200, polls_spent=1)
     assert (outcome.kind, outcome.job_id) == ("harvested", MINIMAL_ID)
     assert outcome.job_type == "spiderSite" and outcome.completed_at is not None
@@ -190,7 +201,7 @@ async def test_fenced_store_harvests_and_releases_the_lease(conn: asyncpg.Connec
 async def test_wrong_lease_token_is_fenced_and_writes_nothing(conn: asyncpg.Connection) -> None:
     fence = await claim(conn, MINIMAL_ID)
     stale = store.Fence(MINIMAL_ID, fence.lease_token - 1)
-    outcome = await store.store_result(conn, read(MINIMAL), fence=stale)
+    outcome = await store_result(conn, read(MINIMAL), fence=stale)
     assert outcome.kind == "fenced"
     assert await conn.fetchval("SELECT state FROM harvester.jobs") == "pending"
     for table in ("results", "sites", "site_emails", "rejects"):
@@ -199,7 +210,7 @@ async def test_wrong_lease_token_is_fenced_and_writes_nothing(conn: asyncpg.Conn
 
 async def test_bad_body_under_a_lost_lease_is_fenced_not_rejected(conn: asyncpg.Connection) -> None:
     fence = await claim(conn, MINIMAL_ID)
-    outcome = await store.store_result(conn, b"nope", fence=store.Fence(MINIMAL_ID, 0))
+    outcome = await store_result(conn, b"nope", fence=store.Fence(MINIMAL_ID, 0))
     assert outcome.kind == "fenced"
     assert fence.lease_token != 0
     assert await count(conn, "rejects") == 0
@@ -224,7 +235,7 @@ async def test_unusable_body_is_rejected_with_its_exact_bytes(
     conn: asyncpg.Connection, raw: bytes,
 ) -> None:
     fence = await claim(conn, MINIMAL_ID)
-    outcome = await store.store_result(conn, raw, expected_job_id=MINIMAL_ID, fence=fence)
+    outcome = await store_result(conn, raw, expected_job_id=MINIMAL_ID, fence=fence)
     assert outcome.kind == "rejected" and outcome.reason
     reject = await conn.fetchrow("SELECT job_id, reason, body FROM harvester.rejects")
     assert (reject["job_id"], reject["body"]) == (MINIMAL_ID, raw)
@@ -237,7 +248,7 @@ async def test_unusable_body_is_rejected_with_its_exact_bytes(
 async def test_unfenced_reject_without_job_id_keeps_only_the_bytes(
     conn: asyncpg.Connection,
 ) -> None:
-    outcome = await store.store_result(conn, b"{not json")
+    outcome = await store_result(conn, b"{not json")
     assert (outcome.kind, outcome.job_id) == ("rejected", None)
     assert await conn.fetchval("SELECT body FROM harvester.rejects") == b"{not json"
     assert await count(conn, "jobs") == 0
@@ -245,7 +256,7 @@ async def test_unfenced_reject_without_job_id_keeps_only_the_bytes(
 
 async def test_body_for_another_job_is_rejected(conn: asyncpg.Connection) -> None:
     fence = await claim(conn, MAPS_ID)
-    outcome = await store.store_result(conn, read(MINIMAL), expected_job_id=MAPS_ID,
+    outcome = await store_result(conn, read(MINIMAL), expected_job_id=MAPS_ID,
                                        fence=fence)
     assert outcome.kind == "rejected"
     assert await conn.fetchval("SELECT state FROM harvester.jobs WHERE job_id=$1",
@@ -256,7 +267,7 @@ async def test_body_for_another_job_is_rejected(conn: asyncpg.Connection) -> Non
 async def test_escaped_nul_characters_are_cleaned_not_rejected(conn: asyncpg.Connection) -> None:
     raw = with_data(MINIMAL, markdown_compendium="# A\u0000B", emails=["x\u0000@example.com"])
     raw = raw.replace(b'"success"', b'"suc\\u0000cess"')
-    outcome = await store.store_result(conn, raw)
+    outcome = await store_result(conn, raw)
     assert outcome.kind == "harvested"
     assert await conn.fetchval("SELECT markdown_compendium FROM harvester.sites") == "# AB"
     assert await conn.fetchval("SELECT email FROM harvester.site_emails") == "x@example.com"
@@ -266,7 +277,7 @@ async def test_escaped_nul_characters_are_cleaned_not_rejected(conn: asyncpg.Con
 async def test_database_refusal_rolls_back_and_rejects(conn: asyncpg.Connection) -> None:
     await conn.execute("ALTER TABLE harvester.sites ADD CONSTRAINT few CHECK (pages_crawled < 3)")
     fence = await claim(conn, MINIMAL_ID)
-    outcome = await store.store_result(conn, read(MINIMAL), fence=fence)
+    outcome = await store_result(conn, read(MINIMAL), fence=fence)
     assert outcome.kind == "rejected"
     assert "CheckViolation" in (outcome.reason or "")
     assert await count(conn, "results") == 0
@@ -278,26 +289,26 @@ async def test_dead_connection_raises_database_error(db_dsn: str) -> None:
     dead = await asyncpg.connect(db_dsn)
     await dead.close()
     with pytest.raises(DatabaseError):
-        await store.store_result(dead, read(MINIMAL))
+        await store_result(dead, read(MINIMAL))
 
 
 async def test_a_pool_works_as_the_target(db_dsn: str) -> None:
     async with asyncpg.create_pool(db_dsn, min_size=1, max_size=2) as pool:
-        outcome = await store.store_result(pool, read(MAPS))
+        outcome = await store_result(pool, read(MAPS))
         assert outcome.kind == "harvested"
         assert await pool.fetchval("SELECT count(*) FROM harvester.businesses") == 1
 
 
 async def test_one_megabyte_compendium_is_stored_whole(conn: asyncpg.Connection) -> None:
     text = "# Big\n" + "lorem ipsum dolor sit amet " * 40_000
-    await store.store_result(conn, with_data(MINIMAL, markdown_compendium=text))
+    await store_result(conn, with_data(MINIMAL, markdown_compendium=text))
     stored = await conn.fetchval("SELECT length(markdown_compendium) FROM harvester.sites")
     assert stored == len(text) > 1_000_000
 
 
 async def test_gone_failed_body_marks_the_job_failed(conn: asyncpg.Connection) -> None:
     fence = await claim(conn, MINIMAL_ID)
-    outcome = await store.store_failure(conn, read(FAILED),
+    outcome = await store_failure(conn, read(FAILED),
                                         job_id=MINIMAL_ID, fence=fence)
     assert outcome.kind == "failed"
     job = await conn.fetchrow("SELECT state, upstream_status, last_error, last_http_status "
@@ -311,7 +322,7 @@ async def test_gone_failed_body_marks_the_job_failed(conn: asyncpg.Connection) -
 async def test_gone_cancelled_body_marks_the_job_cancelled(conn: asyncpg.Connection) -> None:
     raw = body(FAILED, status="cancelled", error_message="Cancelled by user")
     fence = await claim(conn, MINIMAL_ID)
-    outcome = await store.store_failure(conn, raw, job_id=MINIMAL_ID, fence=fence)
+    outcome = await store_failure(conn, raw, job_id=MINIMAL_ID, fence=fence)
     assert (outcome.kind, outcome.reason) == ("cancelled", "Cancelled by user")
     assert await conn.fetchval("SELECT state FROM harvester.jobs") == "cancelled"
 
@@ -323,7 +334,7 @@ async def test_gone_body_with_error_instead_of_error_message_keeps_it(
     del doc["error_message"]
     doc["error"] = "Target refused the connection"
     fence = await claim(conn, MINIMAL_ID)
-    outcome = await store.store_failure(conn, json.dumps(doc).encode(), job_id=MINIMAL_ID,
+    outcome = await store_failure(conn, json.dumps(doc).encode(), job_id=MINIMAL_ID,
                                         fence=fence)
     assert (outcome.kind, outcome.reason) == ("failed", "Target refused the connection")
     assert await conn.fetchval("SELECT last_error FROM harvester.jobs") == outcome.reason
@@ -338,7 +349,7 @@ async def test_site_body_without_type_and_with_numbers_as_strings_is_harvested_w
     doc.update(success="true", processing_time_seconds="12.4")
     doc["data"]["pages_crawled"] = "5"
     fence = await claim(conn, MINIMAL_ID)
-    outcome = await store.store_result(conn, json.dumps(doc).encode(), fence=fence)
+    outcome = await store_result(conn, json.dumps(doc).encode(), fence=fence)
     assert (outcome.kind, outcome.job_type) == ("harvested", "spiderSite")
     result = await conn.fetchrow("SELECT job_type, success, processing_time_seconds "
                                  "FROM harvester.results")
@@ -354,7 +365,7 @@ async def test_maps_business_variants_are_stored(conn: asyncpg.Connection) -> No
                 working_hours=["Monday: 5-10 PM", "Tuesday: Closed"],
                 latitude=42.3647, longitude=-71.0542)
     del item["coordinates"]
-    outcome = await store.store_result(conn, json.dumps(doc).encode())
+    outcome = await store_result(conn, json.dumps(doc).encode())
     assert outcome.kind == "harvested"
     row = await conn.fetchrow("SELECT rating, reviews_count, categories, working_hours, latitude, "
                               "longitude FROM harvester.businesses")
@@ -368,7 +379,7 @@ async def test_gone_with_unusable_body_is_failed_and_keeps_the_bytes(
     conn: asyncpg.Connection,
 ) -> None:
     fence = await claim(conn, MINIMAL_ID)
-    outcome = await store.store_failure(conn, b"", job_id=MINIMAL_ID, fence=fence)
+    outcome = await store_failure(conn, b"", job_id=MINIMAL_ID, fence=fence)
     assert outcome.kind == "failed"
     job = await conn.fetchrow("SELECT state, last_error FROM harvester.jobs")
     assert job["state"] == "failed" and "body not usable" in job["last_error"]
@@ -385,7 +396,7 @@ async def test_gone_body_without_job_id_keeps_its_message_and_verdict(
     conn: asyncpg.Connection, raw: bytes, state: str, message: str,
 ) -> None:
     fence = await claim(conn, MINIMAL_ID)
-    outcome = await store.store_failure(conn, raw, job_id=MINIMAL_ID, fence=fence)
+    outcome = await store_failure(conn, raw, job_id=MINIMAL_ID, fence=fence)
     assert outcome.kind == state
     job = await conn.fetchrow("SELECT state, last_error FROM harvester.jobs")
     assert job["state"] == state
@@ -395,7 +406,7 @@ async def test_gone_body_without_job_id_keeps_its_message_and_verdict(
 
 async def test_gone_under_a_lost_lease_is_fenced(conn: asyncpg.Connection) -> None:
     await claim(conn, MINIMAL_ID)
-    outcome = await store.store_failure(conn, read(FAILED),
+    outcome = await store_failure(conn, read(FAILED),
                                         job_id=MINIMAL_ID, fence=store.Fence(MINIMAL_ID, 99))
     assert outcome.kind == "fenced"
     assert await count(conn, "results") == 0
@@ -403,7 +414,7 @@ async def test_gone_under_a_lost_lease_is_fenced(conn: asyncpg.Connection) -> No
 
 async def test_reprocess_rebuilds_identical_rows(conn: asyncpg.Connection) -> None:
     for path in (MINIMAL, CHAMP, MAPS):
-        await store.store_result(conn, read(path))
+        await store_result(conn, read(path))
     before = await dump(conn)
     await conn.execute("DELETE FROM harvester.sites; DELETE FROM harvester.maps_searches; "
                        "DELETE FROM harvester.businesses")
@@ -413,7 +424,7 @@ async def test_reprocess_rebuilds_identical_rows(conn: asyncpg.Connection) -> No
 
 
 async def test_reprocess_by_id_reports_unknown_ids(conn: asyncpg.Connection) -> None:
-    await store.store_result(conn, read(MINIMAL))
+    await store_result(conn, read(MINIMAL))
     await conn.execute("DELETE FROM harvester.site_emails")
     report = await store.reprocess(conn, [MINIMAL_ID, MAPS_ID])
     assert (report.processed, report.missing) == (1, [str(MAPS_ID)])
@@ -421,7 +432,7 @@ async def test_reprocess_by_id_reports_unknown_ids(conn: asyncpg.Connection) -> 
 
 
 async def test_site_contacts_view_has_one_row_per_site(conn: asyncpg.Connection) -> None:
-    await store.store_result(conn, read(MINIMAL))
+    await store_result(conn, read(MINIMAL))
     row = await conn.fetchrow("SELECT * FROM harvester.site_contacts")
     assert row["emails"] == ["contact@example.com", "sales@example.com"]
     assert row["phones"] == ["+1-555-123-4567"]
@@ -430,7 +441,7 @@ async def test_site_contacts_view_has_one_row_per_site(conn: asyncpg.Connection)
 
 
 async def test_leads_view_reads_champ_and_decision_maker(conn: asyncpg.Connection) -> None:
-    await store.store_result(conn, read(CHAMP))
+    await store_result(conn, read(CHAMP))
     lead = await conn.fetchrow("SELECT * FROM harvester.leads")
     assert (lead["company"], lead["domain"], lead["icp_fit_score"]) == (
         "TechStart Solutions", "techstart.com", 0.85)
@@ -439,7 +450,7 @@ async def test_leads_view_reads_champ_and_decision_maker(conn: asyncpg.Connectio
 
 
 async def test_leads_view_falls_back_to_team_for_decision_maker(conn: asyncpg.Connection) -> None:
-    await store.store_result(conn, read(AI))
+    await store_result(conn, read(AI))
     lead = await conn.fetchrow("SELECT company, decision_maker FROM harvester.leads")
     assert tuple(lead) == ("TechStart Solutions", "Sarah Johnson (CEO & Founder)")
 
@@ -448,7 +459,7 @@ async def test_latest_sites_view_keeps_the_newest_crawl_per_domain(
     conn: asyncpg.Connection,
 ) -> None:
     for path in (AI, CHAMP, MINIMAL):
-        await store.store_result(conn, read(path))
+        await store_result(conn, read(path))
     rows = await conn.fetch("SELECT domain, job_id FROM harvester.latest_sites ORDER BY domain")
     assert [(r["domain"], str(r["job_id"])) for r in rows] == [
         ("example.com", str(MINIMAL_ID)),

@@ -13,6 +13,7 @@ import uuid
 import asyncpg
 
 from harvester import store
+from harvester.classify import read_body
 
 COMPLETED = "2025-10-27T14:45:10Z"
 
@@ -32,7 +33,7 @@ async def winner(pool: asyncpg.Pool, first: bytes, second: bytes) -> tuple[objec
     await pool.execute("TRUNCATE harvester.businesses, harvester.maps_searches, "
                        "harvester.maps_businesses, harvester.results CASCADE")
     for body in (first, second):
-        outcome = await store.store_result(pool, body)
+        outcome = await store.store_result(pool, body, read_body(body))
         assert outcome.kind == "harvested"
     row = await pool.fetchrow("SELECT name, rating, last_job_id FROM harvester.businesses "
                               "WHERE place_id = 'tie-place'")

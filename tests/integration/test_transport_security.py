@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from harvester import api, config
+from harvester import config
+from harvester.client import SpiderIQ
 from harvester.errors import ConfigError
+from harvester.outcomes import Pending, Transient
 
 TOKEN = "tls_client:sk_tls_abcdef12:tls_secret_abcdef12"  # a test credential, not a secret
 NOT_LOOPBACK = [
@@ -30,8 +32,8 @@ NOT_LOOPBACK = [
 LOOPBACK = ["http://127.0.0.1:1", "http://[::1]:1", "http://localhost:1", "http://127.0.0.2:1"]
 
 
-def client(url: str, **kwargs: bool) -> api.SpiderIQ:
-    return api.SpiderIQ(url, TOKEN, connect_timeout_s=5, read_timeout_s=5, total_timeout_s=10,
+def client(url: str, **kwargs: bool) -> SpiderIQ:
+    return SpiderIQ(url, TOKEN, connect_timeout_s=5, read_timeout_s=5, total_timeout_s=10,
                         **kwargs)
 
 
@@ -97,7 +99,7 @@ async def tls_server(self_signed: ssl.SSLContext, unused_tcp_port: int) -> Async
 async def test_an_unverifiable_certificate_is_refused_by_default(tls_server: str) -> None:
     async with client(tls_server) as spideriq:
         outcome = await spideriq.fetch_result(uuid.uuid4())
-    assert isinstance(outcome, api.Transient)
+    assert isinstance(outcome, Transient)
     assert "certificate" in outcome.reason.lower()
     assert TOKEN not in outcome.reason
 
@@ -105,7 +107,7 @@ async def test_an_unverifiable_certificate_is_refused_by_default(tls_server: str
 async def test_verification_can_be_switched_off_explicitly(tls_server: str) -> None:
     async with client(tls_server, verify_tls=False) as spideriq:
         outcome = await spideriq.fetch_result(uuid.uuid4())
-    assert isinstance(outcome, api.Pending)
+    assert isinstance(outcome, Pending)
 
 
 async def test_a_redirect_is_not_followed_so_the_token_stays_home(unused_tcp_port: int) -> None:
@@ -127,5 +129,5 @@ async def test_a_redirect_is_not_followed_so_the_token_stays_home(unused_tcp_por
             outcome = await spideriq.fetch_result(uuid.uuid4())
     finally:
         await runner.cleanup()
-    assert isinstance(outcome, api.Transient)
+    assert isinstance(outcome, Transient)
     assert seen == []

@@ -9,7 +9,8 @@ from uuid import uuid4
 
 import asyncpg
 
-from harvester import api, config, logs, queue
+from harvester import config, logs, queue
+from harvester.client import SpiderIQ
 from harvester.errors import DatabaseError
 from harvester.gate import Gate, Usage
 from harvester.queue import PgQueue
@@ -46,7 +47,7 @@ async def test_database_error_while_waiting_for_a_slot_releases_the_job(db_dsn: 
         "server.enabled": False,
     })
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=3)
-    client = api.SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=1, read_timeout_s=1,
+    client = SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=1, read_timeout_s=1,
                           total_timeout_s=2)
     job_id = uuid4()
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harvester import api, brakes
+from harvester import brakes, outcomes
 from harvester.brakes import Brakes, Breaker
 from harvester.config import PollingConfig
 
@@ -40,24 +40,24 @@ def test_rate_pause(retry_after: float | None, reset_at: float | None, expected:
 @pytest.mark.parametrize(
     ("start", "outcome", "pause", "expected"),
     [
-        (Brakes(), api.AuthFailed(http_status=401), 0.0,
+        (Brakes(), outcomes.AuthFailed(http_status=401), 0.0,
          Brakes(auth_failed=True, auth_paused_until=NOW + 300.0)),
-        (Brakes(), api.AuthFailed(http_status=402), 0.0,
+        (Brakes(), outcomes.AuthFailed(http_status=402), 0.0,
          Brakes(auth_failed=True, auth_paused_until=NOW + 300.0)),
-        (REFUSED, api.Pending(), 0.0, Brakes()),  # any answer but 401/402/403 restores it
-        (REFUSED, api.NotFound(), 0.0, Brakes()),
-        (REFUSED, api.RateLimited(), 30.0,
+        (REFUSED, outcomes.Pending(), 0.0, Brakes()),  # any answer but 401/402/403 restores it
+        (REFUSED, outcomes.NotFound(), 0.0, Brakes()),
+        (REFUSED, outcomes.RateLimited(), 30.0,
          Brakes(auth_failed=True, auth_paused_until=NOW + 300.0, rate_paused_until=NOW + 30.0)),
-        (Brakes(), api.Transient(), 0.0, Brakes(breaker=Breaker(failures=1))),
-        (Brakes(breaker=Breaker(failures=2)), api.Transient(), 0.0,
+        (Brakes(), outcomes.Transient(), 0.0, Brakes(breaker=Breaker(failures=1))),
+        (Brakes(breaker=Breaker(failures=2)), outcomes.Transient(), 0.0,
          Brakes(breaker=Breaker(failures=3, open_until=NOW + 10.0))),
-        (HALF_OPEN, api.Transient(), 0.0,  # the half-open probe failed: open again at once
+        (HALF_OPEN, outcomes.Transient(), 0.0,  # the half-open probe failed: open again at once
          Brakes(breaker=Breaker(failures=4, open_until=NOW + 10.0))),
-        (HALF_OPEN, api.Completed(body=b"{}"), 0.0, Brakes()),
-        (Brakes(), api.RateLimited(), 45.0, Brakes(rate_paused_until=NOW + 45.0)),
-        (RATE, api.RateLimited(), 5.0, RATE),  # a shorter pause never shortens a longer one
-        (RATE, api.Pending(), 0.0, RATE),  # the limiter ends a 429 pause, not an answer
-        (Brakes(), api.Pending(), 0.0, Brakes()),
+        (HALF_OPEN, outcomes.Completed(body=b"{}"), 0.0, Brakes()),
+        (Brakes(), outcomes.RateLimited(), 45.0, Brakes(rate_paused_until=NOW + 45.0)),
+        (RATE, outcomes.RateLimited(), 5.0, RATE),  # a shorter pause never shortens a longer one
+        (RATE, outcomes.Pending(), 0.0, RATE),  # the limiter ends a 429 pause, not an answer
+        (Brakes(), outcomes.Pending(), 0.0, Brakes()),
     ],
 )
 def test_after(start: Brakes, outcome: object, pause: float, expected: Brakes) -> None:
@@ -66,7 +66,7 @@ def test_after(start: Brakes, outcome: object, pause: float, expected: Brakes) -
 
 def test_after_leaves_a_quiet_value_as_it_is() -> None:
     quiet = Brakes()
-    assert brakes.after(quiet, api.Pending(), NOW, CFG) is quiet
+    assert brakes.after(quiet, outcomes.Pending(), NOW, CFG) is quiet
 
 
 @pytest.mark.parametrize(

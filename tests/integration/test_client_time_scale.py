@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import uuid
 
-from harvester import api
+from harvester.client import SpiderIQ
+from harvester.outcomes import Outcome, RateLimited
 from harvester.sim import SimServer
 
 TOKEN = "scale:sk_scale_1:secret_scale_1"  # the simulator's own credential, not a secret
 
 
-def client(url: str, time_scale: float) -> api.SpiderIQ:
-    return api.SpiderIQ(url, TOKEN, connect_timeout_s=5, read_timeout_s=5, total_timeout_s=10,
+def client(url: str, time_scale: float) -> SpiderIQ:
+    return SpiderIQ(url, TOKEN, connect_timeout_s=5, read_timeout_s=5, total_timeout_s=10,
                         time_scale=time_scale)
 
 
-async def fetch(spideriq: api.SpiderIQ) -> api.Outcome:
+async def fetch(spideriq: SpiderIQ) -> Outcome:
     async with spideriq:
         return await spideriq.fetch_result(uuid.uuid4())
 
@@ -28,7 +29,7 @@ async def fetch(spideriq: api.SpiderIQ) -> api.Outcome:
 async def test_storm_retry_after_is_divided_by_the_time_scale() -> None:
     async with SimServer(speed=40, seed=1, tokens=[TOKEN], faults={"storm_s": 120}) as sim:
         outcome = await fetch(client(sim.url, 40.0))
-    assert isinstance(outcome, api.RateLimited)
+    assert isinstance(outcome, RateLimited)
     assert outcome.retry_after_s is not None
     assert 0 < outcome.retry_after_s <= 120 / 40
 
@@ -36,7 +37,7 @@ async def test_storm_retry_after_is_divided_by_the_time_scale() -> None:
 async def test_unscaled_client_keeps_the_api_seconds() -> None:
     async with SimServer(speed=40, seed=1, tokens=[TOKEN], faults={"storm_s": 120}) as sim:
         outcome = await fetch(client(sim.url, 1.0))
-    assert isinstance(outcome, api.RateLimited)
+    assert isinstance(outcome, RateLimited)
     assert outcome.retry_after_s is not None and outcome.retry_after_s > 100
 
 
@@ -45,5 +46,5 @@ async def test_list_page_retry_after_is_scaled_too() -> None:
                          faults={"long_retry_after": 1.0, "long_retry_after_s": 400}) as sim, \
             client(sim.url, 40.0) as scaled:
         outcome = await scaled.list_jobs(page=1)
-    assert isinstance(outcome, api.RateLimited)
+    assert isinstance(outcome, RateLimited)
     assert outcome.retry_after_s == 400 / 40

@@ -1,4 +1,4 @@
-"""``harvester.api.SpiderIQ`` over real sockets: a small raw HTTP server that can also misbehave.
+"""``harvester.client.SpiderIQ`` over real sockets: a small raw HTTP server that can also misbehave.
 
 The server is plain asyncio so a test controls every byte: declared lengths that are never sent,
 connections aborted mid-body, answers that never come.
@@ -16,7 +16,17 @@ from uuid import UUID
 import aiohttp
 import pytest
 
-from harvester import api
+from harvester.client import SpiderIQ
+from harvester.outcomes import (
+    AuthFailed,
+    Completed,
+    Gone,
+    JobPage,
+    NotFound,
+    Pending,
+    RateLimited,
+    Transient,
+)
 
 TOKEN = "cli_testclient123:sk_testkey_abcdefghijkl:secret_testsecret_mnopqrstu"
 JOB = UUID("550e8400-e29b-41d4-a716-446655440000")
@@ -90,8 +100,8 @@ async def server() -> AsyncIterator[RawServer]:
 
 
 @pytest.fixture
-async def client(server: RawServer) -> AsyncIterator[api.SpiderIQ]:
-    async with api.SpiderIQ(server.url, TOKEN, connect_timeout_s=1.0, read_timeout_s=0.3,
+async def client(server: RawServer) -> AsyncIterator[SpiderIQ]:
+    async with SpiderIQ(server.url, TOKEN, connect_timeout_s=1.0, read_timeout_s=0.3,
                             total_timeout_s=2.0) as spideriq:
         yield spideriq
 
@@ -105,10 +115,10 @@ def assert_no_token(outcome: object) -> None:
         assert part not in text
 
 
-async def test_sends_bearer_and_no_format(server: RawServer, client: api.SpiderIQ) -> None:
+async def test_sends_bearer_and_no_format(server: RawServer, client: SpiderIQ) -> None:
     server.routes[RESULTS] = reply(202, {"status": "queued", "type": "spiderSite"})
     outcome = await client.fetch_result(JOB)
-    assert outcome == api.Pending(upstream_status="queued", job_type="spiderSite")
+    assert outcome == Pending(upstream_status="queued", job_type="spiderSite")
     sent = server.requests[0]
     assert sent.line.startswith(f"GET {RESULTS} ")
     assert "format" not in sent.line
@@ -119,27 +129,27 @@ async def test_sends_bearer_and_no_format(server: RawServer, client: api.SpiderI
 @pytest.mark.parametrize(
     ("status", "body", "kind"),
     [
-        (200, {"status": "completed", "data": {}}, api.Completed),
-        (200, b"not json at all", api.Completed),
-        (200, {"status": "running"}, api.Pending),
-        (202, {"status": "processing"}, api.Pending),
-        (202, b"{oops", api.Pending),
-        (410, {"status": "cancelled"}, api.Gone),
-        (410, b"<html>", api.Gone),
-        (410, b"", api.Gone),
-        (404, {"detail": "Job not found"}, api.NotFound),
-        (401, {"detail": "Invalid token format"}, api.AuthFailed),
-        (402, {"detail": "cap"}, api.AuthFailed),
-        (403, {"detail": "inactive"}, api.AuthFailed),
-        (429, {"detail": "slow"}, api.RateLimited),
-        (500, b"", api.Transient),
-        (503, b"", api.Transient),
-        (302, b"", api.Transient),
-        (400, {"detail": "bad"}, api.Transient),
-        (422, {"detail": "bad"}, api.Transient),
+        (200, {"status": "completed", "data": {}}, Completed),
+        (200, b"not json at all", Completed),
+        (200, {"status": "running"}, Pending),
+        (202, {"status": "processing"}, Pending),
+        (202, b"{oops", Pending),
+        (410, {"status": "cancelled"}, Gone),
+        (410, b"<html>", Gone),
+        (410, b"", Gone),
+        (404, {"detail": "Job not found"}, NotFound),
+        (401, {"detail": "Invalid token format"}, AuthFailed),
+        (402, {"detail": "cap"}, AuthFailed),
+        (403, {"detail": "inactive"}, AuthFailed),
+        (429, {"detail": "slow"}, RateLimited),
+        (500, b"", Transient),
+        (503, b"", Transient),
+        (302, b"", Transient),
+        (400, {"detail": "bad"}, Transient),
+        (422, {"detail": "bad"}, Transient),
     ],
 )
-async def test_status_codes(server: RawServer, client: api.SpiderIQ, status: int, body: object,
+async def test_status_codes(server: RawServer, client: SpiderIQ, status: int, body: object,
                             kind: type) -> None:
     server.routes[RESULTS] = reply(status, body, {"Location": "http://elsewhere.invalid/"})
     outcome = await client.fetch_result(JOB)
@@ -148,10 +158,13 @@ async def test_status_codes(server: RawServer, client: api.SpiderIQ, status: int
     assert len(server.requests) == 1  # a redirect is not followed
 
 
-async def test_completed_body_is_raw_bytes(server: RawServer, client: api.SpiderIQ) -> None:
+async def test_completed_body_is_raw_bytes(server: RawServer, client: SpiderIQ) -> None:
     raw = b'{"status": "completed", "data": {"emails": ["a@b.c"]}, "x": "\xc3\xa9"}'
     server.routes[RESULTS] = reply(200, raw)
-    assert await client.fetch_result(JOB) == api.Completed(body=raw)
+    outcome = await client.fetch_result(JOB)
+    assert isinstance(outcome, Completed)
+    assert outcome.body == raw
+    assert outcome.doc == json.loads(raw)
 
 
 def raw_reply(status: int, body: bytes, headers: list[str]) -> Action:
@@ -165,58 +178,59 @@ def raw_reply(status: int, body: bytes, headers: list[str]) -> Action:
     return act
 
 
-async def test_gzip_body_is_decoded(server: RawServer, client: api.SpiderIQ) -> None:
+async def test_gzip_body_is_decoded(server: RawServer, client: SpiderIQ) -> None:
     raw = json.dumps({"job_id": str(JOB), "status": "completed", "data": {}}).encode()
     server.routes[RESULTS] = raw_reply(200, gzip.compress(raw), [
         "Content-Type: application/json", "Content-Encoding: gzip"])
-    assert await client.fetch_result(JOB) == api.Completed(body=raw)
+    outcome = await client.fetch_result(JOB)
+    assert isinstance(outcome, Completed)
+    assert (outcome.body, outcome.doc) == (raw, json.loads(raw))
 
 
 @pytest.mark.parametrize("content_type", [
     ["Content-Type: application/json; charset=utf-8"], ["Content-Type: text/html"],
     ["Content-Type: text/plain; charset=UTF-8"], [],
 ])
-async def test_content_type_does_not_matter(server: RawServer, client: api.SpiderIQ,
+async def test_content_type_does_not_matter(server: RawServer, client: SpiderIQ,
                                             content_type: list[str]) -> None:
     raw = json.dumps({"success": False, "job_id": str(JOB), "status": "processing",
                       "message": "Job is still being processed"}).encode()
     server.routes[RESULTS] = raw_reply(202, raw, content_type)
-    assert await client.fetch_result(JOB) == api.Pending(upstream_status="processing")
+    assert await client.fetch_result(JOB) == Pending(upstream_status="processing")
 
 
-async def test_rate_limit_headers(server: RawServer, client: api.SpiderIQ) -> None:
+async def test_rate_limit_headers(server: RawServer, client: SpiderIQ) -> None:
     server.routes[RESULTS] = reply(429, {"detail": "Rate limit exceeded"}, {
         "Retry-After": "3600", "X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "0",
         "X-RateLimit-Reset": "1760000060",
     })
     outcome = await client.fetch_result(JOB)
-    assert isinstance(outcome, api.RateLimited)
+    assert isinstance(outcome, RateLimited)
     assert outcome.retry_after_s == 3600.0
     assert outcome.reset_at == 1760000060.0
-    assert outcome.rate == api.RateInfo(100, 0, 1760000060.0)
     assert outcome.detail == "Rate limit exceeded"
 
 
-async def test_hang_is_a_timeout(server: RawServer, client: api.SpiderIQ) -> None:
+async def test_hang_is_a_timeout(server: RawServer, client: SpiderIQ) -> None:
     async def hang(writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(5)
 
     server.routes[RESULTS] = hang
     outcome = await client.fetch_result(JOB)
-    assert outcome == api.Transient(reason="timeout")
+    assert outcome == Transient(reason="timeout")
 
 
-async def test_hang_mid_body_is_a_timeout(server: RawServer, client: api.SpiderIQ) -> None:
+async def test_hang_mid_body_is_a_timeout(server: RawServer, client: SpiderIQ) -> None:
     async def stall(writer: asyncio.StreamWriter) -> None:
         writer.write(http(200, b'{"status": "comp', length=100))
         await writer.drain()
         await asyncio.sleep(5)
 
     server.routes[RESULTS] = stall
-    assert await client.fetch_result(JOB) == api.Transient(reason="timeout")
+    assert await client.fetch_result(JOB) == Transient(reason="timeout")
 
 
-async def test_truncated_body_is_transient(server: RawServer, client: api.SpiderIQ) -> None:
+async def test_truncated_body_is_transient(server: RawServer, client: SpiderIQ) -> None:
     async def truncated(writer: asyncio.StreamWriter) -> None:
         writer.write(http(200, b'{"status": "completed", "da', length=500))
         await writer.drain()
@@ -224,23 +238,23 @@ async def test_truncated_body_is_transient(server: RawServer, client: api.Spider
 
     server.routes[RESULTS] = truncated
     outcome = await client.fetch_result(JOB)
-    assert isinstance(outcome, api.Transient)
+    assert isinstance(outcome, Transient)
     assert outcome.reason.startswith("truncated body")
     assert_no_token(outcome)
 
 
-async def test_reset_before_answer_is_transient(server: RawServer, client: api.SpiderIQ) -> None:
+async def test_reset_before_answer_is_transient(server: RawServer, client: SpiderIQ) -> None:
     async def reset(writer: asyncio.StreamWriter) -> None:
         writer.transport.abort()
 
     server.routes[RESULTS] = reset
     outcome = await client.fetch_result(JOB)
-    assert isinstance(outcome, api.Transient)
+    assert isinstance(outcome, Transient)
     assert_no_token(outcome)
     assert len(server.requests) == 1  # never resent behind the rate limiter's back
 
 
-async def test_reset_mid_body_is_transient(server: RawServer, client: api.SpiderIQ) -> None:
+async def test_reset_mid_body_is_transient(server: RawServer, client: SpiderIQ) -> None:
     async def reset(writer: asyncio.StreamWriter) -> None:
         writer.write(http(200, b'{"status": "completed"', length=400))
         await writer.drain()
@@ -249,19 +263,19 @@ async def test_reset_mid_body_is_transient(server: RawServer, client: api.Spider
 
     server.routes[RESULTS] = reset
     outcome = await client.fetch_result(JOB)
-    assert isinstance(outcome, api.Transient)
+    assert isinstance(outcome, Transient)
     assert_no_token(outcome)
     assert len(server.requests) == 1  # never resent behind the rate limiter's back
 
 
-async def test_garbage_status_line_is_transient(server: RawServer, client: api.SpiderIQ) -> None:
+async def test_garbage_status_line_is_transient(server: RawServer, client: SpiderIQ) -> None:
     async def garbage(writer: asyncio.StreamWriter) -> None:
         writer.write(b"SPIDER/9 what\r\n\r\n")
         await writer.drain()
 
     server.routes[RESULTS] = garbage
     outcome = await client.fetch_result(JOB)
-    assert isinstance(outcome, api.Transient)
+    assert isinstance(outcome, Transient)
     assert_no_token(outcome)
 
 
@@ -270,38 +284,27 @@ async def test_connection_refused_is_transient() -> None:
     port = probe.sockets[0].getsockname()[1]
     probe.close()
     await probe.wait_closed()
-    async with api.SpiderIQ(f"http://127.0.0.1:{port}", TOKEN, connect_timeout_s=0.5,
+    async with SpiderIQ(f"http://127.0.0.1:{port}", TOKEN, connect_timeout_s=0.5,
                             read_timeout_s=0.5, total_timeout_s=1) as spideriq:
         outcome = await spideriq.fetch_result(JOB)
-    assert isinstance(outcome, api.Transient)
+    assert isinstance(outcome, Transient)
     assert outcome.reason.startswith("connection error")
     assert_no_token(outcome)
 
 
-async def test_token_in_url_error_is_scrubbed(client: api.SpiderIQ) -> None:
+async def test_token_in_url_error_is_scrubbed(client: SpiderIQ) -> None:
     # a reason built from an exception whose text would carry the token
     assert TOKEN.split(":")[1] not in client._clean(f"boom {TOKEN} and {TOKEN.split(':')[1]}")
 
 
-async def test_status_endpoint(server: RawServer, client: api.SpiderIQ) -> None:
-    server.routes[f"/api/v1/jobs/{JOB}/status"] = reply(200, {
-        "success": True, "job_id": str(JOB), "type": "spiderMaps", "status": "processing",
-        "created_at": "2025-10-27T10:00:00Z", "updated_at": "2025-10-27T10:00:05Z",
-        "worker_id": None,
-    })
-    status = await client.fetch_status(JOB)
-    assert isinstance(status, api.JobStatus)
-    assert (status.job_type, status.status) == ("spiderMaps", "processing")
-
-
-async def test_list_jobs(server: RawServer, client: api.SpiderIQ) -> None:
+async def test_list_jobs(server: RawServer, client: SpiderIQ) -> None:
     server.routes["/api/v1/jobs/list"] = reply(200, {
         "total": 3, "page": 1, "page_size": 100,
         "jobs": [{"job_id": str(JOB), "type": "spiderSite", "status": "completed",
                   "updated_at": "2025-10-27T10:02:45Z"}, {"job_id": 5}, None],
     })
     page = await client.list_jobs(page=1, status_filter="completed")
-    assert isinstance(page, api.JobPage)
+    assert isinstance(page, JobPage)
     assert [j.job_id for j in page.jobs] == [JOB]
     assert page.total_pages == 1
     line = server.requests[0].line
@@ -311,24 +314,17 @@ async def test_list_jobs(server: RawServer, client: api.SpiderIQ) -> None:
     assert "format" not in line
 
 
-async def test_health_sends_no_token(server: RawServer, client: api.SpiderIQ) -> None:
-    server.routes["/api/v1/system/health"] = reply(200, {"status": "degraded"})
-    health = await client.health()
-    assert health == api.Health(status="degraded")
-    assert "authorization" not in server.requests[0].headers
-
-
 async def test_shared_session_is_not_closed(server: RawServer) -> None:
     server.routes[RESULTS] = reply(404, {"detail": "Job not found"})
     async with aiohttp.ClientSession() as session:
-        async with api.SpiderIQ(server.url, TOKEN, connect_timeout_s=1, read_timeout_s=1,
+        async with SpiderIQ(server.url, TOKEN, connect_timeout_s=1, read_timeout_s=1,
                                 total_timeout_s=2, session=session) as spideriq:
-            assert isinstance(await spideriq.fetch_result(JOB), api.NotFound)
+            assert isinstance(await spideriq.fetch_result(JOB), NotFound)
         assert not session.closed
 
 
 async def test_many_concurrent_requests_release_connections(server: RawServer,
-                                                            client: api.SpiderIQ) -> None:
+                                                            client: SpiderIQ) -> None:
     server.routes[RESULTS] = reply(500, b"x" * 10_000)
     outcomes = await asyncio.gather(*(client.fetch_result(JOB) for _ in range(50)))
-    assert all(isinstance(o, api.Transient) and o.http_status == 500 for o in outcomes)
+    assert all(isinstance(o, Transient) and o.http_status == 500 for o in outcomes)
