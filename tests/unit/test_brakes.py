@@ -53,7 +53,7 @@ def test_rate_pause(retry_after: float | None, reset_at: float | None, expected:
          Brakes(breaker=Breaker(failures=3, open_until=NOW + 10.0))),
         (HALF_OPEN, outcomes.Transient(), 0.0,  # the half-open probe failed: open again at once
          Brakes(breaker=Breaker(failures=4, open_until=NOW + 10.0))),
-        (HALF_OPEN, outcomes.Completed(body=b"{}"), 0.0, Brakes()),
+        (HALF_OPEN, outcomes.Completed(body=b"{}", doc={}), 0.0, Brakes()),
         (Brakes(), outcomes.RateLimited(), 45.0, Brakes(rate_paused_until=NOW + 45.0)),
         (RATE, outcomes.RateLimited(), 5.0, RATE),  # a shorter pause never shortens a longer one
         (RATE, outcomes.Pending(), 0.0, RATE),  # the limiter ends a 429 pause, not an answer

@@ -1,0 +1,1 @@
+"""Helpers the tests share, imported as modules (``from tests.support import fakes``)."""

@@ -1,0 +1,294 @@
+"""In-memory stand-ins for the seams the loops depend on: the job store, the limiter, the API.
+
+``FakeStore`` implements ``ports.JobStore`` and ``ports.DiscoveryStore`` over a dict, with the same
+rules as the SQL (due order, leases, fencing tokens, bounded expiry), so the worker and discovery
+loops can be driven through every outcome without PostgreSQL. The integration tests run the same
+loops against the real database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+from harvester.errors import DatabaseError
+from harvester.gate import Usage
+from harvester.outcomes import (
+    CANCELLED_UPSTREAM,
+    TERMINAL_UPSTREAM,
+    Completed,
+    Gone,
+    JobPage,
+    Outcome,
+    Pending,
+    Unreadable,
+)
+from harvester.ports import ClaimedJob, DiscoveryLease, Finish, Listed, Reschedule
+from harvester.store import StoreOutcome
+
+
+@dataclass(slots=True)
+class Row:
+    job_id: UUID
+    enqueued_at: float
+    next_poll_at: float
+    priority: int = 0
+    state: str = "pending"
+    job_type: str | None = None
+    upstream_status: str | None = None
+    polls: int = 0
+    last_http_status: int | None = None
+    last_error: str | None = None
+    not_found_count: int = 0
+    fault_count: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    lease_token: int = 0
+
+
+@dataclass
+class FakeStore:
+    clock: Callable[[], float] = time.monotonic
+    rows: dict[UUID, Row] = field(default_factory=dict)
+    failing: set[str] = field(default_factory=set)  # method names that raise DatabaseError
+    calls: list[str] = field(default_factory=list)
+    discovery: dict[str, tuple[datetime | None, float | None, str | None]] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ set-up
+    def add(self, job_id: UUID, *, age_s: float = 3600.0, due_in_s: float = 0.0,
+            **values: object) -> Row:
+        now = self.clock()
+        row = Row(job_id, enqueued_at=now - age_s, next_poll_at=now + due_in_s)
+        for name, value in values.items():
+            setattr(row, name, value)
+        self.rows[job_id] = row
+        return row
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name in self.failing:
+            raise DatabaseError(f"{name}: database unavailable: ConnectionRefusedError")
+
+    def _holds(self, job: ClaimedJob) -> Row | None:
+        row = self.rows.get(job.job_id)
+        if row is None or row.lease_token != job.lease_token or row.state != "pending":
+            return None
+        return row
+
+    @staticmethod
+    def _drop_lease(row: Row) -> None:
+        row.lease_owner = None
+        row.lease_expires_at = None
+
+    # ------------------------------------------------------------ JobStore
+    async def claim(self, owner: str, limit: int, lease_s: float) -> list[ClaimedJob]:
+        self._call("claim")
+        now = self.clock()
+        due = sorted((r for r in self.rows.values() if r.state == "pending" and r.next_poll_at <= now),
+                     key=lambda r: (-r.priority, r.next_poll_at))[:max(0, limit)]
+        claimed = []
+        for row in due:
+            row.lease_owner, row.lease_expires_at = owner, now + lease_s
+            row.next_poll_at = now + lease_s
+            row.lease_token += 1
+            claimed.append(ClaimedJob(row.job_id, row.lease_token, row.job_type, row.upstream_status,
+                                      row.polls, row.not_found_count, row.fault_count,
+                                      now - row.enqueued_at))
+        return claimed
+
+    async def extend_leases(self, owner: str, job_ids: Sequence[UUID], lease_s: float) -> None:
+        self._call("extend_leases")
+        for job_id in job_ids:
+            row = self.rows.get(job_id)
+            if row is not None and row.lease_owner == owner and row.state == "pending":
+                row.lease_expires_at = row.next_poll_at = self.clock() + lease_s
+
+    async def reschedule(self, job: ClaimedJob, change: Reschedule) -> bool:
+        self._call("reschedule")
+        row = self._holds(job)
+        if row is None:
+            return False
+        row.next_poll_at = self.clock() + change.delay_s
+        row.polls += change.polls_spent
+        row.last_http_status = change.http_status or row.last_http_status
+        row.upstream_status = change.upstream_status or row.upstream_status
+        row.job_type = change.job_type or row.job_type
+        row.not_found_count, row.fault_count = change.not_found_count, change.fault_count
+        row.last_error = change.error
+        self._drop_lease(row)
+        return True
+
+    async def finish(self, job: ClaimedJob, change: Finish) -> bool:
+        self._call("finish")
+        row = self._holds(job)
+        if row is None:
+            return False
+        row.state, row.polls = change.state, row.polls + change.polls_spent
+        row.last_http_status = change.http_status or row.last_http_status
+        row.not_found_count, row.fault_count = change.not_found_count, change.fault_count
+        row.last_error = change.error
+        self._drop_lease(row)
+        return True
+
+    async def release(self, owner: str, job_ids: Sequence[UUID], delay_s: float) -> None:
+        self._call("release")
+        for job_id in job_ids:
+            row = self.rows.get(job_id)
+            if row is not None and row.lease_owner == owner and row.state == "pending":
+                row.next_poll_at = self.clock() + delay_s
+                self._drop_lease(row)
+
+    async def store_result(self, job: ClaimedJob, outcome: Completed) -> StoreOutcome:
+        self._call("store_result")
+        row = self._holds(job)
+        if row is None:
+            return StoreOutcome("fenced", job.job_id, "lease lost")
+        doc = outcome.doc
+        kind = "rejected" if isinstance(doc, Unreadable) else "harvested"
+        row.state, row.polls = kind, row.polls + 1
+        row.last_http_status = outcome.http_status
+        row.last_error = doc.reason if isinstance(doc, Unreadable) else None
+        self._drop_lease(row)
+        if isinstance(doc, Unreadable):
+            return StoreOutcome(kind, job.job_id, doc.reason)
+        seconds = doc.get("processing_time_seconds")
+        return StoreOutcome(kind, job.job_id, job_type=doc.get("type"),
+                            processing_s=seconds if isinstance(seconds, float | int) else None)
+
+    async def store_failure(self, job: ClaimedJob, outcome: Gone) -> StoreOutcome:
+        self._call("store_failure")
+        row = self._holds(job)
+        if row is None:
+            return StoreOutcome("fenced", job.job_id, "lease lost")
+        state = "cancelled" if outcome.upstream_status in CANCELLED_UPSTREAM else "failed"
+        row.state, row.polls = state, row.polls + 1
+        row.last_http_status, row.last_error = outcome.http_status, outcome.error_message
+        self._drop_lease(row)
+        return StoreOutcome(state, job.job_id, outcome.error_message)
+
+    async def expire(self, give_up_after_s: float, batch: int) -> int:
+        self._call("expire")
+        now = self.clock()
+        stale = sorted((r for r in self.rows.values() if r.state == "pending"
+                        and r.enqueued_at < now - give_up_after_s
+                        and (r.lease_expires_at is None or r.lease_expires_at < now)),
+                       key=lambda r: r.enqueued_at)[:batch]
+        for row in stale:
+            row.state, row.last_error = "expired", "gave up: pending longer than give_up_after"
+        return len(stale)
+
+    async def next_due_in(self) -> float | None:
+        self._call("next_due_in")
+        pending = [r.next_poll_at for r in self.rows.values() if r.state == "pending"]
+        return min(pending) - self.clock() if pending else None
+
+    async def any_pending(self) -> bool:
+        self._call("any_pending")
+        return any(r.state == "pending" for r in self.rows.values())
+
+    # ------------------------------------------------------------ DiscoveryStore
+    async def ensure_discovery(self, key: str) -> None:
+        self._call("ensure_discovery")
+        self.discovery.setdefault(key, (None, None, None))
+
+    async def discovery_needed(self) -> bool:
+        self._call("discovery_needed")
+        return any(r.state == "pending" and (r.upstream_status or "") not in TERMINAL_UPSTREAM
+                   for r in self.rows.values())
+
+    async def claim_discovery(self, key: str, owner: str, min_age_s: float,
+                              lease_s: float) -> DiscoveryLease | None:
+        self._call("claim_discovery")
+        watermark, last_pass, holder = self.discovery[key]
+        if holder not in (None, owner):
+            return None
+        if last_pass is not None and self.clock() - last_pass < min_age_s:
+            return None
+        self.discovery[key] = (watermark, last_pass, owner)
+        return DiscoveryLease(watermark=watermark, oldest_pending=None)
+
+    async def finish_discovery(self, key: str, owner: str, newest: datetime | None, pages: int,
+                               finished: int) -> None:
+        self._call("finish_discovery")
+        watermark, _, _ = self.discovery[key]
+        if newest is not None and (watermark is None or newest > watermark):
+            watermark = newest
+        self.discovery[key] = (watermark, self.clock(), None)
+
+    async def mark_finished(self, jobs: Sequence[Listed]) -> int:
+        self._call("mark_finished")
+        marked = 0
+        for job in jobs:
+            row = self.rows.get(job.job_id)
+            if row is not None and row.state == "pending" and row.lease_owner is None:
+                row.next_poll_at, row.upstream_status = float("-inf"), job.status
+                marked += 1
+        return marked
+
+    async def defer_running(self, jobs: Sequence[Listed]) -> None:
+        self._call("defer_running")
+        for job in jobs:
+            row = self.rows.get(job.job_id)
+            if row is not None and row.state == "pending" and row.lease_owner is None:
+                row.next_poll_at = max(row.next_poll_at, self.clock() + job.defer_s)
+                row.upstream_status = job.status
+
+
+@dataclass
+class FakeLimiter:
+    """Grants at once (or never, with ``blocked``); a 429 pause is what the outcome asked for."""
+
+    blocked: bool = False
+    granted: int = 0
+    pauses: list[float] = field(default_factory=list)
+    in_window: int = 0
+
+    async def acquire(self) -> None:
+        if self.blocked:
+            await asyncio.Event().wait()  # a slot hours away: only a cancel ends this
+        self.granted += 1
+
+    async def pause(self, *, retry_after_s: float | None, reset_at: float | None, reason: str) -> float:
+        from harvester.brakes import rate_pause_s
+
+        length = rate_pause_s(retry_after_s, reset_at, time.time(), 60.0)
+        self.pauses.append(length)
+        return length
+
+    async def available_slots(self, horizon_s: float) -> int:
+        return 20
+
+    async def usage(self) -> Usage:
+        return Usage(in_window=self.in_window, limit=100, window_s=60.0)
+
+
+@dataclass
+class FakeApi:
+    """Answers from a script per job (the last answer repeats), and list pages in order."""
+
+    script: dict[UUID, list[Outcome]] = field(default_factory=dict)
+    pages: list[JobPage | Outcome] = field(default_factory=list)
+    fetched: list[UUID] = field(default_factory=list)
+    listed: int = 0
+
+    def answer(self, job_id: UUID, *outcomes: Outcome) -> None:
+        self.script[job_id] = list(outcomes)
+
+    async def fetch_result(self, job_id: UUID) -> Outcome:
+        self.fetched.append(job_id)
+        answers = self.script.get(job_id) or [Pending()]
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    async def list_jobs(self, *, page: int, page_size: int = 100, sort_by: str = "updated_at",
+                        sort_order: str = "desc") -> JobPage | Outcome:
+        self.listed += 1
+        return self.pages[min(page, len(self.pages)) - 1]
+
+
+def states(store: FakeStore, job_ids: Iterable[UUID] | None = None) -> dict[UUID, str]:
+    wanted = store.rows if job_ids is None else job_ids
+    return {job_id: store.rows[job_id].state for job_id in wanted}

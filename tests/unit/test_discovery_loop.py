@@ -1,0 +1,98 @@
+"""Discovery on the fake seam: what a list pass does to the queue and to the gate."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+from harvester import config, policy
+from harvester.discovery import UNHEALTHY_AFTER, Discovery
+from harvester.gate import Gate
+from harvester.outcomes import AuthFailed, JobPage, ListedJob, Transient
+from tests.support import fakes
+
+CFG = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9", "api.token": "t:t:t"})
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+class Parts:
+    def __init__(self) -> None:
+        self.store = fakes.FakeStore()
+        self.api = fakes.FakeApi()
+        self.gate = Gate(CFG, fakes.FakeLimiter())
+        self.discovery = Discovery(CFG, self.store, self.api, self.gate, "t:t:t")
+
+    async def pass_now(self) -> None:
+        """One look, as if the last pass were long ago."""
+        watermark, _, _ = self.store.discovery.get(self.discovery.key, (None, None, None))
+        self.store.discovery[self.discovery.key] = (watermark, None, None)
+        await self.discovery.step()
+
+
+def page(*jobs: tuple[UUID, str], total_pages: int = 1) -> JobPage:
+    listed = tuple(ListedJob(job_id, "spiderSite", status, NOW - timedelta(seconds=n))
+                   for n, (job_id, status) in enumerate(jobs))
+    return JobPage(total=len(jobs), page=1, page_size=100, total_pages=total_pages, jobs=listed)
+
+
+async def test_a_pass_makes_finished_jobs_due_and_defers_running_ones() -> None:
+    parts = Parts()
+    done, failed, running, other = uuid4(), uuid4(), uuid4(), uuid4()
+    for job_id in (done, failed, running, other):
+        parts.store.add(job_id, due_in_s=60.0)
+    parts.api.pages = [page((done, "completed"), (failed, "failed"), (running, "processing"),
+                            (uuid4(), "completed"))]  # a job of someone else's: ignored
+    await parts.pass_now()
+    rows = parts.store.rows
+    now = parts.store.clock()
+    assert rows[done].next_poll_at < now and rows[failed].next_poll_at < now
+    defer = policy.running_defer("spiderSite", CFG.polling)
+    assert rows[running].next_poll_at >= now + defer - 1
+    assert rows[other].next_poll_at < now + 61  # the list did not show it: schedule unchanged
+    assert parts.gate.work.is_set()  # the worker is nudged
+    assert parts.api.listed == 1
+    assert parts.store.discovery[parts.discovery.key][0] == NOW  # the watermark moved
+
+
+async def test_nothing_to_learn_means_no_list_request() -> None:
+    parts = Parts()
+    parts.store.add(uuid4(), upstream_status="completed")  # already known finished
+    await parts.pass_now()
+    assert parts.api.listed == 0
+
+
+async def test_a_pass_waits_while_side_requests_are_paused() -> None:
+    parts = Parts()
+    parts.store.add(uuid4())
+    await parts.gate.observe("results", AuthFailed(http_status=401), 0.0)
+    await parts.pass_now()
+    assert parts.api.listed == 0
+
+
+async def test_a_failing_list_marks_discovery_unhealthy_and_the_gate_hears_it() -> None:
+    parts = Parts()
+    parts.store.add(uuid4())
+    parts.api.pages = [Transient(reason="server error http 503", http_status=503)]
+    assert parts.gate.poll_factor() == CFG.polling.list_poll_factor
+    for _ in range(UNHEALTHY_AFTER):
+        await parts.pass_now()
+    assert not parts.discovery.healthy and not parts.gate.discovery_healthy
+    assert parts.gate.poll_factor() == 1.0  # unseen jobs are polled directly again
+    parts.api.pages = [page()]
+    await parts.pass_now()
+    assert parts.gate.discovery_healthy
+
+
+async def test_a_database_error_in_a_pass_backs_off_and_never_ends_the_loop() -> None:
+    parts = Parts()
+    parts.store.add(uuid4())
+    parts.store.failing.add("discovery_needed")
+    stop = asyncio.Event()
+    run = asyncio.create_task(parts.discovery.run(stop))
+    await asyncio.sleep(1.6)
+    attempts = parts.store.calls.count("discovery_needed")
+    assert 1 <= attempts <= 4  # 0.5 s, 1 s, ...: not every tick
+    assert not run.done()
+    stop.set()
+    await asyncio.wait_for(run, 2)
