@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import typing
@@ -248,9 +249,45 @@ async def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args, **overrides)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    signals = Signals(loop, stop, cfg.worker.shutdown_grace_s)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signals.received, sig)
     return await daemon.run(cfg, stop, drain=args.drain, max_seconds=args.max_seconds)
+
+
+class Signals:
+    """SIGTERM/SIGINT: the first stops the daemon gracefully, a second exits at once.
+
+    A graceful stop has ``shutdown_grace_s`` for requests in flight and then hands leases back; if
+    anything still holds the process past that plus ``OVERRUN_S`` (a hung connection, a library that
+    ignores cancellation), it exits anyway: supervisors SIGKILL soon after their own stop timeout,
+    and a job whose lease was not handed back is only taken over when the lease runs out.
+    """
+
+    OVERRUN_S = 0.9
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stop: asyncio.Event, grace_s: float) -> None:
+        self.loop = loop
+        self.stop = stop
+        self.grace_s = grace_s
+        self.count = 0
+
+    def received(self, signum: int) -> None:
+        self.count += 1
+        name = signal.Signals(signum).name
+        if self.count > 1:
+            self._exit_now("second_signal", 128 + signum, signal=name)
+        logs.get("harvester.cli").info("stop_requested", signal=name, grace_s=self.grace_s)
+        self.stop.set()
+        self.loop.call_later(self.grace_s + self.OVERRUN_S, self._exit_now, "shutdown_overrun",
+                             EXIT_FAILURE)
+
+    @staticmethod
+    def _exit_now(event: str, code: int, **fields: Any) -> None:
+        logs.get("harvester.cli").warning(event, exit_code=code, **fields)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 async def cmd_sim(args: argparse.Namespace) -> int:

@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 import asyncpg
 import pytest
-from hostile import HAND_CASES, body_strategy
 from hypothesis import HealthCheck, given, settings
 
 from harvester import store
 from harvester.classify import read_body
+from tests.support.hostile import HAND_CASES, body_strategy
 
 # Unusable as a whole: not UTF-8 JSON, not an object, no job id or someone else's, too deep.
 # Everything else is stored, bad fields read as absent. The oversized keys ("huge random ...")

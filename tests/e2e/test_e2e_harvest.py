@@ -14,7 +14,10 @@ from uuid import UUID
 
 import asyncpg
 import pytest
-from e2e_support import (
+
+from harvester import daemon
+from harvester.sim import SimServer
+from tests.support.e2e import (
     TOKEN,
     daemon_config,
     enqueue,
@@ -26,9 +29,6 @@ from e2e_support import (
     unknown_ids,
     worst_window,
 )
-
-from harvester import daemon
-from harvester.sim import SimServer
 
 pytestmark = pytest.mark.slow
 SPEED = 40.0

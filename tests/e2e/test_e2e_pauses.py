@@ -11,7 +11,11 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from e2e_support import (
+
+from harvester import daemon
+from harvester.config import Config
+from harvester.sim import SimServer
+from tests.support.e2e import (
     TOKEN,
     RequestLog,
     daemon_config,
@@ -23,10 +27,6 @@ from e2e_support import (
     state_counts,
     wait_for,
 )
-
-from harvester import daemon
-from harvester.config import Config
-from harvester.sim import SimServer
 
 pytestmark = pytest.mark.slow
 SPEED = 40.0

@@ -19,7 +19,9 @@ from uuid import UUID
 
 import asyncpg
 import pytest
-from e2e_support import (
+
+from harvester.sim import SimServer
+from tests.support.e2e import (
     TOKEN,
     Daemon,
     daemon_env,
@@ -33,8 +35,6 @@ from e2e_support import (
     wait_for,
     worst_window,
 )
-
-from harvester.sim import SimServer
 
 pytestmark = pytest.mark.slow
 SPEED = 30.0

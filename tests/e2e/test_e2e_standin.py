@@ -20,9 +20,9 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-from e2e_support import TOKEN
 
 from harvester import config, daemon
+from tests.support.e2e import TOKEN
 
 pytestmark = pytest.mark.slow
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"

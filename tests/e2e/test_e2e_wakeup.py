@@ -7,10 +7,10 @@ import time
 
 import asyncpg
 import pytest
-from e2e_support import TOKEN, daemon_config, enqueue, sim_jobs, wait_for
 
 from harvester import daemon
 from harvester.sim import SimServer
+from tests.support.e2e import TOKEN, daemon_config, enqueue, sim_jobs, wait_for
 
 pytestmark = pytest.mark.slow
 SPEED = 20.0

@@ -32,8 +32,7 @@ from harvester.config import DatabaseConfig
 from harvester.sim import SimServer
 
 # The e2e helpers live beside the e2e tests, as a module of their own.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from e2e_support import (
+from tests.support.e2e import (
     ROOT,
     daemon_env,
     fetch_jobs,

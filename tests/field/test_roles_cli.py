@@ -21,7 +21,10 @@ from dataclasses import dataclass
 import aiohttp
 import asyncpg
 import pytest
-from roles_support import (
+
+from harvester import migrate
+from harvester.sim import SimServer
+from tests.support.roles import (
     ROOT,
     Logins,
     apply_roles_with_psql,
@@ -30,9 +33,6 @@ from roles_support import (
     make_logins,
     psql,
 )
-
-from harvester import migrate
-from harvester.sim import SimServer
 
 TOKEN = "field:key:secret"
 SPEED = 30.0

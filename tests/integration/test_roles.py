@@ -3,7 +3,7 @@
 Roles are cluster-wide and other tests run beside these, so roles.sql (idempotent) is applied to
 this test's own database, and each test logs in through login roles with unique names that are
 granted the group roles, the way the file's header tells an administrator to
-(``tests/roles_support.py``, shared with the CLI tests in ``tests/field``).
+(``tests/support/roles.py``, shared with the CLI tests in ``tests/field``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from roles_support import Logins, apply_roles, drop_logins, make_logins, refused
 from test_migrate import migrate_like_older_versions
 
 from harvester import migrate
+from tests.support.roles import Logins, apply_roles, drop_logins, make_logins, refused
 
 OUTPUT_TABLES = (
     "jobs", "results", "sites", "site_emails", "site_phones", "site_addresses", "site_socials",

@@ -36,12 +36,12 @@ OLD = 8 * DAY  # past give_up_after_s (7 days)
 
 
 class Parts:
-    def __init__(self, limiter: fakes.FakeLimiter | None = None) -> None:
+    def __init__(self, limiter: fakes.FakeLimiter | None = None, cfg: config.Config = CFG) -> None:
         self.store = fakes.FakeStore()
         self.api = fakes.FakeApi()
         self.limiter = limiter or fakes.FakeLimiter()
-        self.gate = Gate(CFG, self.limiter)
-        self.worker = Worker(CFG, self.store, self.api, self.gate, rng=random.Random(1))
+        self.gate = Gate(cfg, self.limiter)
+        self.worker = Worker(cfg, self.store, self.api, self.gate, rng=random.Random(1))
 
     async def poll_once(self, job_id: UUID) -> None:
         [job] = await self.store.claim(self.worker.owner, 1, 30.0)
@@ -195,7 +195,10 @@ async def test_a_database_failure_while_storing_is_retried_until_it_returns() ->
 
 
 async def test_the_loop_drains_a_mixed_queue() -> None:
-    parts = Parts()
+    quick = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9",
+                                               "polling.min_interval_s": 0.01,
+                                               "worker.idle_poll_s": 0.05})
+    parts = Parts(cfg=quick)
     answers: dict[UUID, list[Outcome]] = {}
     for _ in range(20):
         job_id = uuid4()
@@ -211,7 +214,7 @@ async def test_the_loop_drains_a_mixed_queue() -> None:
     parts.gate.durations.observe("spiderSite", 0.01)
     await asyncio.wait_for(parts.worker.run(asyncio.Event(), drain=True), 30)
     assert set(fakes.states(parts.store).values()) == {"harvested", "failed"}
-    assert len(parts.api.fetched) == 41  # 20 × (202, 200) and one 410
+    assert len(parts.api.fetched) == 41  # 20 times (202, 200) and one 410
 
 
 async def test_a_stop_while_waiting_hours_for_a_slot_hands_the_job_back_at_once() -> None:

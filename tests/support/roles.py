@@ -19,7 +19,7 @@ import asyncpg
 
 from harvester.pgtemp import find_bindir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ROLES_PATH = ROOT / "sql" / "roles.sql"
 ROLES_SQL = ROLES_PATH.read_text()
 
