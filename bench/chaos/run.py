@@ -33,8 +33,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.chaos_checks import diff, find_secrets, judge_states, read_logs, snapshot
-from bench.chaos_fleet import Fleet, daemon_env, harvester_command
+from bench.chaos.checks import diff, find_secrets, judge_states, read_logs, snapshot
+from bench.chaos.fleet import Fleet, daemon_env, harvester_command
 from harvester.daemon import migrate_with_retry
 from harvester.pgtemp import TempPostgres, free_port
 from harvester.sim import SimServer, submit_mix
