@@ -101,10 +101,11 @@ async def migrate_with_retry(dsn: str, wait_s: float = 10.0, *, apply: bool = Tr
             await asyncio.sleep(min(1.0, remaining))
 
 
-class Liveness:
-    """What the health endpoints read: the loop's last tick and a snapshot of the brakes."""
+class Liveness(server.PoolHealth):
+    """What the health endpoints read: the loop's last tick, the brakes, the database check."""
 
-    def __init__(self, worker: Worker, gate: Gate) -> None:
+    def __init__(self, worker: Worker, gate: Gate, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
         self._worker = worker
         self._gate = gate
 
@@ -140,7 +141,8 @@ async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
         discovery = (Discovery(cfg, store, client, gate, token)
                      if cfg.polling.discovery == "list" else None)
         if cfg.server.enabled:
-            handle = await _start_server(cfg, metrics, Liveness(worker, gate), limiter, gate, pool)
+            handle = await _start_server(cfg, metrics, Liveness(worker, gate, pool), limiter, gate,
+                                         pool)
             resources.push_async_callback(handle.close)
             listening: int | None = handle.port
         else:
@@ -237,6 +239,5 @@ async def _start_server(cfg: Config, metrics: Metrics, health: Liveness, limiter
 
     # A loop iteration ends at least every idle_poll_s; allow for a slow store on top.
     stale_after = max(15.0, cfg.worker.idle_poll_s * 3)
-    return await server.start_server(cfg.server.listen, metrics,
-                                      server.WorkerHealth(health, pool),
+    return await server.start_server(cfg.server.listen, metrics, health,
                                       stale_after_s=stale_after, refresh=refresh)

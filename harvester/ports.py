@@ -15,7 +15,6 @@ from typing import Protocol
 from uuid import UUID
 
 from harvester.outcomes import Completed, Gone
-from harvester.store import StoreOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +27,16 @@ class ClaimedJob:
     not_found_count: int
     fault_count: int
     age_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    kind: str  # "harvested" | "rejected" | "failed" | "cancelled" | "fenced"
+    job_id: UUID | None
+    reason: str | None = None
+    job_type: str | None = None
+    processing_s: float | None = None  # the API's processing_time_seconds
+    completed_at: datetime | None = None  # when the API says the job finished
 
 
 @dataclass(frozen=True, slots=True)

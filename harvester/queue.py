@@ -22,9 +22,8 @@ import asyncpg
 from harvester import store
 from harvester.db import guard, transaction
 from harvester.outcomes import TERMINAL_UPSTREAM, Completed, Gone
-from harvester.ports import ClaimedJob, DiscoveryLease, Finish, Listed, Reschedule
+from harvester.ports import ClaimedJob, DiscoveryLease, Finish, Listed, Reschedule, StoreOutcome
 from harvester.queries import NamedQueries
-from harvester.store import StoreOutcome
 
 
 class SQL(NamedQueries):

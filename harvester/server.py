@@ -40,7 +40,7 @@ Refresh = Callable[[], Awaitable[None]]
 
 
 class LoopState(Protocol):
-    """What the worker loop exposes about itself (``harvester.worker.Worker`` fits)."""
+    """What the running daemon exposes about its loop (``harvester.daemon.Liveness`` fits)."""
 
     @property
     def last_tick(self) -> float: ...  # time.monotonic() of the loop's last iteration
@@ -69,27 +69,6 @@ class PoolHealth:
                 return bool(await self.pool.fetchval("SELECT 1") == 1)
         except FAILURES:
             return False
-
-
-class WorkerHealth(PoolHealth):
-    """A ``HealthSource`` made of the running loop and the daemon's pool."""
-
-    def __init__(self, loop: LoopState, pool: asyncpg.Pool,
-                 timeout_s: float = DB_CHECK_TIMEOUT_S) -> None:
-        super().__init__(pool, timeout_s)
-        self.loop = loop
-
-    @property
-    def last_tick(self) -> float:
-        return self.loop.last_tick
-
-    @property
-    def auth_ok(self) -> bool:
-        return self.loop.auth_ok
-
-    @property
-    def paused_reason(self) -> str | None:
-        return self.loop.paused_reason
 
 
 class QueueRefresher:

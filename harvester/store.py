@@ -15,7 +15,6 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -25,6 +24,7 @@ from harvester.db import REFUSED, guard, transaction
 from harvester.errors import BodyError
 from harvester.normalize import Normalized, clean_text, document, failure_hint, normalize
 from harvester.outcomes import CANCELLED_UPSTREAM, Document, Unreadable
+from harvester.ports import StoreOutcome
 from harvester.queries import NamedQueries
 from harvester.store_rows import write_rows
 
@@ -38,16 +38,6 @@ class Fence:
 
     job_id: UUID
     lease_token: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoreOutcome:
-    kind: str  # "harvested" | "rejected" | "failed" | "cancelled" | "fenced"
-    job_id: UUID | None
-    reason: str | None = None
-    job_type: str | None = None
-    processing_s: float | None = None  # the API's processing_time_seconds
-    completed_at: datetime | None = None  # when the API says the job finished
 
 
 @dataclass(frozen=True, slots=True)

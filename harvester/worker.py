@@ -22,8 +22,7 @@ from harvester import lifetime, logs, outcomes, policy
 from harvester.config import Config
 from harvester.errors import DatabaseError
 from harvester.gate import Gate
-from harvester.ports import ClaimedJob, Finish, JobStore, Reschedule
-from harvester.store import StoreOutcome
+from harvester.ports import ClaimedJob, Finish, JobStore, Reschedule, StoreOutcome
 
 log = logs.get("harvester.worker")
 
@@ -294,13 +293,17 @@ class Worker:
     async def _shutdown(self) -> None:
         """Let requests in flight finish within the grace period, then hand back what is left."""
         grace = max(0.0, self.cfg.worker.shutdown_grace_s - RELEASE_TIMEOUT_S)
+        leftover: list[UUID] = []
         if self.tasks:
             _, pending = await asyncio.wait(set(self.tasks), timeout=grace)
+            # Read before cancelling: a cancelled job leaves in_flight on its way out. Releasing a
+            # job that finished meanwhile changes nothing (only pending rows under our lease).
+            leftover = list(self.in_flight)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=RELEASE_TIMEOUT_S / 2)
-        leftover = list(self.in_flight)
+        leftover = list(dict.fromkeys([*leftover, *self.in_flight]))
         if leftover:
             try:
                 async with asyncio.timeout(RELEASE_TIMEOUT_S):

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harvester.errors import HarvesterError
 from harvester.metrics import Metrics
-from harvester.server import PoolHealth, QueueRefresher, ServerHandle, WorkerHealth, start_server
+from harvester.server import PoolHealth, QueueRefresher, ServerHandle, start_server
 
 
 @dataclass
@@ -161,8 +161,8 @@ async def test_pool_health_runs_select_1(db_dsn: str) -> None:
     assert await PoolHealth(pool).db_ok() is False  # a closed pool is not a reachable database
 
 
-class Loop:
-    """The worker loop's side of the seam, healthy."""
+class Loop(PoolHealth):
+    """The loop's side of the seam, healthy, with the real database check."""
 
     last_tick = time.monotonic()
     auth_ok = True
@@ -171,7 +171,7 @@ class Loop:
 
 async def test_readyz_fails_when_the_database_goes_away(db_dsn: str) -> None:
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
-    handle = await start_server("127.0.0.1:0", Metrics(), WorkerHealth(Loop(), pool))
+    handle = await start_server("127.0.0.1:0", Metrics(), Loop(pool))
     try:
         assert (await get(handle, "/readyz"))[0] == 200
         await pool.close()
@@ -191,7 +191,7 @@ async def test_queue_refresher_exports_jobs_per_state(db_dsn: str) -> None:
             "(gen_random_uuid(), 'pending'), (gen_random_uuid(), 'pending'), "
             "(gen_random_uuid(), 'harvested')"
         )
-        handle = await start_server("127.0.0.1:0", metrics, WorkerHealth(Loop(), pool),
+        handle = await start_server("127.0.0.1:0", metrics, Loop(pool),
                                     refresh=QueueRefresher(pool, metrics))
         try:
             _, _, text = await get(handle, "/metrics")

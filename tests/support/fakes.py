@@ -27,8 +27,7 @@ from harvester.outcomes import (
     Pending,
     Unreadable,
 )
-from harvester.ports import ClaimedJob, DiscoveryLease, Finish, Listed, Reschedule
-from harvester.store import StoreOutcome
+from harvester.ports import ClaimedJob, DiscoveryLease, Finish, Listed, Reschedule, StoreOutcome
 
 
 @dataclass(slots=True)
