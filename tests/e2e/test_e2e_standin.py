@@ -23,6 +23,7 @@ import pytest
 
 from harvester import config, daemon
 from tests.support.e2e import TOKEN
+from tests.support.rows import one
 
 pytestmark = pytest.mark.slow
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
@@ -205,7 +206,7 @@ async def test_a_refused_credential_changes_no_job(standin: StandIn, db_dsn: str
         cfg = fast_config(db_dsn, standin.url, **{"polling.auth_recheck_s": 0.5})
         stop = asyncio.Event()
         assert await asyncio.wait_for(daemon.run(cfg, stop, max_seconds=3.0), timeout=30) == 0
-        row = await conn.fetchrow("SELECT state, finished_at FROM harvester.jobs")
+        row = await one(conn, "SELECT state, finished_at FROM harvester.jobs")
     finally:
         await conn.close()
     assert (row["state"], row["finished_at"]) == ("pending", None)

@@ -23,15 +23,13 @@ from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 import asyncpg
-import bouncer as bouncer_module
 import pytest
-from bouncer import MODES, PgBouncer, require_pgbouncer, version
 
 from harvester import db, migrate
 from harvester.config import DatabaseConfig
 from harvester.sim import SimServer
-
-# The e2e helpers live beside the e2e tests, as a module of their own.
+from tests.support import bouncer as bouncer_module
+from tests.support.bouncer import MODES, PgBouncer, require_pgbouncer, version
 from tests.support.e2e import (
     ROOT,
     daemon_env,

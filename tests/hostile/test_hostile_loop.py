@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from aiohttp import web
-from test_hostile_store import REJECTED
 
 from harvester import config, daemon
-from tests.support.hostile import HAND_CASES, generated_cases
+from tests.support.hostile import HAND_CASES, REJECTED, generated_cases
 
 TOKEN = "loop:sk_loop_123456:secret_loop_123456"  # a test credential, not a secret
 GENERATED = 30

@@ -14,17 +14,8 @@ from hypothesis import HealthCheck, given, settings
 
 from harvester import store
 from harvester.classify import read_body
-from tests.support.hostile import HAND_CASES, body_strategy
+from tests.support.hostile import HAND_CASES, REJECTED, body_strategy
 
-# Unusable as a whole: not UTF-8 JSON, not an object, no job id or someone else's, too deep.
-# Everything else is stored, bad fields read as absent. The oversized keys ("huge random ...")
-# were rejected whole by PostgreSQL until normalize learned to drop or digest them.
-REJECTED = {
-    "empty body", "whitespace", "json null", "json array", "json string", "json number",
-    "empty object", "job_id wrong job", "job_id number", "job_id sql", "truncated json",
-    "not utf-8", "latin-1 text", "utf-16", "deep nesting 10k", "deep nesting 100k",
-    "int literal 5000 digits",
-}
 CHILD_TABLES = ("sites", "site_emails", "site_phones", "site_addresses", "site_socials",
                 "team_members", "maps_searches", "maps_businesses")
 

@@ -16,6 +16,8 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
+from tests.support.rows import one
+
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "tests" / "fixtures" / "seed"
 DEAD_DSN = "postgresql://postgres@127.0.0.1:1/nowhere"
@@ -180,8 +182,8 @@ async def test_import_reads_a_body_the_way_the_daemon_reads_a_200(db_dsn: str) -
         for _ in range(2):
             proc = harvester("import", str(SEED / "failed-410.json"), dsn=db_dsn)
             assert proc.returncode == 0, proc.stderr
-            row = await conn.fetchrow(
-                "SELECT j.state, j.last_error, r.error_message FROM harvester.jobs j "
+            row = await one(
+                conn, "SELECT j.state, j.last_error, r.error_message FROM harvester.jobs j "
                 "JOIN harvester.results r USING (job_id) WHERE job_id = $1", job)
             assert row["state"] == "failed"
             assert row["last_error"] == row["error_message"] == (

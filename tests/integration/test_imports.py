@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 
 from harvester.imports import import_paths
+from tests.support.rows import one
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
 BODIES = Path(__file__).resolve().parents[1] / "fixtures" / "bodies"
@@ -33,7 +34,7 @@ async def test_one_body_per_file_is_stored(conn: asyncpg.Connection) -> None:
     report = await import_paths(conn, [SEED / "site-minimal-200.json", SEED / "maps-200.json"])
     assert (report.stored, report.rejected, report.problems) == (2, 0, [])
     assert set((await states(conn)).values()) == {"harvested"}
-    job = await conn.fetchrow("SELECT polls, last_http_status FROM harvester.jobs LIMIT 1")
+    job = await one(conn, "SELECT polls, last_http_status FROM harvester.jobs LIMIT 1")
     assert tuple(job) == (0, None)
 
 
@@ -122,8 +123,8 @@ async def test_extra_fixture_bodies_import_cleanly(conn: asyncpg.Connection) -> 
         "SELECT count(*) FROM harvester.site_emails e JOIN harvester.sites s USING (job_id) "
         "WHERE s.domain = 'oldlayout.example'")
     assert nested == 2
-    site = await conn.fetchrow(
-        "SELECT company_name, icp_fit_score, completed_at, pain_points::text AS pain "
+    site = await one(
+        conn, "SELECT company_name, icp_fit_score, completed_at, pain_points::text AS pain "
         "FROM harvester.sites WHERE domain = 'oldlayout.example'")
     assert (site["company_name"], site["icp_fit_score"]) == ("Old Layout Ltd", 72.0)
     assert site["completed_at"] == datetime(2025, 6, 2, 8, 15, tzinfo=UTC)

@@ -9,9 +9,9 @@ to suit each test.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import asyncpg
 import pytest
@@ -21,8 +21,28 @@ from harvester.errors import DatabaseError
 
 TOKEN = "cli_limitertest:sk_limiterkey_0123456789:secret_limitersecret_abcdef"
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
-FAST = {"requests_per_minute": 6000.0, "window_s": 0.6, "burst": 20}  # T = 10 ms, cap 60
-SLOW = {"requests_per_minute": 60.0, "window_s": 60.0, "burst": 20}  # T = 1 s, cap 60
+
+
+class Limits(TypedDict):
+    requests_per_minute: float
+    window_s: float
+    burst: int
+
+
+class Options(TypedDict, total=False):
+    """The keyword arguments of ``limiter.SharedLimiter`` that the tests vary."""
+
+    requests_per_minute: float
+    window_s: float
+    burst: int
+    default_pause_s: float
+    clock: Callable[[], float]
+    sleep: Callable[[float], Awaitable[Any]]
+    wall: Callable[[], float]
+
+
+FAST: Limits = {"requests_per_minute": 6000.0, "window_s": 0.6, "burst": 20}  # T = 10 ms, cap 60
+SLOW: Limits = {"requests_per_minute": 60.0, "window_s": 60.0, "burst": 20}  # T = 1 s, cap 60
 
 
 @pytest.fixture
@@ -48,7 +68,7 @@ class FakeSleep:
         self.calls.append(seconds)
 
 
-def make(pool: asyncpg.Pool, token: str = TOKEN, **kw: Any) -> limiter.SharedLimiter:
+def make(pool: asyncpg.Pool, token: str = TOKEN, **kw: Unpack[Options]) -> limiter.SharedLimiter:
     params: dict[str, Any] = {**FAST, "default_pause_s": 60.0}
     params.update(kw)
     return limiter.SharedLimiter(pool, token=token, **params)

@@ -10,6 +10,8 @@ import pytest
 
 from harvester import migrate
 from harvester.errors import SchemaError
+from tests.support.migrations import migrate_like_older_versions
+from tests.support.rows import one
 
 # SPEC section 3: the tables and columns downstream SQL depends on, with their types.
 EXPECTED_COLUMNS = {
@@ -153,19 +155,6 @@ async def objects_outside_harvester(conn: asyncpg.Connection) -> dict[str, list[
     return found
 
 
-async def migrate_like_older_versions(conn: asyncpg.Connection, versions: list[str]) -> None:
-    """What the code before the ledger moved left behind: the migrations applied, each recorded
-    in public.harvester_migrations."""
-    await conn.execute("CREATE TABLE public.harvester_migrations ("
-                       "version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
-    for migration in migrate.available():
-        if migration.version in versions:
-            await conn.execute(migration.path.read_text(encoding="utf-8"))
-            await conn.execute(
-                "INSERT INTO public.harvester_migrations VALUES ($1, '2024-01-02T03:04:05Z')",
-                migration.version)
-
-
 async def test_a_ledger_in_public_is_moved_into_schema_harvester(empty_db_dsn: str) -> None:
     old = [f"00{n}_{name}" for n, name in ((1, "schema"), (2, "limiter"), (3, "store"),
                                             (4, "discovery"), (5, "lz4"), (6, "pending_indexes"))]
@@ -236,7 +225,7 @@ async def test_producer_insert_is_the_documented_one_liner(conn: asyncpg.Connect
     for _ in range(2):
         await conn.execute(
             "INSERT INTO harvester.jobs (job_id) VALUES ($1) ON CONFLICT DO NOTHING", job)
-    row = await conn.fetchrow("SELECT state, priority, tags, polls FROM harvester.jobs")
+    row = await one(conn, "SELECT state, priority, tags, polls FROM harvester.jobs")
     assert dict(row) == {"state": "pending", "priority": 0, "tags": "{}", "polls": 0}
 
 

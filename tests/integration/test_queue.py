@@ -12,6 +12,7 @@ from harvester import queue
 from harvester.errors import DatabaseError
 from harvester.ports import Finish, Reschedule
 from harvester.queue import PgQueue
+from tests.support.rows import one
 
 
 def ids(n: int) -> list[uuid.UUID]:
@@ -22,8 +23,8 @@ async def test_enqueue_ignores_duplicates_and_keeps_tags(pool: asyncpg.Pool) -> 
     jobs = ids(3)
     assert await queue.enqueue(pool, jobs, priority=5, tags={"campaign": "q1"}) == 3
     assert await queue.enqueue(pool, jobs[:2] + ids(1)) == 1
-    row = await pool.fetchrow("SELECT priority, tags::text FROM harvester.jobs WHERE job_id=$1",
-                              jobs[0])
+    row = await one(pool, "SELECT priority, tags::text FROM harvester.jobs WHERE job_id=$1",
+                          jobs[0])
     assert row["priority"] == 5 and '"campaign": "q1"' in row["tags"]
 
 
@@ -78,7 +79,7 @@ async def test_a_taken_over_lease_cannot_write(pool: asyncpg.Pool) -> None:
                                                not_found_count=9, fault_count=0, error="x"))
     assert await jobs.finish(fresh, Finish(state="not_found", polls_spent=1, http_status=404,
                                            not_found_count=6, fault_count=0, error="404"))
-    row = await pool.fetchrow("SELECT state, polls, lease_owner FROM harvester.jobs")
+    row = await one(pool, "SELECT state, polls, lease_owner FROM harvester.jobs")
     assert dict(row) == {"state": "not_found", "polls": 1, "lease_owner": None}
 
 
@@ -88,8 +89,8 @@ async def test_reschedule_counts_the_request_and_sets_the_next_poll(pool: asyncp
     assert await PgQueue(pool).reschedule(job, Reschedule(
         delay_s=60, polls_spent=1, http_status=202, upstream_status="processing",
         job_type="spiderMaps", not_found_count=0, fault_count=0, error=None))
-    row = await pool.fetchrow(
-        "SELECT polls, job_type, upstream_status, last_http_status, lease_owner, "
+    row = await one(
+        pool, "SELECT polls, job_type, upstream_status, last_http_status, lease_owner, "
         "next_poll_at > now() + interval '50 s' AS later FROM harvester.jobs")
     assert dict(row) == {"polls": 1, "job_type": "spiderMaps", "upstream_status": "processing",
                          "last_http_status": 202, "lease_owner": None, "later": True}
@@ -129,7 +130,8 @@ async def test_expire_gives_up_on_old_pending_jobs_only(pool: asyncpg.Pool) -> N
     await pool.execute("UPDATE harvester.jobs SET enqueued_at = now() - interval '8 days' "
                        "WHERE job_id = $1", old)
     assert await PgQueue(pool).expire(7 * 86400, 1000) == 1
-    states = dict(await pool.fetch("SELECT job_id, state FROM harvester.jobs"))
+    rows = await pool.fetch("SELECT job_id, state FROM harvester.jobs")
+    states = {row["job_id"]: row["state"] for row in rows}
     assert states == {old: "expired", new: "pending"}
 
 

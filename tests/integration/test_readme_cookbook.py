@@ -6,6 +6,7 @@ Users copy these queries into their own SQL; a renamed column or view must fail 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -28,7 +29,7 @@ def test_the_cookbook_has_at_least_six_queries() -> None:
 
 
 @pytest.fixture
-async def seeded(db_dsn: str) -> asyncpg.Connection:
+async def seeded(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
     try:
         report = await import_paths(pool, [*sorted(SEED.glob("*-200.json")), SEED / "failed-410.json"])

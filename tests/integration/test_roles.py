@@ -9,14 +9,13 @@ granted the group roles, the way the file's header tells an administrator to
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
-from test_migrate import migrate_like_older_versions
 
 from harvester import migrate
+from tests.support.migrations import migrate_like_older_versions
 from tests.support.roles import Logins, apply_roles, drop_logins, make_logins, refused
+from tests.support.rows import one
 
 OUTPUT_TABLES = (
     "jobs", "results", "sites", "site_emails", "site_phones", "site_addresses", "site_socials",
@@ -24,17 +23,6 @@ OUTPUT_TABLES = (
 )
 VIEWS = ("site_contacts", "leads", "latest_sites", "limiter_status")
 INTERNAL_TABLES = ("rate_limits", "discovery", "schema_migrations")
-
-
-@pytest.fixture
-async def logins(db_dsn: str) -> AsyncIterator[Logins]:
-    await apply_roles(db_dsn)
-    await apply_roles(db_dsn)  # rerunnable
-    made = await make_logins(db_dsn)
-    try:
-        yield made
-    finally:
-        await drop_logins(made)
 
 
 async def seed_outputs(dsn: str) -> uuid.UUID:
@@ -191,8 +179,8 @@ async def test_daemon_may_create_nothing_outside_its_schema(logins: Logins) -> N
     roles.sql takes both back, since migrating needs neither any more."""
     admin = await asyncpg.connect(logins.dsn)
     try:
-        rights = await admin.fetchrow(
-            "SELECT has_database_privilege('harvester_daemon', current_database(), 'CREATE') AS db,"
+        rights = await one(
+            admin, "SELECT has_database_privilege('harvester_daemon', current_database(), 'CREATE') AS db,"
             " has_schema_privilege('harvester_daemon', 'public', 'CREATE') AS public,"
             " has_schema_privilege('harvester_daemon', 'harvester', 'CREATE') AS own")
     finally:

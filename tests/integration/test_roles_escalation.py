@@ -12,7 +12,8 @@ import uuid
 
 import asyncpg
 import pytest
-from test_roles import Logins, logins, refused  # noqa: F401 - the fixture is used by name
+
+from tests.support.roles import Logins, refused
 
 LIMITER_CALLS = (
     "SELECT * FROM harvester.rate_reserve('k', 100, 60, 0.6, 20, 0.9)",
@@ -20,11 +21,11 @@ LIMITER_CALLS = (
 )
 
 
-def logins_of(logins: Logins) -> list[str]:  # noqa: F811 - the fixture's value
+def logins_of(logins: Logins) -> list[str]:
     return [logins.producer, logins.reader]
 
 
-async def test_cannot_switch_to_another_role(logins: Logins) -> None:  # noqa: F811
+async def test_cannot_switch_to_another_role(logins: Logins) -> None:
     for user in logins_of(logins):
         conn = await logins.connect(user)
         try:
@@ -39,7 +40,7 @@ async def test_cannot_switch_to_another_role(logins: Logins) -> None:  # noqa: F
             await conn.close()
 
 
-async def test_cannot_grant_itself_more(logins: Logins) -> None:  # noqa: F811
+async def test_cannot_grant_itself_more(logins: Logins) -> None:
     for user in logins_of(logins):
         conn = await logins.connect(user)
         try:
@@ -59,7 +60,7 @@ async def test_cannot_grant_itself_more(logins: Logins) -> None:  # noqa: F811
             await conn.close()
 
 
-async def test_cannot_create_objects_the_daemon_could_resolve(logins: Logins) -> None:  # noqa: F811
+async def test_cannot_create_objects_the_daemon_could_resolve(logins: Logins) -> None:
     for user in logins_of(logins):
         conn = await logins.connect(user)
         try:
@@ -76,7 +77,7 @@ async def test_cannot_create_objects_the_daemon_could_resolve(logins: Logins) ->
             await conn.close()
 
 
-async def test_cannot_use_the_limiter_functions(logins: Logins) -> None:  # noqa: F811
+async def test_cannot_use_the_limiter_functions(logins: Logins) -> None:
     for user in logins_of(logins):
         conn = await logins.connect(user)
         try:
@@ -86,7 +87,7 @@ async def test_cannot_use_the_limiter_functions(logins: Logins) -> None:  # noqa
             await conn.close()
 
 
-async def test_cannot_touch_sequences(logins: Logins) -> None:  # noqa: F811
+async def test_cannot_touch_sequences(logins: Logins) -> None:
     for user in logins_of(logins):
         conn = await logins.connect(user)
         try:
@@ -96,7 +97,7 @@ async def test_cannot_touch_sequences(logins: Logins) -> None:  # noqa: F811
             await conn.close()
 
 
-async def test_producer_cannot_upsert_or_copy_past_its_columns(logins: Logins) -> None:  # noqa: F811
+async def test_producer_cannot_upsert_or_copy_past_its_columns(logins: Logins) -> None:
     conn = await logins.connect(logins.producer)
     try:
         assert await refused(

@@ -13,6 +13,7 @@ import pytest
 from harvester import store
 from harvester.classify import read_body
 from harvester.errors import DatabaseError
+from tests.support.rows import one
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
 MINIMAL = SEED / "site-minimal-200.json"
@@ -131,13 +132,13 @@ async def test_minimal_example_yields_its_contacts(conn: asyncpg.Connection) -> 
     assert [tuple(r) for r in phones] == [("+1-555-123-4567", None)]
     assert [r["address"] for r in addresses] == ["123 Main St, San Francisco, CA 94105"]
     assert [r["platform"] for r in socials] == ["facebook", "github", "linkedin", "twitter"]
-    site = await conn.fetchrow("SELECT url, domain, pages_crawled FROM harvester.sites")
+    site = await one(conn, "SELECT url, domain, pages_crawled FROM harvester.sites")
     assert tuple(site) == ("https://example.com", "example.com", 5)
 
 
 async def test_harvested_job_row_records_state_type_and_status(conn: asyncpg.Connection) -> None:
     await store_result(conn, read(MINIMAL))
-    job = await conn.fetchrow("SELECT * FROM harvester.jobs")
+    job = await one(conn, "SELECT * FROM harvester.jobs")
     assert (job["state"], job["job_type"], job["upstream_status"]) == (
         "harvested", "spiderSite", "completed")
     assert job["finished_at"] is not None and job["last_error"] is None
@@ -153,9 +154,9 @@ async def test_maps_example_yields_one_business_with_coordinates(conn: asyncpg.C
     assert b["categories"] == ["Italian restaurant", "Fine dining"]
     assert json.loads(b["working_hours"])["Monday"] == "5:00-10:00 PM"
     assert b["last_job_id"] == MAPS_ID
-    link = await conn.fetchrow("SELECT * FROM harvester.maps_businesses")
+    link = await one(conn, "SELECT * FROM harvester.maps_businesses")
     assert (link["job_id"], link["position"]) == (MAPS_ID, 1)
-    search = await conn.fetchrow("SELECT query, results_count FROM harvester.maps_searches")
+    search = await one(conn, "SELECT query, results_count FROM harvester.maps_searches")
     assert tuple(search) == ("italian restaurants in Boston", 20)
 
 
@@ -183,7 +184,7 @@ async def test_restoring_an_older_search_does_not_overwrite_newer_details(
     newer["data"]["businesses"][0]["rating"] = 4.9
     await store_result(conn, json.dumps(newer).encode())
     await store_result(conn, read(MAPS))
-    row = await conn.fetchrow("SELECT rating, last_job_id FROM harvester.businesses")
+    row = await one(conn, "SELECT rating, last_job_id FROM harvester.businesses")
     assert tuple(row) == (4.9, OTHER_MAPS_ID)
 
 
@@ -193,7 +194,7 @@ async def test_fenced_store_harvests_and_releases_the_lease(conn: asyncpg.Connec
                                        fence=fence, http_status=200, polls_spent=1)
     assert (outcome.kind, outcome.job_id) == ("harvested", MINIMAL_ID)
     assert outcome.job_type == "spiderSite" and outcome.completed_at is not None
-    job = await conn.fetchrow("SELECT * FROM harvester.jobs")
+    job = await one(conn, "SELECT * FROM harvester.jobs")
     assert (job["state"], job["polls"], job["last_http_status"], job["lease_owner"]) == (
         "harvested", 1, 200, None)
 
@@ -237,9 +238,9 @@ async def test_unusable_body_is_rejected_with_its_exact_bytes(
     fence = await claim(conn, MINIMAL_ID)
     outcome = await store_result(conn, raw, expected_job_id=MINIMAL_ID, fence=fence)
     assert outcome.kind == "rejected" and outcome.reason
-    reject = await conn.fetchrow("SELECT job_id, reason, body FROM harvester.rejects")
+    reject = await one(conn, "SELECT job_id, reason, body FROM harvester.rejects")
     assert (reject["job_id"], reject["body"]) == (MINIMAL_ID, raw)
-    job = await conn.fetchrow("SELECT state, last_error, lease_owner FROM harvester.jobs")
+    job = await one(conn, "SELECT state, last_error, lease_owner FROM harvester.jobs")
     assert (job["state"], job["last_error"], job["lease_owner"]) == (
         "rejected", outcome.reason, None)
     assert await count(conn, "results") == 0
@@ -311,8 +312,8 @@ async def test_gone_failed_body_marks_the_job_failed(conn: asyncpg.Connection) -
     outcome = await store_failure(conn, read(FAILED),
                                         job_id=MINIMAL_ID, fence=fence)
     assert outcome.kind == "failed"
-    job = await conn.fetchrow("SELECT state, upstream_status, last_error, last_http_status "
-                              "FROM harvester.jobs")
+    job = await one(conn, "SELECT state, upstream_status, last_error, last_http_status "
+                          "FROM harvester.jobs")
     assert tuple(job) == ("failed", "failed",
                           "Failed to connect to target URL: Connection timeout after 30s", 410)
     assert await conn.fetchval("SELECT status FROM harvester.results") == "failed"
@@ -351,8 +352,8 @@ async def test_site_body_without_type_and_with_numbers_as_strings_is_harvested_w
     fence = await claim(conn, MINIMAL_ID)
     outcome = await store_result(conn, json.dumps(doc).encode(), fence=fence)
     assert (outcome.kind, outcome.job_type) == ("harvested", "spiderSite")
-    result = await conn.fetchrow("SELECT job_type, success, processing_time_seconds "
-                                 "FROM harvester.results")
+    result = await one(conn, "SELECT job_type, success, processing_time_seconds "
+                             "FROM harvester.results")
     assert tuple(result) == ("spiderSite", True, 12.4)
     assert await conn.fetchval("SELECT pages_crawled FROM harvester.sites") == 5
     assert await count(conn, "site_emails") == 2
@@ -367,8 +368,8 @@ async def test_maps_business_variants_are_stored(conn: asyncpg.Connection) -> No
     del item["coordinates"]
     outcome = await store_result(conn, json.dumps(doc).encode())
     assert outcome.kind == "harvested"
-    row = await conn.fetchrow("SELECT rating, reviews_count, categories, working_hours, latitude, "
-                              "longitude FROM harvester.businesses")
+    row = await one(conn, "SELECT rating, reviews_count, categories, working_hours, latitude, "
+                          "longitude FROM harvester.businesses")
     assert (row["rating"], row["reviews_count"], row["categories"]) == (
         4.6, 823, ["Italian restaurant"])
     assert json.loads(row["working_hours"]) == ["Monday: 5-10 PM", "Tuesday: Closed"]
@@ -381,7 +382,7 @@ async def test_gone_with_unusable_body_is_failed_and_keeps_the_bytes(
     fence = await claim(conn, MINIMAL_ID)
     outcome = await store_failure(conn, b"", job_id=MINIMAL_ID, fence=fence)
     assert outcome.kind == "failed"
-    job = await conn.fetchrow("SELECT state, last_error FROM harvester.jobs")
+    job = await one(conn, "SELECT state, last_error FROM harvester.jobs")
     assert job["state"] == "failed" and "body not usable" in job["last_error"]
     assert await conn.fetchval("SELECT body FROM harvester.rejects") == b""
 
@@ -398,7 +399,7 @@ async def test_gone_body_without_job_id_keeps_its_message_and_verdict(
     fence = await claim(conn, MINIMAL_ID)
     outcome = await store_failure(conn, raw, job_id=MINIMAL_ID, fence=fence)
     assert outcome.kind == state
-    job = await conn.fetchrow("SELECT state, last_error FROM harvester.jobs")
+    job = await one(conn, "SELECT state, last_error FROM harvester.jobs")
     assert job["state"] == state
     assert job["last_error"].startswith(message) and "body not usable" in job["last_error"]
     assert await conn.fetchval("SELECT body FROM harvester.rejects") == raw
@@ -433,7 +434,7 @@ async def test_reprocess_by_id_reports_unknown_ids(conn: asyncpg.Connection) -> 
 
 async def test_site_contacts_view_has_one_row_per_site(conn: asyncpg.Connection) -> None:
     await store_result(conn, read(MINIMAL))
-    row = await conn.fetchrow("SELECT * FROM harvester.site_contacts")
+    row = await one(conn, "SELECT * FROM harvester.site_contacts")
     assert row["emails"] == ["contact@example.com", "sales@example.com"]
     assert row["phones"] == ["+1-555-123-4567"]
     assert (row["linkedin"], row["github"], row["instagram"]) == (
@@ -442,7 +443,7 @@ async def test_site_contacts_view_has_one_row_per_site(conn: asyncpg.Connection)
 
 async def test_leads_view_reads_champ_and_decision_maker(conn: asyncpg.Connection) -> None:
     await store_result(conn, read(CHAMP))
-    lead = await conn.fetchrow("SELECT * FROM harvester.leads")
+    lead = await one(conn, "SELECT * FROM harvester.leads")
     assert (lead["company"], lead["domain"], lead["icp_fit_score"]) == (
         "TechStart Solutions", "techstart.com", 0.85)
     assert lead["decision_maker"] == "Mike Chen (VP of Customer Success)"
@@ -451,7 +452,7 @@ async def test_leads_view_reads_champ_and_decision_maker(conn: asyncpg.Connectio
 
 async def test_leads_view_falls_back_to_team_for_decision_maker(conn: asyncpg.Connection) -> None:
     await store_result(conn, read(AI))
-    lead = await conn.fetchrow("SELECT company, decision_maker FROM harvester.leads")
+    lead = await one(conn, "SELECT company, decision_maker FROM harvester.leads")
     assert tuple(lead) == ("TechStart Solutions", "Sarah Johnson (CEO & Founder)")
 
 

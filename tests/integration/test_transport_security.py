@@ -32,9 +32,9 @@ NOT_LOOPBACK = [
 LOOPBACK = ["http://127.0.0.1:1", "http://[::1]:1", "http://localhost:1", "http://127.0.0.2:1"]
 
 
-def client(url: str, **kwargs: bool) -> SpiderIQ:
+def client(url: str, *, verify_tls: bool = True) -> SpiderIQ:
     return SpiderIQ(url, TOKEN, connect_timeout_s=5, read_timeout_s=5, total_timeout_s=10,
-                        **kwargs)
+                    verify_tls=verify_tls)
 
 
 def test_defaults_are_https_with_verification() -> None:

@@ -15,6 +15,7 @@ from harvester.errors import DatabaseError
 from harvester.gate import Gate, Usage
 from harvester.queue import PgQueue
 from harvester.worker import Worker
+from tests.support.rows import one
 
 TOKEN = "wk:key:secret"
 
@@ -59,8 +60,8 @@ async def test_database_error_while_waiting_for_a_slot_releases_the_job(db_dsn: 
         worker = Worker(cfg, store, client, Gate(cfg, limiter))
         [claimed] = await store.claim(worker.owner, 1, 30.0)
         await worker._handle(claimed, asyncio.Event())
-        row = await pool.fetchrow("SELECT state, lease_owner, polls, next_poll_at > now() AS later"
-                                  " FROM harvester.jobs")
+        row = await one(pool, "SELECT state, lease_owner, polls, next_poll_at > now() AS later"
+                              " FROM harvester.jobs")
         assert limiter.calls == 1
         assert (row["state"], row["lease_owner"], row["polls"], row["later"]) == (
             "pending", None, 0, True)
