@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
@@ -33,10 +32,7 @@ from harvester import migrate
 from harvester.errors import HarvesterError
 from harvester.pgtemp import TempPostgres, find_bindir
 from harvester.sim import SimServer
-
-# The e2e helpers live beside the e2e tests, as a module of their own.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from e2e_support import (
+from tests.support.e2e import (
     Daemon,
     RequestLog,
     daemon_env,

@@ -13,6 +13,7 @@ import pytest
 from harvester import store
 from harvester.classify import read_body
 from harvester.errors import DatabaseError
+from harvester.ports import StoreOutcome
 from tests.support.rows import one
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
@@ -52,12 +53,12 @@ def with_data(path: Path, **changes: Any) -> bytes:
     return json.dumps(doc).encode()
 
 
-async def store_result(target: store.Target, raw: bytes, **kwargs: Any) -> store.StoreOutcome:
+async def store_result(target: store.Target, raw: bytes, **kwargs: Any) -> StoreOutcome:
     """A 200 body as the worker hands it on: the bytes and their JSON, parsed once."""
     return await store.store_result(target, raw, read_body(raw), **kwargs)
 
 
-async def store_failure(target: store.Target, raw: bytes, **kwargs: Any) -> store.StoreOutcome:
+async def store_failure(target: store.Target, raw: bytes, **kwargs: Any) -> StoreOutcome:
     """A 410 body as the worker hands it on: the bytes and their JSON, parsed once."""
     return await store.store_failure(target, raw, read_body(raw), **kwargs)
 
