@@ -20,6 +20,7 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check harvester tests bench
+	$(BIN)/ruff format --check harvester tests bench
 	$(BIN)/mypy
 
 demo: venv

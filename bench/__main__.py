@@ -12,17 +12,23 @@ from typing import Any
 from bench.common import BenchFailed
 
 # sub-benchmark name -> module in this package
-MODULES = {"harvest": "bench.harvest", "ingest": "bench.ingest", "queue": "bench.claims",
-           "memory": "bench.memory"}
+MODULES = {
+    "harvest": "bench.harvest",
+    "ingest": "bench.ingest",
+    "queue": "bench.claims",
+    "memory": "bench.memory",
+}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("name", nargs="?", default="all", choices=[*MODULES, "all"])
-    parser.add_argument("--quick", action="store_true",
-                        help="short runs that only show the benchmark works (figures not meaningful)")
-    parser.add_argument("--dsn", help="a PostgreSQL server to create databases on "
-                                      "(default: a throwaway one)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short runs that only show the benchmark works (figures not meaningful)",
+    )
+    parser.add_argument("--dsn", help="a PostgreSQL server to create databases on (default: a throwaway one)")
     parser.add_argument("--out", help="write JSON here instead of bench/results/")
     for module in MODULES.values():
         importlib.import_module(module).add_arguments(parser)
@@ -45,8 +51,7 @@ async def run(args: argparse.Namespace) -> int:
             continue
         print(f"({name}: {time.monotonic() - began:.0f} s)", flush=True)
     for failure in failures:
-        print(f"bench: {failure.name} failed (exit {failure.exit_code}): {failure.reason}",
-              file=sys.stderr)
+        print(f"bench: {failure.name} failed (exit {failure.exit_code}): {failure.reason}", file=sys.stderr)
     return failures[0].exit_code if failures else 0
 
 

@@ -32,7 +32,10 @@ async def load_pending(pool: asyncpg.Pool, count: int, enqueued_ago_s: float = 8
         "INSERT INTO harvester.jobs (job_id, enqueued_at, next_poll_at)"
         " SELECT gen_random_uuid(), now() - make_interval(secs => $2),"
         "        now() - interval '1 hour' + i * interval '1 millisecond'"
-        "   FROM generate_series(1, $1::int) AS i", count, enqueued_ago_s)
+        "   FROM generate_series(1, $1::int) AS i",
+        count,
+        enqueued_ago_s,
+    )
     await pool.execute("VACUUM ANALYZE harvester.jobs")
     took = time.perf_counter() - began
     # The bulk load leaves a checkpoint's worth of dirty pages; flush them now, or the claims
@@ -70,23 +73,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await pool.close()
                 await dbs.drop(dsn)
             figures[str(size)] = {
-                "pending": size, "load_s": round(load_s, 1), "claims": calls, "jobs_per_claim": limit,
-                "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
-                "max_ms": max(latencies)}
+                "pending": size,
+                "load_s": round(load_s, 1),
+                "claims": calls,
+                "jobs_per_claim": limit,
+                "p50_ms": percentile(latencies, 50),
+                "p99_ms": percentile(latencies, 99),
+                "max_ms": max(latencies),
+            }
             print(f"  {size:,} pending: loaded in {load_s:.1f} s", file=sys.stderr)
     small, large = (figures[str(s)] for s in sizes)
-    rows = [[f"{f['pending']:,} pending", f["claims"], f["jobs_per_claim"], f["p50_ms"], f["p99_ms"],
-             f["max_ms"]] for f in figures.values()]
+    rows = [
+        [f"{f['pending']:,} pending", f["claims"], f["jobs_per_claim"], f["p50_ms"], f["p99_ms"], f["max_ms"]]
+        for f in figures.values()
+    ]
     headers = ("queue", "claims", "jobs/claim", "p50 ms", "p99 ms", "max ms")
     print(table(headers, rows))
     ratio = large["p99_ms"] / small["p99_ms"]
     print(f"p99 at {sizes[1]:,} is {ratio:.2f}x the p99 at {sizes[0]:,}")
-    payload = {"command": "python -m bench queue" + (" --quick" if args.quick else ""),
-               "sizes": figures, "p99_ratio": ratio, "table": {"headers": list(headers), "rows": rows}}
+    payload = {
+        "command": "python -m bench queue" + (" --quick" if args.quick else ""),
+        "sizes": figures,
+        "p99_ratio": ratio,
+        "table": {"headers": list(headers), "rows": rows},
+    }
     print(f"wrote {write_json('queue', payload, Path(args.out) if args.out else None)}")
     return payload
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--claims", type=int, default=1000,
-                        help="queue: claims measured per size (at most half the queue is claimed)")
+    parser.add_argument(
+        "--claims",
+        type=int,
+        default=1000,
+        help="queue: claims measured per size (at most half the queue is claimed)",
+    )

@@ -45,8 +45,9 @@ class Databases:
             self._pg = TempPostgres()
             await asyncio.to_thread(self._pg.start)
             self.server_dsn = self._pg.dsn
-        await self._admin(f'DROP DATABASE IF EXISTS "{self._template}"',
-                          f'CREATE DATABASE "{self._template}"')
+        await self._admin(
+            f'DROP DATABASE IF EXISTS "{self._template}"', f'CREATE DATABASE "{self._template}"'
+        )
         conn = await asyncpg.connect(with_database(self.server_dsn, self._template))
         try:
             await migrate.apply(conn)
@@ -56,8 +57,9 @@ class Databases:
     async def stop(self) -> None:
         try:
             if self._external is not None:
-                await self._admin(*(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)'
-                                    for n in [*self._made, self._template]))
+                await self._admin(
+                    *(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in [*self._made, self._template])
+                )
         finally:
             if self._pg is not None:
                 await asyncio.to_thread(self._pg.stop)
@@ -97,21 +99,29 @@ async def databases(dsn: str | None = None) -> AsyncIterator[Databases]:
 def machine() -> dict[str, Any]:
     """Where and under what load the figures were taken: other work on the box skews them."""
     load = os.getloadavg()
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "load_avg_1m": round(load[0], 2), "load_avg_5m": round(load[1], 2),
-            "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_avg_1m": round(load[0], 2),
+        "load_avg_5m": round(load[1], 2),
+        "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain-text table, right-aligned numbers; the same rows go into the JSON."""
     cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)),
-             "  ".join("-" * w for w in widths)]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = [
+        "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
     for row in cells:
-        lines.append("  ".join(c.rjust(w) if i else c.ljust(w)
-                               for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     return "\n".join(lines)
 
 
@@ -129,8 +139,12 @@ def write_json(name: str, payload: dict[str, Any], out_dir: Path | None = None) 
     directory = out_dir or RESULTS
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
-    path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload},
-                               indent=2, sort_keys=False, default=str) + "\n")
+    path.write_text(
+        json.dumps(
+            {"benchmark": name, "machine": machine(), **payload}, indent=2, sort_keys=False, default=str
+        )
+        + "\n"
+    )
     return path
 
 

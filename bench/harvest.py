@@ -74,8 +74,10 @@ def schedule(scenario: Scenario, seed: int) -> list[Arrival]:
     """The jobs of a scenario, identical for both engines given the seed."""
     rng = random.Random(f"bench:{seed}:{scenario.name}")
     if scenario.backlog:
-        return [Arrival(0.0, SITE if rng.random() < 2 / 3 else MAPS, BACKLOG_AGE_S + rng.uniform(0, 60))
-                for _ in range(scenario.backlog)]
+        return [
+            Arrival(0.0, SITE if rng.random() < 2 / 3 else MAPS, BACKLOG_AGE_S + rng.uniform(0, 60))
+            for _ in range(scenario.backlog)
+        ]
     arrivals: list[Arrival] = []
     at = 0.0
     end = scenario.minutes * 60
@@ -99,10 +101,17 @@ class HarvesterEngine:
 
     def __init__(self, dsn: str, sim: SimServer, speed: float, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self.cfg = config.load(environ={}, overrides={
-            "database.dsn": dsn, "api.base_url": sim.url, "api.token": TOKEN, "speed": speed,
-            "server.enabled": False, "log.level": "warning",
-        })
+        self.cfg = config.load(
+            environ={},
+            overrides={
+                "database.dsn": dsn,
+                "api.base_url": sim.url,
+                "api.token": TOKEN,
+                "speed": speed,
+                "server.enabled": False,
+                "log.level": "warning",
+            },
+        )
         self.stop_event = asyncio.Event()
         self.task: asyncio.Task[int] | None = None
         self.inserts: set[asyncio.Task[int]] = set()
@@ -126,8 +135,11 @@ class HarvesterEngine:
         self.stop_event.set()
         code = await self.task if self.task is not None else 0
         if code != 0 or early:
-            raise BenchFailed("harvest", code or 1, f"the daemon exited {code} "
-                              + ("before the run ended" if early else "when stopped"))
+            raise BenchFailed(
+                "harvest",
+                code or 1,
+                f"the daemon exited {code} " + ("before the run ended" if early else "when stopped"),
+            )
 
     def outcomes(self) -> dict[str, int]:
         return {}
@@ -136,8 +148,14 @@ class HarvesterEngine:
 class SeedEngine:
     def __init__(self, sim: SimServer, speed: float, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        limiter = SharedLimiter(pool, token=TOKEN, requests_per_minute=LIMIT_PER_MIN * speed,
-                                burst=20, window_s=60 / speed, default_pause_s=60 / speed)
+        limiter = SharedLimiter(
+            pool,
+            token=TOKEN,
+            requests_per_minute=LIMIT_PER_MIN * speed,
+            burst=20,
+            window_s=60 / speed,
+            default_pause_s=60 / speed,
+        )
         self.loop = SeedLoop(sim.url, TOKEN, pool, limiter, speed)
 
     async def start(self) -> None:
@@ -186,15 +204,17 @@ async def drive(sim: SimServer, engine: Engine, arrivals: Sequence[Arrival], spe
             await asyncio.sleep(max(0.0, wait) / speed)
 
 
-async def run_one(kind: str, scenario: Scenario, dbs: Databases, speed: float, seed: int
-                  ) -> dict[str, Any]:
+async def run_one(kind: str, scenario: Scenario, dbs: Databases, speed: float, seed: int) -> dict[str, Any]:
     dsn = await dbs.fresh()
     arrivals = schedule(scenario, seed)
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=12)
     try:
         async with SimServer(speed=speed, seed=seed, tokens=[TOKEN]) as sim:
-            engine: Engine = (HarvesterEngine(dsn, sim, speed, pool) if kind == "harvester"
-                              else SeedEngine(sim, speed, pool))
+            engine: Engine = (
+                HarvesterEngine(dsn, sim, speed, pool)
+                if kind == "harvester"
+                else SeedEngine(sim, speed, pool)
+            )
             started_wall = time.time()
             await engine.start()
             await drive(sim, engine, arrivals, speed)
@@ -214,13 +234,13 @@ async def run_one(kind: str, scenario: Scenario, dbs: Databases, speed: float, s
         await dbs.drop(dsn)
 
 
-async def measure(pool: asyncpg.Pool, sim: SimServer, speed: float, started_wall: float
-                  ) -> dict[str, Any]:
+async def measure(pool: asyncpg.Pool, sim: SimServer, speed: float, started_wall: float) -> dict[str, Any]:
     """The figures of one run, all in API seconds (real seconds times the speed)."""
     rows = await pool.fetch(
         "SELECT j.job_id, j.state, extract(epoch FROM j.enqueued_at)::float8 AS enqueued,"
         "       extract(epoch FROM COALESCE(r.fetched_at, j.finished_at))::float8 AS stored"
-        "  FROM harvester.jobs j LEFT JOIN harvester.results r USING (job_id)")
+        "  FROM harvester.jobs j LEFT JOIN harvester.results r USING (job_id)"
+    )
     clock = sim.state.clock
     stats = sim.stats(per_job=False)
     now_sim = clock.now()
@@ -246,36 +266,70 @@ async def measure(pool: asyncpg.Pool, sim: SimServer, speed: float, started_wall
     offered = len(completions) / offered_min if offered_min else math.inf
     pace = None if per_min is None else per_min / min(offered, LIMIT_PER_MIN)
     windows = [int(c["max_requests_60s"]) for c in stats["rate_limit"].values()]
-    passes = await pool.fetchrow("SELECT coalesce(sum(passes), 0)::int AS passes,"
-                                 " coalesce(sum(pages), 0)::int AS pages FROM harvester.discovery")
+    passes = await pool.fetchrow(
+        "SELECT coalesce(sum(passes), 0)::int AS passes,"
+        " coalesce(sum(pages), 0)::int AS pages FROM harvester.discovery"
+    )
     return {
-        "jobs": len(rows), "states": states, "harvested": harvested, "finished": finished,
-        "requests": requests, "requests_by_endpoint": {
-            k: sum(v.values()) for k, v in stats["requests_by_endpoint"].items()},
+        "jobs": len(rows),
+        "states": states,
+        "harvested": harvested,
+        "finished": finished,
+        "requests": requests,
+        "requests_by_endpoint": {k: sum(v.values()) for k, v in stats["requests_by_endpoint"].items()},
         "requests_per_harvested": requests / harvested if harvested else None,
         "requests_per_finished": requests / finished if finished else None,
-        "served_429": int(stats["served_429"]), "worst_window_60s": max(windows, default=0),
+        "served_429": int(stats["served_429"]),
+        "worst_window_60s": max(windows, default=0),
         "result_fetches": stats["result_fetches"]["total"],
         "list_passes": passes["passes"] if passes else 0,
         "list_pages": passes["pages"] if passes else 0,
-        "finished_per_min": per_min, "offered_per_min": offered if offered != math.inf else None,
+        "finished_per_min": per_min,
+        "offered_per_min": offered if offered != math.inf else None,
         "pace": pace,
-        "latency_p50_s": percentile(latencies, 50), "latency_p95_s": percentile(latencies, 95),
+        "latency_p50_s": percentile(latencies, 50),
+        "latency_p95_s": percentile(latencies, 95),
         "latency_max_s": max(latencies, default=None),
-        "drain_s": ((max(stored_at) - max(completions)) * speed
-                    if stored_at and completions and finished == len(rows) else None),
+        "drain_s": (
+            (max(stored_at) - max(completions)) * speed
+            if stored_at and completions and finished == len(rows)
+            else None
+        ),
     }
 
 
-ROW_KEYS = ("finished_per_min", "requests_per_harvested", "requests_per_finished", "served_429",
-            "worst_window_60s", "latency_p50_s", "latency_p95_s", "drain_s")
-HEADERS = ("scenario / engine", "jobs", "stored", "jobs/min", "req/harvested", "req/finished",
-           "429s", "max 60s", "p50 s", "p95 s", "drain s")
+ROW_KEYS = (
+    "finished_per_min",
+    "requests_per_harvested",
+    "requests_per_finished",
+    "served_429",
+    "worst_window_60s",
+    "latency_p50_s",
+    "latency_p95_s",
+    "drain_s",
+)
+HEADERS = (
+    "scenario / engine",
+    "jobs",
+    "stored",
+    "jobs/min",
+    "req/harvested",
+    "req/finished",
+    "429s",
+    "max 60s",
+    "p50 s",
+    "p95 s",
+    "drain s",
+)
 
 
 def row_of(name: str, kind: str, fig: dict[str, Any]) -> list[Any]:
-    return [f"{name} / {kind}", fig["jobs"], fig["finished"] if kind == "harvester"
-            else fig["harvested"], *(fig[k] for k in ROW_KEYS)]
+    return [
+        f"{name} / {kind}",
+        fig["jobs"],
+        fig["finished"] if kind == "harvester" else fig["harvested"],
+        *(fig[k] for k in ROW_KEYS),
+    ]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -298,8 +352,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 except BenchFailed as exc:
                     failures.append(f"{scenario.name} / {kind}: {exc.reason}")
                     exit_code = exit_code or exc.exit_code
-                    results[scenario.name][kind] = {"exit_code": exc.exit_code,
-                                                    "failure": exc.reason}
+                    results[scenario.name][kind] = {"exit_code": exc.exit_code, "failure": exc.reason}
                     print(f"  {scenario.name:8s} {kind:9s} FAILED: {exc.reason}", file=sys.stderr)
                     continue
                 fig["wall_s"] = round(time.monotonic() - began, 1)
@@ -310,9 +363,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(table(HEADERS, rows))
     for failure in failures:
         print(f"FAILED {failure} (no figure)")
-    payload = {"command": command(args), "speed": speed, "seed": args.seed,
-               "quick": args.quick, "exit_code": exit_code, "scenarios": results,
-               "table": {"headers": list(HEADERS), "rows": rows}}
+    payload = {
+        "command": command(args),
+        "speed": speed,
+        "seed": args.seed,
+        "quick": args.quick,
+        "exit_code": exit_code,
+        "scenarios": results,
+        "table": {"headers": list(HEADERS), "rows": rows},
+    }
     path = write_json("harvest", payload, Path(args.out) if args.out else None)
     print(f"wrote {path}")
     if failures:
@@ -332,7 +391,11 @@ def command(args: argparse.Namespace) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--speed", type=float, default=None,
-                        help="time scale of simulator and engines (default 20, --quick 60)")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="time scale of simulator and engines (default 20, --quick 60)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="simulator and schedule seed")
     parser.add_argument("--scenarios", default="", help="comma-separated subset: light,half,budget,backlog")

@@ -34,8 +34,18 @@ from harvester.sim.settings import SimSettings
 from harvester.sim.state import SimState
 from harvester.store_rows import write_rows
 
-TABLES = ("results", "sites", "site_emails", "site_phones", "site_addresses", "site_socials",
-          "team_members", "maps_searches", "businesses", "maps_businesses")
+TABLES = (
+    "results",
+    "sites",
+    "site_emails",
+    "site_phones",
+    "site_addresses",
+    "site_socials",
+    "team_members",
+    "maps_searches",
+    "businesses",
+    "maps_businesses",
+)
 BATCH = 200
 
 
@@ -45,8 +55,9 @@ def make_bodies(count: int, seed: int = 11) -> list[bytes]:
     state = SimState(SimSettings(seed=seed, fail_rate=0.0, cancel_rate=0.0), clock)
     cred = next(iter(state.credentials.values()))
     site = count * 2 // 3
-    ids = (create_jobs(state, cred, site, SITE, Plan(outcome="completed"))
-           + create_jobs(state, cred, count - site, MAPS, Plan(outcome="completed")))
+    ids = create_jobs(state, cred, site, SITE, Plan(outcome="completed")) + create_jobs(
+        state, cred, count - site, MAPS, Plan(outcome="completed")
+    )
     clock.advance(3600)
     bodies = []
     for job_id in ids:
@@ -76,8 +87,11 @@ async def autocommit_rows(pool: asyncpg.Pool, bodies: Sequence[bytes]) -> None:
     """Every INSERT its own transaction, as a loop of plain inserts on an autocommit connection."""
     async with pool.acquire() as conn:
         for raw in bodies:
-            await write_rows(RowByRow(conn), [store.prepare(read_body(raw), None)],  # type: ignore[arg-type]
-                             fetched=True)
+            await write_rows(
+                RowByRow(conn),  # type: ignore[arg-type]  # duck-typed: only execute() is used
+                [store.prepare(read_body(raw), None)],
+                fetched=True,
+            )
 
 
 async def row_by_row(pool: asyncpg.Pool, bodies: Sequence[bytes]) -> None:
@@ -97,14 +111,18 @@ async def batched(pool: asyncpg.Pool, bodies: Sequence[bytes]) -> None:
     """What ``harvester import`` does: ``store_results`` on BATCH bodies per transaction."""
     for start in range(0, len(bodies), BATCH):
         outcomes = await store.store_results(
-            pool, [(raw, read_body(raw)) for raw in bodies[start:start + BATCH]])
+            pool, [(raw, read_body(raw)) for raw in bodies[start : start + BATCH]]
+        )
         if any(o.kind != "harvested" for o in outcomes):
             raise RuntimeError("a generated body was not stored")
 
 
-METHODS = (("one INSERT per row, autocommit", autocommit_rows),
-           ("one INSERT per row, a transaction per body", row_by_row), ("store_result, per body", per_body),
-           (f"store_results (import), {BATCH} bodies per transaction", batched))
+METHODS = (
+    ("one INSERT per row, autocommit", autocommit_rows),
+    ("one INSERT per row, a transaction per body", row_by_row),
+    ("store_result, per body", per_body),
+    (f"store_results (import), {BATCH} bodies per transaction", batched),
+)
 
 
 async def make_durable(dbs: Any) -> str:
@@ -141,16 +159,35 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 await pool.close()
                 await dbs.drop(dsn)
-            figures[name] = {"bodies": count, "rows": stored, "seconds": round(seconds, 3),
-                             "bodies_per_s": count / seconds, "rows_per_s": stored / seconds}
+            figures[name] = {
+                "bodies": count,
+                "rows": stored,
+                "seconds": round(seconds, 3),
+                "bodies_per_s": count / seconds,
+                "rows_per_s": stored / seconds,
+            }
             print(f"  {name}: {seconds:.1f} s", file=sys.stderr)
     base = figures[METHODS[1][0]]["rows_per_s"]
-    rows = [[n, f["bodies"], f["rows"], f["seconds"], round(f["bodies_per_s"]), round(f["rows_per_s"]),
-             f"{f['rows_per_s'] / base:.1f}x"] for n, f in figures.items()]
+    rows = [
+        [
+            n,
+            f["bodies"],
+            f["rows"],
+            f["seconds"],
+            round(f["bodies_per_s"]),
+            round(f["rows_per_s"]),
+            f"{f['rows_per_s'] / base:.1f}x",
+        ]
+        for n, f in figures.items()
+    ]
     headers = ("method", "bodies", "rows", "seconds", "bodies/s", "rows/s", "vs per-body baseline")
     print(table(headers, rows))
-    payload = {"commits": durable, "command": "python -m bench ingest" + (" --quick" if args.quick else ""),
-               "methods": figures, "table": {"headers": list(headers), "rows": rows}}
+    payload = {
+        "commits": durable,
+        "command": "python -m bench ingest" + (" --quick" if args.quick else ""),
+        "methods": figures,
+        "table": {"headers": list(headers), "rows": rows},
+    }
     print(f"wrote {write_json('ingest', payload, Path(args.out) if args.out else None)}")
     return payload
 

@@ -79,7 +79,8 @@ async def watch(command: list[str], env: dict[str, str], seconds: float) -> dict
     with tempfile.TemporaryFile(mode="w+") as log:
         began = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
-            *command, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+            *command, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+        )
         peak = rss = 0
         samples = []
         deadline = began + seconds + STOP_SLACK_S
@@ -103,51 +104,77 @@ async def watch(command: list[str], env: dict[str, str], seconds: float) -> dict
         log.seek(0)
         lines = log.read().splitlines()
         tail = lines[-5:]
-    outcome: dict[str, Any] = {"exit_code": exit_code, "subject_exit_code": exit_code,
-                               "ran_s": round(ran_s, 1),
-                               "warnings": count_warnings(lines), "last_lines": tail}
+    outcome: dict[str, Any] = {
+        "exit_code": exit_code,
+        "subject_exit_code": exit_code,
+        "ran_s": round(ran_s, 1),
+        "warnings": count_warnings(lines),
+        "last_lines": tail,
+    }
     failed = subject_failure(exit_code, ran_s, seconds)
     if failed is not None:
         outcome.update(exit_code=failed[0], failure=failed[1])
         return outcome
-    outcome.update(peak_rss_mb=round(peak / 1024, 1), last_rss_mb=round(rss / 1024, 1),
-                   rss_mb_over_time=[(t, round(kib / 1024, 1)) for t, kib in samples[::10]])
+    outcome.update(
+        peak_rss_mb=round(peak / 1024, 1),
+        last_rss_mb=round(rss / 1024, 1),
+        rss_mb_over_time=[(t, round(kib / 1024, 1)) for t, kib in samples[::10]],
+    )
     return outcome
 
 
-async def run_scenario(dbs: Databases, backlog: int, enqueued_ago_s: float, seconds: float,
-                       speed: float) -> dict[str, Any]:
+async def run_scenario(
+    dbs: Databases, backlog: int, enqueued_ago_s: float, seconds: float, speed: float
+) -> dict[str, Any]:
     dsn = await dbs.fresh()
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
         load_s = await load_pending(pool, backlog, enqueued_ago_s)
         async with SimServer(speed=speed, seed=1, tokens=[TOKEN]) as sim:
-            env = {**os.environ, "HARVESTER_DSN": dsn, "HARVESTER_API_TOKEN": TOKEN,
-                   "HARVESTER_API_BASE_URL": sim.url, "HARVESTER_SERVER__ENABLED": "false",
-                   "HARVESTER_LOG_LEVEL": "warning"}
+            env = {
+                **os.environ,
+                "HARVESTER_DSN": dsn,
+                "HARVESTER_API_TOKEN": TOKEN,
+                "HARVESTER_API_BASE_URL": sim.url,
+                "HARVESTER_SERVER__ENABLED": "false",
+                "HARVESTER_LOG_LEVEL": "warning",
+            }
             figures = await watch(harvester_command(seconds, speed), env, seconds)
             stats = sim.stats(per_job=False)
-        counts = {str(r["state"]): int(r["n"]) for r in await pool.fetch(
-            "SELECT state, count(*)::bigint AS n FROM harvester.jobs GROUP BY state")}
+        counts = {
+            str(r["state"]): int(r["n"])
+            for r in await pool.fetch(
+                "SELECT state, count(*)::bigint AS n FROM harvester.jobs GROUP BY state"
+            )
+        }
         polled = int(await pool.fetchval("SELECT count(*) FROM harvester.jobs WHERE polls > 0"))
     finally:
         await pool.close()
         await dbs.drop(dsn)
-    figures.update({"backlog": backlog, "enqueued_ago_s": enqueued_ago_s,
-                    "load_s": round(load_s, 1)})
+    figures.update({"backlog": backlog, "enqueued_ago_s": enqueued_ago_s, "load_s": round(load_s, 1)})
     expired = counts.get("expired", 0)
     if "failure" not in figures and enqueued_ago_s > GIVE_UP_AFTER_S and not expired:
         # The daemon survived, but did not do what this backlog is about: no figure for it.
-        figures.update(exit_code=1, failure=(
-            f"expired none of the {backlog:,} stale jobs in {figures['ran_s']} s "
-            f"(warnings: {figures['warnings'] or 'none'})"))
+        figures.update(
+            exit_code=1,
+            failure=(
+                f"expired none of the {backlog:,} stale jobs in {figures['ran_s']} s "
+                f"(warnings: {figures['warnings'] or 'none'})"
+            ),
+        )
         for key in ("peak_rss_mb", "last_rss_mb", "rss_mb_over_time"):
             figures.pop(key, None)
     if "failure" not in figures:
         figures.pop("last_lines", None)
     if "failure" not in figures:
-        figures.update({"requests": stats["requests_total"], "served_429": stats["served_429"],
-                        "jobs_polled": polled, "states_after": counts})
+        figures.update(
+            {
+                "requests": stats["requests_total"],
+                "served_429": stats["served_429"],
+                "jobs_polled": polled,
+                "states_after": counts,
+            }
+        )
     return figures
 
 
@@ -165,14 +192,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return report(args, results, backlog, seconds, speed)
 
 
-def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], backlog: int,
-           seconds: float, speed: float) -> dict[str, Any]:
+def report(
+    args: argparse.Namespace, results: dict[str, dict[str, Any]], backlog: int, seconds: float, speed: float
+) -> dict[str, Any]:
     """Print and write the figures of the runs that count; fail if any did not."""
-    headers = ("backlog", "run s", "requests", "jobs polled", "expired", "peak RSS MB",
-               "last RSS MB")
-    rows = [[f"{backlog:,} {name}", r["ran_s"], r["requests"], r["jobs_polled"],
-             r["states_after"].get("expired", 0), r["peak_rss_mb"], r["last_rss_mb"]]
-            for name, r in results.items() if "failure" not in r]
+    headers = ("backlog", "run s", "requests", "jobs polled", "expired", "peak RSS MB", "last RSS MB")
+    rows = [
+        [
+            f"{backlog:,} {name}",
+            r["ran_s"],
+            r["requests"],
+            r["jobs_polled"],
+            r["states_after"].get("expired", 0),
+            r["peak_rss_mb"],
+            r["last_rss_mb"],
+        ]
+        for name, r in results.items()
+        if "failure" not in r
+    ]
     failed = {name: r for name, r in results.items() if "failure" in r}
     if rows:
         print(table(headers, rows))
@@ -182,17 +219,26 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], backlog
             print(f"  | {line}")
     exit_code = next((r["exit_code"] for r in failed.values()), 0)
     command = "python -m bench memory" + (" --quick" if args.quick else "")
-    payload = {"command": command, "exit_code": exit_code, "seconds": seconds, "speed": speed,
-               "scenarios": results, "table": {"headers": list(headers), "rows": rows}}
+    payload = {
+        "command": command,
+        "exit_code": exit_code,
+        "seconds": seconds,
+        "speed": speed,
+        "scenarios": results,
+        "table": {"headers": list(headers), "rows": rows},
+    }
     print(f"wrote {write_json('memory', payload, Path(args.out) if args.out else None)}")
     if failed:
-        raise BenchFailed("memory", exit_code, "; ".join(
-            f"{name}: {r['failure']}" for name, r in failed.items()))
+        raise BenchFailed(
+            "memory", exit_code, "; ".join(f"{name}: {r['failure']}" for name, r in failed.items())
+        )
     return payload
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--memory-seconds", type=float, default=30.0,
-                        help="memory: how long the daemon runs (default 30)")
-    parser.add_argument("--memory-scenarios", default="",
-                        help="memory: comma-separated subset of " + ",".join(SCENARIOS))
+    parser.add_argument(
+        "--memory-seconds", type=float, default=30.0, help="memory: how long the daemon runs (default 30)"
+    )
+    parser.add_argument(
+        "--memory-scenarios", default="", help="memory: comma-separated subset of " + ",".join(SCENARIOS)
+    )

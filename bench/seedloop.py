@@ -29,8 +29,9 @@ MAX_RETRIES = 60  # the seed's max_retries default
 class SeedLoop:
     """Polls every arrived job every 3 s (API time) until it finishes, one task per job."""
 
-    def __init__(self, base_url: str, token: str, pool: asyncpg.Pool, limiter: SharedLimiter,
-                 speed: float) -> None:
+    def __init__(
+        self, base_url: str, token: str, pool: asyncpg.Pool, limiter: SharedLimiter, speed: float
+    ) -> None:
         self.base_url = base_url
         self.headers = {"Authorization": f"Bearer {token}"}
         self.pool = pool
@@ -42,8 +43,8 @@ class SeedLoop:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=100),
-            timeout=aiohttp.ClientTimeout(total=30))
+            connector=aiohttp.TCPConnector(limit=100), timeout=aiohttp.ClientTimeout(total=30)
+        )
 
     def arrive(self, job_ids: list[UUID]) -> None:
         for job_id in job_ids:
@@ -77,8 +78,7 @@ class SeedLoop:
             except (aiohttp.ClientError, TimeoutError):
                 return "dropped_transport_error"
             if status == 200:
-                outcome = await store.store_result(self.pool, body, read_body(body),
-                                                   expected_job_id=job_id)
+                outcome = await store.store_result(self.pool, body, read_body(body), expected_job_id=job_id)
                 return outcome.kind
             if status == 202:
                 await asyncio.sleep(POLL_EVERY_S / self.speed)

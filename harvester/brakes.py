@@ -20,8 +20,13 @@ from harvester.outcomes import AuthFailed, RateLimited, Transient
 MAX_RATE_PAUSE_S = 26 * 3600.0
 
 
-def rate_pause_s(retry_after_s: float | None, reset_at: float | None, now_unix: float,
-                 default_s: float, max_s: float = MAX_RATE_PAUSE_S) -> float:
+def rate_pause_s(
+    retry_after_s: float | None,
+    reset_at: float | None,
+    now_unix: float,
+    default_s: float,
+    max_s: float = MAX_RATE_PAUSE_S,
+) -> float:
     """How long a 429 pauses every process: Retry-After, else X-RateLimit-Reset, else default."""
     if retry_after_s is not None and retry_after_s >= 0:
         length = retry_after_s
@@ -64,8 +69,7 @@ class Brakes:
     rate_paused_until: float = 0.0  # when a 429 seen here pauses the shared limiter until
 
 
-def after(brakes: Brakes, outcome: object, now: float, cfg: PollingConfig,
-          rate_pause: float = 0.0) -> Brakes:
+def after(brakes: Brakes, outcome: object, now: float, cfg: PollingConfig, rate_pause: float = 0.0) -> Brakes:
     """What one response does to the brakes. ``rate_pause`` is the pause a 429 set (seconds)."""
     if isinstance(outcome, RateLimited):
         return replace(brakes, rate_paused_until=max(brakes.rate_paused_until, now + rate_pause))
@@ -79,8 +83,7 @@ def after(brakes: Brakes, outcome: object, now: float, cfg: PollingConfig,
     return replace(brakes, auth_failed=False, auth_paused_until=0.0, breaker=breaker)
 
 
-def claim_budget(brakes: Brakes, now: float, *, free: int, in_flight: int,
-                 cfg: PollingConfig) -> int:
+def claim_budget(brakes: Brakes, now: float, *, free: int, in_flight: int, cfg: PollingConfig) -> int:
     """How many jobs may be claimed now: the free in-flight slots, or one probe while paused."""
     if brakes.auth_failed:
         if now < brakes.auth_paused_until or in_flight:
@@ -108,8 +111,7 @@ def hold_back(brakes: Brakes, now: float) -> float | None:
     return None
 
 
-def side_requests_paused(brakes: Brakes, now: float, *, in_flight: int,
-                         cfg: PollingConfig) -> bool:
+def side_requests_paused(brakes: Brakes, now: float, *, in_flight: int, cfg: PollingConfig) -> bool:
     """Whether side requests (list pages) must hold off.
 
     While the credential is refused, the worker's one probe per ``auth_recheck_s`` is the only

@@ -162,8 +162,9 @@ def _error_message(obj: dict[str, Any]) -> str | None:
 # ---------------------------------------------------------------- outcomes
 
 
-def classify_error(status: int, headers: Mapping[str, str], body: bytes, now_unix: float, *,
-                   scrub: Scrub) -> Outcome:
+def classify_error(
+    status: int, headers: Mapping[str, str], body: bytes, now_unix: float, *, scrub: Scrub
+) -> Outcome:
     """Statuses that mean the same on every endpoint: 404, 401/402/403, 429, 5xx and the rest."""
     if status == 404:
         return NotFound(http_status=status)
@@ -178,16 +179,18 @@ def classify_error(status: int, headers: Mapping[str, str], body: bytes, now_uni
             value = obj.get("retry_after_seconds", obj.get("retry_after"))
             if isinstance(value, int | float) and not isinstance(value, bool):
                 retry_after = _float_or_none(str(value))
-        return RateLimited(retry_after_s=retry_after,
-                           reset_at=parse_reset(headers.get("X-RateLimit-Reset"), now_unix),
-                           detail=_detail(body, doc, scrub) or "rate limited", http_status=status)
+        return RateLimited(
+            retry_after_s=retry_after,
+            reset_at=parse_reset(headers.get("X-RateLimit-Reset"), now_unix),
+            detail=_detail(body, doc, scrub) or "rate limited",
+            http_status=status,
+        )
     if status >= 500:
         return Transient(reason=f"server error http {status}", http_status=status)
     return Transient(reason=f"unexpected http {status}", http_status=status)
 
 
-def classify_body(body: bytes, doc: Document, http_status: int | None = 200
-                  ) -> Completed | Pending | Gone:
+def classify_body(body: bytes, doc: Document, http_status: int | None = 200) -> Completed | Pending | Gone:
     """A result body read by its own ``status``: completed, failed/cancelled, or unfinished.
 
     A body that is not a readable object is completed: the store keeps it as a reject. A status
@@ -201,15 +204,21 @@ def classify_body(body: bytes, doc: Document, http_status: int | None = 200
     if upstream is None or upstream == "completed":
         return Completed(body=body, doc=doc, http_status=http_status)
     if upstream in GONE_UPSTREAM:
-        return Gone(body=body, doc=doc, upstream_status=upstream,
-                    error_message=_error_message(doc), http_status=http_status)
+        return Gone(
+            body=body,
+            doc=doc,
+            upstream_status=upstream,
+            error_message=_error_message(doc),
+            http_status=http_status,
+        )
     if upstream not in PENDING_UPSTREAM and doc.get("data") is not None:
         return Completed(body=body, doc=doc, http_status=http_status)
     return Pending(upstream_status=upstream, job_type=_job_type(doc), http_status=http_status)
 
 
-def classify_result(status: int, headers: Mapping[str, str], body: bytes, now_unix: float, *,
-                    scrub: Scrub) -> Outcome:
+def classify_result(
+    status: int, headers: Mapping[str, str], body: bytes, now_unix: float, *, scrub: Scrub
+) -> Outcome:
     """``GET /jobs/{id}/results``: SPEC section 4 as a function.
 
     The HTTP code leads and the body's ``status`` refines it (API.md section 9.15): a 202 is
@@ -225,9 +234,13 @@ def classify_result(status: int, headers: Mapping[str, str], body: bytes, now_un
         doc = read_body(body)
         obj = _object(doc)
         upstream = _status(obj)
-        return Gone(body=body, doc=doc,
-                    upstream_status=upstream if upstream in GONE_UPSTREAM else "failed",
-                    error_message=_error_message(obj), http_status=status)
+        return Gone(
+            body=body,
+            doc=doc,
+            upstream_status=upstream if upstream in GONE_UPSTREAM else "failed",
+            error_message=_error_message(obj),
+            http_status=status,
+        )
     return classify_error(status, headers, body, now_unix, scrub=scrub)
 
 
@@ -268,8 +281,7 @@ def _listed(entry: Any) -> ListedJob | None:
     if job_id is None:
         return None
     updated = parse_time(entry.get("updated_at")) or parse_time(entry.get("completed_at"))
-    return ListedJob(job_id=job_id, job_type=_job_type(entry), status=_status(entry),
-                     updated_at=updated)
+    return ListedJob(job_id=job_id, job_type=_job_type(entry), status=_status(entry), updated_at=updated)
 
 
 def _total_pages(obj: dict[str, Any], page: int, size: int, entries: int) -> tuple[int, int]:
@@ -289,8 +301,16 @@ def _total_pages(obj: dict[str, Any], page: int, size: int, entries: int) -> tup
     return total, pages
 
 
-def classify_list(status: int, headers: Mapping[str, str], body: bytes, now_unix: float, *,
-                  page: int, page_size: int, scrub: Scrub) -> JobPage | Outcome:
+def classify_list(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    now_unix: float,
+    *,
+    page: int,
+    page_size: int,
+    scrub: Scrub,
+) -> JobPage | Outcome:
     """``GET /jobs/list``: a page of jobs; malformed entries are skipped, not fatal."""
     if status != 200:
         return classify_error(status, headers, body, now_unix, scrub=scrub)
@@ -301,6 +321,12 @@ def classify_list(status: int, headers: Mapping[str, str], body: bytes, now_unix
     jobs = [job for job in map(_listed, entries) if job is not None]
     size = _count(doc.get("page_size")) or page_size
     total, pages = _total_pages(doc, page, size, len(entries))
-    return JobPage(total=total, page=_count(doc.get("page")) or page, page_size=size,
-                   total_pages=pages, jobs=tuple(jobs), skipped=len(entries) - len(jobs),
-                   http_status=status)
+    return JobPage(
+        total=total,
+        page=_count(doc.get("page")) or page,
+        page_size=size,
+        total_pages=pages,
+        jobs=tuple(jobs),
+        skipped=len(entries) - len(jobs),
+        http_status=status,
+    )

@@ -73,6 +73,7 @@ def load_config(args: argparse.Namespace, **overrides: Any) -> config.Config:
 
 # ---------------------------------------------------------------- commands
 
+
 async def cmd_migrate(args: argparse.Namespace) -> int:
     import asyncpg
 
@@ -83,8 +84,7 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
     try:
         conn = await asyncpg.connect(cfg.database.direct_dsn, timeout=cfg.database.connect_timeout_s)
     except DB_OR_SQL_ERRORS as exc:
-        raise HarvesterError(
-            f"cannot connect to {describe_dsn(cfg.database.direct_dsn)}: {exc}") from exc
+        raise HarvesterError(f"cannot connect to {describe_dsn(cfg.database.direct_dsn)}: {exc}") from exc
     try:
         applied = await migrate.apply(conn)
     finally:
@@ -172,8 +172,11 @@ async def cmd_status(args: argparse.Namespace) -> int:
     if report.recent_errors:
         print("recent errors:")
         for err in report.recent_errors:
-            print(logs.scrub(f"  {err['at']} {err['job_id']} {err['state']} "
-                             f"http={err['http_status']} {err['error']}"))
+            print(
+                logs.scrub(
+                    f"  {err['at']} {err['job_id']} {err['state']} http={err['http_status']} {err['error']}"
+                )
+            )
     return EXIT_OK
 
 
@@ -188,8 +191,7 @@ async def cmd_import(args: argparse.Namespace) -> int:
         await pool.close()
     for problem in report.problems:
         print(f"{problem[0]}:{problem[1]}: {problem[2]}", file=sys.stderr)
-    print(json.dumps({"stored": report.stored, "rejected": report.rejected,
-                      "skipped": report.skipped}))
+    print(json.dumps({"stored": report.stored, "rejected": report.rejected, "skipped": report.skipped}))
     return EXIT_OK if not report.problems else EXIT_FAILURE
 
 
@@ -279,8 +281,7 @@ class Signals:
             self._exit_now("second_signal", 128 + signum, signal=name)
         logs.get("harvester.cli").info("stop_requested", signal=name, grace_s=self.grace_s)
         self.stop.set()
-        self.loop.call_later(self.grace_s + self.OVERRUN_S, self._exit_now, "shutdown_overrun",
-                             EXIT_FAILURE)
+        self.loop.call_later(self.grace_s + self.OVERRUN_S, self._exit_now, "shutdown_overrun", EXIT_FAILURE)
 
     @staticmethod
     def _exit_now(event: str, code: int, **fields: Any) -> None:
@@ -304,6 +305,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parser
 
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse prints the whole usage block before a usage error; the contract is one line."""
 
@@ -320,11 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Harvest SpiderIQ job results into PostgreSQL under one shared rate limit.",
     )
     parser.add_argument("--version", action="version", version=f"harvester {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=OneLineParser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
 
-    def add(name: str, handler: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
-            text: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, handler: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], text: str
+    ) -> argparse.ArgumentParser:
         command = sub.add_parser(name, parents=[common], help=text, description=text)
         command.set_defaults(handler=handler)
         return command
@@ -334,18 +336,24 @@ def build_parser() -> argparse.ArgumentParser:
     run = add("run", cmd_run, "run the daemon")
     run.add_argument("--drain", action="store_true", help="exit 0 once no job is pending")
     run.add_argument("--max-seconds", type=float, metavar="N", help="stop after N seconds")
-    run.add_argument("--speed", type=float, metavar="X",
-                     help="time scale for a loopback simulator (divides durations)")
-    run.add_argument("--migrate", action="store_true",
-                     help="apply pending migrations first (default: exit 1 if any are pending)")
+    run.add_argument(
+        "--speed", type=float, metavar="X", help="time scale for a loopback simulator (divides durations)"
+    )
+    run.add_argument(
+        "--migrate",
+        action="store_true",
+        help="apply pending migrations first (default: exit 1 if any are pending)",
+    )
 
     enqueue = add("enqueue", cmd_enqueue, "add job IDs to the queue (all or nothing)")
     enqueue.add_argument("ids", nargs="*", metavar="ID", help="job IDs (UUIDs)")
     enqueue.add_argument("--file", metavar="F", help="read one ID per line from F, or - for stdin")
-    enqueue.add_argument("--tag", action="append", default=[], metavar="K=V",
-                         help="tag to store with the jobs (repeatable)")
-    enqueue.add_argument("--priority", type=int, default=0, metavar="N",
-                         help="higher is polled first (default 0)")
+    enqueue.add_argument(
+        "--tag", action="append", default=[], metavar="K=V", help="tag to store with the jobs (repeatable)"
+    )
+    enqueue.add_argument(
+        "--priority", type=int, default=0, metavar="N", help="higher is polled first (default 0)"
+    )
 
     status = add("status", cmd_status, "jobs per state, oldest pending, polls, errors, limiter")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -359,8 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     req = add("requeue", cmd_requeue, "put finished jobs back to pending")
     req.add_argument("ids", nargs="*", metavar="ID")
-    req.add_argument("--state", choices=[s for s in STATES if s != "pending"],
-                     help="requeue every job in this state (or only matching IDs)")
+    req.add_argument(
+        "--state",
+        choices=[s for s in STATES if s != "pending"],
+        help="requeue every job in this state (or only matching IDs)",
+    )
 
     sim = add("sim", cmd_sim, "run the SpiderIQ simulator")
     from harvester.sim import cli as sim_cli

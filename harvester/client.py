@@ -44,9 +44,17 @@ class SpiderIQ:
     """One aiohttp session against one base URL and credential. Use as an async context manager."""
 
     def __init__(
-        self, base_url: str, token: str, *, connect_timeout_s: float, read_timeout_s: float,
-        total_timeout_s: float, verify_tls: bool = True, user_agent: str = "harvester/0.1",
-        allow_insecure: bool = False, session: aiohttp.ClientSession | None = None,
+        self,
+        base_url: str,
+        token: str,
+        *,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        total_timeout_s: float,
+        verify_tls: bool = True,
+        user_agent: str = "harvester/0.1",
+        allow_insecure: bool = False,
+        session: aiohttp.ClientSession | None = None,
         time_scale: float = 1.0,
     ) -> None:
         parts = urlsplit(base_url)
@@ -59,10 +67,15 @@ class SpiderIQ:
         self.base_url = base_url.rstrip("/")
         # the scrubber classification uses: this credential, then every registered one
         self._clean = logs.scrubber(token)
-        self._headers = {"Authorization": f"Bearer {token}", "User-Agent": user_agent,
-                         "Accept": "application/json"}
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "User-Agent": user_agent,
+            "Accept": "application/json",
+        }
         self._timeout = aiohttp.ClientTimeout(
-            total=total_timeout_s, connect=connect_timeout_s, sock_connect=connect_timeout_s,
+            total=total_timeout_s,
+            connect=connect_timeout_s,
+            sock_connect=connect_timeout_s,
             sock_read=read_timeout_s,
         )
         self._verify_tls = verify_tls
@@ -74,10 +87,15 @@ class SpiderIQ:
     def from_config(cls, api: ApiConfig, token: str, time_scale: float = 1.0) -> SpiderIQ:
         """The client the ``[api]`` section describes; ``token`` is the revealed credential."""
         return cls(
-            api.base_url, token, connect_timeout_s=api.connect_timeout_s,
-            read_timeout_s=api.read_timeout_s, total_timeout_s=api.total_timeout_s,
-            verify_tls=api.verify_tls, user_agent=api.user_agent,
-            allow_insecure=api.allow_insecure, time_scale=time_scale,
+            api.base_url,
+            token,
+            connect_timeout_s=api.connect_timeout_s,
+            read_timeout_s=api.read_timeout_s,
+            total_timeout_s=api.total_timeout_s,
+            verify_tls=api.verify_tls,
+            user_agent=api.user_agent,
+            allow_insecure=api.allow_insecure,
+            time_scale=time_scale,
         )
 
     def __repr__(self) -> str:
@@ -86,8 +104,9 @@ class SpiderIQ:
     async def __aenter__(self) -> SpiderIQ:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -108,12 +127,16 @@ class SpiderIQ:
             self._owns_session = True
         return self._session
 
-    async def _get(self, path: str, params: Mapping[str, str] | None = None
-                   ) -> tuple[int, Mapping[str, str], bytes] | Transient:
+    async def _get(
+        self, path: str, params: Mapping[str, str] | None = None
+    ) -> tuple[int, Mapping[str, str], bytes] | Transient:
         try:
             async with self._get_session().get(
-                self.base_url + path, params=params, headers=self._headers,
-                timeout=self._timeout, allow_redirects=False,
+                self.base_url + path,
+                params=params,
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,
             ) as response:
                 body = await response.read()
                 return response.status, response.headers, body
@@ -129,10 +152,8 @@ class SpiderIQ:
     def _real_time(self, outcome: _O) -> _O:
         """A Retry-After in real seconds: a time-scaled API (the simulator at ``--speed``) counts
         its seconds ``time_scale`` times faster. ``X-RateLimit-Reset`` is wall time already."""
-        if (isinstance(outcome, RateLimited) and outcome.retry_after_s is not None
-                and self._time_scale != 1.0):
-            return dataclasses.replace(outcome,
-                                       retry_after_s=outcome.retry_after_s / self._time_scale)
+        if isinstance(outcome, RateLimited) and outcome.retry_after_s is not None and self._time_scale != 1.0:
+            return dataclasses.replace(outcome, retry_after_s=outcome.retry_after_s / self._time_scale)
         return outcome
 
     async def fetch_result(self, job_id: UUID) -> Outcome:
@@ -141,15 +162,26 @@ class SpiderIQ:
             return got
         return self._real_time(classify.classify_result(*got, time.time(), scrub=self._clean))
 
-    async def list_jobs(self, *, page: int, page_size: int = 100, sort_by: str = "updated_at",
-                        sort_order: str = "desc", status_filter: str | None = None
-                        ) -> JobPage | Outcome:
-        params = {"page": str(page), "page_size": str(page_size), "sort_by": sort_by,
-                  "sort_order": sort_order}
+    async def list_jobs(
+        self,
+        *,
+        page: int,
+        page_size: int = 100,
+        sort_by: str = "updated_at",
+        sort_order: str = "desc",
+        status_filter: str | None = None,
+    ) -> JobPage | Outcome:
+        params = {
+            "page": str(page),
+            "page_size": str(page_size),
+            "sort_by": sort_by,
+            "sort_order": sort_order,
+        }
         if status_filter:
             params["status_filter"] = status_filter
         got = await self._get("/api/v1/jobs/list", params)
         if isinstance(got, Transient):
             return got
-        return self._real_time(classify.classify_list(*got, time.time(), page=page,
-                                                      page_size=page_size, scrub=self._clean))
+        return self._real_time(
+            classify.classify_list(*got, time.time(), page=page, page_size=page_size, scrub=self._clean)
+        )

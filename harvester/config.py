@@ -171,8 +171,12 @@ SECTIONS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "log": LogConfig,
 }
-DERIVED = {"rate_limit.window_s", "polling.list_tick_s", "polling.list_overlap_api_s",
-           "worker.housekeeping_s"}
+DERIVED = {
+    "rate_limit.window_s",
+    "polling.list_tick_s",
+    "polling.list_overlap_api_s",
+    "worker.housekeeping_s",
+}
 
 # The documented environment names; any other HARVESTER_SECTION__KEY also works.
 ENV_NAMES = {
@@ -316,14 +320,16 @@ def _ignored(environ: Mapping[str, str]) -> tuple[set[str], tuple[str, ...]]:
 
 def _unknown_env(name: str, dotted: str | None = None) -> ConfigError:
     """One line naming the variable, the nearest real name and how to keep a foreign one."""
-    what = f"unknown config key: {dotted} (from environment {name})" if dotted \
+    what = (
+        f"unknown config key: {dotted} (from environment {name})"
+        if dotted
         else f"unknown environment variable {name}"
+    )
     # Compared without the shared prefix, which would make every name look close to every other.
     tails = {known.removeprefix("HARVESTER_"): known for known in env_names()}
     close = difflib.get_close_matches(name.upper().removeprefix("HARVESTER_"), tails, n=1)
     hint = f"did you mean {tails[close[0]]}?" if close else "no such setting"
-    return ConfigError(f"{what}: {hint} (if it is not meant for harvester, "
-                       f"list it in {IGNORE_ENV})")
+    return ConfigError(f"{what}: {hint} (if it is not meant for harvester, list it in {IGNORE_ENV})")
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -335,10 +341,9 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, str]:
         if name in ENV_NAMES:
             found[ENV_NAMES[name]] = value
             continue
-        section, sep, key = name[len("HARVESTER_"):].lower().partition("__")
+        section, sep, key = name[len("HARVESTER_") :].lower().partition("__")
         dotted = f"{section}.{key}"
-        if sep and section in SECTIONS and key in _field_types(SECTIONS[section]) \
-                and dotted not in DERIVED:
+        if sep and section in SECTIONS and key in _field_types(SECTIONS[section]) and dotted not in DERIVED:
             found[dotted] = value
         elif name not in ignored and not name.startswith(prefixes):
             raise _unknown_env(name, dotted if sep else None)
@@ -489,17 +494,17 @@ def _scale(config: Config) -> Config:
     )
     polling = scaled["polling"]
     scaled["polling"] = dataclasses.replace(
-        polling, list_tick_s=min(polling.list_interval_s, 1.0 / speed) / 2,
+        polling,
+        list_tick_s=min(polling.list_interval_s, 1.0 / speed) / 2,
         list_overlap_api_s=config.polling.list_overlap_s,
     )
     scaled["worker"] = dataclasses.replace(
-        scaled["worker"], housekeeping_s=min(60.0 / speed, polling.give_up_after_s / 10),
+        scaled["worker"],
+        housekeeping_s=min(60.0 / speed, polling.give_up_after_s / 10),
     )
     worker = scaled["worker"]
     if not worker.worker_id:
-        scaled["worker"] = dataclasses.replace(
-            worker, worker_id=f"{socket.gethostname()}:{os.getpid()}"
-        )
+        scaled["worker"] = dataclasses.replace(worker, worker_id=f"{socket.gethostname()}:{os.getpid()}")
     return Config(speed=speed, **scaled)
 
 
@@ -522,5 +527,3 @@ def describe(config: Config) -> dict[str, Any]:
             for f in dataclasses.fields(section)
         }
     return out
-
-

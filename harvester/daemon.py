@@ -96,8 +96,12 @@ async def migrate_with_retry(dsn: str, wait_s: float = 10.0, *, apply: bool = Tr
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DatabaseError(f"cannot migrate {db.describe_dsn(dsn)}: {exc}") from exc
-            log.warning("db_unavailable", error=str(exc), retry_in_s=round(min(1.0, remaining), 2),
-                        gives_up_in_s=round(remaining, 1))
+            log.warning(
+                "db_unavailable",
+                error=str(exc),
+                retry_in_s=round(min(1.0, remaining), 2),
+                gives_up_in_s=round(remaining, 1),
+            )
             await asyncio.sleep(min(1.0, remaining))
 
 
@@ -122,12 +126,14 @@ class Liveness(server.PoolHealth):
         return self._gate.paused_reason()
 
 
-async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
-              max_seconds: float | None = None) -> int:
+async def run(
+    cfg: Config, stop: asyncio.Event, *, drain: bool = False, max_seconds: float | None = None
+) -> int:
     token = require_token(cfg)
     logs.register_secret(token)
-    await migrate_with_retry(cfg.database.direct_dsn, cfg.database.startup_wait_s,
-                             apply=cfg.database.migrate_on_start)
+    await migrate_with_retry(
+        cfg.database.direct_dsn, cfg.database.startup_wait_s, apply=cfg.database.migrate_on_start
+    )
     async with contextlib.AsyncExitStack() as resources:
         pool = await db.open_pool(cfg.database)
         resources.push_async_callback(_close_pool, pool)
@@ -138,38 +144,56 @@ async def run(cfg: Config, stop: asyncio.Event, *, drain: bool = False,
         gate = Gate(cfg, limiter, observer=metrics)
         store = PgQueue(pool, statement_timeout_s=cfg.database.statement_timeout_s)
         worker = Worker(cfg, store, client, gate)
-        discovery = (Discovery(cfg, store, client, gate, token)
-                     if cfg.polling.discovery == "list" else None)
+        discovery = Discovery(cfg, store, client, gate, token) if cfg.polling.discovery == "list" else None
         if cfg.server.enabled:
-            handle = await _start_server(cfg, metrics, Liveness(worker, gate, pool), limiter, gate,
-                                         pool)
+            handle = await _start_server(cfg, metrics, Liveness(worker, gate, pool), limiter, gate, pool)
             resources.push_async_callback(handle.close)
             listening: int | None = handle.port
         else:
             listening = None
         resources.callback(notify.notify, "STOPPING=1")
         notify.notify("READY=1")
-        log.info("daemon_started", worker_id=cfg.worker.worker_id, base_url=cfg.api.base_url,
-                 speed=cfg.speed, discovery=cfg.polling.discovery, listen=listening)
+        log.info(
+            "daemon_started",
+            worker_id=cfg.worker.worker_id,
+            base_url=cfg.api.base_url,
+            speed=cfg.speed,
+            discovery=cfg.polling.discovery,
+            listen=listening,
+        )
         with _reported():
             await _run_tasks(cfg, worker, discovery, gate, stop, drain, max_seconds)
     log.info("daemon_stopped", harvested=worker.harvested)
     return 0
 
 
-async def _run_tasks(cfg: Config, worker: Worker, discovery: Discovery | None, gate: Gate,
-                     stop: asyncio.Event, drain: bool, max_seconds: float | None) -> None:
+async def _run_tasks(
+    cfg: Config,
+    worker: Worker,
+    discovery: Discovery | None,
+    gate: Gate,
+    stop: asyncio.Event,
+    drain: bool,
+    max_seconds: float | None,
+) -> None:
     """The worker in front, its side tasks beside it; side tasks end when the worker has."""
     side_stop = asyncio.Event()  # set only once the worker has let go of every job
     async with asyncio.TaskGroup() as group:
         side = [
             group.create_task(listen_for_jobs(cfg.database.direct_dsn, gate.nudge, side_stop)),
-            group.create_task(lifetime.keep_running(
-                "heartbeat", worker.heartbeat, side_stop,
-                backoff=lifetime.Backoff(1.0, cfg.worker.heartbeat_s))),
-            group.create_task(lifetime.keep_running(
-                "housekeeping", worker.housekeeping, side_stop,
-                backoff=lifetime.Backoff(1.0, 300.0))),
+            group.create_task(
+                lifetime.keep_running(
+                    "heartbeat",
+                    worker.heartbeat,
+                    side_stop,
+                    backoff=lifetime.Backoff(1.0, cfg.worker.heartbeat_s),
+                )
+            ),
+            group.create_task(
+                lifetime.keep_running(
+                    "housekeeping", worker.housekeeping, side_stop, backoff=lifetime.Backoff(1.0, 300.0)
+                )
+            ),
             group.create_task(watchdog(lambda: worker.last_tick, side_stop)),
         ]
         if discovery is not None:
@@ -194,8 +218,11 @@ def _reported() -> Iterator[None]:
         group: BaseExceptionGroup[Exception] = failed
         errors = _leaves(group)
         for error in errors:
-            log.error("daemon_failed", error=logs.scrub(f"{type(error).__name__}: {error}"),
-                      exc_info=None if isinstance(error, HarvesterError) else error)
+            log.error(
+                "daemon_failed",
+                error=logs.scrub(f"{type(error).__name__}: {error}"),
+                exc_info=None if isinstance(error, HarvesterError) else error,
+            )
         summary = "; ".join(logs.scrub(str(e) or type(e).__name__) for e in errors)
         raise DaemonError(summary) from (errors[0] if len(errors) == 1 else group)
 
@@ -223,8 +250,9 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
         pool.terminate()
 
 
-async def _start_server(cfg: Config, metrics: Metrics, health: Liveness, limiter: SharedLimiter,
-                        gate: Gate, pool: asyncpg.Pool) -> server.ServerHandle:
+async def _start_server(
+    cfg: Config, metrics: Metrics, health: Liveness, limiter: SharedLimiter, gate: Gate, pool: asyncpg.Pool
+) -> server.ServerHandle:
     refresh_jobs = server.QueueRefresher(pool, metrics, min_interval_s=10.0)
 
     async def refresh() -> None:
@@ -239,5 +267,6 @@ async def _start_server(cfg: Config, metrics: Metrics, health: Liveness, limiter
 
     # A loop iteration ends at least every idle_poll_s; allow for a slow store on top.
     stale_after = max(15.0, cfg.worker.idle_poll_s * 3)
-    return await server.start_server(cfg.server.listen, metrics, health,
-                                      stale_after_s=stale_after, refresh=refresh)
+    return await server.start_server(
+        cfg.server.listen, metrics, health, stale_after_s=stale_after, refresh=refresh
+    )

@@ -33,7 +33,9 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 # Anything a statement can raise short of a bug: the database away or refusing the statement.
 DB_OR_SQL_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, asyncpg.PostgresError)
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (
-    *DB_ERRORS, asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError,
+    *DB_ERRORS,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
 )
 
 
@@ -77,7 +79,9 @@ REFUSED: tuple[type[BaseException], ...] = (
     asyncpg.ProgramLimitExceededError,
 )
 _NOT_MIGRATED: tuple[type[BaseException], ...] = (
-    asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError, asyncpg.UndefinedFunctionError,
+    asyncpg.UndefinedTableError,
+    asyncpg.InvalidSchemaNameError,
+    asyncpg.UndefinedFunctionError,
 )
 
 
@@ -101,8 +105,9 @@ def guard(what: str, *, refusals: bool = False) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def transaction(target: asyncpg.Pool | asyncpg.Connection, timeout_s: float | None
-                      ) -> AsyncIterator[asyncpg.Connection]:
+async def transaction(
+    target: asyncpg.Pool | asyncpg.Connection, timeout_s: float | None
+) -> AsyncIterator[asyncpg.Connection]:
     """A connection in a transaction whose statements time out after ``timeout_s``.
 
     The timeout is set per transaction (``SET LOCAL``), not per session: a pooler in transaction

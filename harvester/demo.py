@@ -24,15 +24,27 @@ from harvester.pgtemp import TempPostgres
 from harvester.sim import SimServer, submit_mix
 
 TOKEN = "demo:demo:demo"  # noqa: S105 - the simulator's own credential, not a secret
-TABLES = ("jobs", "results", "sites", "site_emails", "site_phones", "site_addresses",
-          "site_socials", "team_members", "maps_searches", "businesses", "maps_businesses",
-          "rejects")
+TABLES = (
+    "jobs",
+    "results",
+    "sites",
+    "site_emails",
+    "site_phones",
+    "site_addresses",
+    "site_socials",
+    "team_members",
+    "maps_searches",
+    "businesses",
+    "maps_businesses",
+    "rejects",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=300, help="jobs to submit (default 300)")
-    parser.add_argument("--speed", type=float, default=30.0,
-                        help="time scale of simulator and daemon (default 30)")
+    parser.add_argument(
+        "--speed", type=float, default=30.0, help="time scale of simulator and daemon (default 30)"
+    )
     parser.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     parser.add_argument("--dsn", help="use this database instead of a throwaway PostgreSQL")
 
@@ -57,10 +69,17 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _harvest(args: argparse.Namespace, dsn: str, sim: Any, started: float) -> int:
-    cfg = config.load(environ={}, overrides={
-        "database.dsn": dsn, "api.base_url": sim.url, "api.token": TOKEN, "speed": args.speed,
-        "server.enabled": False, "log.level": "warning",
-    })
+    cfg = config.load(
+        environ={},
+        overrides={
+            "database.dsn": dsn,
+            "api.base_url": sim.url,
+            "api.token": TOKEN,
+            "speed": args.speed,
+            "server.enabled": False,
+            "log.level": "warning",
+        },
+    )
     await daemon.migrate_with_retry(dsn)
     ids = [UUID(i) for i in await submit_mix(sim.url, TOKEN, args.jobs)]
     pool = await db.open_pool(cfg.database, max_size=3)
@@ -103,10 +122,12 @@ async def _progress(pool: asyncpg.Pool, sim: Any, stop: asyncio.Event, started: 
         stats = sim.stats(per_job=False)
         used = _requests(stats)
         elapsed = now - started
-        line = (f"[{elapsed:5.1f}s] harvested {counts.get('harvested', 0):4d}  "
-                f"pending {counts.get('pending', 0):4d}  "
-                f"failed {counts.get('failed', 0) + counts.get('cancelled', 0):3d}  "
-                f"requests {used:5d}  last minute {_last_minute(stats):3d}/100")
+        line = (
+            f"[{elapsed:5.1f}s] harvested {counts.get('harvested', 0):4d}  "
+            f"pending {counts.get('pending', 0):4d}  "
+            f"failed {counts.get('failed', 0) + counts.get('cancelled', 0):3d}  "
+            f"requests {used:5d}  last minute {_last_minute(stats):3d}/100"
+        )
         print(("\r" + line) if interactive else line, end="" if interactive else "\n", flush=True)
     if interactive:
         print()
@@ -134,18 +155,24 @@ async def _summary(pool: asyncpg.Pool, sim: Any, started: float) -> None:
     print("\njobs by state: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     leads = await pool.fetch(
         "SELECT company, domain, icp_fit_score, decision_maker FROM harvester.leads "
-        "WHERE icp_fit_score IS NOT NULL ORDER BY icp_fit_score DESC LIMIT 3")
+        "WHERE icp_fit_score IS NOT NULL ORDER BY icp_fit_score DESC LIMIT 3"
+    )
     print("\nsample leads:")
     for lead in leads:
-        print(f"  {lead['company']!s:<28} {lead['domain']!s:<24} ICP {lead['icp_fit_score']!s:<5} "
-              f"{lead['decision_maker'] or '-'}")
+        print(
+            f"  {lead['company']!s:<28} {lead['domain']!s:<24} ICP {lead['icp_fit_score']!s:<5} "
+            f"{lead['decision_maker'] or '-'}"
+        )
     places = await pool.fetch(
         "SELECT name, rating, reviews_count, categories[1] AS category FROM harvester.businesses "
-        "ORDER BY reviews_count DESC NULLS LAST LIMIT 3")
+        "ORDER BY reviews_count DESC NULLS LAST LIMIT 3"
+    )
     print("\nsample businesses:")
     for place in places:
-        print(f"  {place['name']!s:<32} {place['rating']!s:>4} ({place['reviews_count']} reviews) "
-              f"{place['category']}")
+        print(
+            f"  {place['name']!s:<32} {place['rating']!s:>4} ({place['reviews_count']} reviews) "
+            f"{place['category']}"
+        )
     print("\nrequests:")
     print(f"  API requests            {requests}")
     print(f"  per finished job        {requests / max(finished, 1):.3f}")
@@ -153,8 +180,10 @@ async def _summary(pool: asyncpg.Pool, sim: Any, started: float) -> None:
     print(f"  429s served             {stats.get('served_429', 0)}")
     print(f"  worst 60 s window       {_worst_window(stats)} (limit 100)")
     simulated = float(stats.get("sim_time_s", 0.0)) / 60
-    print(f"\ndone in {time.monotonic() - started:.1f} s "
-          f"(the simulator ran {stats.get('speed', 1):g}x: about {simulated:.1f} simulated minutes)")
+    print(
+        f"\ndone in {time.monotonic() - started:.1f} s "
+        f"(the simulator ran {stats.get('speed', 1):g}x: about {simulated:.1f} simulated minutes)"
+    )
     print(json.dumps({"harvested": harvested, "requests": requests}), file=sys.stderr)
 
 

@@ -35,8 +35,9 @@ def fingerprint(token: str) -> str:
 
 
 class ListClient(Protocol):
-    async def list_jobs(self, *, page: int, page_size: int = 100, sort_by: str = "updated_at",
-                        sort_order: str = "desc") -> outcomes.JobPage | outcomes.Outcome: ...
+    async def list_jobs(
+        self, *, page: int, page_size: int = 100, sort_by: str = "updated_at", sort_order: str = "desc"
+    ) -> outcomes.JobPage | outcomes.Outcome: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +49,16 @@ class PassResult:
 
 
 class Discovery:
-    def __init__(self, cfg: Config, store: DiscoveryStore, client: ListClient, gate: Gate,
-                 token: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: DiscoveryStore,
+        client: ListClient,
+        gate: Gate,
+        token: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.client = client
@@ -83,9 +92,10 @@ class Discovery:
             return None
         usage = await self.gate.limiter.usage()
         interval = policy.list_retry_interval(
-            policy.list_pass_interval(usage.in_window, usage.limit, usage.window_s,
-                                      self.cfg.polling),
-            self.failures, self.cfg.polling)
+            policy.list_pass_interval(usage.in_window, usage.limit, usage.window_s, self.cfg.polling),
+            self.failures,
+            self.cfg.polling,
+        )
         owner = self.cfg.worker.worker_id
         lease = await self.store.claim_discovery(self.key, owner, interval, self.cfg.worker.lease_s)
         if lease is None:
@@ -95,19 +105,26 @@ class Discovery:
         try:
             result, newest = await self._read_pages(lease)
         finally:
-            await self.store.finish_discovery(self.key, owner, newest, result.pages,
-                                              result.finished)
+            await self.store.finish_discovery(self.key, owner, newest, result.pages, result.finished)
         self._record(result)
         if result.finished:
             self.gate.nudge()
-        log.debug("discovery_pass", pages=result.pages, finished=result.finished,
-                  running=result.running, ok=result.ok)
+        log.debug(
+            "discovery_pass",
+            pages=result.pages,
+            finished=result.finished,
+            running=result.running,
+            ok=result.ok,
+        )
         return result
 
     def _record(self, result: PassResult) -> None:
         if not result.ok and self.failures + 1 == UNHEALTHY_AFTER:
-            log.warning("discovery_unhealthy", failures=UNHEALTHY_AFTER,
-                        detail="list pages keep failing; direct polls carry every job meanwhile")
+            log.warning(
+                "discovery_unhealthy",
+                failures=UNHEALTHY_AFTER,
+                detail="list pages keep failing; direct polls carry every job meanwhile",
+            )
         elif result.ok and not self.healthy:
             log.info("discovery_restored")
         self.failures = 0 if result.ok else self.failures + 1
@@ -125,8 +142,9 @@ class Discovery:
             started = self.clock()
             await self.gate.limiter.acquire()
             waited = self.clock() - started
-            page = await self.client.list_jobs(page=page_no, page_size=PAGE_SIZE,
-                                               sort_by="updated_at", sort_order="desc")
+            page = await self.client.list_jobs(
+                page=page_no, page_size=PAGE_SIZE, sort_by="updated_at", sort_order="desc"
+            )
             await self.gate.observe("list", page, waited)
             if not isinstance(page, outcomes.JobPage):
                 return PassResult(pages, finished, running, False), newest
@@ -151,8 +169,14 @@ class Discovery:
                 done.append(Listed(job.job_id, status, job.job_type))
             else:
                 learned = self.gate.durations.get(job.job_type)
-                running.append(Listed(job.job_id, status or None, job.job_type,
-                                      policy.running_defer(job.job_type, self.cfg.polling, learned)))
+                running.append(
+                    Listed(
+                        job.job_id,
+                        status or None,
+                        job.job_type,
+                        policy.running_defer(job.job_type, self.cfg.polling, learned),
+                    )
+                )
         marked = await self.store.mark_finished(done)
         await self.store.defer_running(running)
         return marked, len(running)

@@ -33,8 +33,7 @@ class Usage:
 
 class Limiter(Protocol):
     async def acquire(self) -> None: ...
-    async def pause(self, *, retry_after_s: float | None, reset_at: float | None,
-                    reason: str) -> float: ...
+    async def pause(self, *, retry_after_s: float | None, reset_at: float | None, reason: str) -> float: ...
     async def available_slots(self, horizon_s: float) -> int: ...
     async def usage(self) -> Usage: ...
 
@@ -63,9 +62,15 @@ class NullObserver:
 
 
 class Gate:
-    def __init__(self, cfg: Config, limiter: Limiter, *, observer: Observer | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        limiter: Limiter,
+        *,
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.polling = cfg.polling
         self.default_pause_s = cfg.rate_limit.default_pause_s
         self.limiter = limiter
@@ -80,15 +85,17 @@ class Gate:
 
     # ------------------------------------------------------------ what senders ask
     def claim_budget(self, free: int) -> int:
-        return brakes.claim_budget(self.brakes, self.clock(), free=free, in_flight=self.in_flight,
-                                   cfg=self.polling)
+        return brakes.claim_budget(
+            self.brakes, self.clock(), free=free, in_flight=self.in_flight, cfg=self.polling
+        )
 
     def hold_back(self) -> float | None:
         return brakes.hold_back(self.brakes, self.clock())
 
     def side_requests_paused(self) -> bool:
-        return brakes.side_requests_paused(self.brakes, self.clock(), in_flight=self.in_flight,
-                                           cfg=self.polling)
+        return brakes.side_requests_paused(
+            self.brakes, self.clock(), in_flight=self.in_flight, cfg=self.polling
+        )
 
     def paused_reason(self) -> str | None:
         return brakes.reason(self.brakes, self.clock())
@@ -113,8 +120,9 @@ class Gate:
         self.observer.request_done(endpoint, status if status is not None else "error", waited_s)
         pause = 0.0
         if isinstance(outcome, outcomes.RateLimited):
-            pause = await self.limiter.pause(retry_after_s=outcome.retry_after_s,
-                                             reset_at=outcome.reset_at, reason=outcome.detail)
+            pause = await self.limiter.pause(
+                retry_after_s=outcome.retry_after_s, reset_at=outcome.reset_at, reason=outcome.detail
+            )
         before = self.brakes
         now = self.clock()
         self.brakes = brakes.after(before, outcome, now, self.polling, pause)
@@ -122,23 +130,30 @@ class Gate:
 
     def rate_pause_s(self, outcome: outcomes.RateLimited) -> float:
         """How long a 429 keeps the job it answered waiting (the same rule as the limiter's)."""
-        return brakes.rate_pause_s(outcome.retry_after_s, outcome.reset_at, self.wall(),
-                                   self.default_pause_s)
+        return brakes.rate_pause_s(outcome.retry_after_s, outcome.reset_at, self.wall(), self.default_pause_s)
 
-    def _log_change(self, endpoint: str, outcome: object, before: Brakes, now: float,
-                    pause: float) -> None:
+    def _log_change(self, endpoint: str, outcome: object, before: Brakes, now: float, pause: float) -> None:
         after = self.brakes
         if isinstance(outcome, outcomes.RateLimited):
             self.observer.error("rate_limited")
             log.warning("api_rate_limited", endpoint=endpoint, pause_s=round(pause, 3))
         elif isinstance(outcome, outcomes.AuthFailed):
             self.observer.error("auth")
-            log.error("api_auth_failed", endpoint=endpoint, http_status=outcome.http_status,
-                      detail=logs.scrub(outcome.detail), recheck_in_s=self.polling.auth_recheck_s)
+            log.error(
+                "api_auth_failed",
+                endpoint=endpoint,
+                http_status=outcome.http_status,
+                detail=logs.scrub(outcome.detail),
+                recheck_in_s=self.polling.auth_recheck_s,
+            )
         elif isinstance(outcome, outcomes.Transient):
             self.observer.error("transient")
             if after.breaker.is_open(now) and not before.breaker.is_open(now):
-                log.warning("breaker_opened", failures=after.breaker.failures,
-                            pause_s=self.polling.breaker_pause_s, reason=outcome.reason)
+                log.warning(
+                    "breaker_opened",
+                    failures=after.breaker.failures,
+                    pause_s=self.polling.breaker_pause_s,
+                    reason=outcome.reason,
+                )
         elif before.auth_failed and not after.auth_failed:
             log.info("api_auth_restored")

@@ -97,7 +97,7 @@ async def import_paths(pool: store.Target, paths: Sequence[Path]) -> ImportRepor
             continue
         numbered = list(bodies(data))
         for start in range(0, len(numbered), BATCH):
-            chunk = numbered[start:start + BATCH]
+            chunk = numbered[start : start + BATCH]
             completed: list[tuple[int, bytes, Document]] = []
             for line, raw in chunk:
                 doc = classify.read_body(raw)
@@ -105,11 +105,15 @@ async def import_paths(pool: store.Target, paths: Sequence[Path]) -> ImportRepor
                 job_id = gone_job_id(verdict)
                 if isinstance(verdict, Pending):
                     skipped += 1
-                    problems.append((str(path), line, f"job not finished (status "
-                                     f"{verdict.upstream_status!r}): nothing stored"))
+                    problems.append(
+                        (
+                            str(path),
+                            line,
+                            f"job not finished (status {verdict.upstream_status!r}): nothing stored",
+                        )
+                    )
                 elif job_id is not None:
-                    await store.store_failure(pool, raw, doc, job_id=job_id, http_status=None,
-                                              polls_spent=0)
+                    await store.store_failure(pool, raw, doc, job_id=job_id, http_status=None, polls_spent=0)
                     stored += 1
                 else:
                     completed.append((line, raw, doc))

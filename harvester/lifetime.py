@@ -57,8 +57,9 @@ class Backoff:
         self.failures = 0
 
 
-async def keep_running(name: str, step: Callable[[], Awaitable[float]], stop: asyncio.Event, *,
-                       backoff: Backoff) -> None:
+async def keep_running(
+    name: str, step: Callable[[], Awaitable[float]], stop: asyncio.Event, *, backoff: Backoff
+) -> None:
     """Run ``step`` until stopped; it returns how long to sleep before the next round.
 
     A ``DatabaseError`` (the database away, a statement refused or timed out) is logged as

@@ -87,10 +87,14 @@ class LimiterState:
     def as_dict(self) -> dict[str, Any]:
         paused = self.paused
         return {
-            "credential": self.credential, "tokens": self.tokens,
+            "credential": self.credential,
+            "tokens": self.tokens,
             "next_free_in_s": round(self.next_free_in_s, 3),
-            "in_window": self.in_window, "limit": self.limit, "window_s": self.window_s,
-            "burst": self.burst, "granted_total": self.granted_total,
+            "in_window": self.in_window,
+            "limit": self.limit,
+            "window_s": self.window_s,
+            "burst": self.burst,
+            "granted_total": self.granted_total,
             "paused_until": self.paused_until.isoformat() if paused and self.paused_until else None,
             "pause_reason": self.pause_reason if paused else None,
         }
@@ -98,8 +102,15 @@ class LimiterState:
 
 class SharedLimiter:
     def __init__(
-        self, pool: asyncpg.Pool, *, token: str, requests_per_minute: float, burst: int,
-        window_s: float, default_pause_s: float, margin: float = DEFAULT_MARGIN,
+        self,
+        pool: asyncpg.Pool,
+        *,
+        token: str,
+        requests_per_minute: float,
+        burst: int,
+        window_s: float,
+        default_pause_s: float,
+        margin: float = DEFAULT_MARGIN,
         jitter_s: float = DEFAULT_JITTER_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
@@ -136,8 +147,14 @@ class SharedLimiter:
 
     @classmethod
     def from_config(cls, pool: asyncpg.Pool, token: str, cfg: RateLimitConfig) -> SharedLimiter:
-        return cls(pool, token=token, requests_per_minute=cfg.requests_per_minute, burst=cfg.burst,
-                   window_s=cfg.window_s, default_pause_s=cfg.default_pause_s)
+        return cls(
+            pool,
+            token=token,
+            requests_per_minute=cfg.requests_per_minute,
+            burst=cfg.burst,
+            window_s=cfg.window_s,
+            default_pause_s=cfg.default_pause_s,
+        )
 
     def __repr__(self) -> str:
         return f"SharedLimiter(credential={self.key[:12]}, limit={self.limit}/{self.window_s}s)"
@@ -145,8 +162,14 @@ class SharedLimiter:
     def _params(self) -> tuple[str, int, float, float, int, float]:
         # the window is also widened by the jitter allowance: a late send must not pull the
         # next window's first request into this one
-        return (self.key, self.limit, self.window_s + self.jitter_s, self.interval_s,
-                self.gcra_burst, self.margin)
+        return (
+            self.key,
+            self.limit,
+            self.window_s + self.jitter_s,
+            self.interval_s,
+            self.gcra_burst,
+            self.margin,
+        )
 
     async def reserve(self) -> Grant:
         """Reserve the next free slot for this credential (shared by every process)."""
@@ -167,8 +190,11 @@ class SharedLimiter:
             with guard("rate limiter"):
                 paused_until = await self.pool.fetchval(SQL.select_paused_until, self.key)
             if paused_until is not None and paused_until > grant.at:
-                log.info("limiter_slot_dropped", reason="paused while waiting",
-                         paused_until=paused_until.isoformat())
+                log.info(
+                    "limiter_slot_dropped",
+                    reason="paused while waiting",
+                    paused_until=paused_until.isoformat(),
+                )
                 continue
             # A send later than the window's slack could put one request too many into somebody's
             # rolling window (the grant was recorded at its slot, the server counts arrivals).
@@ -178,22 +204,21 @@ class SharedLimiter:
                 return
             log.info("limiter_slot_dropped", reason="woke too late", late_s=round(late, 4))
 
-    async def pause(self, *, retry_after_s: float | None, reset_at: float | None,
-                    reason: str) -> float:
+    async def pause(self, *, retry_after_s: float | None, reset_at: float | None, reason: str) -> float:
         """Pause every process on this credential; return how long the pause now lasts."""
         length = rate_pause_s(retry_after_s, reset_at, self._wall(), self.default_pause_s)
         reason = self._scrub(reason)[:200]
         with guard("rate limiter"):
             remaining = await self.pool.fetchval(SQL.pause_limiter, self.key, length, reason)
         effective = max(0.0, float(remaining)) if remaining is not None else length
-        log.warning("limiter_paused", pause_s=round(effective, 3), requested_s=round(length, 3),
-                    reason=reason)
+        log.warning(
+            "limiter_paused", pause_s=round(effective, 3), requested_s=round(length, 3), reason=reason
+        )
         return effective
 
     async def _peek(self, horizon_s: float, max_count: int) -> asyncpg.Record:
         with guard("rate limiter"):
-            row = await self.pool.fetchrow(SQL.peek_limiter, *self._params(),
-                                           max(0.0, horizon_s), max_count)
+            row = await self.pool.fetchrow(SQL.peek_limiter, *self._params(), max(0.0, horizon_s), max_count)
         assert row is not None
         return row
 
@@ -212,14 +237,22 @@ class SharedLimiter:
         return Usage(in_window=state.in_window, limit=state.limit, window_s=state.window_s)
 
 
-def _state(row: asyncpg.Record | dict[str, Any], key: str, limit: int, window_s: float,
-           burst: int) -> LimiterState:
+def _state(
+    row: asyncpg.Record | dict[str, Any], key: str, limit: int, window_s: float, burst: int
+) -> LimiterState:
     return LimiterState(
-        credential=key[:12], tokens=int(row["available"]), next_free_at=row["next_at"],
+        credential=key[:12],
+        tokens=int(row["available"]),
+        next_free_at=row["next_at"],
         next_free_in_s=max(0.0, (row["next_at"] - row["db_now"]).total_seconds()),
-        paused_until=row["paused_until"], pause_reason=row["pause_reason"],
-        in_window=int(row["in_window"]), limit=limit, window_s=window_s, burst=burst,
-        granted_total=int(row["granted_total"]), db_now=row["db_now"],
+        paused_until=row["paused_until"],
+        pause_reason=row["pause_reason"],
+        in_window=int(row["in_window"]),
+        limit=limit,
+        window_s=window_s,
+        burst=burst,
+        granted_total=int(row["granted_total"]),
+        db_now=row["db_now"],
     )
 
 
@@ -228,7 +261,12 @@ async def describe_all(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     with guard("rate limiter"):
         rows = await pool.fetch(SQL.describe_limiters)
     return [
-        _state(row, row["credential"], int(row["n_limit"] or 0), float(row["window_s"] or 0.0),
-               int(row["burst"] or 0)).as_dict()
+        _state(
+            row,
+            row["credential"],
+            int(row["n_limit"] or 0),
+            float(row["window_s"] or 0.0),
+            int(row["burst"] or 0),
+        ).as_dict()
         for row in rows
     ]

@@ -93,8 +93,9 @@ class _Run:
 class RepeatLimiter:
     """Decides which repeats of a warning are written; pure apart from the injected clock."""
 
-    def __init__(self, window_s: float = 60.0, max_window_s: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, window_s: float = 60.0, max_window_s: float = 300.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.window_s = window_s
         self.max_window_s = max_window_s
         self.clock = clock
@@ -110,8 +111,7 @@ class RepeatLimiter:
         if run is None:
             if len(self._runs) >= MAX_KEYS:
                 self._forget_oldest()
-            self._runs[key] = _Run(label=label or {}, written_at=now, window_s=self.window_s,
-                                   last_at=now)
+            self._runs[key] = _Run(label=label or {}, written_at=now, window_s=self.window_s, last_at=now)
             return 0
         quiet = now - run.last_at > run.window_s
         run.last_at = now
@@ -147,8 +147,7 @@ class LimitRepeats:
     def __init__(self, limiter: RepeatLimiter) -> None:
         self.limiter = limiter
 
-    def __call__(self, _: Any, method: str, event: MutableMapping[str, Any]
-                 ) -> MutableMapping[str, Any]:
+    def __call__(self, _: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         level = str(event.get("level", method))
         if level not in LIMITED_LEVELS or event.pop("_summary", False):
             return event
@@ -178,8 +177,7 @@ class _LimitRecords(logging.Filter):
         return True
 
 
-def _suppressed_from_record(_: Any, __: str, event: MutableMapping[str, Any]
-                            ) -> MutableMapping[str, Any]:
+def _suppressed_from_record(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     held = getattr(event.get("_record"), "harvester_suppressed", 0)
     if held:
         event["suppressed"] = held
@@ -203,8 +201,9 @@ def flush_repeats() -> None:
         pass
 
 
-def setup(fmt: str = "json", level: str = "info", stream: Any = None,
-          clock: Callable[[], float] | None = None) -> None:
+def setup(
+    fmt: str = "json", level: str = "info", stream: Any = None, clock: Callable[[], float] | None = None
+) -> None:
     """Configure structlog once for the process. ``clock`` (monotonic seconds) is for tests."""
     global _limiter, _flush_registered
     _limiter = RepeatLimiter(clock=clock or time.monotonic)
@@ -226,9 +225,7 @@ def setup(fmt: str = "json", level: str = "info", stream: Any = None,
             redact,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=False,
     )
@@ -241,20 +238,22 @@ def _route_stdlib(renderer: Any, stream: Any) -> None:
     Only warnings and above: their debug chatter is not ours to publish.
     """
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[
-            structlog.stdlib.add_log_level,
-            structlog.stdlib.add_logger_name,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _suppressed_from_record,
-        ],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            redact,
-            renderer,
-        ],
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _suppressed_from_record,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                renderer,
+            ],
+        )
+    )
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "harvester", False)]:
         root.removeHandler(old)

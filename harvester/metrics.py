@@ -33,46 +33,91 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         self.api_requests = Counter(
-            "api_requests", "SpiderIQ API requests by endpoint and HTTP status ('error' when no "
-            "response arrived).", ["endpoint", "status"], namespace=NAMESPACE, registry=r)
+            "api_requests",
+            "SpiderIQ API requests by endpoint and HTTP status ('error' when no response arrived).",
+            ["endpoint", "status"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.api_rate_limited = Counter(
-            "api_rate_limited", "API requests answered 429.", namespace=NAMESPACE, registry=r)
+            "api_rate_limited", "API requests answered 429.", namespace=NAMESPACE, registry=r
+        )
         self.limiter_tokens = Gauge(
-            "limiter_tokens", "Requests the shared limiter would allow right now.",
-            namespace=NAMESPACE, registry=r)
+            "limiter_tokens",
+            "Requests the shared limiter would allow right now.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.limiter_wait = Histogram(
-            "limiter_wait_seconds", "Time a request waited for the shared limiter.",
-            namespace=NAMESPACE, registry=r, buckets=WAIT_BUCKETS)
+            "limiter_wait_seconds",
+            "Time a request waited for the shared limiter.",
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=WAIT_BUCKETS,
+        )
         self.limiter_paused = Gauge(
-            "limiter_paused", "1 while the limiter is paused by a 429 or budget refusal.",
-            namespace=NAMESPACE, registry=r)
+            "limiter_paused",
+            "1 while the limiter is paused by a 429 or budget refusal.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.jobs = Gauge(
-            "jobs", "Jobs in the queue table by state (refreshed from the database).",
-            ["state"], namespace=NAMESPACE, registry=r)
+            "jobs",
+            "Jobs in the queue table by state (refreshed from the database).",
+            ["state"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.oldest_pending_age = Gauge(
-            "oldest_pending_age_seconds", "Age of the oldest pending job (0 when none).",
-            namespace=NAMESPACE, registry=r)
+            "oldest_pending_age_seconds",
+            "Age of the oldest pending job (0 when none).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.harvest_latency = Histogram(
-            "harvest_latency_seconds", "From the job's completion upstream to its result stored.",
-            namespace=NAMESPACE, registry=r, buckets=LATENCY_BUCKETS)
+            "harvest_latency_seconds",
+            "From the job's completion upstream to its result stored.",
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
         self.polls_per_job = Histogram(
-            "polls_per_harvested_job", "API requests spent on each harvested job.",
-            namespace=NAMESPACE, registry=r, buckets=POLL_BUCKETS)
+            "polls_per_harvested_job",
+            "API requests spent on each harvested job.",
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=POLL_BUCKETS,
+        )
         self.store_latency = Histogram(
-            "store_latency_seconds", "Time to store one result (one transaction).",
-            namespace=NAMESPACE, registry=r, buckets=STORE_BUCKETS)
+            "store_latency_seconds",
+            "Time to store one result (one transaction).",
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=STORE_BUCKETS,
+        )
         self.errors = Counter(
-            "errors", "Errors by kind (transient, auth, rate_limited, database, unexpected, ...).",
-            ["kind"], namespace=NAMESPACE, registry=r)
+            "errors",
+            "Errors by kind (transient, auth, rate_limited, database, unexpected, ...).",
+            ["kind"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.jobs_finished = Counter(
-            "jobs_finished", "Jobs that reached a final state, by state.",
-            ["state"], namespace=NAMESPACE, registry=r)
+            "jobs_finished",
+            "Jobs that reached a final state, by state.",
+            ["state"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.breaker_open = Gauge(
-            "breaker_open", "1 while the circuit breaker pauses polling.",
-            namespace=NAMESPACE, registry=r)
+            "breaker_open", "1 while the circuit breaker pauses polling.", namespace=NAMESPACE, registry=r
+        )
         self.auth_paused = Gauge(
-            "auth_paused", "1 while polling is paused because the credential was refused.",
-            namespace=NAMESPACE, registry=r)
+            "auth_paused",
+            "1 while polling is paused because the credential was refused.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         for state in JOB_STATES:
             self.jobs.labels(state=state).set(0)
 
@@ -101,9 +146,7 @@ class Metrics:
         self.errors.labels(kind=kind).inc()
 
     # ------------------------------------------------------------ state mirrors
-    def set_job_counts(
-        self, counts: Mapping[str, int], oldest_pending_age_s: float | None
-    ) -> None:
+    def set_job_counts(self, counts: Mapping[str, int], oldest_pending_age_s: float | None) -> None:
         """Jobs per state as last read from the database; states not in ``counts`` read 0."""
         for state in {*JOB_STATES, *counts}:
             self.jobs.labels(state=state).set(counts.get(state, 0))

@@ -73,14 +73,16 @@ async def require_current(conn: asyncpg.Connection) -> None:
     except asyncpg.InsufficientPrivilegeError as exc:
         raise SchemaError(
             f"cannot read the migration ledger {LEDGER}: {exc} (grant the role SELECT on it, "
-            "e.g. by rerunning sql/roles.sql)") from exc
+            "e.g. by rerunning sql/roles.sql)"
+        ) from exc
     if done is None:
         raise SchemaError("the database has no harvester schema: run `harvester migrate` first")
     missing = [m.version for m in available() if m.version not in done]
     if missing:
         raise SchemaError(
             f"the database schema is behind: {len(missing)} pending migration(s) "
-            f"({', '.join(missing)}): run `harvester migrate` first")
+            f"({', '.join(missing)}): run `harvester migrate` first"
+        )
 
 
 async def apply(conn: asyncpg.Connection) -> list[str]:

@@ -25,8 +25,20 @@ from harvester.normalize_maps import BusinessRow, MapsSearchRow, Placement, maps
 from harvester.normalize_site import PhoneRow, SiteRow, SocialRow, TeamMemberRow, site_parts
 
 __all__ = [
-    "BusinessRow", "MapsSearchRow", "Normalized", "PhoneRow", "Placement", "ResultRow", "SiteRow",
-    "SocialRow", "TeamMemberRow", "clean", "decode", "document", "failure_hint", "normalize",
+    "BusinessRow",
+    "MapsSearchRow",
+    "Normalized",
+    "PhoneRow",
+    "Placement",
+    "ResultRow",
+    "SiteRow",
+    "SocialRow",
+    "TeamMemberRow",
+    "clean",
+    "decode",
+    "document",
+    "failure_hint",
+    "normalize",
     "parse_body",
 ]
 
@@ -37,8 +49,7 @@ SITE_TYPE = "spidersite"
 MAPS_TYPE = "spidermaps"
 TYPE_NOISE = re.compile(r"[\s_-]+")
 # Keys only a spiderSite result carries; a body without a type is read as one when it has any.
-SITE_MARKERS = ("crawl_status", "pages_crawled", "markdown_compendium", "compendium",
-                "contact_info")
+SITE_MARKERS = ("crawl_status", "pages_crawled", "markdown_compendium", "compendium", "contact_info")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +141,7 @@ def decode(raw: bytes) -> dict[str, Any]:
     try:
         parsed = json.loads(text, parse_float=finite_float, parse_constant=no_constant)
     except json.JSONDecodeError as exc:
-        raise BodyError(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") \
-            from exc
+        raise BodyError(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except RecursionError as exc:
         raise BodyError("body is nested too deeply to parse") from exc
     except ValueError as exc:  # e.g. an integer literal longer than Python converts
@@ -199,8 +209,7 @@ def failure_hint(parsed: object) -> tuple[str | None, str | None]:
         return None, None
     message = error_text(parsed) or v.stripped(parsed.get("message"))
     status = v.stripped(parsed.get("status"))
-    return (None if status is None else clean_text(status),
-            None if message is None else clean_text(message))
+    return (None if status is None else clean_text(status), None if message is None else clean_text(message))
 
 
 def normalize(body: Mapping[str, Any]) -> Normalized:
@@ -227,13 +236,20 @@ def normalize(body: Mapping[str, Any]) -> Normalized:
     if kind == SITE_TYPE and isinstance(data, Mapping):
         site = site_parts(data, completed_at)
         return Normalized(
-            result=result, site=site.site, emails=site.emails, phones=site.phones,
-            addresses=site.addresses, socials=site.socials, team=site.team,
+            result=result,
+            site=site.site,
+            emails=site.emails,
+            phones=site.phones,
+            addresses=site.addresses,
+            socials=site.socials,
+            team=site.team,
         )
     if kind == MAPS_TYPE and isinstance(data, Mapping):
         maps = maps_parts(data)
         return Normalized(
-            result=result, search=maps.search, businesses=maps.businesses,
+            result=result,
+            search=maps.search,
+            businesses=maps.businesses,
             placements=maps.placements,
         )
     return Normalized(result=result)

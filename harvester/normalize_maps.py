@@ -82,8 +82,7 @@ def lat_lon(source: Mapping[str, Any]) -> tuple[float | None, float | None]:
 
 def coordinates(item: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """The first usable pair: nested under one of the documented names, else flat on the item."""
-    for source in (*(v.obj(item.get(key)) for key in ("coordinates", "gmaps_coordinates",
-                                                      "location")), item):
+    for source in (*(v.obj(item.get(key)) for key in ("coordinates", "gmaps_coordinates", "location")), item):
         lat, lon = lat_lon(source)
         if lat is not None or lon is not None:
             return lat, lon
@@ -128,8 +127,7 @@ def business(item: Mapping[str, Any]) -> BusinessRow | None:
     if place_id is None:
         return None
     if not v.fits_key(place_id):  # garbage, but still one business: a stable short key for it
-        place_id = "digest:" + hashlib.sha1(place_id.encode("utf-8"),
-                                            usedforsecurity=False).hexdigest()
+        place_id = "digest:" + hashlib.sha1(place_id.encode("utf-8"), usedforsecurity=False).hexdigest()
     lat, lon = coordinates(item)
     return BusinessRow(
         place_id=place_id,
@@ -140,8 +138,7 @@ def business(item: Mapping[str, Any]) -> BusinessRow | None:
         phone=v.first_text(item, "phone", "business_phone"),
         phone_e164=v.first_text(item, "phone_e164", "gmaps_phone_e164"),
         website=v.first_text(item, "website", "original_website"),
-        categories=categories(first_present(item, "categories", "business_categories",
-                                            "category")),
+        categories=categories(first_present(item, "categories", "business_categories", "category")),
         latitude=lat,
         longitude=lon,
         link=link,

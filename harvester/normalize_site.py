@@ -17,8 +17,20 @@ from urllib.parse import urlsplit
 from harvester import normalize_values as v
 
 SOCIAL_PLATFORMS: tuple[str, ...] = (
-    "linkedin", "twitter", "facebook", "instagram", "youtube", "tiktok", "github",
-    "pinterest", "snapchat", "reddit", "medium", "discord", "whatsapp", "telegram",
+    "linkedin",
+    "twitter",
+    "facebook",
+    "instagram",
+    "youtube",
+    "tiktok",
+    "github",
+    "pinterest",
+    "snapchat",
+    "reddit",
+    "medium",
+    "discord",
+    "whatsapp",
+    "telegram",
 )
 
 
@@ -148,13 +160,17 @@ def phones_of(raw: list[Any]) -> tuple[PhoneRow, ...]:
             row = PhoneRow(phone=plain) if plain else None
         elif isinstance(item, Mapping):
             text = v.first_text(item, "raw", "phone", "number", "e164", "international", "national")
-            row = None if text is None else PhoneRow(
-                phone=text,
-                e164=v.stripped(item.get("e164")),
-                national=v.stripped(item.get("national")),
-                country_code=country_code(item.get("country_code")),
-                phone_type=v.stripped(item.get("type")),
-                valid=v.boolean(item.get("valid")),
+            row = (
+                None
+                if text is None
+                else PhoneRow(
+                    phone=text,
+                    e164=v.stripped(item.get("e164")),
+                    national=v.stripped(item.get("national")),
+                    country_code=country_code(item.get("country_code")),
+                    phone_type=v.stripped(item.get("type")),
+                    valid=v.boolean(item.get("valid")),
+                )
             )
         if row is not None and row.phone not in found and v.fits_key(row.phone):
             found[row.phone] = row
@@ -210,8 +226,7 @@ def site_parts(data: Mapping[str, Any], completed_at: datetime | None) -> SitePa
     hooks = v.json_object(data.get("personalization_hooks"))
     scoring = v.json_object(data.get("lead_scoring"))
     url = v.stripped(data.get("url"))
-    company_name = (v.stripped(v.obj(vitals).get("name"))
-                    or v.stripped(v.obj(hooks).get("company_name")))
+    company_name = v.stripped(v.obj(vitals).get("name")) or v.stripped(v.obj(hooks).get("company_name"))
     team_raw = data.get("team_members")
     if not isinstance(team_raw, list):
         team_raw = company_info.get("team_members")

@@ -148,7 +148,7 @@ def email(value: Any) -> str | None:
         return None
     candidate = candidate.lower()
     if candidate.startswith("mailto:"):
-        candidate = candidate[len("mailto:"):].split("?", 1)[0].strip()
+        candidate = candidate[len("mailto:") :].split("?", 1)[0].strip()
     if "@" not in candidate or len(candidate) > MAX_EMAIL_CHARS:
         return None
     return candidate

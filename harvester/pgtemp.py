@@ -87,10 +87,21 @@ class TempPostgres:
             shutil.chown(self.root, "postgres", "postgres")
         subprocess.run(  # noqa: S603 - fixed argv, no shell
             self._argv(
-                str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-                "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync",
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
             ),
-            check=True, capture_output=True, timeout=120,
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         self._spawn()
         return self.dsn
@@ -101,8 +112,14 @@ class TempPostgres:
             self._log = open(self.root / "server.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             self._argv(
-                str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
-                "-k", str(self.root), *settings,
+                str(self.bindir / "postgres"),
+                "-D",
+                str(self.datadir),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.root),
+                *settings,
             ),
             stdout=subprocess.DEVNULL,
             stderr=self._log,
@@ -116,12 +133,11 @@ class TempPostgres:
             if self.process is not None and self.process.poll() is not None:
                 log = (self.root / "server.log").read_text(errors="replace")
                 raise HarvesterError(f"temporary PostgreSQL exited at start: {log[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=1
-            ):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
                 ready = subprocess.run(  # noqa: S603 - fixed argv, no shell
                     [str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                    capture_output=True, timeout=10,
+                    capture_output=True,
+                    timeout=10,
                 )
                 if ready.returncode == 0:
                     return

@@ -82,7 +82,10 @@ def jittered(value: float, jitter: float, rng: random.Random) -> float:
 
 
 def pending_delay(
-    job: JobView, cfg: PollingConfig, rng: random.Random, learned: float | None = None,
+    job: JobView,
+    cfg: PollingConfig,
+    rng: random.Random,
+    learned: float | None = None,
     factor: float = 1.0,
 ) -> float:
     """Next poll after a 202: at the typical duration first, then growing steps, capped.
@@ -110,7 +113,10 @@ def expired(job: JobView, cfg: PollingConfig) -> bool:
 
 
 def on_pending(
-    job: JobView, cfg: PollingConfig, rng: random.Random, learned: float | None = None,
+    job: JobView,
+    cfg: PollingConfig,
+    rng: random.Random,
+    learned: float | None = None,
     factor: float = 1.0,
 ) -> Decision:
     if expired(job, cfg):
@@ -180,8 +186,9 @@ def list_stop_at(reference: float | None, cfg: PollingConfig) -> float | None:
     return reference - cfg.list_overlap_api_s
 
 
-def list_should_continue(page: int, total_pages: int, oldest_on_page: float | None,
-                         stop_at: float | None, cfg: PollingConfig) -> bool:
+def list_should_continue(
+    page: int, total_pages: int, oldest_on_page: float | None, stop_at: float | None, cfg: PollingConfig
+) -> bool:
     """Page further back while the page still reaches past the watermark (minus the overlap)."""
     if page >= min(total_pages, cfg.list_max_pages) or oldest_on_page is None:
         return False

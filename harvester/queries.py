@@ -31,7 +31,7 @@ def parse(text: str, origin: str = "<sql>") -> dict[str, str]:
     matches = list(NAME_RE.finditer(text))
     for index, match in enumerate(matches):
         end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
-        body = text[match.end():end].strip()
+        body = text[match.end() : end].strip()
         name = match.group(1)
         if name in found:
             raise HarvesterError(f"duplicate query name {name} in {origin}")

@@ -84,12 +84,19 @@ class PgQueue:
         if limit <= 0:
             return []
         rows = await self._fetch("claim", SQL.claim_due_jobs, owner, limit, lease_s)
-        return [ClaimedJob(
-            job_id=row["job_id"], lease_token=row["lease_token"], job_type=row["job_type"],
-            upstream_status=row["upstream_status"], polls=row["polls"],
-            not_found_count=row["not_found_count"], fault_count=row["fault_count"],
-            age_s=row["age_s"],
-        ) for row in rows]
+        return [
+            ClaimedJob(
+                job_id=row["job_id"],
+                lease_token=row["lease_token"],
+                job_type=row["job_type"],
+                upstream_status=row["upstream_status"],
+                polls=row["polls"],
+                not_found_count=row["not_found_count"],
+                fault_count=row["fault_count"],
+                age_s=row["age_s"],
+            )
+            for row in rows
+        ]
 
     async def extend_leases(self, owner: str, job_ids: Sequence[UUID], lease_s: float) -> None:
         if job_ids:
@@ -98,16 +105,34 @@ class PgQueue:
     async def reschedule(self, job: ClaimedJob, change: Reschedule) -> bool:
         """Keep the job pending with a new due time. False when the lease was lost."""
         status = await self._execute(
-            "reschedule", SQL.reschedule_polled_job, job.job_id, job.lease_token, change.delay_s,
-            change.polls_spent, change.http_status, change.upstream_status, change.job_type,
-            change.not_found_count, change.fault_count, change.error,
+            "reschedule",
+            SQL.reschedule_polled_job,
+            job.job_id,
+            job.lease_token,
+            change.delay_s,
+            change.polls_spent,
+            change.http_status,
+            change.upstream_status,
+            change.job_type,
+            change.not_found_count,
+            change.fault_count,
+            change.error,
         )
         return _count(status) == 1
 
     async def finish(self, job: ClaimedJob, change: Finish) -> bool:
         status = await self._execute(
-            "finish", SQL.finish_job, job.job_id, job.lease_token, change.state, None, None,
-            change.http_status, change.polls_spent, change.error, change.not_found_count,
+            "finish",
+            SQL.finish_job,
+            job.job_id,
+            job.lease_token,
+            change.state,
+            None,
+            None,
+            change.http_status,
+            change.polls_spent,
+            change.error,
+            change.not_found_count,
             change.fault_count,
         )
         return _count(status) == 1
@@ -118,15 +143,23 @@ class PgQueue:
 
     async def store_result(self, job: ClaimedJob, outcome: Completed) -> StoreOutcome:
         return await store.store_result(
-            self.pool, outcome.body, outcome.doc, expected_job_id=job.job_id,
-            fence=store.Fence(job.job_id, job.lease_token), http_status=outcome.http_status or 200,
+            self.pool,
+            outcome.body,
+            outcome.doc,
+            expected_job_id=job.job_id,
+            fence=store.Fence(job.job_id, job.lease_token),
+            http_status=outcome.http_status or 200,
             statement_timeout_s=self.timeout_s,
         )
 
     async def store_failure(self, job: ClaimedJob, outcome: Gone) -> StoreOutcome:
         return await store.store_failure(
-            self.pool, outcome.body, outcome.doc, job_id=job.job_id,
-            fence=store.Fence(job.job_id, job.lease_token), http_status=outcome.http_status or 410,
+            self.pool,
+            outcome.body,
+            outcome.doc,
+            job_id=job.job_id,
+            fence=store.Fence(job.job_id, job.lease_token),
+            http_status=outcome.http_status or 410,
             statement_timeout_s=self.timeout_s,
         )
 
@@ -149,33 +182,40 @@ class PgQueue:
     async def discovery_needed(self) -> bool:
         return bool(await self._fetchval("discovery need", SQL.exists_job_for_discovery, _TERMINAL))
 
-    async def claim_discovery(self, key: str, owner: str, min_age_s: float,
-                              lease_s: float) -> DiscoveryLease | None:
-        rows = await self._fetch("discovery lease", SQL.claim_discovery_pass, key, owner, min_age_s,
-                                 lease_s)
+    async def claim_discovery(
+        self, key: str, owner: str, min_age_s: float, lease_s: float
+    ) -> DiscoveryLease | None:
+        rows = await self._fetch("discovery lease", SQL.claim_discovery_pass, key, owner, min_age_s, lease_s)
         if not rows:
             return None
         return DiscoveryLease(watermark=rows[0]["watermark"], oldest_pending=rows[0]["oldest_pending"])
 
-    async def finish_discovery(self, key: str, owner: str, newest: datetime | None, pages: int,
-                               finished: int) -> None:
-        await self._execute("discovery pass", SQL.finish_discovery_pass, key, owner, newest, pages,
-                            finished)
+    async def finish_discovery(
+        self, key: str, owner: str, newest: datetime | None, pages: int, finished: int
+    ) -> None:
+        await self._execute("discovery pass", SQL.finish_discovery_pass, key, owner, newest, pages, finished)
 
     async def mark_finished(self, jobs: Sequence[Listed]) -> int:
         if not jobs:
             return 0
         rows = await self._fetch(
-            "listed finished", SQL.make_listed_finished_jobs_due, [j.job_id for j in jobs],
-            [j.status for j in jobs], [j.job_type for j in jobs],
+            "listed finished",
+            SQL.make_listed_finished_jobs_due,
+            [j.job_id for j in jobs],
+            [j.status for j in jobs],
+            [j.job_type for j in jobs],
         )
         return len(rows)
 
     async def defer_running(self, jobs: Sequence[Listed]) -> None:
         if jobs:
             await self._execute(
-                "listed running", SQL.defer_listed_running_jobs, [j.job_id for j in jobs],
-                [j.status for j in jobs], [j.job_type for j in jobs], [j.defer_s for j in jobs],
+                "listed running",
+                SQL.defer_listed_running_jobs,
+                [j.job_id for j in jobs],
+                [j.status for j in jobs],
+                [j.job_type for j in jobs],
+                [j.defer_s for j in jobs],
             )
 
 
@@ -191,13 +231,15 @@ class QueueStatus:
 
 
 async def enqueue(
-    pool: asyncpg.Pool, job_ids: Sequence[UUID], *, priority: int = 0,
+    pool: asyncpg.Pool,
+    job_ids: Sequence[UUID],
+    *,
+    priority: int = 0,
     tags: Mapping[str, str] | None = None,
 ) -> int:
     """Insert new job IDs; existing ones are left alone. Returns how many were new."""
     with guard("enqueue"):
-        status = await pool.execute(SQL.enqueue_jobs, list(job_ids), priority,
-                                    json.dumps(dict(tags or {})))
+        status = await pool.execute(SQL.enqueue_jobs, list(job_ids), priority, json.dumps(dict(tags or {})))
     return _count(status)
 
 
@@ -212,8 +254,10 @@ async def status(pool: asyncpg.Pool, recent: int = 5) -> QueueStatus:
         oldest_pending_age_s=None if oldest is None else float(oldest),
         recent_errors=[
             {
-                "job_id": str(row["job_id"]), "state": row["state"],
-                "http_status": row["last_http_status"], "error": row["last_error"],
+                "job_id": str(row["job_id"]),
+                "state": row["state"],
+                "http_status": row["last_http_status"],
+                "error": row["last_error"],
                 "at": row["updated_at"].isoformat(),
             }
             for row in errors

@@ -33,7 +33,10 @@ DB_CHECK_TIMEOUT_S = 2.0
 REFRESH_TIMEOUT_S = 5.0
 # What a check or a refresh may fail with; anything else is a bug and should surface.
 FAILURES: tuple[type[BaseException], ...] = (
-    *DB_ERRORS, asyncpg.PostgresError, TimeoutError, HarvesterError,
+    *DB_ERRORS,
+    asyncpg.PostgresError,
+    TimeoutError,
+    HarvesterError,
 )
 
 Refresh = Callable[[], Awaitable[None]]
@@ -77,8 +80,13 @@ class QueueRefresher:
     Counting scans the jobs table, so a result is reused for ``min_interval_s``.
     """
 
-    def __init__(self, pool: asyncpg.Pool, metrics: Metrics, min_interval_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        metrics: Metrics,
+        min_interval_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.pool = pool
         self.metrics = metrics
         self.min_interval_s = min_interval_s
@@ -145,8 +153,7 @@ class Handlers:
     async def get_healthz(self, _: web.Request) -> web.Response:
         age = max(0.0, self.clock() - self.health.last_tick)
         alive = age <= self.stale_after_s
-        body = {"alive": alive, "last_tick_age_s": round(age, 3),
-                "stale_after_s": self.stale_after_s}
+        body = {"alive": alive, "last_tick_age_s": round(age, 3), "stale_after_s": self.stale_after_s}
         return web.json_response(body, status=200 if alive else 503)
 
     async def get_readyz(self, _: web.Request) -> web.Response:
@@ -178,9 +185,14 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def make_app(metrics: Metrics, health: HealthSource, *,
-             stale_after_s: float = DEFAULT_STALE_AFTER_S, refresh: Refresh | None = None,
-             clock: Callable[[], float] = time.monotonic) -> web.Application:
+def make_app(
+    metrics: Metrics,
+    health: HealthSource,
+    *,
+    stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    refresh: Refresh | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> web.Application:
     handlers = Handlers(metrics, health, stale_after_s, refresh, clock)
     app = web.Application()
     app.router.add_get("/metrics", handlers.get_metrics)
@@ -189,10 +201,15 @@ def make_app(metrics: Metrics, health: HealthSource, *,
     return app
 
 
-async def start_server(listen: str, metrics: Metrics, health: HealthSource, *,
-                       stale_after_s: float = DEFAULT_STALE_AFTER_S,
-                       refresh: Refresh | None = None,
-                       clock: Callable[[], float] = time.monotonic) -> ServerHandle:
+async def start_server(
+    listen: str,
+    metrics: Metrics,
+    health: HealthSource,
+    *,
+    stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    refresh: Refresh | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ServerHandle:
     """Serve the endpoints on ``listen`` until ``close()``; port 0 picks a free port."""
     host, port = parse_listen(listen)
     app = make_app(metrics, health, stale_after_s=stale_after_s, refresh=refresh, clock=clock)

@@ -48,8 +48,12 @@ class ReprocessReport:
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"processed": self.processed, "rejected": self.rejected,
-                "missing": self.missing, "problems": self.problems}
+        return {
+            "processed": self.processed,
+            "rejected": self.rejected,
+            "missing": self.missing,
+            "problems": self.problems,
+        }
 
 
 class Fenced(Exception):
@@ -67,8 +71,7 @@ class SQL(NamedQueries):
 
 
 @asynccontextmanager
-async def writing(target: Target, timeout_s: float | None = None
-                  ) -> AsyncIterator[asyncpg.Connection]:
+async def writing(target: Target, timeout_s: float | None = None) -> AsyncIterator[asyncpg.Connection]:
     """One transaction on ``target`` (a pool or a connection), driver errors guarded.
 
     A refusal of the data itself (``REFUSED``) passes through for the caller to turn into a
@@ -85,9 +88,16 @@ def short(reason: str) -> str:
 
 
 async def finish_job(
-    conn: asyncpg.Connection, job_id: UUID, fence: Fence | None, *, state: str,
-    job_type: str | None, upstream_status: str | None, http_status: int | None,
-    polls_spent: int, error: str | None,
+    conn: asyncpg.Connection,
+    job_id: UUID,
+    fence: Fence | None,
+    *,
+    state: str,
+    job_type: str | None,
+    upstream_status: str | None,
+    http_status: int | None,
+    polls_spent: int,
+    error: str | None,
 ) -> None:
     """The job's final state; raises Fenced when the fence no longer holds.
 
@@ -96,16 +106,32 @@ async def finish_job(
     if fence is None:
         await conn.execute(SQL.enqueue_jobs, [job_id], 0, "{}")
     status = await conn.execute(
-        SQL.finish_job, job_id, None if fence is None else fence.lease_token, state, job_type,
-        upstream_status, http_status, polls_spent, error, None, None,
+        SQL.finish_job,
+        job_id,
+        None if fence is None else fence.lease_token,
+        state,
+        job_type,
+        upstream_status,
+        http_status,
+        polls_spent,
+        error,
+        None,
+        None,
     )
     if fence is not None and status.endswith(" 0"):
         raise Fenced
 
 
 async def reject(
-    target: Target, raw: bytes, *, job_id: UUID | None, reason: str, fence: Fence | None,
-    http_status: int | None, polls_spent: int, state: str = "rejected",
+    target: Target,
+    raw: bytes,
+    *,
+    job_id: UUID | None,
+    reason: str,
+    fence: Fence | None,
+    http_status: int | None,
+    polls_spent: int,
+    state: str = "rejected",
     timeout_s: float | None = None,
 ) -> StoreOutcome:
     """Keep the exact bytes in ``rejects`` and mark the job; one transaction of its own."""
@@ -113,9 +139,17 @@ async def reject(
     try:
         async with writing(target, timeout_s) as conn:
             if job_id is not None:
-                await finish_job(conn, job_id, fence, state=state, job_type=None,
-                                 upstream_status=None, http_status=http_status,
-                                 polls_spent=polls_spent, error=reason)
+                await finish_job(
+                    conn,
+                    job_id,
+                    fence,
+                    state=state,
+                    job_type=None,
+                    upstream_status=None,
+                    http_status=http_status,
+                    polls_spent=polls_spent,
+                    error=reason,
+                )
             await conn.execute(SQL.insert_reject, job_id, reason, raw)
     except Fenced:
         return StoreOutcome("fenced", job_id, "lease lost")
@@ -125,8 +159,14 @@ async def reject(
 def stored(kind: str, item: Normalized, reason: str | None = None) -> StoreOutcome:
     """The outcome of a body that was written, with what the worker learns from it."""
     r = item.result
-    return StoreOutcome(kind, item.job_id, reason, job_type=r.job_type,
-                        processing_s=r.processing_time_seconds, completed_at=r.completed_at)
+    return StoreOutcome(
+        kind,
+        item.job_id,
+        reason,
+        job_type=r.job_type,
+        processing_s=r.processing_time_seconds,
+        completed_at=r.completed_at,
+    )
 
 
 def failure_state(status: str | None) -> str:
@@ -145,8 +185,14 @@ def prepare(doc: Document, expected: UUID | None) -> Normalized:
 
 
 async def store_result(
-    pool_or_conn: Target, raw: bytes, doc: Document, *, expected_job_id: UUID | None = None,
-    fence: Fence | None = None, http_status: int | None = 200, polls_spent: int = 1,
+    pool_or_conn: Target,
+    raw: bytes,
+    doc: Document,
+    *,
+    expected_job_id: UUID | None = None,
+    fence: Fence | None = None,
+    http_status: int | None = 200,
+    polls_spent: int = 1,
     statement_timeout_s: float | None = None,
 ) -> StoreOutcome:
     """Store a completed job's body (HTTP 200): harvested, rejected or fenced.
@@ -158,28 +204,49 @@ async def store_result(
     try:
         item = prepare(doc, expected)
     except BodyError as exc:
-        return await reject(pool_or_conn, raw, job_id=expected, reason=str(exc), fence=fence,
-                            http_status=http_status, polls_spent=polls_spent,
-                            timeout_s=statement_timeout_s)
+        return await reject(
+            pool_or_conn,
+            raw,
+            job_id=expected,
+            reason=str(exc),
+            fence=fence,
+            http_status=http_status,
+            polls_spent=polls_spent,
+            timeout_s=statement_timeout_s,
+        )
     r = item.result
     try:
         async with writing(pool_or_conn, statement_timeout_s) as conn:
-            await finish_job(conn, item.job_id, fence, state="harvested", job_type=r.job_type,
-                             upstream_status=r.status, http_status=http_status,
-                             polls_spent=polls_spent, error=None)
+            await finish_job(
+                conn,
+                item.job_id,
+                fence,
+                state="harvested",
+                job_type=r.job_type,
+                upstream_status=r.status,
+                http_status=http_status,
+                polls_spent=polls_spent,
+                error=None,
+            )
             await write_rows(conn, [item], fetched=True)
     except Fenced:
         return StoreOutcome("fenced", item.job_id, "lease lost")
     except REFUSED as exc:
         reason = f"database refused the body: {type(exc).__name__}: {exc}"
-        return await reject(pool_or_conn, raw, job_id=item.job_id, reason=reason, fence=fence,
-                            http_status=http_status, polls_spent=polls_spent,
-                            timeout_s=statement_timeout_s)
+        return await reject(
+            pool_or_conn,
+            raw,
+            job_id=item.job_id,
+            reason=reason,
+            fence=fence,
+            http_status=http_status,
+            polls_spent=polls_spent,
+            timeout_s=statement_timeout_s,
+        )
     return stored("harvested", item)
 
 
-async def store_results(pool: Target, bodies: Sequence[tuple[bytes, Document]]
-                        ) -> list[StoreOutcome]:
+async def store_results(pool: Target, bodies: Sequence[tuple[bytes, Document]]) -> list[StoreOutcome]:
     """Store many completed bodies ``(raw, doc)`` without a lease (import): one transaction for
     the whole batch.
 
@@ -192,17 +259,31 @@ async def store_results(pool: Target, bodies: Sequence[tuple[bytes, Document]]
         try:
             good.append((index, prepare(doc, None)))
         except BodyError as exc:
-            outcomes[index] = await reject(pool, raw, job_id=None, reason=str(exc), fence=None,
-                                           http_status=None, polls_spent=0)
+            outcomes[index] = await reject(
+                pool, raw, job_id=None, reason=str(exc), fence=None, http_status=None, polls_spent=0
+            )
     items = [item for _, item in good]
     try:
         async with writing(pool) as conn:
             await conn.execute(SQL.enqueue_jobs, [i.job_id for i in items], 0, "{}")
-            await conn.executemany(SQL.finish_job, [
-                (i.job_id, None, "harvested", i.result.job_type, i.result.status, None, 0, None,
-                 None, None)
-                for i in items
-            ])
+            await conn.executemany(
+                SQL.finish_job,
+                [
+                    (
+                        i.job_id,
+                        None,
+                        "harvested",
+                        i.result.job_type,
+                        i.result.status,
+                        None,
+                        0,
+                        None,
+                        None,
+                        None,
+                    )
+                    for i in items
+                ],
+            )
             await write_rows(conn, items, fetched=True)
     except REFUSED:
         for index, _ in good:
@@ -215,8 +296,15 @@ async def store_results(pool: Target, bodies: Sequence[tuple[bytes, Document]]
 
 
 async def store_failure(
-    pool_or_conn: Target, raw: bytes, doc: Document, *, job_id: UUID, fence: Fence | None = None,
-    http_status: int | None = 410, polls_spent: int = 1, statement_timeout_s: float | None = None,
+    pool_or_conn: Target,
+    raw: bytes,
+    doc: Document,
+    *,
+    job_id: UUID,
+    fence: Fence | None = None,
+    http_status: int | None = 410,
+    polls_spent: int = 1,
+    statement_timeout_s: float | None = None,
 ) -> StoreOutcome:
     """Record a failed or cancelled job (HTTP 410), keeping its body when it parses.
 
@@ -232,9 +320,17 @@ async def store_failure(
         reason = f"{source}; body not usable: {exc}"
         if message:
             reason = f"{message} ({reason})"
-        return await reject(pool_or_conn, raw, job_id=job_id, reason=reason, fence=fence,
-                            http_status=http_status, polls_spent=polls_spent, state=state,
-                            timeout_s=statement_timeout_s)
+        return await reject(
+            pool_or_conn,
+            raw,
+            job_id=job_id,
+            reason=reason,
+            fence=fence,
+            http_status=http_status,
+            polls_spent=polls_spent,
+            state=state,
+            timeout_s=statement_timeout_s,
+        )
     r = item.result
     state = failure_state(r.status)
     error = r.error_message or r.message
@@ -242,17 +338,33 @@ async def store_failure(
     bare = Normalized(result=r)
     try:
         async with writing(pool_or_conn, statement_timeout_s) as conn:
-            await finish_job(conn, job_id, fence, state=state, job_type=r.job_type,
-                             upstream_status=r.status, http_status=http_status,
-                             polls_spent=polls_spent, error=error)
+            await finish_job(
+                conn,
+                job_id,
+                fence,
+                state=state,
+                job_type=r.job_type,
+                upstream_status=r.status,
+                http_status=http_status,
+                polls_spent=polls_spent,
+                error=error,
+            )
             await write_rows(conn, [bare], fetched=True)
     except Fenced:
         return StoreOutcome("fenced", job_id, "lease lost")
     except REFUSED as exc:
         reason = f"{source}; database refused the body: {type(exc).__name__}: {exc}"
-        return await reject(pool_or_conn, raw, job_id=job_id, reason=reason, fence=fence,
-                            http_status=http_status, polls_spent=polls_spent, state="failed",
-                            timeout_s=statement_timeout_s)
+        return await reject(
+            pool_or_conn,
+            raw,
+            job_id=job_id,
+            reason=reason,
+            fence=fence,
+            http_status=http_status,
+            polls_spent=polls_spent,
+            state="failed",
+            timeout_s=statement_timeout_s,
+        )
     return stored(state, bare, error)
 
 

@@ -43,9 +43,16 @@ class ResultsClient(Protocol):
 
 
 class Worker:
-    def __init__(self, cfg: Config, store: JobStore, client: ResultsClient, gate: Gate, *,
-                 rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: JobStore,
+        client: ResultsClient,
+        gate: Gate,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.client = client
@@ -112,15 +119,23 @@ class Worker:
 
     # ------------------------------------------------------------ one job
     async def _handle(self, job: ClaimedJob, stop: asyncio.Event) -> None:
-        view = policy.JobView(job.job_type, job.polls, job.not_found_count, job.fault_count, job.age_s,
-                              job.upstream_status)
+        view = policy.JobView(
+            job.job_type, job.polls, job.not_found_count, job.fault_count, job.age_s, job.upstream_status
+        )
         try:
             hold = policy.first_poll_wait(view, self.cfg.polling, self.gate.poll_factor())
             if hold > 0:
-                await self.store.reschedule(job, Reschedule(
-                    delay_s=hold, polls_spent=0, http_status=None,
-                    not_found_count=job.not_found_count, fault_count=job.fault_count, error=None,
-                ))
+                await self.store.reschedule(
+                    job,
+                    Reschedule(
+                        delay_s=hold,
+                        polls_spent=0,
+                        http_status=None,
+                        not_found_count=job.not_found_count,
+                        fault_count=job.fault_count,
+                        error=None,
+                    ),
+                )
                 return
             started = self.clock()
             if not await self._slot():  # shutting down: hand the job back without spending a request
@@ -174,11 +189,13 @@ class Worker:
     async def _release_after_fault(self, job: ClaimedJob) -> None:
         """Hand the job back with a fault backoff; if even that fails, its lease runs out."""
         with contextlib.suppress(DatabaseError):
-            await self.store.release(self.owner, [job.job_id],
-                                     policy.fault_delay(job.fault_count + 1, self.cfg.polling, self.rng))
+            await self.store.release(
+                self.owner, [job.job_id], policy.fault_delay(job.fault_count + 1, self.cfg.polling, self.rng)
+            )
 
-    async def _apply(self, job: ClaimedJob, view: policy.JobView, outcome: outcomes.Outcome,
-                     stop: asyncio.Event) -> None:
+    async def _apply(
+        self, job: ClaimedJob, view: policy.JobView, outcome: outcomes.Outcome, stop: asyncio.Event
+    ) -> None:
         cfg = self.cfg.polling
         status = outcome.http_status
         if isinstance(outcome, outcomes.Completed):
@@ -187,54 +204,90 @@ class Worker:
             await self._store(job, stop, lambda: self.store.store_failure(job, outcome))
         elif isinstance(outcome, outcomes.Pending):
             job_type = outcome.job_type or job.job_type
-            decision = policy.on_pending(view, cfg, self.rng, self.gate.durations.get(job_type),
-                                         self.gate.poll_factor())
+            decision = policy.on_pending(
+                view, cfg, self.rng, self.gate.durations.get(job_type), self.gate.poll_factor()
+            )
             await self._decide(job, decision, status, outcome.upstream_status, outcome.job_type)
         elif isinstance(outcome, outcomes.NotFound):
             await self._decide(job, policy.on_not_found(view, cfg, self.rng), status, None, None)
         elif isinstance(outcome, outcomes.AuthFailed):
             await self._keep(job, cfg.auth_recheck_s, status, f"{status}: {outcome.detail}")
         elif isinstance(outcome, outcomes.RateLimited):
-            await self._keep(job, max(cfg.min_interval_s, self.gate.rate_pause_s(outcome)), status,
-                             "429: rate limited")
+            await self._keep(
+                job, max(cfg.min_interval_s, self.gate.rate_pause_s(outcome)), status, "429: rate limited"
+            )
         elif isinstance(outcome, outcomes.Transient):
-            await self._decide(job, policy.on_fault(view, outcome.reason, cfg, self.rng),
-                               status, None, None)
+            await self._decide(job, policy.on_fault(view, outcome.reason, cfg, self.rng), status, None, None)
         else:  # pragma: no cover - classification returns only the kinds above
             raise TypeError(f"unknown outcome {type(outcome).__name__}")
 
     async def _keep(self, job: ClaimedJob, delay: float, status: int | None, error: str) -> None:
         """Count the request but leave the job exactly as it was otherwise (pauses)."""
-        await self.store.reschedule(job, Reschedule(
-            delay_s=delay, polls_spent=1, http_status=status, not_found_count=job.not_found_count,
-            fault_count=job.fault_count, error=error,
-        ))
+        await self.store.reschedule(
+            job,
+            Reschedule(
+                delay_s=delay,
+                polls_spent=1,
+                http_status=status,
+                not_found_count=job.not_found_count,
+                fault_count=job.fault_count,
+                error=error,
+            ),
+        )
 
     async def _decide(
-        self, job: ClaimedJob, decision: policy.Decision, status: int | None,
-        upstream_status: str | None, job_type: str | None,
+        self,
+        job: ClaimedJob,
+        decision: policy.Decision,
+        status: int | None,
+        upstream_status: str | None,
+        job_type: str | None,
     ) -> None:
         if decision.state is None:
-            await self.store.reschedule(job, Reschedule(
-                delay_s=decision.delay_s, polls_spent=1, http_status=status,
-                upstream_status=upstream_status, job_type=job_type,
-                not_found_count=decision.not_found_count, fault_count=decision.fault_count,
-                error=decision.error,
-            ))
-            log.debug("job_polled", job_id=str(job.job_id), http_status=status, polls=job.polls + 1,
-                      next_poll_in_s=round(decision.delay_s, 2))
+            await self.store.reschedule(
+                job,
+                Reschedule(
+                    delay_s=decision.delay_s,
+                    polls_spent=1,
+                    http_status=status,
+                    upstream_status=upstream_status,
+                    job_type=job_type,
+                    not_found_count=decision.not_found_count,
+                    fault_count=decision.fault_count,
+                    error=decision.error,
+                ),
+            )
+            log.debug(
+                "job_polled",
+                job_id=str(job.job_id),
+                http_status=status,
+                polls=job.polls + 1,
+                next_poll_in_s=round(decision.delay_s, 2),
+            )
             return
-        if await self.store.finish(job, Finish(
-            state=decision.state, polls_spent=1, http_status=status,
-            not_found_count=decision.not_found_count, fault_count=decision.fault_count,
-            error=decision.error,
-        )):
+        if await self.store.finish(
+            job,
+            Finish(
+                state=decision.state,
+                polls_spent=1,
+                http_status=status,
+                not_found_count=decision.not_found_count,
+                fault_count=decision.fault_count,
+                error=decision.error,
+            ),
+        ):
             self.gate.observer.job_finished(decision.state, job.polls + 1, None)
-            log.info(f"job_{decision.state}", job_id=str(job.job_id), http_status=status,
-                     polls=job.polls + 1, error=decision.error)
+            log.info(
+                f"job_{decision.state}",
+                job_id=str(job.job_id),
+                http_status=status,
+                polls=job.polls + 1,
+                error=decision.error,
+            )
 
-    async def _store(self, job: ClaimedJob, stop: asyncio.Event,
-                     attempt: Callable[[], Awaitable[StoreOutcome]]) -> None:
+    async def _store(
+        self, job: ClaimedJob, stop: asyncio.Event, attempt: Callable[[], Awaitable[StoreOutcome]]
+    ) -> None:
         """Store a fetched body; keep retrying while the database is away (the body is paid for)."""
         backoff = lifetime.Backoff(0.25, 2.0, jitter=0.0)
         give_up_at: float | None = None
@@ -252,8 +305,7 @@ class Worker:
                         log.error("store_abandoned", job_id=str(job.job_id), error=str(exc))
                         return
                 delay = backoff.next()
-                log.warning("db_unavailable", job_id=str(job.job_id), error=str(exc),
-                            retry_in_s=delay)
+                log.warning("db_unavailable", job_id=str(job.job_id), error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 with contextlib.suppress(DatabaseError):
                     await self.store.extend_leases(self.owner, [job.job_id], self.cfg.worker.lease_s)
@@ -265,10 +317,10 @@ class Worker:
             self.harvested += 1
         if outcome.processing_s is not None:  # API seconds; the schedule runs in scaled seconds
             self.gate.durations.observe(outcome.job_type, outcome.processing_s / self.cfg.speed)
-        self.gate.observer.job_finished(outcome.kind, job.polls + 1,
-                                        latency_s(outcome.completed_at, time.time()))
-        log.info(f"job_{outcome.kind}", job_id=str(job.job_id), polls=job.polls + 1,
-                 reason=outcome.reason)
+        self.gate.observer.job_finished(
+            outcome.kind, job.polls + 1, latency_s(outcome.completed_at, time.time())
+        )
+        log.info(f"job_{outcome.kind}", job_id=str(job.job_id), polls=job.polls + 1, reason=outcome.reason)
 
     # ------------------------------------------------------------ side duties
     async def heartbeat(self) -> float:

@@ -20,11 +20,29 @@ from typing import Any
 
 import asyncpg
 
-OUTPUT_TABLES = ("results", "sites", "site_emails", "site_phones", "site_addresses", "site_socials",
-                 "team_members", "maps_searches", "businesses", "maps_businesses", "rejects")
+OUTPUT_TABLES = (
+    "results",
+    "sites",
+    "site_emails",
+    "site_phones",
+    "site_addresses",
+    "site_socials",
+    "team_members",
+    "maps_searches",
+    "businesses",
+    "maps_businesses",
+    "rejects",
+)
 # Columns that are bookkeeping, not output: they differ between any two runs.
-VOLATILE = {"reject_id", "fetched_at", "first_seen_at", "last_seen_at", "received_at",
-            "updated_at", "created_at"}
+VOLATILE = {
+    "reject_id",
+    "fetched_at",
+    "first_seen_at",
+    "last_seen_at",
+    "received_at",
+    "updated_at",
+    "created_at",
+}
 JOB_COLUMNS = ("job_id", "state", "job_type", "upstream_status", "last_error")
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 TRUTH_TO_STATE = {"completed": "harvested", "failed": "failed", "cancelled": "cancelled"}
@@ -57,9 +75,14 @@ def _cell(value: Any, kind: str) -> Any:
 async def _columns(conn: asyncpg.Connection, table: str) -> list[tuple[str, str]]:
     rows = await conn.fetch(
         "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = 'harvester' AND table_name = $1 ORDER BY ordinal_position", table)
-    return [(r["column_name"], r["data_type"]) for r in rows
-            if r["column_name"] not in VOLATILE and not r["data_type"].startswith("timestamp")]
+        "WHERE table_schema = 'harvester' AND table_name = $1 ORDER BY ordinal_position",
+        table,
+    )
+    return [
+        (r["column_name"], r["data_type"])
+        for r in rows
+        if r["column_name"] not in VOLATILE and not r["data_type"].startswith("timestamp")
+    ]
 
 
 async def snapshot(dsn: str) -> dict[str, Counter[tuple[Any, ...]]]:
@@ -70,10 +93,12 @@ async def snapshot(dsn: str) -> dict[str, Counter[tuple[Any, ...]]]:
         for table in OUTPUT_TABLES:
             cols = await _columns(conn, table)
             select = ", ".join(
-                f'"{name}"::text' if kind in ("json", "jsonb") else f'"{name}"' for name, kind in cols)
+                f'"{name}"::text' if kind in ("json", "jsonb") else f'"{name}"' for name, kind in cols
+            )
             rows = await conn.fetch(f"SELECT {select} FROM harvester.{table}")
             tables[table] = Counter(
-                tuple(_cell(row[i], kind) for i, (_, kind) in enumerate(cols)) for row in rows)
+                tuple(_cell(row[i], kind) for i, (_, kind) in enumerate(cols)) for row in rows
+            )
         jobs = await conn.fetch(f"SELECT {', '.join(JOB_COLUMNS)} FROM harvester.jobs")
         tables["jobs"] = Counter(tuple(row) for row in jobs)
         return tables
@@ -81,23 +106,31 @@ async def snapshot(dsn: str) -> dict[str, Counter[tuple[Any, ...]]]:
         await conn.close()
 
 
-def diff(clean: dict[str, Counter[tuple[Any, ...]]],
-         chaos: dict[str, Counter[tuple[Any, ...]]]) -> dict[str, dict[str, Any]]:
+def diff(
+    clean: dict[str, Counter[tuple[Any, ...]]], chaos: dict[str, Counter[tuple[Any, ...]]]
+) -> dict[str, dict[str, Any]]:
     """Per table: rows of the clean run missing after chaos, and rows chaos has in excess."""
     out: dict[str, dict[str, Any]] = {}
     for table in clean.keys() | chaos.keys():
         a, b = clean.get(table, Counter()), chaos.get(table, Counter())
         lost, extra = a - b, b - a
-        out[table] = {"clean": sum(a.values()), "chaos": sum(b.values()),
-                      "lost": sum(lost.values()), "extra": sum(extra.values())}
+        out[table] = {
+            "clean": sum(a.values()),
+            "chaos": sum(b.values()),
+            "lost": sum(lost.values()),
+            "extra": sum(extra.values()),
+        }
         if lost or extra:  # a few of each, to show what differs
-            out[table]["examples"] = {"lost": [repr(r)[:400] for r in list(lost)[:3]],
-                                      "extra": [repr(r)[:400] for r in list(extra)[:3]]}
+            out[table]["examples"] = {
+                "lost": [repr(r)[:400] for r in list(lost)[:3]],
+                "extra": [repr(r)[:400] for r in list(extra)[:3]],
+            }
     return out
 
 
-def judge_states(truth: dict[str, str], states: dict[str, str],
-                 clean_states: dict[str, str]) -> dict[str, Any]:
+def judge_states(
+    truth: dict[str, str], states: dict[str, str], clean_states: dict[str, str]
+) -> dict[str, Any]:
     """Compare each job's final state with what the simulator says happened to it.
 
     A completed job may end ``rejected`` only when the clean run rejected its body too.
@@ -115,8 +148,13 @@ def judge_states(truth: dict[str, str], states: dict[str, str],
             wrong.append(f"{job_id}: simulator {upstream}, harvester {state}")
             if want == "harvested" and state in FAILED_STATES:
                 wrongly_failed += 1
-    return {"jobs": len(truth), "wrong_state": len(wrong), "wrongly_failed": wrongly_failed,
-            "not_terminal": not_terminal, "examples": wrong[:10]}
+    return {
+        "jobs": len(truth),
+        "wrong_state": len(wrong),
+        "wrongly_failed": wrongly_failed,
+        "not_terminal": not_terminal,
+        "examples": wrong[:10],
+    }
 
 
 def secret_forms(token: str) -> dict[str, str]:

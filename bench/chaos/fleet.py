@@ -30,18 +30,20 @@ def daemon_env(dsn: str, base_url: str, token: str, speed: float, listen: str) -
     """The environment of one daemon: the documented variables only, nothing inherited that
     could change its configuration."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
-    env.update({
-        "HARVESTER_DSN": dsn,
-        "HARVESTER_API_TOKEN": token,
-        "HARVESTER_API_BASE_URL": base_url,
-        "HARVESTER_SPEED": f"{speed:g}",
-        "HARVESTER_SERVER__LISTEN": listen,
-        "HARVESTER_LOG_LEVEL": "info",
-        "HARVESTER_DATABASE__POOL_MAX": "4",
-        # a daemon restarted while PostgreSQL restarts waits for it (10 s), not 10 s / speed
-        "HARVESTER_DATABASE__STARTUP_WAIT_S": f"{10.0 * speed:g}",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "HARVESTER_DSN": dsn,
+            "HARVESTER_API_TOKEN": token,
+            "HARVESTER_API_BASE_URL": base_url,
+            "HARVESTER_SPEED": f"{speed:g}",
+            "HARVESTER_SERVER__LISTEN": listen,
+            "HARVESTER_LOG_LEVEL": "info",
+            "HARVESTER_DATABASE__POOL_MAX": "4",
+            # a daemon restarted while PostgreSQL restarts waits for it (10 s), not 10 s / speed
+            "HARVESTER_DATABASE__STARTUP_WAIT_S": f"{10.0 * speed:g}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -60,13 +62,19 @@ class Slot:
 class Fleet:
     """N daemon processes; ``kill_one`` SIGKILLs a random live one and starts it again."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, count: int, ports: list[int],
-                 rng: random.Random, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        count: int,
+        ports: list[int],
+        rng: random.Random,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.base_env = env
         self.rng = rng
         self.extra_args = extra_args
-        self.slots = [Slot(i, f"127.0.0.1:{ports[i]}", log_dir / f"daemon-{i}.log")
-                      for i in range(count)]
+        self.slots = [Slot(i, f"127.0.0.1:{ports[i]}", log_dir / f"daemon-{i}.log") for i in range(count)]
         self.kills = 0
         self._files: dict[int, IO[bytes]] = {}
 
@@ -78,8 +86,13 @@ class Fleet:
         env = dict(self.base_env, HARVESTER_SERVER__LISTEN=slot.listen)
         out = self._output(slot)
         slot.process = await asyncio.create_subprocess_exec(
-            *harvester_command(), "run", *self.extra_args, env=env,
-            stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+            *harvester_command(),
+            "run",
+            *self.extra_args,
+            env=env,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
         )
         slot.starts += 1
 

@@ -84,6 +84,7 @@ class Run:
 
 # ------------------------------------------------------------------ database helpers
 
+
 def dsn_for(server_dsn: str, name: str) -> str:
     return server_dsn.rsplit("/", 1)[0] + "/" + name
 
@@ -139,6 +140,7 @@ async def stored_text(dsn: str) -> bytes:
 
 # ------------------------------------------------------------------ simulator helpers
 
+
 class StartGate(SimClock):
     """Simulated time that stands still until ``release``.
 
@@ -162,8 +164,9 @@ class StartGate(SimClock):
 
 def new_sim(p: Params) -> tuple[SimServer, StartGate]:
     gate = StartGate(p.speed, EPOCH)
-    sim = SimServer(speed=p.speed, seed=p.seed, tokens=[TOKEN], epoch=EPOCH, clock=gate,
-                    faults={"hang_s": p.hang_s})
+    sim = SimServer(
+        speed=p.speed, seed=p.seed, tokens=[TOKEN], epoch=EPOCH, clock=gate, faults={"hang_s": p.hang_s}
+    )
     return sim, gate
 
 
@@ -171,15 +174,15 @@ async def enqueue(dsn: str, ids: list[str]) -> None:
     """What a producer does: a plain insert, nothing else."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("INSERT INTO harvester.jobs (job_id) SELECT unnest($1::uuid[]) "
-                           "ON CONFLICT DO NOTHING", ids)
+        await conn.execute(
+            "INSERT INTO harvester.jobs (job_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING", ids
+        )
     finally:
         await conn.close()
 
 
 async def sim_admin(sim: SimServer, path: str, body: dict[str, Any]) -> None:
-    async with aiohttp.ClientSession() as session, \
-            session.post(f"{sim.url}{path}", json=body) as resp:
+    async with aiohttp.ClientSession() as session, session.post(f"{sim.url}{path}", json=body) as resp:
         resp.raise_for_status()
 
 
@@ -190,6 +193,7 @@ def truth(sim: SimServer, ids: list[str]) -> dict[str, str]:
 
 # ------------------------------------------------------------------ the clean run
 
+
 async def clean_run(p: Params, server_dsn: str, log_dir: Path) -> dict[str, Any]:
     dsn = await create_database(server_dsn, "chaos_clean")
     sim, gate = new_sim(p)
@@ -199,8 +203,14 @@ async def clean_run(p: Params, server_dsn: str, log_dir: Path) -> dict[str, Any]
         gate.release()
         started = time.monotonic()
         env = daemon_env(dsn, sim.url, TOKEN, p.speed, f"127.0.0.1:{free_port()}")
-        fleet = Fleet(env, log_dir, 1, [free_port()], random.Random(0),
-                      extra_args=("--drain", "--max-seconds", str(p.max_seconds)))
+        fleet = Fleet(
+            env,
+            log_dir,
+            1,
+            [free_port()],
+            random.Random(0),
+            extra_args=("--drain", "--max-seconds", str(p.max_seconds)),
+        )
         fleet.slots[0].log_path = log_dir / "clean.log"
         await fleet.start_all()
         proc = fleet.slots[0].process
@@ -209,11 +219,18 @@ async def clean_run(p: Params, server_dsn: str, log_dir: Path) -> dict[str, Any]
         fleet.close()
         seconds = time.monotonic() - started
         stats = sim.stats(per_job=False)
-    return {"dsn": dsn, "ids": ids, "exit_code": code, "seconds": round(seconds, 1),
-            "requests": stats["requests_total"], "states": await job_states(dsn)}
+    return {
+        "dsn": dsn,
+        "ids": ids,
+        "exit_code": code,
+        "seconds": round(seconds, 1),
+        "requests": stats["requests_total"],
+        "states": await job_states(dsn),
+    }
 
 
 # ------------------------------------------------------------------ the chaos run
+
 
 async def progress(dsn: str, total: int) -> float | None:
     done = await fetchval(dsn, "SELECT count(*) FROM harvester.jobs WHERE state <> 'pending'")
@@ -240,20 +257,26 @@ async def restart_postgres(pg: TempPostgres, mode: str, dsn: str, run: Run, p: P
     give_up = up + max(60.0, p.recovery_limit_s * 6)
     while time.monotonic() < give_up:
         worked = await fetchval(
-            dsn, "SELECT count(*) FROM harvester.jobs WHERE last_polled_at > $1 OR finished_at > $1",
-            reference)
+            dsn,
+            "SELECT count(*) FROM harvester.jobs WHERE last_polled_at > $1 OR finished_at > $1",
+            reference,
+        )
         if worked:
             recovery = time.monotonic() - up
             break
         await asyncio.sleep(0.1)
-    entry = {"mode": mode, "down_s": round(up - down, 2),
-             "recovery_s": None if recovery is None else round(recovery, 2)}
+    entry = {
+        "mode": mode,
+        "down_s": round(up - down, 2),
+        "recovery_s": None if recovery is None else round(recovery, 2),
+    }
     run.pg_restarts.append(entry)
     run.note("postgres_restarted", **entry)
 
 
-def script(p: Params, pg: TempPostgres, dsn: str, sim: SimServer,
-           run: Run) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+def script(
+    p: Params, pg: TempPostgres, dsn: str, sim: SimServer, run: Run
+) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
     """The disturbances, in order; each starts once a further share of the jobs is done."""
 
     async def storm() -> None:
@@ -261,8 +284,9 @@ def script(p: Params, pg: TempPostgres, dsn: str, sim: SimServer,
         run.note("storm_started", storm_s=p.storm_s)
 
     async def long_retry() -> None:
-        await sim_admin(sim, "/_sim/faults", {"long_retry_after_s": p.long_retry_after_s,
-                                              "next": ["long_retry_after"]})
+        await sim_admin(
+            sim, "/_sim/faults", {"long_retry_after_s": p.long_retry_after_s, "next": ["long_retry_after"]}
+        )
         run.note("long_retry_after_armed", retry_after_s=p.long_retry_after_s)
 
     async def revoke() -> None:
@@ -277,7 +301,10 @@ def script(p: Params, pg: TempPostgres, dsn: str, sim: SimServer,
 
     restarts = [pg_step(mode) for mode in p.pg_restarts]
     faults: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-        ("storm", storm), ("long_retry_after", long_retry), ("revoke", revoke)]
+        ("storm", storm),
+        ("long_retry_after", long_retry),
+        ("revoke", revoke),
+    ]
     steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
     while restarts or faults:  # alternate, so a recovery is never measured inside a pause
         if restarts:
@@ -287,8 +314,9 @@ def script(p: Params, pg: TempPostgres, dsn: str, sim: SimServer,
     return steps
 
 
-async def run_script(steps: list[tuple[str, Callable[[], Awaitable[None]]]], dsn: str,
-                     total: int, stop: asyncio.Event) -> None:
+async def run_script(
+    steps: list[tuple[str, Callable[[], Awaitable[None]]]], dsn: str, total: int, stop: asyncio.Event
+) -> None:
     for n, (_, step) in enumerate(steps, 1):
         await wait_progress(dsn, total, 0.6 * n / (len(steps) + 1), stop)
         if stop.is_set():
@@ -296,8 +324,7 @@ async def run_script(steps: list[tuple[str, Callable[[], Awaitable[None]]]], dsn
         await step()
 
 
-async def killer(fleet: Fleet, p: Params, rng: random.Random, stop: asyncio.Event,
-                 run: Run) -> None:
+async def killer(fleet: Fleet, p: Params, rng: random.Random, stop: asyncio.Event, run: Run) -> None:
     """SIGKILL a random daemon at random moments; start again whoever died on its own."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -331,8 +358,12 @@ async def observer(fleet: Fleet, dsn: str, stop: asyncio.Event, run: Run) -> Non
 async def capture_status(env: dict[str, str], run: Run) -> None:
     for args in (("status",), ("status", "--json")):
         proc = await asyncio.create_subprocess_exec(
-            *harvester_command(), *args, env=env, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
+            *harvester_command(),
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         out, _ = await proc.communicate()
         run.captured.append((" ".join(args), out))
 
@@ -357,8 +388,9 @@ async def chaos_run(p: Params, pg: TempPostgres, log_dir: Path, ids_clean: list[
             raise SystemExit("the simulator did not reproduce the clean run's job ids")
         await enqueue(dsn, ids)
         gate.release()
-        await sim_admin(sim, "/_sim/faults", {"5xx": p.fault_5xx, "hang": p.fault_hang,
-                                              "truncate": p.fault_truncate})
+        await sim_admin(
+            sim, "/_sim/faults", {"5xx": p.fault_5xx, "hang": p.fault_hang, "truncate": p.fault_truncate}
+        )
         env = daemon_env(dsn, sim.url, TOKEN, p.speed, "")
         fleet = Fleet(env, log_dir, p.processes, [free_port() for _ in range(p.processes)], rng)
         run.started = time.monotonic()
@@ -366,8 +398,10 @@ async def chaos_run(p: Params, pg: TempPostgres, log_dir: Path, ids_clean: list[
         await fleet.start_all()
         stop = asyncio.Event()
         script_task = asyncio.create_task(run_script(script(p, pg, dsn, sim, run), dsn, len(ids), stop))
-        side = [asyncio.create_task(killer(fleet, p, rng, stop, run)),
-                asyncio.create_task(observer(fleet, dsn, stop, run))]
+        side = [
+            asyncio.create_task(killer(fleet, p, rng, stop, run)),
+            asyncio.create_task(observer(fleet, dsn, stop, run)),
+        ]
         drained = await until_drained(dsn, run.started + p.max_seconds, script_task)
         stop.set()
         await asyncio.gather(script_task, *side)
@@ -378,12 +412,22 @@ async def chaos_run(p: Params, pg: TempPostgres, log_dir: Path, ids_clean: list[
         seconds = time.monotonic() - run.started
         stats = sim.stats(per_job=False)
         real = truth(sim, ids)
-    return {"dsn": dsn, "run": run, "fleet": fleet, "stats": stats, "truth": real,
-            "seconds": round(seconds, 1), "drained": drained, "exit_codes": exit_codes,
-            "states": await job_states(dsn), "stored_text": await stored_text(dsn)}
+    return {
+        "dsn": dsn,
+        "run": run,
+        "fleet": fleet,
+        "stats": stats,
+        "truth": real,
+        "seconds": round(seconds, 1),
+        "drained": drained,
+        "exit_codes": exit_codes,
+        "states": await job_states(dsn),
+        "stored_text": await stored_text(dsn),
+    }
 
 
 # ------------------------------------------------------------------ the verdict
+
 
 def rate_figures(stats: dict[str, Any]) -> dict[str, Any]:
     faults = stats.get("faults_served", {})
@@ -410,23 +454,34 @@ def verdict(p: Params, report: dict[str, Any]) -> list[str]:
         (report["states"]["wrong_state"] == 0, f"{report['states']['wrong_state']} jobs in a wrong state"),
         (report["states"]["not_terminal"] == 0, f"{report['states']['not_terminal']} jobs not finished"),
         (report["rate"]["own_429"] == 0, f"{report['rate']['own_429']} 429s from our own rate"),
-        (report["rate"]["worst_window_60s"] <= RATE_LIMIT,
-         f"a 60 s window held {report['rate']['worst_window_60s']} requests"),
+        (
+            report["rate"]["worst_window_60s"] <= RATE_LIMIT,
+            f"a 60 s window held {report['rate']['worst_window_60s']} requests",
+        ),
         (not report["secret_hits"], f"token found: {report['secret_hits'][:5]}"),
         (report["clean_exit_code"] == 0, "the clean run did not drain"),
         (not report["unexpected_exits"], f"daemons exited by themselves: {report['unexpected_exits']}"),
     ]
     recovery = [r["recovery_s"] for r in report["pg_restarts"]]
-    checks.append((all(r is not None and r <= p.recovery_limit_s for r in recovery),
-                   f"recovery after PostgreSQL restarts: {recovery}"))
+    checks.append(
+        (
+            all(r is not None and r <= p.recovery_limit_s for r in recovery),
+            f"recovery after PostgreSQL restarts: {recovery}",
+        )
+    )
     for ok, message in checks:
         if not ok:
             problems.append(message)
     return problems
 
 
-def build_report(p: Params, clean: dict[str, Any], chaos: dict[str, Any],
-                 tables: dict[str, dict[str, Any]], secret_hits: list[str]) -> dict[str, Any]:
+def build_report(
+    p: Params,
+    clean: dict[str, Any],
+    chaos: dict[str, Any],
+    tables: dict[str, dict[str, Any]],
+    secret_hits: list[str],
+) -> dict[str, Any]:
     fleet: Fleet = chaos["fleet"]
     run: Run = chaos["run"]
     recoveries = [r["recovery_s"] for r in run.pg_restarts if r["recovery_s"] is not None]
@@ -463,8 +518,11 @@ def print_table(report: dict[str, Any]) -> None:
     restarts = ", ".join(f"{r['mode']} {r['recovery_s']}s" for r in report["pg_restarts"])
     rows = [
         ("jobs", report["jobs"]),
-        ("SIGKILLs (restarts)", f"{report['kills']} ({report['daemon_starts']} starts, "
-                                f"{len(report['unexpected_exits'])} exits by itself)"),
+        (
+            "SIGKILLs (restarts)",
+            f"{report['kills']} ({report['daemon_starts']} starts, "
+            f"{len(report['unexpected_exits'])} exits by itself)",
+        ),
         ("PostgreSQL restarts", f"{len(report['pg_restarts'])} ({restarts})"),
         ("rows lost", report["lost"]),
         ("rows duplicated/extra", report["duplicated"]),
@@ -490,6 +548,7 @@ def print_table(report: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------ entry point
 
+
 async def main_async(p: Params) -> dict[str, Any]:
     log_dir = Path(tempfile.mkdtemp(prefix="harvester-chaos-"))
     pg = TempPostgres(settings={"synchronous_commit": "on"})
@@ -498,8 +557,11 @@ async def main_async(p: Params) -> dict[str, Any]:
         print(f"clean run: {p.jobs} jobs, speed x{p.speed:g}, seed {p.seed}", flush=True)
         clean = await clean_run(p, pg.dsn, log_dir)
         print(f"  drained in {clean['seconds']} s, {clean['requests']} requests", flush=True)
-        print(f"chaos run: {p.processes} daemons, kill every ~{p.kill_interval_s} s, "
-              f"PostgreSQL restarts {list(p.pg_restarts)}", flush=True)
+        print(
+            f"chaos run: {p.processes} daemons, kill every ~{p.kill_interval_s} s, "
+            f"PostgreSQL restarts {list(p.pg_restarts)}",
+            flush=True,
+        )
         chaos = await chaos_run(p, pg, log_dir, clean["ids"])
         tables = diff(await snapshot(clean["dsn"]), await snapshot(chaos["dsn"]))
         texts = await asyncio.to_thread(read_logs, log_dir) + chaos["run"].captured
@@ -520,18 +582,32 @@ def parse(argv: list[str] | None) -> Params:
     ap.add_argument("--speed", type=float, default=d.speed)
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--processes", type=int, default=d.processes)
-    ap.add_argument("--kill-interval", type=float, default=d.kill_interval_s,
-                    help="mean real seconds between two SIGKILLs")
-    ap.add_argument("--pg-restarts", default=",".join(d.pg_restarts),
-                    help="comma-separated restart modes (fast, immediate); empty for none")
+    ap.add_argument(
+        "--kill-interval",
+        type=float,
+        default=d.kill_interval_s,
+        help="mean real seconds between two SIGKILLs",
+    )
+    ap.add_argument(
+        "--pg-restarts",
+        default=",".join(d.pg_restarts),
+        help="comma-separated restart modes (fast, immediate); empty for none",
+    )
     ap.add_argument("--max-seconds", type=float, default=d.max_seconds)
     ap.add_argument("--out", default=d.out)
     ap.add_argument("--keep-logs", action="store_true")
     a = ap.parse_args(argv)
-    return Params(jobs=a.jobs, speed=a.speed, seed=a.seed, processes=a.processes,
-                  kill_interval_s=a.kill_interval, max_seconds=a.max_seconds, out=a.out,
-                  pg_restarts=tuple(m for m in a.pg_restarts.split(",") if m),
-                  keep_logs=a.keep_logs)
+    return Params(
+        jobs=a.jobs,
+        speed=a.speed,
+        seed=a.seed,
+        processes=a.processes,
+        kill_interval_s=a.kill_interval,
+        max_seconds=a.max_seconds,
+        out=a.out,
+        pg_restarts=tuple(m for m in a.pg_restarts.split(",") if m),
+        keep_logs=a.keep_logs,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

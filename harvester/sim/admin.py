@@ -60,11 +60,7 @@ def _range(value: Any, name: str) -> tuple[float, float] | None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value), float(value)
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(isinstance(v, int | float) for v in value)
-    ):
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
         lo, hi = float(value[0]), float(value[1])
         if 0 <= lo <= hi:
             return lo, hi
@@ -118,11 +114,7 @@ async def post_jobs(request: web.Request) -> web.Response:
     if not 0 <= count <= MAX_BULK:
         return bad(f"count must be within 0..{MAX_BULK}")
     token = body.get("token")
-    cred = (
-        state.credential(str(token))
-        if token is not None
-        else next(iter(state.credentials.values()), None)
-    )
+    cred = state.credential(str(token)) if token is not None else next(iter(state.credentials.values()), None)
     if cred is None:
         return bad("unknown token")
     ids = create_jobs(state, cred, count, job_type, plan, payload)

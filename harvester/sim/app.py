@@ -34,9 +34,7 @@ from harvester.sim.ratelimit import Decision
 from harvester.sim.settings import SimSettings
 from harvester.sim.state import STATE_KEY, Credential, SimState, split_token
 
-BAD_FORMAT = {
-    "detail": "Invalid authentication token format. Expected: client_id:api_key:api_secret"
-}
+BAD_FORMAT = {"detail": "Invalid authentication token format. Expected: client_id:api_key:api_secret"}
 UNKNOWN = {"detail": "Invalid API credentials"}
 INACTIVE = {"detail": "Client account is inactive"}
 REVOKED = {"detail": "API credentials have been revoked"}
@@ -91,9 +89,7 @@ def guard(request: web.Request, endpoint: str, faultable: bool) -> Passed | web.
         return json_response(401, UNKNOWN, {"WWW-Authenticate": "Bearer"})
     if cred.status == "inactive":
         state.record(endpoint, "403", cred.client_id)
-        return json_response(
-            403, INACTIVE, rate_headers(state, cred.bucket.peek(state.clock.now()))
-        )
+        return json_response(403, INACTIVE, rate_headers(state, cred.bucket.peek(state.clock.now())))
     if cred.status == "revoked":
         state.record(endpoint, str(cred.revoked_status), cred.client_id)
         headers = rate_headers(state, cred.bucket.peek(state.clock.now()))
@@ -127,9 +123,7 @@ async def answer(
 ) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     fault = passed.verdict.fault
-    outcome = {Fault.HANG: "hang", Fault.RESET: "reset", Fault.TRUNCATE: "truncated"}.get(
-        fault, str(status)
-    )
+    outcome = {Fault.HANG: "hang", Fault.RESET: "reset", Fault.TRUNCATE: "truncated"}.get(fault, str(status))
     state.record(endpoint, outcome, passed.cred.client_id)
     return await deliver(request, status, body, passed.headers, fault, state.faults.hang_s)
 
@@ -159,9 +153,7 @@ async def get_status(request: web.Request) -> web.StreamResponse:
     job = state.owned_job(passed.cred, request.match_info["job_id"])
     if job is None:
         return await answer(request, "status", passed, 404, NOT_FOUND)
-    return await answer(
-        request, "status", passed, 200, status_body(state.clock, job, state.clock.now())
-    )
+    return await answer(request, "status", passed, 200, status_body(state.clock, job, state.clock.now()))
 
 
 def _query_error(loc: str, msg: str, kind: str, value: str | None) -> dict[str, Any]:
@@ -194,9 +186,7 @@ def parse_list_query(query: Mapping[str, str]) -> ListQuery | dict[str, Any]:
                 name, f"Input should be greater than or equal to {lo}", "greater_than_equal", raw
             )
         if hi is not None and value > hi:
-            return _query_error(
-                name, f"Input should be less than or equal to {hi}", "less_than_equal", raw
-            )
+            return _query_error(name, f"Input should be less than or equal to {hi}", "less_than_equal", raw)
         ints[name] = value
     enums: dict[str, str | None] = {}
     for name, allowed in (
@@ -251,9 +241,7 @@ async def get_list(request: web.Request) -> web.StreamResponse:
         "page": page,
         "page_size": size,
         "total_pages": math.ceil(len(keyed) / size),
-        "jobs": [
-            list_row(state.clock, job, now) for _, job in keyed[(page - 1) * size : page * size]
-        ],
+        "jobs": [list_row(state.clock, job, now) for _, job in keyed[(page - 1) * size : page * size]],
     }
     return await answer(request, "list", passed, 200, body)
 
@@ -269,9 +257,7 @@ async def delete_job(request: web.Request) -> web.StreamResponse:
     now = state.clock.now()
     status = job.status_at(now)
     if status == "completed":
-        return await answer(
-            request, "cancel", passed, 400, {"detail": "Cannot cancel a completed job"}
-        )
+        return await answer(request, "cancel", passed, 400, {"detail": "Cannot cancel a completed job"})
     if status in TERMINAL:
         return await answer(request, "cancel", passed, 400, {"detail": f"Job is already {status}"})
     job.cancel(now)

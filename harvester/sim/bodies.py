@@ -45,9 +45,7 @@ def stamp(clock: Clock, job: Job, sim_t: float) -> str:
     return iso_naive(wall) if job.naive_timestamps else iso_z(wall)
 
 
-def results_body(
-    clock: Clock, job: Job, now: float, seed: int, variants: bool
-) -> tuple[int, dict[str, Any]]:
+def results_body(clock: Clock, job: Job, now: float, seed: int, variants: bool) -> tuple[int, dict[str, Any]]:
     """HTTP status and body of ``GET /jobs/{id}/results`` for a job at ``now``."""
     status = job.status_at(now)
     if status in ("queued", "processing"):
@@ -79,9 +77,7 @@ def results_body(
     if status == "completed":
         envelope["data"] = job_data(seed, job, variants)
         return 200, envelope
-    envelope["error_message"] = (
-        job.error_message if status == "failed" else "Job was cancelled by user"
-    )
+    envelope["error_message"] = job.error_message if status == "failed" else "Job was cancelled by user"
     return 410, envelope
 
 
@@ -94,9 +90,7 @@ def status_body(clock: Clock, job: Job, now: float) -> dict[str, Any]:
         "status": status,
         "created_at": stamp(clock, job, job.created_at),
         "updated_at": stamp(clock, job, job.updated_at(now)),
-        "worker_id": None
-        if status == "queued" or job.finished_at() <= job.start_at
-        else job.worker_id,
+        "worker_id": None if status == "queued" or job.finished_at() <= job.start_at else job.worker_id,
     }
 
 
@@ -151,9 +145,7 @@ def health_body(clock: Clock, now: float) -> dict[str, Any]:
 
 
 def queue_stats_body(clock: Clock, now: float, jobs: list[Job]) -> dict[str, Any]:
-    queues = {
-        key: {"queued": 0, "processing": 0, "total": 0} for key in ("spider_site", "spider_maps")
-    }
+    queues = {key: {"queued": 0, "processing": 0, "total": 0} for key in ("spider_site", "spider_maps")}
     done_hour = done_day = 0
     times: list[float] = []
     for job in jobs:

@@ -56,8 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         type=_token,
         metavar="T",
-        help="accepted credential client_id:api_key:api_secret, repeatable "
-        f"(default {DEFAULT_TOKEN})",
+        help=f"accepted credential client_id:api_key:api_secret, repeatable (default {DEFAULT_TOKEN})",
     )
     add(
         "--inactive-token",
@@ -193,9 +192,7 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="harvester sim", description="Run the SpiderIQ API simulator."
-    )
+    parser = argparse.ArgumentParser(prog="harvester sim", description="Run the SpiderIQ API simulator.")
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -81,6 +81,4 @@ def iso_z(unix_ts: float) -> str:
 
 def iso_naive(unix_ts: float) -> str:
     """``2026-01-18T12:31:37.073080`` style: no offset, microseconds (a documented variant)."""
-    return (
-        datetime.fromtimestamp(unix_ts, UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
-    )
+    return datetime.fromtimestamp(unix_ts, UTC).replace(tzinfo=None).isoformat(timespec="microseconds")

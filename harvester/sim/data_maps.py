@@ -72,9 +72,7 @@ def business(
             "longitude": round(lon + rng.uniform(-0.05, 0.05), 6),
         },
         "link": f"https://www.google.com/maps/place/{name.replace(' ', '+')}/data=!4m2!3m1!1s{pid}",
-        "business_status": rng.choice(
-            ("OPERATIONAL",) * 12 + ("CLOSED_TEMPORARILY", "CLOSED_PERMANENTLY")
-        ),
+        "business_status": rng.choice(("OPERATIONAL",) * 12 + ("CLOSED_TEMPORARILY", "CLOSED_PERMANENTLY")),
         "price_range": rng.choice(("$", "$$", "$$$", "$$$$", None)),
         "working_hours": _hours(rng, variants),
     }
@@ -98,9 +96,7 @@ def maps_data(seed: int, job_id: str, payload: dict[str, Any], variants: bool) -
     """The ``data`` object of a completed spiderMaps job."""
     rng = random.Random(f"{seed}:{job_id}:maps")
     category, city = rng.randrange(len(w.CATEGORIES)), rng.randrange(len(w.CITIES))
-    query = str(
-        payload.get("search_query") or f"{w.CATEGORIES[category][0]} in {w.CITIES[city][0]}"
-    )
+    query = str(payload.get("search_query") or f"{w.CATEGORIES[category][0]} in {w.CITIES[city][0]}")
     max_results = int(payload.get("max_results") or 20)
     validate = bool(payload.get("validate_phones", rng.random() < 0.5))
     images = bool(payload.get("store_images", rng.random() < 0.5))

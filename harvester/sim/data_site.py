@@ -104,8 +104,7 @@ def site_data(seed: int, job_id: str, payload: dict[str, Any], variants: bool) -
     ]
     emails = _emails(rng, domain, people)
     socials = {
-        key: (w.SOCIAL_URLS[key].format(h=handle) if rng.random() < 0.35 else None)
-        for key in w.SOCIALS
+        key: (w.SOCIAL_URLS[key].format(h=handle) if rng.random() < 0.35 else None) for key in w.SOCIALS
     }
     has_compendium = mode != "contacts" or rng.random() < 0.5
     markdown = _compendium(rng, name, rng.randint(8_000, 60_000)) if has_compendium else None
@@ -151,8 +150,7 @@ def site_data(seed: int, job_id: str, payload: dict[str, Any], variants: bool) -
             "summary": rng.choice(w.SENTENCES),
             "industry": industry,
             "services": rng.sample(w.SERVICES, rng.randint(1, 4)),
-            "target_audience": f"{rng.choice(('Small', 'Mid-market', 'Enterprise'))} "
-            f"{industry} companies",
+            "target_audience": f"{rng.choice(('Small', 'Mid-market', 'Enterprise'))} {industry} companies",
         }
         if ai
         else None,

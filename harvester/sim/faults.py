@@ -101,9 +101,7 @@ class FaultPlan:
         if now < self.storm_until:
             remaining = self.storm_until - now
             retry = self.storm_retry_after_s
-            return Verdict(
-                Fault.STORM, 429, retry if retry is not None else max(1, -int(-remaining // 1))
-            )
+            return Verdict(Fault.STORM, 429, retry if retry is not None else max(1, -int(-remaining // 1)))
         return None
 
     def choose(self) -> Verdict:

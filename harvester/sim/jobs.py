@@ -162,9 +162,7 @@ def plan_job(
     outcome = plan.outcome
     if outcome is None:
         outcome = (
-            "failed"
-            if draw < fail_rate
-            else ("cancelled" if draw < fail_rate + cancel_rate else "completed")
+            "failed" if draw < fail_rate else ("cancelled" if draw < fail_rate + cancel_rate else "completed")
         )
     start, end = created + wait, created + wait + run
     cancel_at = None

@@ -58,9 +58,7 @@ class SimServer:
         return self.state.stats(per_job=per_job)
 
     async def start(self) -> str:
-        self._runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5
-        )
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await site.start()
@@ -95,8 +93,9 @@ async def submit_mix(base_url: str, token: str, count: int) -> list[str]:
     ids: list[str] = []
     async with aiohttp.ClientSession() as session:
         for job_type, n in (("spiderSite", site), ("spiderMaps", count - site)):
-            async with session.post(f"{base_url}/_sim/jobs",
-                                    json={"count": n, "type": job_type, "token": token}) as resp:
+            async with session.post(
+                f"{base_url}/_sim/jobs", json={"count": n, "type": job_type, "token": token}
+            ) as resp:
                 resp.raise_for_status()
                 ids += [str(i) for i in (await resp.json())["job_ids"]]
     return ids

@@ -76,9 +76,7 @@ class SimState:
             cred = Credential(token=token, revoked_status=self.settings.revoked_status)
             self.credentials[token] = cred
         rpm = rate_per_minute if rate_per_minute is not None else self.settings.rate_per_minute
-        cred.bucket = TokenBucket(
-            rpm, burst if burst is not None else self.settings.burst, self.clock.now()
-        )
+        cred.bucket = TokenBucket(rpm, burst if burst is not None else self.settings.burst, self.clock.now())
         cred.meter = RateMeter(rpm)
         return cred
 
@@ -205,9 +203,7 @@ class SimState:
                 "total": sum(job.fetches for job in fetched),
                 "jobs_fetched": len(fetched),
                 "max_per_job": max((job.fetches for job in fetched), default=0),
-                "jobs_fetched_more_than_once_after_done": sum(
-                    1 for job in fetched if job.fetches_done > 1
-                ),
+                "jobs_fetched_more_than_once_after_done": sum(1 for job in fetched if job.fetches_done > 1),
                 "terminal_fetches": sum(job.fetches_done for job in fetched),
             },
         }

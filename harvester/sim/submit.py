@@ -32,9 +32,7 @@ def _int_in(value: Any, lo: int, hi: int) -> bool:
 
 def _valid_url(value: str) -> bool:
     parts = urlsplit(value)
-    return (
-        parts.scheme in ("http", "https") and bool(parts.hostname) and "." in (parts.hostname or "")
-    )
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and "." in (parts.hostname or "")
 
 
 def check_payload(job_type: str, payload: dict[str, Any]) -> Result | None:
@@ -50,9 +48,7 @@ def check_payload(job_type: str, payload: dict[str, Any]) -> Result | None:
         if "max_pages" in payload and not _int_in(payload["max_pages"], 1, 50):
             return invalid(["payload", "max_pages"], "Input should be between 1 and 50")
         if bool(payload.get("product_description")) != bool(payload.get("icp_description")):
-            return invalid(
-                ["payload"], "product_description and icp_description must be given together"
-            )
+            return invalid(["payload"], "product_description and icp_description must be given together")
     elif job_type == MAPS:
         query, url = payload.get("search_query"), payload.get("url")
         if not (isinstance(query, str) and query.strip()) and not (isinstance(url, str) and url):
@@ -76,9 +72,7 @@ async def _json_object(request: web.Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-async def handle(
-    request: web.Request, state: SimState, cred: Credential, job_type: str | None
-) -> Result:
+async def handle(request: web.Request, state: SimState, cred: Credential, job_type: str | None) -> Result:
     body = await _json_object(request)
     if body is None:
         return 422, {

@@ -41,14 +41,14 @@ def args(tmp_path: Path) -> argparse.Namespace:
     ],
 )
 def test_a_subject_run_counts_only_if_it_exits_0_after_the_whole_period(
-        exit_code: int | None, ran_s: float, verdict: int | None) -> None:
+    exit_code: int | None, ran_s: float, verdict: int | None
+) -> None:
     failed = subject_failure(exit_code, ran_s, 30.0)
     assert (failed[0] if failed else None) == verdict
 
 
 async def test_a_subject_that_exits_1_gives_no_figure() -> None:
-    outcome = await memory.watch(subject("import sys, time; time.sleep(0.3); sys.exit(1)"),
-                                 {}, seconds=2.0)
+    outcome = await memory.watch(subject("import sys, time; time.sleep(0.3); sys.exit(1)"), {}, seconds=2.0)
     assert outcome["exit_code"] == 1 and "exited 1" in outcome["failure"]
     assert not FIGURES & set(outcome)
 
@@ -62,16 +62,23 @@ async def test_a_subject_that_stops_early_with_exit_0_gives_no_figure() -> None:
 
 
 async def test_a_subject_that_runs_the_whole_period_gives_figures() -> None:
-    outcome = await memory.watch(subject("import time; x = bytearray(8 << 20); time.sleep(1.2)"),
-                                 {}, seconds=1.0)
+    outcome = await memory.watch(
+        subject("import time; x = bytearray(8 << 20); time.sleep(1.2)"), {}, seconds=1.0
+    )
     assert "failure" not in outcome and outcome["exit_code"] == 0
     assert outcome["peak_rss_mb"] >= 8
 
 
 def test_the_report_prints_no_figure_for_a_failed_run_and_fails_with_its_code(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    failed = {"exit_code": 1, "ran_s": 12.1, "failure": "subject exited 1 after 12.1 s of 30 s",
-              "last_lines": ["ExceptionGroup: unhandled errors"], "backlog": 1_000_000}
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failed = {
+        "exit_code": 1,
+        "ran_s": 12.1,
+        "failure": "subject exited 1 after 12.1 s of 30 s",
+        "last_lines": ["ExceptionGroup: unhandled errors"],
+        "backlog": 1_000_000,
+    }
     with pytest.raises(BenchFailed) as caught:
         memory.report(args(tmp_path), {"stale": failed}, 1_000_000, 30.0, 10.0)
     assert caught.value.exit_code == 1
@@ -84,7 +91,8 @@ def test_the_report_prints_no_figure_for_a_failed_run_and_fails_with_its_code(
 
 
 def test_python_m_bench_exits_with_the_failed_benchmarks_code(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     ran: list[str] = []
 
     def fake(name: str, code: int) -> types.ModuleType:
@@ -108,12 +116,17 @@ def test_python_m_bench_exits_with_the_failed_benchmarks_code(
     assert "fake_failing failed (exit 3)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("code", "early", "reason"),
-                         [(1, True, "exited 1 before the run ended"),
-                          (0, True, "exited 0 before the run ended"),
-                          (1, False, "exited 1 when stopped")])
+@pytest.mark.parametrize(
+    ("code", "early", "reason"),
+    [
+        (1, True, "exited 1 before the run ended"),
+        (0, True, "exited 0 before the run ended"),
+        (1, False, "exited 1 when stopped"),
+    ],
+)
 async def test_the_harvest_bench_fails_when_its_in_process_daemon_fails(
-        code: int, early: bool, reason: str) -> None:
+    code: int, early: bool, reason: str
+) -> None:
     from bench.harvest import HarvesterEngine
 
     sim = types.SimpleNamespace(url="http://127.0.0.1:1")

@@ -22,9 +22,26 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
     out = tmp_path / "chaos.json"
     run = subprocess.run(  # noqa: S603 - our own driver, fixed arguments
-        [sys.executable, "-m", "bench.chaos", "--jobs", "240", "--kill-interval", "1.5",
-         "--pg-restarts", "fast", "--max-seconds", "150", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=230, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bench.chaos",
+            "--jobs",
+            "240",
+            "--kill-interval",
+            "1.5",
+            "--pg-restarts",
+            "fast",
+            "--max-seconds",
+            "150",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=230,
+        check=False,
     )
     assert out.exists(), run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())

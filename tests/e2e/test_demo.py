@@ -11,7 +11,8 @@ from harvester import cli
 
 
 def test_demo_harvests_a_small_mix_and_reports_what_it_cost(
-    db_dsn: str, capsys: pytest.CaptureFixture[str],
+    db_dsn: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert cli.main(["demo", "--jobs", "40", "--speed", "60", "--dsn", db_dsn]) == 0
     out, err = capsys.readouterr()

@@ -90,8 +90,7 @@ async def test_mixed_jobs_end_in_the_simulators_states_within_the_limit(db_dsn: 
         ids = await _submit_mix(sim)
         await enqueue(db_dsn, ids)
         cfg = daemon_config(db_dsn, sim, SPEED)
-        await asyncio.wait_for(daemon.run(cfg, asyncio.Event(), drain=True, max_seconds=90.0),
-                               timeout=120)
+        await asyncio.wait_for(daemon.run(cfg, asyncio.Event(), drain=True, max_seconds=90.0), timeout=120)
         stats = sim.stats(per_job=True)
         jobs = await fetch_jobs(db_dsn)
 
@@ -101,8 +100,11 @@ async def test_mixed_jobs_end_in_the_simulators_states_within_the_limit(db_dsn: 
 
         fetches = stats["result_fetches"]
         per_job = fetches["per_job"]
-        unaccounted = [j for j, row in jobs.items()
-                       if sim_status(sim, j) is not None and row["polls"] != per_job.get(str(j), 0)]
+        unaccounted = [
+            j
+            for j, row in jobs.items()
+            if sim_status(sim, j) is not None and row["polls"] != per_job.get(str(j), 0)
+        ]
         assert unaccounted == [], "polls counted in jobs differ from the sim's fetches"
         assert fetches["jobs_fetched_more_than_once_after_done"] == 0
 
@@ -113,9 +115,11 @@ async def test_mixed_jobs_end_in_the_simulators_states_within_the_limit(db_dsn: 
         assert worst_window(stats) <= 100
         assert max_burst(stats) <= 20
         assert harvested >= 200
-        print(f"\n[e2e harvest] jobs {len(ids)}  states {dict(sorted(states.items()))}  "
-              f"requests {requests} {stats['requests_by_endpoint']}  "
-              f"per harvested job {requests / harvested:.3f}  "
-              f"per finished job {requests / len(ids):.3f}  "
-              f"429s {stats['served_429']}  worst 60 s window {worst_window(stats)}  "
-              f"max burst {max_burst(stats)}")
+        print(
+            f"\n[e2e harvest] jobs {len(ids)}  states {dict(sorted(states.items()))}  "
+            f"requests {requests} {stats['requests_by_endpoint']}  "
+            f"per harvested job {requests / harvested:.3f}  "
+            f"per finished job {requests / len(ids):.3f}  "
+            f"429s {stats['served_429']}  worst 60 s window {worst_window(stats)}  "
+            f"max burst {max_burst(stats)}"
+        )

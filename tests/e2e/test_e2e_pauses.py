@@ -61,8 +61,9 @@ async def test_revoked_credential_changes_no_job_until_restored(db_dsn: str) -> 
         async with running(cfg) as task:
             await wait_for(lambda: _harvested_at_least(db_dsn, 30), 60, "30 jobs harvested")
             await sim_admin(sim, "tokens", {"token": TOKEN, "action": "revoke", "status": 401})
-            await wait_for(lambda: requests.first("401") is not None, 30,
-                           "the daemon to meet the revoked credential")
+            await wait_for(
+                lambda: requests.first("401") is not None, 30, "the daemon to meet the revoked credential"
+            )
             refused_at = requests.first("401")
             assert refused_at is not None
             await asyncio.sleep(0.5)  # answers already on the wire land first
@@ -73,8 +74,10 @@ async def test_revoked_credential_changes_no_job_until_restored(db_dsn: str) -> 
             after = {j: r["state"] for j, r in (await fetch_jobs(db_dsn)).items()}
             sent = requests.between(window_start, time.monotonic())
 
-            print(f"\n[e2e 401] {len(after_refusal)} requests in the 0.5 s after the first 401, "
-                  f"{len(sent)} (all 401) in the next {4 * recheck_s:.0f} s")
+            print(
+                f"\n[e2e 401] {len(after_refusal)} requests in the 0.5 s after the first 401, "
+                f"{len(sent)} (all 401) in the next {4 * recheck_s:.0f} s"
+            )
             assert after == before
             assert len(after_refusal) <= 3, f"{len(after_refusal)} requests right after the first 401"
             assert "pending" in after.values()
@@ -102,10 +105,10 @@ async def test_long_retry_after_holds_every_request_until_it_expires(db_dsn: str
         cfg = daemon_config(db_dsn, sim, SPEED)
         async with running(cfg) as task:
             await wait_for(lambda: _harvested_at_least(db_dsn, 30), 60, "30 jobs harvested")
-            await sim_admin(sim, "faults", {"long_retry_after_s": retry_after_sim_s,
-                                            "next": ["long_retry_after"]})
-            await wait_for(lambda: requests.first("429") is not None, 30,
-                           "the 429")
+            await sim_admin(
+                sim, "faults", {"long_retry_after_s": retry_after_sim_s, "next": ["long_retry_after"]}
+            )
+            await wait_for(lambda: requests.first("429") is not None, 30, "the 429")
             refused_at = requests.first("429")
             assert refused_at is not None
             await asyncio.sleep(pause_s + 1.0)
@@ -117,8 +120,10 @@ async def test_long_retry_after_holds_every_request_until_it_expires(db_dsn: str
             assert during == [], f"{len(during)} requests sent during the {pause_s:.1f} s pause"
             assert await asyncio.wait_for(task, timeout=60) == 0
         assert resumed_at is not None and resumed_at < refused_at + pause_s + 5
-        print(f"\n[e2e retry-after] pause {pause_s:.1f} s: {len(on_the_wire)} answers already on "
-              f"the wire, 0 sent during it, first new request after {resumed_at - refused_at:.2f} s")
+        print(
+            f"\n[e2e retry-after] pause {pause_s:.1f} s: {len(on_the_wire)} answers already on "
+            f"the wire, 0 sent during it, first new request after {resumed_at - refused_at:.2f} s"
+        )
         jobs = await fetch_jobs(db_dsn)
         assert mismatched_states(sim, jobs) == []
         assert sim.stats(per_job=False)["served_429"] == 1

@@ -65,7 +65,9 @@ async def leases_held(dsn: str, owner: str) -> dict[UUID, Lease]:
     try:
         rows = await conn.fetch(
             "SELECT job_id, lease_token, lease_expires_at FROM harvester.jobs "
-            "WHERE state = 'pending' AND lease_owner = $1 AND lease_expires_at > now()", owner)
+            "WHERE state = 'pending' AND lease_owner = $1 AND lease_expires_at > now()",
+            owner,
+        )
     finally:
         await conn.close()
     return {row["job_id"]: Lease(row["lease_token"], row["lease_expires_at"]) for row in rows}
@@ -74,8 +76,9 @@ async def leases_held(dsn: str, owner: str) -> dict[UUID, Lease]:
 async def taken_over(dsn: str, held: dict[UUID, Lease]) -> bool:
     """Every one of these jobs was claimed again (newer token) or has finished."""
     jobs = await fetch_jobs(dsn)
-    return all(jobs[j]["state"] != "pending" or jobs[j]["lease_token"] > lease.token
-               for j, lease in held.items())
+    return all(
+        jobs[j]["state"] != "pending" or jobs[j]["lease_token"] > lease.token for j, lease in held.items()
+    )
 
 
 async def db_now(dsn: str) -> datetime:
@@ -105,13 +108,13 @@ def _check_limit(stats: dict[str, Any]) -> None:
     assert max_burst(stats) <= 20
 
 
-async def test_two_processes_share_the_limit_and_harvest_each_job_once(
-        db_dsn: str, tmp_path: Path) -> None:
+async def test_two_processes_share_the_limit_and_harvest_each_job_once(db_dsn: str, tmp_path: Path) -> None:
     async with SimServer(speed=SPEED, seed=31, tokens=[TOKEN]) as sim:
         ids = await sim_jobs(sim, 170, "spiderSite") + await sim_jobs(sim, 70, "spiderMaps")
         await enqueue(db_dsn, ids)
-        daemons = [await start_daemon(daemon_env(db_dsn, sim, SPEED, f"w{n}"), tmp_path, "--drain")
-                   for n in (1, 2)]
+        daemons = [
+            await start_daemon(daemon_env(db_dsn, sim, SPEED, f"w{n}"), tmp_path, "--drain") for n in (1, 2)
+        ]
         try:
             assert await _all_exit(daemons, 120) == [0, 0]
         finally:
@@ -131,10 +134,12 @@ async def test_two_processes_share_the_limit_and_harvest_each_job_once(
         assert stats["result_fetches"]["jobs_fetched_more_than_once_after_done"] == 0
         fetched = stats["result_fetches"]["per_job"]
         assert [j for j, row in jobs.items() if row["polls"] != fetched.get(str(j), 0)] == []
-        print(f"\n[e2e two processes] jobs {len(ids)} harvested {len(harvested)} "
-              f"({len(per_process[0])} + {len(per_process[1])}), requests {stats['requests_total']}, "
-              f"429s {stats['served_429']}, worst 60 s window {worst_window(stats)}, "
-              f"max burst {max_burst(stats)}")
+        print(
+            f"\n[e2e two processes] jobs {len(ids)} harvested {len(harvested)} "
+            f"({len(per_process[0])} + {len(per_process[1])}), requests {stats['requests_total']}, "
+            f"429s {stats['served_429']}, worst 60 s window {worst_window(stats)}, "
+            f"max burst {max_burst(stats)}"
+        )
 
 
 async def test_survivor_takes_over_the_jobs_of_a_killed_process(db_dsn: str, tmp_path: Path) -> None:
@@ -143,8 +148,7 @@ async def test_survivor_takes_over_the_jobs_of_a_killed_process(db_dsn: str, tmp
     async with SimServer(speed=SPEED, seed=32, tokens=[TOKEN]) as sim:
         ids = await sim_jobs(sim, 300, "spiderSite", duration_s=[5, 60])
         await enqueue(db_dsn, ids)
-        survivor = await start_daemon(daemon_env(db_dsn, sim, SPEED, "survivor", extra), tmp_path,
-                                      "--drain")
+        survivor = await start_daemon(daemon_env(db_dsn, sim, SPEED, "survivor", extra), tmp_path, "--drain")
         victim = await start_daemon(daemon_env(db_dsn, sim, SPEED, "victim", extra), tmp_path)
         try:
             await wait_for(lambda: _harvested_at_least(db_dsn, 40), 60, "40 jobs harvested")
@@ -164,8 +168,9 @@ async def test_survivor_takes_over_the_jobs_of_a_killed_process(db_dsn: str, tmp
             # may still have finished or rescheduled some jobs itself.
             held = await leases_held(db_dsn, "victim")
             assert held, "the victim held no lease when it died"
-            took_over_s = await wait_for(lambda: taken_over(db_dsn, held), lease_s + 30,
-                                         "the survivor to take over the victim's jobs")
+            took_over_s = await wait_for(
+                lambda: taken_over(db_dsn, held), lease_s + 30, "the survivor to take over the victim's jobs"
+            )
             assert await _all_exit([survivor], 120) == [0]
             finished_s = time.monotonic() - killed_at
         finally:
@@ -181,11 +186,13 @@ async def test_survivor_takes_over_the_jobs_of_a_killed_process(db_dsn: str, tmp
         _check_limit(stats)
         # A result fetched by the victim just before it died is fetched again by the survivor.
         assert stats["result_fetches"]["jobs_fetched_more_than_once_after_done"] <= len(held)
-        print(f"\n[e2e kill -9] victim held {len(held)} leases (lease {lease_s:.1f} s, the last "
-              f"expiring {expiry_s.total_seconds():.2f} s after the kill); the survivor "
-              f"took them all over in {took_over_s:.2f} s and drained the queue "
-              f"{finished_s:.1f} s after the kill; 429s {stats['served_429']}, "
-              f"worst 60 s window {worst_window(stats)}")
+        print(
+            f"\n[e2e kill -9] victim held {len(held)} leases (lease {lease_s:.1f} s, the last "
+            f"expiring {expiry_s.total_seconds():.2f} s after the kill); the survivor "
+            f"took them all over in {took_over_s:.2f} s and drained the queue "
+            f"{finished_s:.1f} s after the kill; 429s {stats['served_429']}, "
+            f"worst 60 s window {worst_window(stats)}"
+        )
 
 
 async def test_sigterm_exits_cleanly_and_a_second_run_finishes(db_dsn: str, tmp_path: Path) -> None:
@@ -218,8 +225,10 @@ async def test_sigterm_exits_cleanly_and_a_second_run_finishes(db_dsn: str, tmp_
         assert len(jobs) == len(ids)
         assert mismatched_states(sim, jobs) == []
         _check_limit(sim.stats(per_job=False))
-        print(f"\n[e2e SIGTERM] exit 0 after {exit_s:.2f} s (grace {grace_s:.1f} s), "
-              f"{len(pending)} jobs left pending without a lease, finished by a second run")
+        print(
+            f"\n[e2e SIGTERM] exit 0 after {exit_s:.2f} s (grace {grace_s:.1f} s), "
+            f"{len(pending)} jobs left pending without a lease, finished by a second run"
+        )
 
 
 async def _holds_any(dsn: str, owner: str) -> bool:

@@ -20,9 +20,12 @@ IDLE_POLL_S = 30.0  # real seconds: far longer than the wake-up may take
 async def _listening(dsn: str) -> bool:
     conn = await asyncpg.connect(dsn)
     try:
-        return bool(await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND query ILIKE 'LISTEN%harvester_jobs%'"))
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query ILIKE 'LISTEN%harvester_jobs%'"
+            )
+        )
     finally:
         await conn.close()
 
@@ -46,8 +49,9 @@ async def test_insert_wakes_an_idle_daemon_well_before_its_idle_poll(db_dsn: str
             ids = await sim_jobs(sim, 1, "spiderSite")
             inserted_at = time.monotonic()
             await enqueue(db_dsn, ids)
-            await wait_for(lambda: _claimed(db_dsn), IDLE_POLL_S / 3, "the new job to be claimed",
-                           interval=0.02)
+            await wait_for(
+                lambda: _claimed(db_dsn), IDLE_POLL_S / 3, "the new job to be claimed", interval=0.02
+            )
             woke_s = time.monotonic() - inserted_at
         finally:
             stop.set()

@@ -34,14 +34,17 @@ async def fill_stale_backlog(dsn: str) -> None:
         await conn.execute(
             "INSERT INTO harvester.jobs (job_id, enqueued_at, next_poll_at) "
             "SELECT gen_random_uuid(), now() - interval '30 days', now() - interval '30 days' "
-            "FROM generate_series(1, $1)", BACKLOG)
+            "FROM generate_series(1, $1)",
+            BACKLOG,
+        )
         await conn.execute("ANALYZE harvester.jobs")
     finally:
         await conn.close()
 
 
 async def test_a_million_stale_jobs_are_expired_in_batches_under_a_2_s_timeout(
-    db_dsn: str, tmp_path: Path,
+    db_dsn: str,
+    tmp_path: Path,
 ) -> None:
     await fill_stale_backlog(db_dsn)
     async with SimServer(speed=1.0, seed=5, tokens=[TOKEN]) as sim:
@@ -51,8 +54,7 @@ async def test_a_million_stale_jobs_are_expired_in_batches_under_a_2_s_timeout(
             code = await daemon.exit_code(within_s=60)
         finally:
             await daemon.stop()
-    events = [json.loads(line) for line in daemon.log_path.read_text().splitlines()
-              if line.startswith("{")]
+    events = [json.loads(line) for line in daemon.log_path.read_text().splitlines() if line.startswith("{")]
     assert code == 0, daemon.log_tail()
     failures = [e for e in events if e["event"].endswith("_failed") or "QueryCanceled" in str(e)]
     assert failures == [], failures[:3]
@@ -71,8 +73,15 @@ def test_status_answers_over_a_million_jobs_under_a_2_s_timeout(db_dsn: str) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
     env.update({"HARVESTER_DSN": db_dsn, **TIMEOUT_ENV})
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "harvester.cli", "status", "--json"], env=env,
-                          cwd=str(ROOT), capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "harvester.cli", "status", "--json"],
+        env=env,
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["jobs"]["pending"] == BACKLOG

@@ -55,10 +55,10 @@ def pgbouncer(request: pytest.FixtureRequest, pg_server: str) -> Iterator[PgBoun
         yield bouncer
 
 
-@pytest.mark.parametrize(("ci", "outcome"), [("", pytest.skip.Exception),
-                                             ("true", pytest.fail.Exception)])
+@pytest.mark.parametrize(("ci", "outcome"), [("", pytest.skip.Exception), ("true", pytest.fail.Exception)])
 def test_missing_pgbouncer_is_a_skip_but_a_failure_in_ci(
-        monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]) -> None:
+    monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]
+) -> None:
     monkeypatch.setattr(bouncer_module, "find_pgbouncer", lambda: None)
     monkeypatch.setenv("CI", ci)
     with pytest.raises(outcome, match="pgbouncer is not installed"):
@@ -88,17 +88,25 @@ class Run:
 
 def cli_env(dsn: str, direct_dsn: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
-    env.update({"HARVESTER_DSN": dsn, "HARVESTER_DIRECT_DSN": direct_dsn,
-                "HARVESTER_SERVER__ENABLED": "false"})
+    env.update(
+        {"HARVESTER_DSN": dsn, "HARVESTER_DIRECT_DSN": direct_dsn, "HARVESTER_SERVER__ENABLED": "false"}
+    )
     return env
 
 
 async def harvester(env: Mapping[str, str], *args: str, stdin: str = "") -> Run:
     """``harvester ARGS`` as a subprocess."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "harvester.cli", *args, env=dict(env), cwd=str(ROOT),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "harvester.cli",
+        *args,
+        env=dict(env),
+        cwd=str(ROOT),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout=120)
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
@@ -124,8 +132,7 @@ async def test_concurrent_migrations_serialize(pgbouncer: PgBouncer, empty_db_ds
     runs = await asyncio.gather(harvester(env, "migrate"), harvester(env, "migrate"))
     for run in runs:
         ok(run)
-    applied = [v for run in runs for event in run.events("migrations_applied")
-               for v in event["versions"]]
+    applied = [v for run in runs for event in run.events("migrations_applied") for v in event["versions"]]
     everything = [m.version for m in migrate.available()]
     assert Counter(applied) == Counter(everything)  # each migration once, by one of the two
     again = ok(await harvester(env, "migrate"))
@@ -153,8 +160,10 @@ async def test_cli_commands_through_the_pooler(pgbouncer: PgBouncer, db_dsn: str
         assert status["jobs"]["pending"] == 30
     ok(await harvester(env, "status"))
 
-    bodies = [str(SEED / name) for name in ("site-ai-200.json", "site-champ-200.json",
-                                             "site-minimal-200.json", "maps-200.json")]
+    bodies = [
+        str(SEED / name)
+        for name in ("site-ai-200.json", "site-champ-200.json", "site-minimal-200.json", "maps-200.json")
+    ]
     imported = ok(await harvester(env, "import", *bodies, str(BODIES / "site-nested-contact-info.json")))
     stored = imported.json()["stored"]
     assert imported.json() == {"stored": 5, "rejected": 0, "skipped": 0}
@@ -197,11 +206,13 @@ async def test_harvest_through_the_pooler(pgbouncer: PgBouncer, db_dsn: str, tmp
     pooled = pgbouncer.dsn_for(db_dsn)
     async with SimServer(speed=SPEED, seed=61, tokens=["e2e:key:secret"]) as sim:
         ids = await _submit_mix(sim)
-        enqueued = ok(await harvester(cli_env(pooled, db_dsn), "enqueue", "--file", "-",
-                                      stdin="\n".join(map(str, ids)))).json()
+        enqueued = ok(
+            await harvester(cli_env(pooled, db_dsn), "enqueue", "--file", "-", stdin="\n".join(map(str, ids)))
+        ).json()
         assert enqueued == {"enqueued": len(ids), "duplicates": 0}
-        env = daemon_env(pooled, sim, SPEED, f"bouncer-{pgbouncer.pool_mode}",
-                         {"HARVESTER_DIRECT_DSN": db_dsn})
+        env = daemon_env(
+            pooled, sim, SPEED, f"bouncer-{pgbouncer.pool_mode}", {"HARVESTER_DIRECT_DSN": db_dsn}
+        )
         daemon = await start_daemon(env, tmp_path, "--drain")
         began = time.monotonic()
         try:
@@ -220,17 +231,22 @@ async def test_harvest_through_the_pooler(pgbouncer: PgBouncer, db_dsn: str, tmp
     assert "PreparedStatement" not in log and "startup parameter" not in log
     assert through_bouncer(pgbouncer, db_dsn)
     states = Counter(row["state"] for row in jobs.values())
-    print(f"\n[pgbouncer {pgbouncer.pool_mode}] enqueued {len(ids)}, harvested {states['harvested']}, "
-          f"failed {states['failed']}, cancelled {states['cancelled']}, "
-          f"not_found {states['not_found']}, drained in {took:.1f} s (speed {SPEED:.0f})")
+    print(
+        f"\n[pgbouncer {pgbouncer.pool_mode}] enqueued {len(ids)}, harvested {states['harvested']}, "
+        f"failed {states['failed']}, cancelled {states['cancelled']}, "
+        f"not_found {states['not_found']}, drained in {took:.1f} s (speed {SPEED:.0f})"
+    )
 
 
 async def _listening(direct_dsn: str) -> bool:
     conn = await asyncpg.connect(direct_dsn)
     try:
-        return bool(await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND query ILIKE 'LISTEN%harvester_jobs%'"))
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query ILIKE 'LISTEN%harvester_jobs%'"
+            )
+        )
     finally:
         await conn.close()
 
@@ -244,14 +260,21 @@ async def _claimed(dsn: str) -> bool:
 
 
 async def test_insert_through_the_pooler_wakes_the_daemon(
-        pgbouncer: PgBouncer, db_dsn: str, tmp_path: Path) -> None:
+    pgbouncer: PgBouncer, db_dsn: str, tmp_path: Path
+) -> None:
     idle_poll_s = 30.0  # real seconds: far longer than the wake-up may take
     pooled = pgbouncer.dsn_for(db_dsn)
     async with SimServer(speed=SPEED, seed=62, tokens=["e2e:key:secret"]) as sim:
-        env = daemon_env(pooled, sim, SPEED, f"wake-{pgbouncer.pool_mode}", {
-            "HARVESTER_DIRECT_DSN": db_dsn,
-            "HARVESTER_WORKER__IDLE_POLL_S": str(idle_poll_s * SPEED),
-        })
+        env = daemon_env(
+            pooled,
+            sim,
+            SPEED,
+            f"wake-{pgbouncer.pool_mode}",
+            {
+                "HARVESTER_DIRECT_DSN": db_dsn,
+                "HARVESTER_WORKER__IDLE_POLL_S": str(idle_poll_s * SPEED),
+            },
+        )
         daemon = await start_daemon(env, tmp_path, "--max-seconds", str(idle_poll_s * 2))
         try:
             await wait_for(lambda: _listening(db_dsn), 60, "the daemon to LISTEN")
@@ -262,11 +285,13 @@ async def test_insert_through_the_pooler_wakes_the_daemon(
             try:
                 inserted_at = time.monotonic()
                 await producer.execute(
-                    "INSERT INTO harvester.jobs (job_id) VALUES ($1) ON CONFLICT DO NOTHING", ids[0])
+                    "INSERT INTO harvester.jobs (job_id) VALUES ($1) ON CONFLICT DO NOTHING", ids[0]
+                )
             finally:
                 await producer.close()
-            await wait_for(lambda: _claimed(db_dsn), idle_poll_s / 3, "the new job to be claimed",
-                           interval=0.02)
+            await wait_for(
+                lambda: _claimed(db_dsn), idle_poll_s / 3, "the new job to be claimed", interval=0.02
+            )
             woke_s = time.monotonic() - inserted_at
         finally:
             if daemon.proc.returncode is None:
@@ -274,5 +299,7 @@ async def test_insert_through_the_pooler_wakes_the_daemon(
             code = await daemon.exit_code(60)
             await daemon.stop()
     assert code == 0, daemon.log_tail()
-    print(f"\n[pgbouncer {pgbouncer.pool_mode}] wake-up: claimed {woke_s:.3f} s after the insert "
-          f"(idle poll {idle_poll_s:.0f} s)")
+    print(
+        f"\n[pgbouncer {pgbouncer.pool_mode}] wake-up: claimed {woke_s:.3f} s after the insert "
+        f"(idle poll {idle_poll_s:.0f} s)"
+    )

@@ -45,19 +45,32 @@ class Finished:
     stderr: str
 
 
-async def harvester(*args: str, dsn: str, stdin: bytes | int | None = None,
-                    env: dict[str, str] | None = None, within_s: float = 60.0) -> Finished:
+async def harvester(
+    *args: str,
+    dsn: str,
+    stdin: bytes | int | None = None,
+    env: dict[str, str] | None = None,
+    within_s: float = 60.0,
+) -> Finished:
     """``harvester ARGS`` as a user runs it: its own process, configured by the environment.
     ``stdin``: bytes to write, or the read end of a pipe from another process."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
     clean.update({"HARVESTER_DSN": dsn, "HARVESTER_SERVER__ENABLED": "false", **(env or {})})
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "harvester.cli", *args, env=clean, cwd=str(ROOT),
+        sys.executable,
+        "-m",
+        "harvester.cli",
+        *args,
+        env=clean,
+        cwd=str(ROOT),
         stdin=stdin if isinstance(stdin, int) else asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(
-            proc.communicate(None if isinstance(stdin, int) else stdin), timeout=within_s)
+            proc.communicate(None if isinstance(stdin, int) else stdin), timeout=within_s
+        )
     except TimeoutError:
         proc.kill()
         await proc.wait()
@@ -67,15 +80,22 @@ async def harvester(*args: str, dsn: str, stdin: bytes | int | None = None,
 
 
 def daemon_env(sim: SimServer) -> dict[str, str]:
-    return {"HARVESTER_API_TOKEN": TOKEN, "HARVESTER_API_BASE_URL": sim.url,
-            "HARVESTER_SPEED": str(SPEED), "HARVESTER_LOG_LEVEL": "warning"}
+    return {
+        "HARVESTER_API_TOKEN": TOKEN,
+        "HARVESTER_API_BASE_URL": sim.url,
+        "HARVESTER_SPEED": str(SPEED),
+        "HARVESTER_LOG_LEVEL": "warning",
+    }
 
 
 async def sim_completed_jobs(sim: SimServer, count: int) -> list[str]:
-    async with aiohttp.ClientSession() as session, session.post(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
             f"{sim.url}/_sim/jobs",
-            json={"count": count, "type": "spiderSite", "token": TOKEN,
-                  "outcome": "completed"}) as resp:
+            json={"count": count, "type": "spiderSite", "token": TOKEN, "outcome": "completed"},
+        ) as resp,
+    ):
         resp.raise_for_status()
         return [str(i) for i in (await resp.json())["job_ids"]]
 
@@ -110,18 +130,17 @@ async def roles(db_dsn: str) -> AsyncIterator[Logins]:
 
 # ---------------------------------------------------------------- producer
 
+
 async def test_producer_enqueues_ids_and_is_told_which_were_new(roles: Logins) -> None:
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
     dsn = roles.dsn_for(roles.producer)
-    done = await harvester("enqueue", first, second, "--priority", "3", "--tag", "src=crm",
-                           dsn=dsn)
+    done = await harvester("enqueue", first, second, "--priority", "3", "--tag", "src=crm", dsn=dsn)
     assert done.code == 0, done.stderr
     assert json.loads(done.stdout) == {"enqueued": 2, "duplicates": 0}
     again = await harvester("enqueue", first, str(uuid.uuid4()), dsn=dsn)
     assert again.code == 0, again.stderr
     assert json.loads(again.stdout) == {"enqueued": 1, "duplicates": 1}
-    rows = await fetch(roles.dsn, "SELECT job_id::text AS id, state, priority, tags "
-                                  "FROM harvester.jobs")
+    rows = await fetch(roles.dsn, "SELECT job_id::text AS id, state, priority, tags FROM harvester.jobs")
     by_id = {r["id"]: r for r in rows}
     assert len(rows) == 3 and {r["state"] for r in rows} == {"pending"}
     assert (by_id[first]["priority"], json.loads(by_id[first]["tags"])) == (3, {"src": "crm"})
@@ -130,17 +149,20 @@ async def test_producer_enqueues_ids_and_is_told_which_were_new(roles: Logins) -
 async def test_producer_enqueues_a_psql_query_piped_to_stdin(roles: Logins) -> None:
     """``psql -Atc "SELECT job_id FROM crm.submitted" | harvester enqueue --file -``"""
     ids = [str(uuid.uuid4()) for _ in range(5)]
-    await execute(roles.dsn, "CREATE SCHEMA crm", "CREATE TABLE crm.submitted (job_id uuid)",
-                  "INSERT INTO crm.submitted SELECT unnest(ARRAY['"
-                  + "','".join(ids) + "']::uuid[])")
+    await execute(
+        roles.dsn,
+        "CREATE SCHEMA crm",
+        "CREATE TABLE crm.submitted (job_id uuid)",
+        "INSERT INTO crm.submitted SELECT unnest(ARRAY['" + "','".join(ids) + "']::uuid[])",
+    )
     read, write = os.pipe()
     try:
         query = await asyncio.create_subprocess_exec(
-            psql(), "-d", roles.dsn, "-Atc", "SELECT job_id FROM crm.submitted", stdout=write)
+            psql(), "-d", roles.dsn, "-Atc", "SELECT job_id FROM crm.submitted", stdout=write
+        )
         os.close(write)
         write = -1
-        done = await harvester("enqueue", "--file", "-", dsn=roles.dsn_for(roles.producer),
-                               stdin=read)
+        done = await harvester("enqueue", "--file", "-", dsn=roles.dsn_for(roles.producer), stdin=read)
     finally:
         os.close(read)
         if write >= 0:
@@ -148,12 +170,12 @@ async def test_producer_enqueues_a_psql_query_piped_to_stdin(roles: Logins) -> N
     assert await query.wait() == 0
     assert done.code == 0, done.stderr
     assert json.loads(done.stdout) == {"enqueued": 5, "duplicates": 0}
-    rows = await fetch(roles.dsn, "SELECT job_id::text AS id FROM harvester.jobs "
-                                  "WHERE state = 'pending'")
+    rows = await fetch(roles.dsn, "SELECT job_id::text AS id FROM harvester.jobs WHERE state = 'pending'")
     assert sorted(r["id"] for r in rows) == sorted(ids)
 
 
 # ---------------------------------------------------------------- reader
+
 
 async def seed_queue_and_limiter(dsn: str) -> None:
     """Jobs in three states and one limiter row, written as the daemon would (as the admin)."""
@@ -161,7 +183,8 @@ async def seed_queue_and_limiter(dsn: str) -> None:
         dsn,
         "INSERT INTO harvester.jobs (job_id, state) SELECT gen_random_uuid(), s "
         "FROM unnest(ARRAY['pending', 'pending', 'harvested', 'failed']) AS s",
-        "SELECT * FROM harvester.rate_reserve(repeat('ab', 32), 100, 60, 0.6, 20, 0.02)")
+        "SELECT * FROM harvester.rate_reserve(repeat('ab', 32), 100, 60, 0.6, 20, 0.02)",
+    )
 
 
 async def test_reader_status_shows_the_queue_and_the_limiter(roles: Logins) -> None:
@@ -169,18 +192,17 @@ async def test_reader_status_shows_the_queue_and_the_limiter(roles: Logins) -> N
     done = await harvester("status", "--json", dsn=roles.dsn_for(roles.reader))
     assert done.code == 0, done.stderr
     report = json.loads(done.stdout)
-    assert {k: v for k, v in report["jobs"].items() if v} == {
-        "pending": 2, "harvested": 1, "failed": 1}
+    assert {k: v for k, v in report["jobs"].items() if v} == {"pending": 2, "harvested": 1, "failed": 1}
     assert [(e["credential"], e["granted_total"], e["limit"]) for e in report["limiter"]] == [
-        ("ab" * 6, 1, 100)]
+        ("ab" * 6, 1, 100)
+    ]
     assert "not_shown" not in report
     text = await harvester("status", dsn=roles.dsn_for(roles.reader))
     assert text.code == 0, text.stderr
     assert "pending    2" in text.stdout and "credential=abababababab" in text.stdout
 
 
-async def test_reader_status_without_the_limiter_view_leaves_it_out_and_says_so(
-        roles: Logins) -> None:
+async def test_reader_status_without_the_limiter_view_leaves_it_out_and_says_so(roles: Logins) -> None:
     """A reader set up by hand, with SELECT on jobs only: the queue, and a line for the rest."""
     await seed_queue_and_limiter(roles.dsn)
     await execute(roles.dsn, "REVOKE SELECT ON harvester.limiter_status FROM harvester_reader")
@@ -198,6 +220,7 @@ async def test_reader_status_without_the_limiter_view_leaves_it_out_and_says_so(
 
 # ---------------------------------------------------------------- migrating
 
+
 @dataclass(frozen=True, slots=True)
 class Owner:
     name: str
@@ -210,30 +233,40 @@ async def owner(empty_db_dsn: str) -> AsyncIterator[Owner]:
     on schema public."""
     name, password = f"t_owner_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
     database = empty_db_dsn.rsplit("/", 1)[1]
-    await execute(empty_db_dsn, f"CREATE ROLE {name} LOGIN PASSWORD '{password}'",
-                  f'GRANT CREATE ON DATABASE "{database}" TO {name}')
+    await execute(
+        empty_db_dsn,
+        f"CREATE ROLE {name} LOGIN PASSWORD '{password}'",
+        f'GRANT CREATE ON DATABASE "{database}" TO {name}',
+    )
     try:
         yield Owner(name, login_dsn(empty_db_dsn, name, password))
     finally:
-        await execute(empty_db_dsn, f'REVOKE ALL ON DATABASE "{database}" FROM {name}',
-                      f"DROP OWNED BY {name}", f"DROP ROLE {name}")
+        await execute(
+            empty_db_dsn,
+            f'REVOKE ALL ON DATABASE "{database}" FROM {name}',
+            f"DROP OWNED BY {name}",
+            f"DROP ROLE {name}",
+        )
 
 
 async def test_an_owner_without_create_on_public_migrates_a_fresh_database(
-        empty_db_dsn: str, owner: Owner) -> None:
-    rights = await fetch(empty_db_dsn, "SELECT has_schema_privilege($1, 'public', 'CREATE') AS c",
-                         owner.name)
+    empty_db_dsn: str, owner: Owner
+) -> None:
+    rights = await fetch(empty_db_dsn, "SELECT has_schema_privilege($1, 'public', 'CREATE') AS c", owner.name)
     assert rights[0]["c"] is False
     done = await harvester("migrate", dsn=owner.dsn)
     assert done.code == 0, done.stderr
     again = await harvester("migrate", dsn=owner.dsn)
     assert again.code == 0, again.stderr
-    ledger = await fetch(empty_db_dsn, "SELECT version FROM harvester.schema_migrations "
-                                       "ORDER BY version")
-    owners = await fetch(empty_db_dsn, "SELECT DISTINCT relowner::regrole::text AS o FROM pg_class "
-                                       "WHERE relnamespace = 'harvester'::regnamespace")
-    in_public = await fetch(empty_db_dsn, "SELECT relname FROM pg_class "
-                                          "WHERE relnamespace = 'public'::regnamespace")
+    ledger = await fetch(empty_db_dsn, "SELECT version FROM harvester.schema_migrations ORDER BY version")
+    owners = await fetch(
+        empty_db_dsn,
+        "SELECT DISTINCT relowner::regrole::text AS o FROM pg_class "
+        "WHERE relnamespace = 'harvester'::regnamespace",
+    )
+    in_public = await fetch(
+        empty_db_dsn, "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+    )
     assert [r["version"] for r in ledger] == [m.version for m in migrate.available()]
     assert [r["o"] for r in owners] == [owner.name]
     assert in_public == []
@@ -251,18 +284,25 @@ async def test_an_admin_migrates_and_the_daemon_role_harvests(empty_db_dsn: str)
         rights = await fetch(
             empty_db_dsn,
             "SELECT has_database_privilege($1, current_database(), 'CREATE') AS db, "
-            "has_schema_privilege($1, 'public', 'CREATE') AS public", logins.daemon)
+            "has_schema_privilege($1, 'public', 'CREATE') AS public",
+            logins.daemon,
+        )
         assert dict(rights[0]) == {"db": False, "public": False}
         async with SimServer(speed=SPEED, seed=3, tokens=[TOKEN]) as sim:
             ids = await sim_completed_jobs(sim, 12)
             enqueued = await harvester("enqueue", *ids, dsn=logins.dsn_for(logins.producer))
             assert enqueued.code == 0, enqueued.stderr
-            ran = await harvester("run", "--drain", "--max-seconds", "60",
-                                  dsn=logins.dsn_for(logins.daemon), env=daemon_env(sim),
-                                  within_s=90)
+            ran = await harvester(
+                "run",
+                "--drain",
+                "--max-seconds",
+                "60",
+                dsn=logins.dsn_for(logins.daemon),
+                env=daemon_env(sim),
+                within_s=90,
+            )
         assert ran.code == 0, ran.stderr
-        states = await fetch(empty_db_dsn, "SELECT state, count(*) AS n FROM harvester.jobs "
-                                           "GROUP BY state")
+        states = await fetch(empty_db_dsn, "SELECT state, count(*) AS n FROM harvester.jobs GROUP BY state")
         stored = await fetch(empty_db_dsn, "SELECT count(*) AS n FROM harvester.results")
         pending = await fetch(empty_db_dsn, "SELECT to_regclass('public.harvester_migrations') AS t")
     finally:
@@ -283,13 +323,10 @@ async def test_run_on_an_unmigrated_database_exits_1_naming_migrate(empty_db_dsn
     assert schemas == []  # it did not migrate on its own
 
 
-async def test_the_daemon_role_refuses_a_schema_behind_and_names_what_is_pending(
-        roles: Logins) -> None:
-    await execute(roles.dsn, "DELETE FROM harvester.schema_migrations "
-                             "WHERE version = '006_pending_indexes'")
+async def test_the_daemon_role_refuses_a_schema_behind_and_names_what_is_pending(roles: Logins) -> None:
+    await execute(roles.dsn, "DELETE FROM harvester.schema_migrations WHERE version = '006_pending_indexes'")
     async with SimServer(speed=SPEED, seed=3, tokens=[TOKEN]) as sim:
-        done = await harvester("run", "--drain", dsn=roles.dsn_for(roles.daemon),
-                               env=daemon_env(sim))
+        done = await harvester("run", "--drain", dsn=roles.dsn_for(roles.daemon), env=daemon_env(sim))
     assert done.code == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr
@@ -298,8 +335,7 @@ async def test_the_daemon_role_refuses_a_schema_behind_and_names_what_is_pending
 
 async def test_run_migrate_migrates_an_empty_database_then_runs(empty_db_dsn: str) -> None:
     async with SimServer(speed=SPEED, seed=3, tokens=[TOKEN]) as sim:
-        done = await harvester("run", "--migrate", "--drain", dsn=empty_db_dsn,
-                               env=daemon_env(sim))
+        done = await harvester("run", "--migrate", "--drain", dsn=empty_db_dsn, env=daemon_env(sim))
     assert done.code == 0, done.stderr
     ledger = await fetch(empty_db_dsn, "SELECT version FROM harvester.schema_migrations")
     assert sorted(r["version"] for r in ledger) == [m.version for m in migrate.available()]
@@ -307,7 +343,11 @@ async def test_run_migrate_migrates_an_empty_database_then_runs(empty_db_dsn: st
 
 async def test_migrate_on_start_from_the_environment_does_the_same(empty_db_dsn: str) -> None:
     async with SimServer(speed=SPEED, seed=3, tokens=[TOKEN]) as sim:
-        done = await harvester("run", "--drain", dsn=empty_db_dsn,
-                               env={**daemon_env(sim), "HARVESTER_DATABASE__MIGRATE_ON_START": "true"})
+        done = await harvester(
+            "run",
+            "--drain",
+            dsn=empty_db_dsn,
+            env={**daemon_env(sim), "HARVESTER_DATABASE__MIGRATE_ON_START": "true"},
+        )
     assert done.code == 0, done.stderr
     assert await fetch(empty_db_dsn, "SELECT 1 FROM harvester.schema_migrations LIMIT 1") != []

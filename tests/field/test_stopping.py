@@ -61,22 +61,31 @@ def stop_env(dsn: str, sim: SimServer, worker_id: str, **extra: str) -> dict[str
     The API read timeout stays far above the grace (as the defaults are: 30 s against 20 s), so a
     hanging request is still on the wire when the grace runs out.
     """
-    return dict(daemon_env(dsn, sim, SPEED, worker_id, {
-        "HARVESTER_WORKER__SHUTDOWN_GRACE_S": str(GRACE_S),
-        "HARVESTER_WORKER__LEASE_S": str(LEASE_S),
-        "HARVESTER_WORKER__HEARTBEAT_S": str(LEASE_S / 3),
-        "HARVESTER_WORKER__IDLE_POLL_S": "1",
-        "HARVESTER_POLLING__DISCOVERY": "poll",
-        "HARVESTER_POLLING__FIRST_POLL_SITE_S": "0.1",
-        "HARVESTER_POLLING__FIRST_POLL_MAPS_S": "0.1",
-        "HARVESTER_POLLING__FIRST_POLL_OTHER_S": "0.1",
-        "HARVESTER_API__READ_TIMEOUT_S": "60",
-        "HARVESTER_API__TOTAL_TIMEOUT_S": "120",
-        **extra,
-    }))
+    return dict(
+        daemon_env(
+            dsn,
+            sim,
+            SPEED,
+            worker_id,
+            {
+                "HARVESTER_WORKER__SHUTDOWN_GRACE_S": str(GRACE_S),
+                "HARVESTER_WORKER__LEASE_S": str(LEASE_S),
+                "HARVESTER_WORKER__HEARTBEAT_S": str(LEASE_S / 3),
+                "HARVESTER_WORKER__IDLE_POLL_S": "1",
+                "HARVESTER_POLLING__DISCOVERY": "poll",
+                "HARVESTER_POLLING__FIRST_POLL_SITE_S": "0.1",
+                "HARVESTER_POLLING__FIRST_POLL_MAPS_S": "0.1",
+                "HARVESTER_POLLING__FIRST_POLL_OTHER_S": "0.1",
+                "HARVESTER_API__READ_TIMEOUT_S": "60",
+                "HARVESTER_API__TOTAL_TIMEOUT_S": "120",
+                **extra,
+            },
+        )
+    )
 
 
 # ---------------------------------------------------------------- the daemon's log
+
 
 def events(daemon: Daemon, name: str) -> list[dict[str, Any]]:
     found = []
@@ -101,6 +110,7 @@ async def started(daemon: Daemon) -> None:
 
 # ---------------------------------------------------------------- stopping
 
+
 async def stop_timed(daemon: Daemon, case: str, sig: signal.Signals = signal.SIGTERM) -> tuple[int, float]:
     """Send ``sig``, return (exit code, seconds from the signal to the exit).
 
@@ -112,11 +122,15 @@ async def stop_timed(daemon: Daemon, case: str, sig: signal.Signals = signal.SIG
     try:
         code = await daemon.exit_code(LIMIT_S + 6)
     except TimeoutError:
-        raise AssertionError(f"[stop {case}] still running {time.monotonic() - signalled_at:.1f} s "
-                             f"after {sig.name} (limit {LIMIT_S:.0f} s)\n{daemon.log_tail()}") from None
+        raise AssertionError(
+            f"[stop {case}] still running {time.monotonic() - signalled_at:.1f} s "
+            f"after {sig.name} (limit {LIMIT_S:.0f} s)\n{daemon.log_tail()}"
+        ) from None
     took = time.monotonic() - signalled_at
-    print(f"\n[stop {case}] {sig.name} → exit {code} after {took:.2f} s "
-          f"(grace {GRACE_S:.0f} s, limit {LIMIT_S:.0f} s)")
+    print(
+        f"\n[stop {case}] {sig.name} → exit {code} after {took:.2f} s "
+        f"(grace {GRACE_S:.0f} s, limit {LIMIT_S:.0f} s)"
+    )
     return code, took
 
 
@@ -129,8 +143,11 @@ def assert_stopped_in_time(daemon: Daemon, code: int, took: float) -> None:
 
 def unhandled(daemon: Daemon) -> list[str]:
     """A traceback Python printed itself (not a library's logged warning, which is a JSON line)."""
-    return [line for line in daemon.log_path.read_text(errors="replace").splitlines()
-            if line.startswith("Traceback")]
+    return [
+        line
+        for line in daemon.log_path.read_text(errors="replace").splitlines()
+        if line.startswith("Traceback")
+    ]
 
 
 @pytest.fixture
@@ -149,6 +166,7 @@ async def launch(daemons: list[Daemon], env: Mapping[str, str], log_dir: Path, *
 
 
 # ---------------------------------------------------------------- the jobs afterwards
+
 
 async def lost_or_leased(dsn: str, ids: list[UUID]) -> list[str]:
     """Jobs that went missing, are in no known state, or are pending with a lease still held."""
@@ -183,14 +201,18 @@ async def enqueue_ids(dsn: str, ids: list[UUID]) -> None:
 async def leases_held(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
-        return int(await conn.fetchval(
-            "SELECT count(*) FROM harvester.jobs WHERE state = 'pending' AND lease_owner IS NOT NULL"))
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM harvester.jobs WHERE state = 'pending' AND lease_owner IS NOT NULL"
+            )
+        )
     finally:
         await conn.close()
 
 
-async def drain_finishes_everything(daemons: list[Daemon], dsn: str, sim: SimServer, ids: list[UUID],
-                                    log_dir: Path) -> float:
+async def drain_finishes_everything(
+    daemons: list[Daemon], dsn: str, sim: SimServer, ids: list[UUID], log_dir: Path
+) -> float:
     """A second ``run --drain`` finishes every job (after the first run's leases ran out)."""
     began = time.monotonic()
     drain = await launch(daemons, stop_env(dsn, sim, "second"), log_dir, "--drain")
@@ -207,6 +229,7 @@ async def drain_finishes_everything(daemons: list[Daemon], dsn: str, sim: SimSer
 
 
 # ---------------------------------------------------------------- a PostgreSQL to stop
+
 
 class StoppablePostgres(TempPostgres):
     """A throwaway cluster that can be stopped and started again on the same port and data."""
@@ -248,6 +271,7 @@ async def migrated(pg: StoppablePostgres) -> str:
 
 # ---------------------------------------------------------------- the states
 
+
 async def test_sigterm_when_idle_exits_at_once(db_dsn: str, tmp_path: Path, cleanup: list[Daemon]) -> None:
     async with SimServer(speed=SPEED, seed=71, tokens=["e2e:key:secret"]) as sim:
         daemon = await launch(cleanup, stop_env(db_dsn, sim, "idle"), tmp_path)
@@ -260,7 +284,8 @@ async def test_sigterm_when_idle_exits_at_once(db_dsn: str, tmp_path: Path, clea
 
 
 async def test_sigterm_mid_request_exits_within_grace_and_hands_the_jobs_back(
-        db_dsn: str, tmp_path: Path, cleanup: list[Daemon]) -> None:
+    db_dsn: str, tmp_path: Path, cleanup: list[Daemon]
+) -> None:
     async with SimServer(speed=SPEED, seed=72, tokens=["e2e:key:secret"]) as sim:
         requests = RequestLog()
         requests.attach(sim)
@@ -268,8 +293,11 @@ async def test_sigterm_mid_request_exits_within_grace_and_hands_the_jobs_back(
         await sim_admin(sim, "faults", {"hang_s": 120, "next": ["hang"] * len(ids)})
         await enqueue_ids(db_dsn, ids)
         daemon = await launch(cleanup, stop_env(db_dsn, sim, "midrequest"), tmp_path)
-        await wait_for(lambda: sum(o == "hang" for _, _, o in requests.entries) == len(ids), 30,
-                       "every results request to hang")
+        await wait_for(
+            lambda: sum(o == "hang" for _, _, o in requests.entries) == len(ids),
+            30,
+            "every results request to hang",
+        )
         code, took = await stop_timed(daemon, "mid-request")
         assert_stopped_in_time(daemon, code, took)
         assert took >= GRACE_S - 1.0, "the requests in flight were not given their grace"
@@ -278,7 +306,8 @@ async def test_sigterm_mid_request_exits_within_grace_and_hands_the_jobs_back(
 
 
 async def test_sigterm_in_a_429_pause_of_hours_does_not_wait_for_the_pause(
-        db_dsn: str, tmp_path: Path, cleanup: list[Daemon]) -> None:
+    db_dsn: str, tmp_path: Path, cleanup: list[Daemon]
+) -> None:
     async with SimServer(speed=SPEED, seed=73, tokens=["e2e:key:secret"]) as sim:
         requests = RequestLog()
         requests.attach(sim)
@@ -293,8 +322,11 @@ async def test_sigterm_in_a_429_pause_of_hours_does_not_wait_for_the_pause(
         async def paused_for_hours() -> bool:
             conn = await asyncpg.connect(db_dsn)
             try:
-                return bool(await conn.fetchval(
-                    "SELECT bool_or(paused_until > now() + interval '1 hour') FROM harvester.rate_limits"))
+                return bool(
+                    await conn.fetchval(
+                        "SELECT bool_or(paused_until > now() + interval '1 hour') FROM harvester.rate_limits"
+                    )
+                )
             finally:
                 await conn.close()
 
@@ -310,7 +342,8 @@ async def test_sigterm_in_a_429_pause_of_hours_does_not_wait_for_the_pause(
 
 
 async def test_sigterm_in_an_auth_pause_exits_at_once(
-        db_dsn: str, tmp_path: Path, cleanup: list[Daemon]) -> None:
+    db_dsn: str, tmp_path: Path, cleanup: list[Daemon]
+) -> None:
     async with SimServer(speed=SPEED, seed=74, tokens=["e2e:key:secret"]) as sim:
         requests = RequestLog()
         requests.attach(sim)
@@ -327,11 +360,13 @@ async def test_sigterm_in_an_auth_pause_exits_at_once(
 
 
 async def test_sigterm_during_a_database_outage_exits_and_a_later_run_finishes(
-        own_pg: StoppablePostgres, tmp_path: Path, cleanup: list[Daemon]) -> None:
+    own_pg: StoppablePostgres, tmp_path: Path, cleanup: list[Daemon]
+) -> None:
     dsn = await migrated(own_pg)
     async with SimServer(speed=SPEED, seed=75, tokens=["e2e:key:secret"]) as sim:
-        ids = await sim_jobs(sim, 6, "spiderSite", duration_s=[3, 5]) \
-            + await sim_jobs(sim, 4, "spiderSite", **READY)
+        ids = await sim_jobs(sim, 6, "spiderSite", duration_s=[3, 5]) + await sim_jobs(
+            sim, 4, "spiderSite", **READY
+        )
         await enqueue_ids(dsn, ids)
         daemon = await launch(cleanup, stop_env(dsn, sim, "outage"), tmp_path)
 
@@ -342,8 +377,7 @@ async def test_sigterm_during_a_database_outage_exits_and_a_later_run_finishes(
 
         await wait_for(settled, 30, "every job polled once and its answer written")
         await asyncio.to_thread(own_pg.halt)
-        await wait_for(lambda: bool(events(daemon, "db_unavailable")), 30,
-                       "the daemon to meet the outage")
+        await wait_for(lambda: bool(events(daemon, "db_unavailable")), 30, "the daemon to meet the outage")
         await asyncio.sleep(1.0)  # into its retries (repeated warnings are rate limited)
         code, took = await stop_timed(daemon, "database outage")
         assert_stopped_in_time(daemon, code, took)
@@ -354,12 +388,15 @@ async def test_sigterm_during_a_database_outage_exits_and_a_later_run_finishes(
         assert finished_wrongly(sim, jobs) == []
         held = await leases_held(dsn)
         drained_s = await drain_finishes_everything(cleanup, dsn, sim, ids, tmp_path)
-        print(f"[stop database outage] {held} leases left behind; a second run drained the queue "
-              f"in {drained_s:.1f} s")
+        print(
+            f"[stop database outage] {held} leases left behind; a second run drained the queue "
+            f"in {drained_s:.1f} s"
+        )
 
 
 async def test_sigterm_while_a_store_is_retried_exits_and_a_later_run_finishes(
-        own_pg: StoppablePostgres, tmp_path: Path, cleanup: list[Daemon]) -> None:
+    own_pg: StoppablePostgres, tmp_path: Path, cleanup: list[Daemon]
+) -> None:
     dsn = await migrated(own_pg)
     async with SimServer(speed=SPEED, seed=76, tokens=["e2e:key:secret"]) as sim:
         requests = RequestLog()
@@ -369,8 +406,11 @@ async def test_sigterm_while_a_store_is_retried_exits_and_a_later_run_finishes(
         await sim_admin(sim, "faults", {"hang_s": 2.0, "next": ["hang"] * len(ids)})
         await enqueue_ids(dsn, ids)
         daemon = await launch(cleanup, stop_env(dsn, sim, "store"), tmp_path)
-        await wait_for(lambda: sum(o == "hang" for _, _, o in requests.entries) == len(ids), 30,
-                       "the results requests to hang")
+        await wait_for(
+            lambda: sum(o == "hang" for _, _, o in requests.entries) == len(ids),
+            30,
+            "the results requests to hang",
+        )
         await asyncio.to_thread(own_pg.halt)
 
         def store_retried() -> bool:
@@ -386,13 +426,16 @@ async def test_sigterm_while_a_store_is_retried_exits_and_a_later_run_finishes(
         assert finished_wrongly(sim, jobs) == []
         held = await leases_held(dsn)
         drained_s = await drain_finishes_everything(cleanup, dsn, sim, ids, tmp_path)
-        print(f"[stop store retried] {held} leases left behind; a second run drained the queue "
-              f"in {drained_s:.1f} s")
+        print(
+            f"[stop store retried] {held} leases left behind; a second run drained the queue "
+            f"in {drained_s:.1f} s"
+        )
 
 
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_a_second_signal_ends_a_stop_still_in_its_grace_period(
-        db_dsn: str, tmp_path: Path, cleanup: list[Daemon], second: signal.Signals) -> None:
+    db_dsn: str, tmp_path: Path, cleanup: list[Daemon], second: signal.Signals
+) -> None:
     grace_s = 20.0
     within_s = 1.0
     async with SimServer(speed=SPEED, seed=77, tokens=["e2e:key:secret"]) as sim:
@@ -403,8 +446,11 @@ async def test_a_second_signal_ends_a_stop_still_in_its_grace_period(
         await enqueue_ids(db_dsn, ids)
         env = stop_env(db_dsn, sim, "twice", HARVESTER_WORKER__SHUTDOWN_GRACE_S=str(grace_s))
         daemon = await launch(cleanup, env, tmp_path)
-        await wait_for(lambda: sum(o == "hang" for _, _, o in requests.entries) == len(ids), 30,
-                       "every results request to hang")
+        await wait_for(
+            lambda: sum(o == "hang" for _, _, o in requests.entries) == len(ids),
+            30,
+            "every results request to hang",
+        )
         daemon.proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(1.0)
         assert daemon.proc.returncode is None, "the first SIGTERM did not wait for the requests"
@@ -413,9 +459,13 @@ async def test_a_second_signal_ends_a_stop_still_in_its_grace_period(
         try:
             code = await daemon.exit_code(within_s + 3)
         except TimeoutError:
-            raise AssertionError(f"still running {time.monotonic() - signalled_at:.1f} s after the "
-                                 f"second signal ({second.name}; grace {grace_s:.0f} s)") from None
+            raise AssertionError(
+                f"still running {time.monotonic() - signalled_at:.1f} s after the "
+                f"second signal ({second.name}; grace {grace_s:.0f} s)"
+            ) from None
         took = time.monotonic() - signalled_at
-        print(f"\n[stop twice] SIGTERM, then {second.name} 1 s later → exit {code} after {took:.2f} s "
-              f"(grace {grace_s:.0f} s)")
+        print(
+            f"\n[stop twice] SIGTERM, then {second.name} 1 s later → exit {code} after {took:.2f} s "
+            f"(grace {grace_s:.0f} s)"
+        )
         assert took <= within_s, f"exit {took:.2f} s after the second signal"

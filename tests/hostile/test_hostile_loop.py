@@ -53,24 +53,36 @@ async def api_server(unused_tcp_port: int) -> AsyncIterator[tuple[str, dict[uuid
 
 
 async def test_daemon_survives_every_hostile_body(
-    db_dsn: str, api_server: tuple[str, dict[uuid.UUID, tuple[str, bytes]]],
+    db_dsn: str,
+    api_server: tuple[str, dict[uuid.UUID, tuple[str, bytes]]],
 ) -> None:
     url, served = api_server
     conn = await asyncpg.connect(db_dsn)
     try:
-        await conn.execute("INSERT INTO harvester.jobs (job_id) SELECT unnest($1::uuid[])",
-                           list(served))
-        cfg = config.load(environ={}, overrides={
-            "database.dsn": db_dsn, "api.base_url": url, "api.token": TOKEN, "speed": 50.0,
-            "server.enabled": False, "polling.discovery": "poll", "log.level": "error",
-        })
+        await conn.execute("INSERT INTO harvester.jobs (job_id) SELECT unnest($1::uuid[])", list(served))
+        cfg = config.load(
+            environ={},
+            overrides={
+                "database.dsn": db_dsn,
+                "api.base_url": url,
+                "api.token": TOKEN,
+                "speed": 50.0,
+                "server.enabled": False,
+                "polling.discovery": "poll",
+                "log.level": "error",
+            },
+        )
         code = await asyncio.wait_for(
-            daemon.run(cfg, asyncio.Event(), drain=True, max_seconds=120.0), timeout=180)
+            daemon.run(cfg, asyncio.Event(), drain=True, max_seconds=120.0), timeout=180
+        )
         assert code == 0
-        states = {r["job_id"]: r["state"] for r in await conn.fetch(
-            "SELECT job_id, state FROM harvester.jobs")}
-        kept = {r["job_id"]: bytes(r["body"]) for r in await conn.fetch(
-            "SELECT job_id, body FROM harvester.rejects")}
+        states = {
+            r["job_id"]: r["state"] for r in await conn.fetch("SELECT job_id, state FROM harvester.jobs")
+        }
+        kept = {
+            r["job_id"]: bytes(r["body"])
+            for r in await conn.fetch("SELECT job_id, body FROM harvester.rejects")
+        }
     finally:
         await conn.close()
     for job_id, (name, raw) in served.items():

@@ -16,18 +16,25 @@ from harvester import store
 from harvester.classify import read_body
 from tests.support.hostile import HAND_CASES, REJECTED, body_strategy
 
-CHILD_TABLES = ("sites", "site_emails", "site_phones", "site_addresses", "site_socials",
-                "team_members", "maps_searches", "maps_businesses")
-
-
+CHILD_TABLES = (
+    "sites",
+    "site_emails",
+    "site_phones",
+    "site_addresses",
+    "site_socials",
+    "team_members",
+    "maps_searches",
+    "maps_businesses",
+)
 
 
 async def rows_of(pool: asyncpg.Pool, job_id: uuid.UUID) -> dict[str, list[str]]:
     found = {}
     for table in ("results", *CHILD_TABLES):
         rows = await pool.fetch(  # fetched_at moves when a different body comes for the job
-            f"SELECT (to_jsonb(t) - 'fetched_at')::text AS r FROM harvester.{table} t "
-            "WHERE job_id = $1", job_id)
+            f"SELECT (to_jsonb(t) - 'fetched_at')::text AS r FROM harvester.{table} t WHERE job_id = $1",
+            job_id,
+        )
         found[table] = sorted(r["r"].replace(str(job_id), "") for r in rows)
     return found
 
@@ -42,12 +49,10 @@ async def check_one(pool: asyncpg.Pool, build: Callable[[uuid.UUID], bytes]) -> 
     assert outcome.kind in ("harvested", "rejected")
     assert state == outcome.kind
     if outcome.kind == "rejected":
-        kept = await pool.fetch("SELECT reason, body FROM harvester.rejects WHERE job_id = $1",
-                                job_id)
+        kept = await pool.fetch("SELECT reason, body FROM harvester.rejects WHERE job_id = $1", job_id)
         assert [bytes(r["body"]) for r in kept] == [raw]
         assert kept[0]["reason"]
-        assert await pool.fetchval("SELECT count(*) FROM harvester.results WHERE job_id = $1",
-                                   job_id) == 0
+        assert await pool.fetchval("SELECT count(*) FROM harvester.results WHERE job_id = $1", job_id) == 0
         return outcome.kind
     before = await rows_of(pool, job_id)
     assert len(before["results"]) == 1
@@ -66,10 +71,14 @@ async def test_the_corpus_has_at_least_fifty_cases() -> None:
     assert len(HAND_CASES) >= 50
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(build=body_strategy())
 async def test_generated_body_is_stored_or_rejected(
-    pool: asyncpg.Pool, build: Callable[[uuid.UUID], bytes],
+    pool: asyncpg.Pool,
+    build: Callable[[uuid.UUID], bytes],
 ) -> None:
     await check_one(pool, build)

@@ -24,14 +24,21 @@ DEAD_DSN = "postgresql://postgres@127.0.0.1:1/nowhere"
 COMMANDS = ("migrate", "run", "enqueue", "status", "import", "reprocess", "requeue", "sim", "demo")
 
 
-def harvester(*args: str, dsn: str = DEAD_DSN, stdin: str = "",
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def harvester(
+    *args: str, dsn: str = DEAD_DSN, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``harvester ARGS`` with a clean HARVESTER_* environment."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
     clean.update({"HARVESTER_DSN": dsn, "HARVESTER_SERVER__ENABLED": "false", **(env or {})})
     return subprocess.run(  # noqa: S603 - our own entry point
-        [sys.executable, "-m", "harvester.cli", *args], input=stdin, capture_output=True,
-        text=True, env=clean, cwd=ROOT, timeout=120, check=False,
+        [sys.executable, "-m", "harvester.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=clean,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
     )
 
 
@@ -50,32 +57,38 @@ def test_every_command_has_help(command: str) -> None:
     assert proc.returncode == 0 and "usage: harvester" in proc.stdout
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (["bogus"], ["bogus"]),
-    ([], ["COMMAND"]),
-    (["run", "--max-seconds", "abc"], ["--max-seconds"]),
-    (["run", "--max-seconds", "0"], ["--max-seconds"]),
-    (["requeue", "--state", "pending"], ["--state"]),
-    (["requeue", "--state", "nosuch"], ["--state"]),
-    (["enqueue", "--priority", "40000", str(uuid4())], ["--priority"]),
-    (["enqueue", "--tag", "novalue", str(uuid4())], ["--tag"]),
-    (["enqueue"], ["no job ids"]),
-    (["reprocess"], ["--all"]),
-])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["bogus"], ["bogus"]),
+        ([], ["COMMAND"]),
+        (["run", "--max-seconds", "abc"], ["--max-seconds"]),
+        (["run", "--max-seconds", "0"], ["--max-seconds"]),
+        (["requeue", "--state", "pending"], ["--state"]),
+        (["requeue", "--state", "nosuch"], ["--state"]),
+        (["enqueue", "--priority", "40000", str(uuid4())], ["--priority"]),
+        (["enqueue", "--tag", "novalue", str(uuid4())], ["--tag"]),
+        (["enqueue"], ["no job ids"]),
+        (["reprocess"], ["--all"]),
+    ],
+)
 def test_usage_errors_are_one_line_and_exit_2(args: list[str], words: list[str]) -> None:
     assert_one_line_error(harvester(*args), 2, *words)
 
 
-@pytest.mark.parametrize(("env", "key"), [
-    ({"HARVESTER_POLLING__MAX_INTERVAL_S": "-1"}, "polling.max_interval_s"),
-    ({"HARVESTER_POLLING__NOT_FOUND_RETRIES": "-1"}, "polling.not_found_retries"),
-    ({"HARVESTER_RATE_LIMIT__BURST": "1.5"}, "rate_limit.burst"),
-    ({"HARVESTER_LOG_FORMAT": "xml"}, "log.format"),
-    ({"HARVESTER_SPEED": "5"}, "speed"),
-    ({"HARVESTER_API_BASE_URL": "http://api.example.com"}, "api.base_url"),
-    ({"HARVESTER_POLLING__NOPE": "1"}, "polling.nope"),
-    ({"HARVESTER_API_TOKEN_FILE": "/nonexistent/token"}, "api.token_file"),
-])
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"HARVESTER_POLLING__MAX_INTERVAL_S": "-1"}, "polling.max_interval_s"),
+        ({"HARVESTER_POLLING__NOT_FOUND_RETRIES": "-1"}, "polling.not_found_retries"),
+        ({"HARVESTER_RATE_LIMIT__BURST": "1.5"}, "rate_limit.burst"),
+        ({"HARVESTER_LOG_FORMAT": "xml"}, "log.format"),
+        ({"HARVESTER_SPEED": "5"}, "speed"),
+        ({"HARVESTER_API_BASE_URL": "http://api.example.com"}, "api.base_url"),
+        ({"HARVESTER_POLLING__NOPE": "1"}, "polling.nope"),
+        ({"HARVESTER_API_TOKEN_FILE": "/nonexistent/token"}, "api.token_file"),
+    ],
+)
 def test_configuration_errors_name_the_key_and_exit_2(env: dict[str, str], key: str) -> None:
     assert_one_line_error(harvester("status", env=env), 2, key)
 
@@ -84,14 +97,19 @@ def test_a_bad_config_file_value_names_the_key(tmp_path: Path) -> None:
     path = tmp_path / "h.toml"
     path.write_text('[worker]\nlease_s = "long"\n')
     assert_one_line_error(harvester("status", "--config", str(path)), 2, "worker.lease_s")
-    assert_one_line_error(harvester("status", env={"HARVESTER_CONFIG": str(path)}), 2,
-                          "worker.lease_s")
+    assert_one_line_error(harvester("status", env={"HARVESTER_CONFIG": str(path)}), 2, "worker.lease_s")
 
 
-@pytest.mark.parametrize("args", [
-    ["status"], ["migrate"], ["enqueue", str(uuid4())], ["requeue", "--state", "failed"],
-    ["reprocess", "--all"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status"],
+        ["migrate"],
+        ["enqueue", str(uuid4())],
+        ["requeue", "--state", "failed"],
+        ["reprocess", "--all"],
+    ],
+)
 def test_a_dead_database_is_a_runtime_failure(args: list[str]) -> None:
     assert_one_line_error(harvester(*args), 1, "cannot connect")
 
@@ -100,19 +118,18 @@ def test_run_against_a_missing_database_exits_1(db_dsn: str) -> None:
     """(A refused port is retried for half a minute first, as a daemon starting before its
     database should; a database that does not exist fails at once.)"""
     missing = db_dsn.rsplit("/", 1)[0] + "/no_such_database"
-    proc = harvester("run", "--max-seconds", "5", dsn=missing,
-                     env={"HARVESTER_API_TOKEN": "a:b:c"})
+    proc = harvester("run", "--max-seconds", "5", dsn=missing, env={"HARVESTER_API_TOKEN": "a:b:c"})
     assert_one_line_error(proc, 1, "no_such_database")
 
 
 @pytest.mark.parametrize("args", [["status"], ["enqueue", str(uuid4())], ["requeue", "--state", "failed"]])
 def test_an_unmigrated_database_is_a_runtime_failure_that_says_migrate(
-        empty_db_dsn: str, args: list[str]) -> None:
+    empty_db_dsn: str, args: list[str]
+) -> None:
     assert_one_line_error(harvester(*args, dsn=empty_db_dsn), 1, "harvester migrate")
 
 
-async def test_enqueue_is_all_or_nothing_and_names_each_bad_line(db_dsn: str,
-                                                                 tmp_path: Path) -> None:
+async def test_enqueue_is_all_or_nothing_and_names_each_bad_line(db_dsn: str, tmp_path: Path) -> None:
     good = [str(uuid4()) for _ in range(3)]
     ids = tmp_path / "ids.txt"
     ids.write_text(f"{good[0]}\nnot-a-uuid\n\n{good[1]}\n12345\n")
@@ -125,8 +142,19 @@ async def test_enqueue_is_all_or_nothing_and_names_each_bad_line(db_dsn: str,
     try:
         assert await conn.fetchval("SELECT count(*) FROM harvester.jobs") == 0
         stdin = f"{good[0]}\n{good[1]}\n{good[0]}\n"
-        proc = harvester("enqueue", "--file", "-", "--tag", "campaign=q4", "--tag", "src=a=b",
-                         "--priority", "5", dsn=db_dsn, stdin=stdin)
+        proc = harvester(
+            "enqueue",
+            "--file",
+            "-",
+            "--tag",
+            "campaign=q4",
+            "--tag",
+            "src=a=b",
+            "--priority",
+            "5",
+            dsn=db_dsn,
+            stdin=stdin,
+        )
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout) == {"enqueued": 2, "duplicates": 0}
         proc = harvester("enqueue", good[0], good[2], dsn=db_dsn)
@@ -150,19 +178,28 @@ async def test_status_json_reports_states_age_polls_errors_and_limiter(db_dsn: s
     conn = await asyncpg.connect(db_dsn)
     try:
         await conn.execute(
-            "INSERT INTO harvester.jobs (job_id, enqueued_at) VALUES ($1, now() - interval '90 s')",
-            uuid4())
+            "INSERT INTO harvester.jobs (job_id, enqueued_at) VALUES ($1, now() - interval '90 s')", uuid4()
+        )
         await conn.execute(
             "INSERT INTO harvester.jobs (job_id, state, polls, last_http_status, last_error, "
-            "finished_at) VALUES ($1, 'failed', 3, 410, 'crawler crashed', now())", uuid4())
+            "finished_at) VALUES ($1, 'failed', 3, 410, 'crawler crashed', now())",
+            uuid4(),
+        )
     finally:
         await conn.close()
     proc = harvester("status", "--json", dsn=db_dsn)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["jobs"]["pending"] == 1 and report["jobs"]["failed"] == 1
-    assert set(report["jobs"]) == {"pending", "harvested", "failed", "cancelled", "not_found",
-                                   "rejected", "expired"}
+    assert set(report["jobs"]) == {
+        "pending",
+        "harvested",
+        "failed",
+        "cancelled",
+        "not_found",
+        "rejected",
+        "expired",
+    }
     assert 85 <= report["oldest_pending_age_s"] < 600
     assert report["polls_spent"] == 3
     assert report["recent_errors"][0]["error"] == "crawler crashed"
@@ -183,10 +220,16 @@ async def test_import_reads_a_body_the_way_the_daemon_reads_a_200(db_dsn: str) -
             proc = harvester("import", str(SEED / "failed-410.json"), dsn=db_dsn)
             assert proc.returncode == 0, proc.stderr
             row = await one(
-                conn, "SELECT j.state, j.last_error, r.error_message FROM harvester.jobs j "
-                "JOIN harvester.results r USING (job_id) WHERE job_id = $1", job)
+                conn,
+                "SELECT j.state, j.last_error, r.error_message FROM harvester.jobs j "
+                "JOIN harvester.results r USING (job_id) WHERE job_id = $1",
+                job,
+            )
             assert row["state"] == "failed"
-            assert row["last_error"] == row["error_message"] == (
-                "Failed to connect to target URL: Connection timeout after 30s")
+            assert (
+                row["last_error"]
+                == row["error_message"]
+                == ("Failed to connect to target URL: Connection timeout after 30s")
+            )
     finally:
         await conn.close()

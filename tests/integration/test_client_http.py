@@ -68,10 +68,13 @@ class RawServer:
                 writer.close()
 
 
-def http(status: int, body: bytes, headers: dict[str, str] | None = None,
-         length: int | None = None) -> bytes:
-    lines = [f"HTTP/1.1 {status} X", "Content-Type: application/json", "Connection: close",
-             f"Content-Length: {len(body) if length is None else length}"]
+def http(status: int, body: bytes, headers: dict[str, str] | None = None, length: int | None = None) -> bytes:
+    lines = [
+        f"HTTP/1.1 {status} X",
+        "Content-Type: application/json",
+        "Connection: close",
+        f"Content-Length: {len(body) if length is None else length}",
+    ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
@@ -101,8 +104,9 @@ async def server() -> AsyncIterator[RawServer]:
 
 @pytest.fixture
 async def client(server: RawServer) -> AsyncIterator[SpiderIQ]:
-    async with SpiderIQ(server.url, TOKEN, connect_timeout_s=1.0, read_timeout_s=0.3,
-                            total_timeout_s=2.0) as spideriq:
+    async with SpiderIQ(
+        server.url, TOKEN, connect_timeout_s=1.0, read_timeout_s=0.3, total_timeout_s=2.0
+    ) as spideriq:
         yield spideriq
 
 
@@ -149,8 +153,9 @@ async def test_sends_bearer_and_no_format(server: RawServer, client: SpiderIQ) -
         (422, {"detail": "bad"}, Transient),
     ],
 )
-async def test_status_codes(server: RawServer, client: SpiderIQ, status: int, body: object,
-                            kind: type) -> None:
+async def test_status_codes(
+    server: RawServer, client: SpiderIQ, status: int, body: object, kind: type
+) -> None:
     server.routes[RESULTS] = reply(status, body, {"Location": "http://elsewhere.invalid/"})
     outcome = await client.fetch_result(JOB)
     assert type(outcome) is kind
@@ -169,9 +174,9 @@ async def test_completed_body_is_raw_bytes(server: RawServer, client: SpiderIQ) 
 
 def raw_reply(status: int, body: bytes, headers: list[str]) -> Action:
     """An answer with exactly the given header lines (no default Content-Type)."""
+
     async def act(writer: asyncio.StreamWriter) -> None:
-        lines = [f"HTTP/1.1 {status} X", "Connection: close", f"Content-Length: {len(body)}",
-                 *headers]
+        lines = [f"HTTP/1.1 {status} X", "Connection: close", f"Content-Length: {len(body)}", *headers]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         await writer.drain()
 
@@ -180,30 +185,49 @@ def raw_reply(status: int, body: bytes, headers: list[str]) -> Action:
 
 async def test_gzip_body_is_decoded(server: RawServer, client: SpiderIQ) -> None:
     raw = json.dumps({"job_id": str(JOB), "status": "completed", "data": {}}).encode()
-    server.routes[RESULTS] = raw_reply(200, gzip.compress(raw), [
-        "Content-Type: application/json", "Content-Encoding: gzip"])
+    server.routes[RESULTS] = raw_reply(
+        200, gzip.compress(raw), ["Content-Type: application/json", "Content-Encoding: gzip"]
+    )
     outcome = await client.fetch_result(JOB)
     assert isinstance(outcome, Completed)
     assert (outcome.body, outcome.doc) == (raw, json.loads(raw))
 
 
-@pytest.mark.parametrize("content_type", [
-    ["Content-Type: application/json; charset=utf-8"], ["Content-Type: text/html"],
-    ["Content-Type: text/plain; charset=UTF-8"], [],
-])
-async def test_content_type_does_not_matter(server: RawServer, client: SpiderIQ,
-                                            content_type: list[str]) -> None:
-    raw = json.dumps({"success": False, "job_id": str(JOB), "status": "processing",
-                      "message": "Job is still being processed"}).encode()
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        ["Content-Type: application/json; charset=utf-8"],
+        ["Content-Type: text/html"],
+        ["Content-Type: text/plain; charset=UTF-8"],
+        [],
+    ],
+)
+async def test_content_type_does_not_matter(
+    server: RawServer, client: SpiderIQ, content_type: list[str]
+) -> None:
+    raw = json.dumps(
+        {
+            "success": False,
+            "job_id": str(JOB),
+            "status": "processing",
+            "message": "Job is still being processed",
+        }
+    ).encode()
     server.routes[RESULTS] = raw_reply(202, raw, content_type)
     assert await client.fetch_result(JOB) == Pending(upstream_status="processing")
 
 
 async def test_rate_limit_headers(server: RawServer, client: SpiderIQ) -> None:
-    server.routes[RESULTS] = reply(429, {"detail": "Rate limit exceeded"}, {
-        "Retry-After": "3600", "X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "0",
-        "X-RateLimit-Reset": "1760000060",
-    })
+    server.routes[RESULTS] = reply(
+        429,
+        {"detail": "Rate limit exceeded"},
+        {
+            "Retry-After": "3600",
+            "X-RateLimit-Limit": "100",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": "1760000060",
+        },
+    )
     outcome = await client.fetch_result(JOB)
     assert isinstance(outcome, RateLimited)
     assert outcome.retry_after_s == 3600.0
@@ -284,8 +308,9 @@ async def test_connection_refused_is_transient() -> None:
     port = probe.sockets[0].getsockname()[1]
     probe.close()
     await probe.wait_closed()
-    async with SpiderIQ(f"http://127.0.0.1:{port}", TOKEN, connect_timeout_s=0.5,
-                            read_timeout_s=0.5, total_timeout_s=1) as spideriq:
+    async with SpiderIQ(
+        f"http://127.0.0.1:{port}", TOKEN, connect_timeout_s=0.5, read_timeout_s=0.5, total_timeout_s=1
+    ) as spideriq:
         outcome = await spideriq.fetch_result(JOB)
     assert isinstance(outcome, Transient)
     assert outcome.reason.startswith("connection error")
@@ -298,18 +323,36 @@ async def test_token_in_url_error_is_scrubbed(client: SpiderIQ) -> None:
 
 
 async def test_list_jobs(server: RawServer, client: SpiderIQ) -> None:
-    server.routes["/api/v1/jobs/list"] = reply(200, {
-        "total": 3, "page": 1, "page_size": 100,
-        "jobs": [{"job_id": str(JOB), "type": "spiderSite", "status": "completed",
-                  "updated_at": "2025-10-27T10:02:45Z"}, {"job_id": 5}, None],
-    })
+    server.routes["/api/v1/jobs/list"] = reply(
+        200,
+        {
+            "total": 3,
+            "page": 1,
+            "page_size": 100,
+            "jobs": [
+                {
+                    "job_id": str(JOB),
+                    "type": "spiderSite",
+                    "status": "completed",
+                    "updated_at": "2025-10-27T10:02:45Z",
+                },
+                {"job_id": 5},
+                None,
+            ],
+        },
+    )
     page = await client.list_jobs(page=1, status_filter="completed")
     assert isinstance(page, JobPage)
     assert [j.job_id for j in page.jobs] == [JOB]
     assert page.total_pages == 1
     line = server.requests[0].line
-    for part in ("page=1", "page_size=100", "sort_by=updated_at", "sort_order=desc",
-                 "status_filter=completed"):
+    for part in (
+        "page=1",
+        "page_size=100",
+        "sort_by=updated_at",
+        "sort_order=desc",
+        "status_filter=completed",
+    ):
         assert part in line
     assert "format" not in line
 
@@ -317,14 +360,14 @@ async def test_list_jobs(server: RawServer, client: SpiderIQ) -> None:
 async def test_shared_session_is_not_closed(server: RawServer) -> None:
     server.routes[RESULTS] = reply(404, {"detail": "Job not found"})
     async with aiohttp.ClientSession() as session:
-        async with SpiderIQ(server.url, TOKEN, connect_timeout_s=1, read_timeout_s=1,
-                                total_timeout_s=2, session=session) as spideriq:
+        async with SpiderIQ(
+            server.url, TOKEN, connect_timeout_s=1, read_timeout_s=1, total_timeout_s=2, session=session
+        ) as spideriq:
             assert isinstance(await spideriq.fetch_result(JOB), NotFound)
         assert not session.closed
 
 
-async def test_many_concurrent_requests_release_connections(server: RawServer,
-                                                            client: SpiderIQ) -> None:
+async def test_many_concurrent_requests_release_connections(server: RawServer, client: SpiderIQ) -> None:
     server.routes[RESULTS] = reply(500, b"x" * 10_000)
     outcomes = await asyncio.gather(*(client.fetch_result(JOB) for _ in range(50)))
     assert all(isinstance(o, Transient) and o.http_status == 500 for o in outcomes)

@@ -17,8 +17,9 @@ TOKEN = "scale:sk_scale_1:secret_scale_1"  # the simulator's own credential, not
 
 
 def client(url: str, time_scale: float) -> SpiderIQ:
-    return SpiderIQ(url, TOKEN, connect_timeout_s=5, read_timeout_s=5, total_timeout_s=10,
-                        time_scale=time_scale)
+    return SpiderIQ(
+        url, TOKEN, connect_timeout_s=5, read_timeout_s=5, total_timeout_s=10, time_scale=time_scale
+    )
 
 
 async def fetch(spideriq: SpiderIQ) -> Outcome:
@@ -42,9 +43,12 @@ async def test_unscaled_client_keeps_the_api_seconds() -> None:
 
 
 async def test_list_page_retry_after_is_scaled_too() -> None:
-    async with SimServer(speed=40, seed=1, tokens=[TOKEN],
-                         faults={"long_retry_after": 1.0, "long_retry_after_s": 400}) as sim, \
-            client(sim.url, 40.0) as scaled:
+    async with (
+        SimServer(
+            speed=40, seed=1, tokens=[TOKEN], faults={"long_retry_after": 1.0, "long_retry_after_s": 400}
+        ) as sim,
+        client(sim.url, 40.0) as scaled,
+    ):
         outcome = await scaled.list_jobs(page=1)
     assert isinstance(outcome, RateLimited)
     assert outcome.retry_after_s == 400 / 40

@@ -32,10 +32,16 @@ SPEED = 50.0
 
 
 def make_config(dsn: str, base_url: str) -> config.Config:
-    return config.load(environ={}, overrides={
-        "database.dsn": dsn, "api.base_url": base_url, "api.token": TOKEN, "speed": SPEED,
-        "server.enabled": False,
-    })
+    return config.load(
+        environ={},
+        overrides={
+            "database.dsn": dsn,
+            "api.base_url": base_url,
+            "api.token": TOKEN,
+            "speed": SPEED,
+            "server.enabled": False,
+        },
+    )
 
 
 class Parts:
@@ -57,14 +63,18 @@ async def sim() -> AsyncIterator[SimServer]:
 
 
 async def sim_jobs(sim: SimServer, count: int, **plan: Any) -> list[UUID]:
-    async with aiohttp.ClientSession() as session, session.post(
-            f"{sim.url}/_sim/jobs", json={"count": count, "token": TOKEN, **plan}) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{sim.url}/_sim/jobs", json={"count": count, "token": TOKEN, **plan}) as resp,
+    ):
         resp.raise_for_status()
         return [UUID(str(i)) for i in (await resp.json())["job_ids"]]
 
 
 async def test_a_pass_marks_finished_jobs_due_and_defers_running_ones(
-    sim: SimServer, db_dsn: str, pool: asyncpg.Pool,
+    sim: SimServer,
+    db_dsn: str,
+    pool: asyncpg.Pool,
 ) -> None:
     quick = await sim_jobs(sim, 12, duration_s=1)
     slow = await sim_jobs(sim, 8, duration_s=3000)
@@ -76,9 +86,13 @@ async def test_a_pass_marks_finished_jobs_due_and_defers_running_ones(
         result = await parts.discovery.maybe_pass()
         assert result is not None and result.ok
         assert (result.finished, result.running) == (12, 8)
-        rows = {r["job_id"]: r for r in await pool.fetch(
-            "SELECT job_id, upstream_status, job_type, next_poll_at < now() AS due,"
-            " extract(epoch FROM next_poll_at - now()) AS wait_s FROM harvester.jobs")}
+        rows = {
+            r["job_id"]: r
+            for r in await pool.fetch(
+                "SELECT job_id, upstream_status, job_type, next_poll_at < now() AS due,"
+                " extract(epoch FROM next_poll_at - now()) AS wait_s FROM harvester.jobs"
+            )
+        }
         assert all(rows[j]["due"] and rows[j]["upstream_status"] == "completed" for j in quick)
         defer = policy.running_defer("spiderSite", parts.cfg.polling)
         assert all(rows[j]["wait_s"] >= defer * 0.9 for j in slow)
@@ -91,8 +105,9 @@ async def test_a_pass_marks_finished_jobs_due_and_defers_running_ones(
         await parts.client.close()
 
 
-async def test_nothing_to_learn_means_no_list_request(sim: SimServer, db_dsn: str,
-                                                      pool: asyncpg.Pool) -> None:
+async def test_nothing_to_learn_means_no_list_request(
+    sim: SimServer, db_dsn: str, pool: asyncpg.Pool
+) -> None:
     parts = Parts(make_config(db_dsn, sim.url), pool)
     await parts.ensure()
     try:
@@ -103,7 +118,9 @@ async def test_nothing_to_learn_means_no_list_request(sim: SimServer, db_dsn: st
 
 
 async def test_a_failing_list_endpoint_backs_off_and_leaves_jobs_to_direct_polls(
-    db_dsn: str, pool: asyncpg.Pool, aiohttp_unused_port: Any = None,
+    db_dsn: str,
+    pool: asyncpg.Pool,
+    aiohttp_unused_port: Any = None,
 ) -> None:
     hits: list[float] = []
 
@@ -120,8 +137,10 @@ async def test_a_failing_list_endpoint_backs_off_and_leaves_jobs_to_direct_polls
     port = runner.addresses[0][1]
     ids = [UUID(int=n) for n in range(1, 6)]
     await queue.enqueue(pool, ids)
-    before = {r["job_id"]: r["next_poll_at"] for r in await pool.fetch(
-        "SELECT job_id, next_poll_at FROM harvester.jobs")}
+    before = {
+        r["job_id"]: r["next_poll_at"]
+        for r in await pool.fetch("SELECT job_id, next_poll_at FROM harvester.jobs")
+    }
     parts = Parts(make_config(db_dsn, f"http://127.0.0.1:{port}"), pool)
     await parts.ensure()
     try:
@@ -135,8 +154,10 @@ async def test_a_failing_list_endpoint_backs_off_and_leaves_jobs_to_direct_polls
         plain = policy.list_pass_interval(0, 100, 60.0 / SPEED, cfg)
         assert policy.list_retry_interval(plain, parts.discovery.failures, cfg) >= 8 * plain
         # the jobs keep their direct-poll schedule
-        after = {r["job_id"]: r["next_poll_at"] for r in await pool.fetch(
-            "SELECT job_id, next_poll_at FROM harvester.jobs")}
+        after = {
+            r["job_id"]: r["next_poll_at"]
+            for r in await pool.fetch("SELECT job_id, next_poll_at FROM harvester.jobs")
+        }
         assert after == before
     finally:
         await parts.client.close()

@@ -39,12 +39,19 @@ async def test_one_body_per_file_is_stored(conn: asyncpg.Connection) -> None:
 
 
 async def test_json_lines_bad_line_is_reported_and_the_rest_stored(
-    conn: asyncpg.Connection, tmp_path: Path,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
 ) -> None:
-    path = write_jsonl(tmp_path / "batch.jsonl", [
-        compact("site-minimal-200.json"), b"", b"{broken", compact("maps-200.json"),
-        b'{"no_job_id": true}',
-    ])
+    path = write_jsonl(
+        tmp_path / "batch.jsonl",
+        [
+            compact("site-minimal-200.json"),
+            b"",
+            b"{broken",
+            compact("maps-200.json"),
+            b'{"no_job_id": true}',
+        ],
+    )
     report = await import_paths(conn, [path])
     assert (report.stored, report.rejected) == (2, 2)
     assert [(f, line) for f, line, _ in report.problems] == [(str(path), 3), (str(path), 5)]
@@ -60,7 +67,8 @@ async def test_crlf_json_lines_are_read(conn: asyncpg.Connection, tmp_path: Path
 
 
 async def test_broken_pretty_printed_file_is_one_reject(
-    conn: asyncpg.Connection, tmp_path: Path,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
 ) -> None:
     broken = (SEED / "site-minimal-200.json").read_bytes().replace(b'"url"', b"url", 1)
     path = tmp_path / "broken.json"
@@ -71,7 +79,8 @@ async def test_broken_pretty_printed_file_is_one_reject(
 
 
 async def test_directory_imports_json_and_jsonl_sorted(
-    conn: asyncpg.Connection, tmp_path: Path,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
 ) -> None:
     (tmp_path / "b.json").write_bytes((SEED / "maps-200.json").read_bytes())
     write_jsonl(tmp_path / "a.jsonl", [compact("site-minimal-200.json")])
@@ -83,7 +92,8 @@ async def test_directory_imports_json_and_jsonl_sorted(
 
 
 async def test_unreadable_file_is_reported_not_fatal(
-    conn: asyncpg.Connection, tmp_path: Path,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
 ) -> None:
     missing = tmp_path / "missing.json"
     report = await import_paths(conn, [missing, SEED / "site-minimal-200.json"])
@@ -107,8 +117,10 @@ async def test_importing_every_seed_twice_gives_identical_tables(conn: asyncpg.C
     }
 
     async def snapshot() -> dict[str, list[tuple[object, ...]]]:
-        return {k: [tuple(r) for r in await conn.fetch(dump.format(cols=c, table=t))]
-                for k, (c, t) in queries.items()}
+        return {
+            k: [tuple(r) for r in await conn.fetch(dump.format(cols=c, table=t))]
+            for k, (c, t) in queries.items()
+        }
 
     before = await snapshot()
     report = await import_paths(conn, paths)
@@ -121,24 +133,30 @@ async def test_extra_fixture_bodies_import_cleanly(conn: asyncpg.Connection) -> 
     assert report.rejected == 0 and report.stored >= 3
     nested = await conn.fetchval(
         "SELECT count(*) FROM harvester.site_emails e JOIN harvester.sites s USING (job_id) "
-        "WHERE s.domain = 'oldlayout.example'")
+        "WHERE s.domain = 'oldlayout.example'"
+    )
     assert nested == 2
     site = await one(
-        conn, "SELECT company_name, icp_fit_score, completed_at, pain_points::text AS pain "
-        "FROM harvester.sites WHERE domain = 'oldlayout.example'")
+        conn,
+        "SELECT company_name, icp_fit_score, completed_at, pain_points::text AS pain "
+        "FROM harvester.sites WHERE domain = 'oldlayout.example'",
+    )
     assert (site["company_name"], site["icp_fit_score"]) == ("Old Layout Ltd", 72.0)
     assert site["completed_at"] == datetime(2025, 6, 2, 8, 15, tzinfo=UTC)
     assert "inferred_challenges" in site["pain"]
     assert await conn.fetchval("SELECT count(*) FROM harvester.maps_businesses") == 2
-    verify = await conn.fetchval("SELECT job_type FROM harvester.results "
-                                 "WHERE job_id = 'cc0e8400-e29b-41d4-a716-446655440012'")
+    verify = await conn.fetchval(
+        "SELECT job_type FROM harvester.results WHERE job_id = 'cc0e8400-e29b-41d4-a716-446655440012'"
+    )
     assert verify == "spiderVerify"
-    assert await conn.fetchval(
-        "SELECT count(*) FROM harvester.businesses WHERE place_id LIKE 'fallback:%'") == 1
+    assert (
+        await conn.fetchval("SELECT count(*) FROM harvester.businesses WHERE place_id LIKE 'fallback:%'") == 1
+    )
 
 
 async def test_large_json_lines_file_is_stored_in_batches_with_exact_line_numbers(
-    conn: asyncpg.Connection, tmp_path: Path,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
 ) -> None:
     """Several transactions' worth of lines: bad lines anywhere keep their own line numbers."""
     template = json.loads((SEED / "site-minimal-200.json").read_bytes())
@@ -160,11 +178,14 @@ async def test_large_json_lines_file_is_stored_in_batches_with_exact_line_number
 
 
 async def test_a_body_the_database_refuses_is_rejected_alone(
-    conn: asyncpg.Connection, tmp_path: Path,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
 ) -> None:
     """A refused batch falls back to one transaction per body: only the offender is rejected."""
-    await conn.execute("ALTER TABLE harvester.sites ADD CONSTRAINT test_refuse"
-                       " CHECK (domain IS DISTINCT FROM 'refused.example')")
+    await conn.execute(
+        "ALTER TABLE harvester.sites ADD CONSTRAINT test_refuse"
+        " CHECK (domain IS DISTINCT FROM 'refused.example')"
+    )
     template = json.loads((SEED / "site-minimal-200.json").read_bytes())
     lines = []
     for n in range(5):
@@ -177,6 +198,7 @@ async def test_a_body_the_database_refuses_is_rejected_alone(
     assert [line for _, line, _ in report.problems] == [4]
     assert "database refused" in report.problems[0][2]
     assert await conn.fetchval("SELECT count(*) FROM harvester.sites") == 4
-    state = await conn.fetchval("SELECT state FROM harvester.jobs"
-                                " WHERE job_id = '00000000-0000-4000-8000-000000000003'")
+    state = await conn.fetchval(
+        "SELECT state FROM harvester.jobs WHERE job_id = '00000000-0000-4000-8000-000000000003'"
+    )
     assert state == "rejected"

@@ -79,8 +79,7 @@ def seconds(times: list[datetime]) -> list[float]:
     return sorted((t - base).total_seconds() for t in times)
 
 
-def assert_within_limits(times: list[datetime], *, per_minute: float, window_s: float,
-                         burst: int) -> None:
+def assert_within_limits(times: list[datetime], *, per_minute: float, window_s: float, burst: int) -> None:
     """Both readings: a GCRA with burst ``burst`` accepts every grant, and no rolling window of
     ``window_s`` holds more than the cap."""
     ts = seconds(times)
@@ -142,7 +141,8 @@ async def test_pause_blocks_every_instance(pools: Callable[[], Any]) -> None:
     a = make(await pools(), sleep=sleep_a)
     b = make(await pools(), sleep=sleep_b)
     assert await a.pause(retry_after_s=7200.0, reset_at=None, reason="budget") == pytest.approx(
-        7200.0, abs=5.0)
+        7200.0, abs=5.0
+    )
     state = await b.state()
     assert state.paused_until is not None
     grant = await b.reserve()
@@ -170,10 +170,12 @@ async def test_pause_from_reset_and_default(pools: Callable[[], Any]) -> None:
     wall = 1_760_000_000.0
     by_reset = make(pool, token="a:b:c", wall=lambda: wall)
     assert await by_reset.pause(retry_after_s=None, reset_at=wall + 120, reason="x") == (
-        pytest.approx(120.0, abs=2.0))
+        pytest.approx(120.0, abs=2.0)
+    )
     by_default = make(pool, token="d:e:f", default_pause_s=42.0)
     assert await by_default.pause(retry_after_s=None, reset_at=None, reason="x") == (
-        pytest.approx(42.0, abs=2.0))
+        pytest.approx(42.0, abs=2.0)
+    )
 
 
 async def test_slot_reserved_before_a_pause_is_dropped(pools: Callable[[], Any]) -> None:
@@ -230,8 +232,9 @@ async def test_budget_use_with_unlimited_demand(pools: Callable[[], Any], speed:
     window = 60.0 / speed
     lim = make(await pools(), requests_per_minute=100.0 * speed, window_s=window, burst=20)
     ts = seconds([(await lim.reserve()).at for _ in range(7 * lim.limit + 1)])
-    assert_within_limits([BASE + timedelta(seconds=t) for t in ts],
-                         per_minute=100.0 * speed, window_s=window, burst=20)
+    assert_within_limits(
+        [BASE + timedelta(seconds=t) for t in ts], per_minute=100.0 * speed, window_s=window, burst=20
+    )
     cap = lim.limit
     cold = sum(1 for t in ts if t < 5 * window) / (5 * cap)
     steady = (5 * cap) / ((ts[6 * cap] - ts[cap]) / window) / cap  # grants per window over 5

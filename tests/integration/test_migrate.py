@@ -16,50 +16,98 @@ from tests.support.rows import one
 # SPEC section 3: the tables and columns downstream SQL depends on, with their types.
 EXPECTED_COLUMNS = {
     "jobs": {
-        "job_id": "uuid", "state": "text", "priority": "smallint", "tags": "jsonb",
-        "job_type": "text", "upstream_status": "text",
-        "enqueued_at": "timestamp with time zone", "next_poll_at": "timestamp with time zone",
-        "last_polled_at": "timestamp with time zone", "finished_at": "timestamp with time zone",
-        "polls": "integer", "last_http_status": "integer", "last_error": "text",
+        "job_id": "uuid",
+        "state": "text",
+        "priority": "smallint",
+        "tags": "jsonb",
+        "job_type": "text",
+        "upstream_status": "text",
+        "enqueued_at": "timestamp with time zone",
+        "next_poll_at": "timestamp with time zone",
+        "last_polled_at": "timestamp with time zone",
+        "finished_at": "timestamp with time zone",
+        "polls": "integer",
+        "last_http_status": "integer",
+        "last_error": "text",
     },
     "results": {
-        "job_id": "uuid", "job_type": "text", "status": "text", "success": "boolean",
-        "processing_time_seconds": "double precision", "worker_id": "text",
-        "completed_at": "timestamp with time zone", "message": "text", "error_message": "text",
-        "raw": "jsonb", "fetched_at": "timestamp with time zone",
+        "job_id": "uuid",
+        "job_type": "text",
+        "status": "text",
+        "success": "boolean",
+        "processing_time_seconds": "double precision",
+        "worker_id": "text",
+        "completed_at": "timestamp with time zone",
+        "message": "text",
+        "error_message": "text",
+        "raw": "jsonb",
+        "fetched_at": "timestamp with time zone",
     },
     "sites": {
-        "job_id": "uuid", "url": "text", "domain": "text", "pages_crawled": "integer",
-        "crawl_status": "text", "markdown_compendium": "text", "compendium": "jsonb",
-        "company_vitals": "jsonb", "company_name": "text", "industry": "text",
-        "pain_points": "jsonb", "lead_scoring": "jsonb", "icp_fit_score": "double precision",
-        "personalization_hooks": "jsonb", "metadata": "jsonb",
+        "job_id": "uuid",
+        "url": "text",
+        "domain": "text",
+        "pages_crawled": "integer",
+        "crawl_status": "text",
+        "markdown_compendium": "text",
+        "compendium": "jsonb",
+        "company_vitals": "jsonb",
+        "company_name": "text",
+        "industry": "text",
+        "pain_points": "jsonb",
+        "lead_scoring": "jsonb",
+        "icp_fit_score": "double precision",
+        "personalization_hooks": "jsonb",
+        "metadata": "jsonb",
     },
     "site_emails": {"job_id": "uuid", "email": "text"},
     "site_phones": {"job_id": "uuid", "phone": "text", "e164": "text"},
     "site_addresses": {"job_id": "uuid", "address": "text"},
     "site_socials": {"job_id": "uuid", "platform": "text", "url": "text"},
-    "team_members": {"job_id": "uuid", "position": "integer", "name": "text", "title": "text",
-                     "email": "text", "linkedin": "text"},
-    "maps_searches": {"job_id": "uuid", "query": "text", "results_count": "integer",
-                      "metadata": "jsonb"},
+    "team_members": {
+        "job_id": "uuid",
+        "position": "integer",
+        "name": "text",
+        "title": "text",
+        "email": "text",
+        "linkedin": "text",
+    },
+    "maps_searches": {"job_id": "uuid", "query": "text", "results_count": "integer", "metadata": "jsonb"},
     "businesses": {
-        "place_id": "text", "name": "text", "rating": "double precision",
-        "reviews_count": "integer", "address": "text", "phone": "text", "website": "text",
-        "categories": "ARRAY", "latitude": "double precision", "longitude": "double precision",
-        "link": "text", "business_status": "text", "price_range": "text",
-        "working_hours": "jsonb", "first_seen_at": "timestamp with time zone",
-        "last_seen_at": "timestamp with time zone", "last_job_id": "uuid",
+        "place_id": "text",
+        "name": "text",
+        "rating": "double precision",
+        "reviews_count": "integer",
+        "address": "text",
+        "phone": "text",
+        "website": "text",
+        "categories": "ARRAY",
+        "latitude": "double precision",
+        "longitude": "double precision",
+        "link": "text",
+        "business_status": "text",
+        "price_range": "text",
+        "working_hours": "jsonb",
+        "first_seen_at": "timestamp with time zone",
+        "last_seen_at": "timestamp with time zone",
+        "last_job_id": "uuid",
     },
     "maps_businesses": {"job_id": "uuid", "position": "integer", "place_id": "text"},
-    "rejects": {"job_id": "uuid", "received_at": "timestamp with time zone", "reason": "text",
-                "body": "bytea"},
+    "rejects": {
+        "job_id": "uuid",
+        "received_at": "timestamp with time zone",
+        "reason": "text",
+        "body": "bytea",
+    },
     # the migration ledger
     "schema_migrations": {"version": "text", "applied_at": "timestamp with time zone"},
 }
 EXPECTED_VIEWS = {"site_contacts", "leads", "latest_sites", "limiter_status"}
 PRIMARY_KEYS = {
-    "jobs": ["job_id"], "results": ["job_id"], "sites": ["job_id"], "maps_searches": ["job_id"],
+    "jobs": ["job_id"],
+    "results": ["job_id"],
+    "sites": ["job_id"],
+    "maps_searches": ["job_id"],
     "businesses": ["place_id"],
 }
 
@@ -87,17 +135,24 @@ async def test_migrations_build_the_spec_schema(empty_db_dsn: str) -> None:
             assert table in found, f"missing table harvester.{table}"
             for column, kind in columns.items():
                 assert found[table].get(column) == kind, f"harvester.{table}.{column}"
-        views = {r["table_name"] for r in await conn.fetch(
-            "SELECT table_name FROM information_schema.views WHERE table_schema = 'harvester'")}
+        views = {
+            r["table_name"]
+            for r in await conn.fetch(
+                "SELECT table_name FROM information_schema.views WHERE table_schema = 'harvester'"
+            )
+        }
         assert views >= EXPECTED_VIEWS
         for table, key in PRIMARY_KEYS.items():
             cols = await conn.fetch(
                 """SELECT a.attname FROM pg_index i
                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                    WHERE i.indrelid = $1::regclass AND i.indisprimary""", f"harvester.{table}")
+                    WHERE i.indrelid = $1::regclass AND i.indisprimary""",
+                f"harvester.{table}",
+            )
             assert [c["attname"] for c in cols] == key
         due_index = await conn.fetchval(
-            "SELECT indexdef FROM pg_indexes WHERE schemaname='harvester' AND indexname='jobs_due_idx'")
+            "SELECT indexdef FROM pg_indexes WHERE schemaname='harvester' AND indexname='jobs_due_idx'"
+        )
         assert "WHERE (state = 'pending'::text)" in due_index
     finally:
         await conn.close()
@@ -138,16 +193,18 @@ async def test_nothing_lands_outside_schema_harvester(empty_db_dsn: str) -> None
 async def objects_outside_harvester(conn: asyncpg.Connection) -> dict[str, list[str]]:
     """Relations, functions and types in any schema but harvester and the system ones, and the
     extensions: what a migration could have created elsewhere."""
-    user_schema = ("NOT IN ('harvester', 'pg_catalog', 'information_schema', 'pg_toast')"
-                   " AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'")
+    user_schema = (
+        "NOT IN ('harvester', 'pg_catalog', 'information_schema', 'pg_toast')"
+        " AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'"
+    )
     found = {}
     for kind, sql in {
         "relations": "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n "
-                     f"ON n.oid = c.relnamespace WHERE n.nspname {user_schema}",
+        f"ON n.oid = c.relnamespace WHERE n.nspname {user_schema}",
         "functions": "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n "
-                     f"ON n.oid = p.pronamespace WHERE n.nspname {user_schema}",
+        f"ON n.oid = p.pronamespace WHERE n.nspname {user_schema}",
         "types": "SELECT t.oid::regtype::text FROM pg_type t JOIN pg_namespace n "
-                 f"ON n.oid = t.typnamespace WHERE n.nspname {user_schema}",
+        f"ON n.oid = t.typnamespace WHERE n.nspname {user_schema}",
         "schemas": f"SELECT n.nspname FROM pg_namespace n WHERE n.nspname {user_schema}",
         "extensions": "SELECT extname FROM pg_extension",
     }.items():
@@ -156,18 +213,27 @@ async def objects_outside_harvester(conn: asyncpg.Connection) -> dict[str, list[
 
 
 async def test_a_ledger_in_public_is_moved_into_schema_harvester(empty_db_dsn: str) -> None:
-    old = [f"00{n}_{name}" for n, name in ((1, "schema"), (2, "limiter"), (3, "store"),
-                                            (4, "discovery"), (5, "lz4"), (6, "pending_indexes"))]
+    old = [
+        f"00{n}_{name}"
+        for n, name in (
+            (1, "schema"),
+            (2, "limiter"),
+            (3, "store"),
+            (4, "discovery"),
+            (5, "lz4"),
+            (6, "pending_indexes"),
+        )
+    ]
     conn = await asyncpg.connect(empty_db_dsn)
     try:
         await migrate_like_older_versions(conn, old)
-        assert await migrate.pending(conn) == [
-            m.version for m in migrate.available() if m.version not in old]
+        assert await migrate.pending(conn) == [m.version for m in migrate.available() if m.version not in old]
         applied = await migrate.apply(conn)
         assert applied == [m.version for m in migrate.available() if m.version not in old]
         assert await conn.fetchval("SELECT to_regclass('public.harvester_migrations')") is None
-        rows = await conn.fetch("SELECT version, applied_at FROM harvester.schema_migrations "
-                                "ORDER BY version")
+        rows = await conn.fetch(
+            "SELECT version, applied_at FROM harvester.schema_migrations ORDER BY version"
+        )
         assert await migrate.apply(conn) == []
     finally:
         await conn.close()
@@ -182,7 +248,8 @@ async def test_a_partly_migrated_old_database_gets_the_rest(empty_db_dsn: str) -
         await migrate_like_older_versions(conn, ["001_schema", "002_limiter"])
         applied = await migrate.apply(conn)
         versions = await conn.fetchval(
-            "SELECT array_agg(version ORDER BY version) FROM harvester.schema_migrations")
+            "SELECT array_agg(version ORDER BY version) FROM harvester.schema_migrations"
+        )
         legacy = await conn.fetchval("SELECT to_regclass('public.harvester_migrations')")
     finally:
         await conn.close()
@@ -199,15 +266,13 @@ async def test_pending_names_what_is_not_applied(empty_db_dsn: str) -> None:
         await migrate.apply(conn)
         assert await migrate.pending(conn) == []
         await migrate.require_current(conn)
-        await conn.execute("DELETE FROM harvester.schema_migrations WHERE version = $1",
-                           everything[-1])
+        await conn.execute("DELETE FROM harvester.schema_migrations WHERE version = $1", everything[-1])
         assert await migrate.pending(conn) == everything[-1:]
     finally:
         await conn.close()
 
 
-async def test_require_current_refuses_a_schema_that_is_missing_or_behind(
-        empty_db_dsn: str) -> None:
+async def test_require_current_refuses_a_schema_that_is_missing_or_behind(empty_db_dsn: str) -> None:
     conn = await asyncpg.connect(empty_db_dsn)
     try:
         with pytest.raises(SchemaError, match="harvester migrate"):
@@ -223,8 +288,7 @@ async def test_require_current_refuses_a_schema_that_is_missing_or_behind(
 async def test_producer_insert_is_the_documented_one_liner(conn: asyncpg.Connection) -> None:
     job = "550e8400-e29b-41d4-a716-446655440000"
     for _ in range(2):
-        await conn.execute(
-            "INSERT INTO harvester.jobs (job_id) VALUES ($1) ON CONFLICT DO NOTHING", job)
+        await conn.execute("INSERT INTO harvester.jobs (job_id) VALUES ($1) ON CONFLICT DO NOTHING", job)
     row = await one(conn, "SELECT state, priority, tags, polls FROM harvester.jobs")
     assert dict(row) == {"state": "pending", "priority": 0, "tags": "{}", "polls": 0}
 

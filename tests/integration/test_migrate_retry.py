@@ -13,8 +13,10 @@ import asyncpg
 
 from harvester import daemon
 
-WAITING = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-           "AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_lock%'")
+WAITING = (
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+    "AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_lock%'"
+)
 
 
 async def waiting_pid(admin: asyncpg.Connection) -> int:

@@ -23,8 +23,7 @@ async def test_enqueue_ignores_duplicates_and_keeps_tags(pool: asyncpg.Pool) -> 
     jobs = ids(3)
     assert await queue.enqueue(pool, jobs, priority=5, tags={"campaign": "q1"}) == 3
     assert await queue.enqueue(pool, jobs[:2] + ids(1)) == 1
-    row = await one(pool, "SELECT priority, tags::text FROM harvester.jobs WHERE job_id=$1",
-                          jobs[0])
+    row = await one(pool, "SELECT priority, tags::text FROM harvester.jobs WHERE job_id=$1", jobs[0])
     assert row["priority"] == 5 and '"campaign": "q1"' in row["tags"]
 
 
@@ -33,8 +32,9 @@ async def test_claim_orders_by_priority_then_due_time(pool: asyncpg.Pool) -> Non
     await queue.enqueue(pool, [low])
     await queue.enqueue(pool, [high], priority=9)
     await queue.enqueue(pool, [older])
-    await pool.execute("UPDATE harvester.jobs SET next_poll_at = now() - interval '1 hour' "
-                       "WHERE job_id = $1", older)
+    await pool.execute(
+        "UPDATE harvester.jobs SET next_poll_at = now() - interval '1 hour' WHERE job_id = $1", older
+    )
     claimed = await PgQueue(pool).claim("w1", 10, 30)
     assert [c.job_id for c in claimed][:1] == [high]
     assert [c.job_id for c in claimed][1:] == [older, low]
@@ -43,8 +43,9 @@ async def test_claim_orders_by_priority_then_due_time(pool: asyncpg.Pool) -> Non
 async def test_claim_skips_jobs_not_yet_due_and_finished_ones(pool: asyncpg.Pool) -> None:
     due, later, done = ids(3)
     await queue.enqueue(pool, [due, later, done])
-    await pool.execute("UPDATE harvester.jobs SET next_poll_at = now() + interval '1 hour' "
-                       "WHERE job_id = $1", later)
+    await pool.execute(
+        "UPDATE harvester.jobs SET next_poll_at = now() + interval '1 hour' WHERE job_id = $1", later
+    )
     await pool.execute("UPDATE harvester.jobs SET state = 'harvested' WHERE job_id = $1", done)
     assert [c.job_id for c in await PgQueue(pool).claim("w1", 10, 30)] == [due]
 
@@ -72,13 +73,31 @@ async def test_a_taken_over_lease_cannot_write(pool: asyncpg.Pool) -> None:
     await asyncio.sleep(0.2)
     [fresh] = await PgQueue(pool).claim("fast", 1, 30)
     jobs = PgQueue(pool)
-    assert not await jobs.reschedule(stale, Reschedule(
-        delay_s=5, polls_spent=1, http_status=202, upstream_status="processing",
-        job_type="spiderSite", not_found_count=0, fault_count=0, error=None))
-    assert not await jobs.finish(stale, Finish(state="not_found", polls_spent=1, http_status=404,
-                                               not_found_count=9, fault_count=0, error="x"))
-    assert await jobs.finish(fresh, Finish(state="not_found", polls_spent=1, http_status=404,
-                                           not_found_count=6, fault_count=0, error="404"))
+    assert not await jobs.reschedule(
+        stale,
+        Reschedule(
+            delay_s=5,
+            polls_spent=1,
+            http_status=202,
+            upstream_status="processing",
+            job_type="spiderSite",
+            not_found_count=0,
+            fault_count=0,
+            error=None,
+        ),
+    )
+    assert not await jobs.finish(
+        stale,
+        Finish(
+            state="not_found", polls_spent=1, http_status=404, not_found_count=9, fault_count=0, error="x"
+        ),
+    )
+    assert await jobs.finish(
+        fresh,
+        Finish(
+            state="not_found", polls_spent=1, http_status=404, not_found_count=6, fault_count=0, error="404"
+        ),
+    )
     row = await one(pool, "SELECT state, polls, lease_owner FROM harvester.jobs")
     assert dict(row) == {"state": "not_found", "polls": 1, "lease_owner": None}
 
@@ -86,14 +105,32 @@ async def test_a_taken_over_lease_cannot_write(pool: asyncpg.Pool) -> None:
 async def test_reschedule_counts_the_request_and_sets_the_next_poll(pool: asyncpg.Pool) -> None:
     await queue.enqueue(pool, ids(1))
     [job] = await PgQueue(pool).claim("w", 1, 30)
-    assert await PgQueue(pool).reschedule(job, Reschedule(
-        delay_s=60, polls_spent=1, http_status=202, upstream_status="processing",
-        job_type="spiderMaps", not_found_count=0, fault_count=0, error=None))
+    assert await PgQueue(pool).reschedule(
+        job,
+        Reschedule(
+            delay_s=60,
+            polls_spent=1,
+            http_status=202,
+            upstream_status="processing",
+            job_type="spiderMaps",
+            not_found_count=0,
+            fault_count=0,
+            error=None,
+        ),
+    )
     row = await one(
-        pool, "SELECT polls, job_type, upstream_status, last_http_status, lease_owner, "
-        "next_poll_at > now() + interval '50 s' AS later FROM harvester.jobs")
-    assert dict(row) == {"polls": 1, "job_type": "spiderMaps", "upstream_status": "processing",
-                         "last_http_status": 202, "lease_owner": None, "later": True}
+        pool,
+        "SELECT polls, job_type, upstream_status, last_http_status, lease_owner, "
+        "next_poll_at > now() + interval '50 s' AS later FROM harvester.jobs",
+    )
+    assert dict(row) == {
+        "polls": 1,
+        "job_type": "spiderMaps",
+        "upstream_status": "processing",
+        "last_http_status": 202,
+        "lease_owner": None,
+        "later": True,
+    }
 
 
 async def test_heartbeat_extends_only_our_leases(pool: asyncpg.Pool) -> None:
@@ -127,8 +164,9 @@ async def test_insert_notifies_listeners(pool: asyncpg.Pool, db_dsn: str) -> Non
 async def test_expire_gives_up_on_old_pending_jobs_only(pool: asyncpg.Pool) -> None:
     old, new = ids(2)
     await queue.enqueue(pool, [old, new])
-    await pool.execute("UPDATE harvester.jobs SET enqueued_at = now() - interval '8 days' "
-                       "WHERE job_id = $1", old)
+    await pool.execute(
+        "UPDATE harvester.jobs SET enqueued_at = now() - interval '8 days' WHERE job_id = $1", old
+    )
     assert await PgQueue(pool).expire(7 * 86400, 1000) == 1
     rows = await pool.fetch("SELECT job_id, state FROM harvester.jobs")
     states = {row["job_id"]: row["state"] for row in rows}
@@ -138,20 +176,26 @@ async def test_expire_gives_up_on_old_pending_jobs_only(pool: asyncpg.Pool) -> N
 async def test_requeue_by_state_and_by_id(pool: asyncpg.Pool) -> None:
     a, b, c = ids(3)
     await queue.enqueue(pool, [a, b, c])
-    await pool.execute("UPDATE harvester.jobs SET state='failed', finished_at=now() "
-                       "WHERE job_id = ANY($1)", [a, b])
+    await pool.execute(
+        "UPDATE harvester.jobs SET state='failed', finished_at=now() WHERE job_id = ANY($1)", [a, b]
+    )
     await pool.execute("UPDATE harvester.jobs SET state='not_found' WHERE job_id = $1", c)
     assert await queue.requeue(pool, [c], None) == 1
     assert await queue.requeue(pool, [], "failed") == 2
-    assert await pool.fetchval("SELECT count(*) FROM harvester.jobs WHERE state='pending' "
-                               "AND finished_at IS NULL") == 3
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM harvester.jobs WHERE state='pending' AND finished_at IS NULL"
+        )
+        == 3
+    )
 
 
 async def test_status_reports_states_and_oldest_pending(pool: asyncpg.Pool) -> None:
     a, b = ids(2)
     await queue.enqueue(pool, [a, b])
-    await pool.execute("UPDATE harvester.jobs SET state='failed', last_error='boom', polls=3 "
-                       "WHERE job_id=$1", a)
+    await pool.execute(
+        "UPDATE harvester.jobs SET state='failed', last_error='boom', polls=3 WHERE job_id=$1", a
+    )
     report = await queue.status(pool)
     assert report.counts == {"pending": 1, "failed": 1}
     assert report.polls["failed"] == 3
@@ -162,26 +206,34 @@ async def test_status_reports_states_and_oldest_pending(pool: asyncpg.Pool) -> N
 async def test_expiry_works_in_bounded_batches_oldest_first(pool: asyncpg.Pool) -> None:
     stale = ids(5)
     await queue.enqueue(pool, stale + ids(1))
-    await pool.execute("UPDATE harvester.jobs SET enqueued_at = now() - interval '8 days' "
-                       "- (random() * interval '1 hour') WHERE job_id = ANY($1)", stale)
-    await pool.execute("UPDATE harvester.jobs SET next_poll_at = now() + interval '1 hour' "
-                       "WHERE job_id <> $1", stale[0])
+    await pool.execute(
+        "UPDATE harvester.jobs SET enqueued_at = now() - interval '8 days' "
+        "- (random() * interval '1 hour') WHERE job_id = ANY($1)",
+        stale,
+    )
+    await pool.execute(
+        "UPDATE harvester.jobs SET next_poll_at = now() + interval '1 hour' WHERE job_id <> $1", stale[0]
+    )
     leased = await PgQueue(pool).claim("w", 5, 30)
     assert [job.job_id for job in leased] == [stale[0]]
     jobs = PgQueue(pool)
     assert [await jobs.expire(7 * 86400, 2) for _ in range(4)] == [2, 2, 0, 0]
-    expired = {r["job_id"] for r in await pool.fetch(
-        "SELECT job_id FROM harvester.jobs WHERE state = 'expired'")}
+    expired = {
+        r["job_id"] for r in await pool.fetch("SELECT job_id FROM harvester.jobs WHERE state = 'expired'")
+    }
     assert expired == set(stale) - {leased[0].job_id}  # a leased job is its holder's to finish
 
 
 async def test_the_statement_timeout_applies_inside_every_seam_call(pool: asyncpg.Pool) -> None:
     """Set per transaction (SET LOCAL), so it holds behind a pooler that refuses startup settings."""
     jobs = PgQueue(pool, statement_timeout_s=0.05)
-    await pool.execute("CREATE FUNCTION harvester.slow() RETURNS trigger LANGUAGE plpgsql AS "
-                       "$$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$")
-    await pool.execute("CREATE TRIGGER slow BEFORE UPDATE ON harvester.jobs "
-                       "FOR EACH ROW EXECUTE FUNCTION harvester.slow()")
+    await pool.execute(
+        "CREATE FUNCTION harvester.slow() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$"
+    )
+    await pool.execute(
+        "CREATE TRIGGER slow BEFORE UPDATE ON harvester.jobs FOR EACH ROW EXECUTE FUNCTION harvester.slow()"
+    )
     await queue.enqueue(pool, ids(1))
     with pytest.raises(DatabaseError, match="QueryCanceledError"):
         await jobs.claim("w", 1, 30)

@@ -18,8 +18,18 @@ from tests.support.roles import Logins, apply_roles, drop_logins, make_logins, r
 from tests.support.rows import one
 
 OUTPUT_TABLES = (
-    "jobs", "results", "sites", "site_emails", "site_phones", "site_addresses", "site_socials",
-    "team_members", "maps_searches", "businesses", "maps_businesses", "rejects",
+    "jobs",
+    "results",
+    "sites",
+    "site_emails",
+    "site_phones",
+    "site_addresses",
+    "site_socials",
+    "team_members",
+    "maps_searches",
+    "businesses",
+    "maps_businesses",
+    "rejects",
 )
 VIEWS = ("site_contacts", "leads", "latest_sites", "limiter_status")
 INTERNAL_TABLES = ("rate_limits", "discovery", "schema_migrations")
@@ -30,15 +40,14 @@ async def seed_outputs(dsn: str) -> uuid.UUID:
     job = uuid.uuid4()
     conn = await asyncpg.connect(dsn)
     try:
+        await conn.execute("INSERT INTO harvester.jobs (job_id, state) VALUES ($1, 'harvested')", job)
         await conn.execute(
-            "INSERT INTO harvester.jobs (job_id, state) VALUES ($1, 'harvested')", job)
+            "INSERT INTO harvester.results (job_id, job_type, raw) VALUES ($1, 'spiderSite', '{}')", job
+        )
+        await conn.execute("INSERT INTO harvester.sites (job_id, domain) VALUES ($1, 'example.com')", job)
         await conn.execute(
-            "INSERT INTO harvester.results (job_id, job_type, raw) VALUES ($1, 'spiderSite', '{}')",
-            job)
-        await conn.execute(
-            "INSERT INTO harvester.sites (job_id, domain) VALUES ($1, 'example.com')", job)
-        await conn.execute(
-            "INSERT INTO harvester.site_emails (job_id, email) VALUES ($1, 'a@example.com')", job)
+            "INSERT INTO harvester.site_emails (job_id, email) VALUES ($1, 'a@example.com')", job
+        )
     finally:
         await conn.close()
     return job
@@ -48,36 +57,41 @@ async def test_roles_are_group_roles_without_login(logins: Logins) -> None:
     conn = await asyncpg.connect(logins.dsn)
     try:
         rows = await conn.fetch(
-            "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE 'harvester\\_%'")
+            "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE 'harvester\\_%'"
+        )
         owner = await conn.fetchval(
-            "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'harvester'")
+            "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'harvester'"
+        )
     finally:
         await conn.close()
     assert {r["rolname"]: r["rolcanlogin"] for r in rows} == {
-        "harvester_daemon": False, "harvester_producer": False, "harvester_reader": False}
+        "harvester_daemon": False,
+        "harvester_producer": False,
+        "harvester_reader": False,
+    }
     assert owner == "harvester_daemon"
 
 
 # ---------------------------------------------------------------- producer
 
+
 async def test_producer_inserts_job_ids(logins: Logins) -> None:
     job = uuid.uuid4()
     conn = await logins.connect(logins.producer)
     try:
-        await conn.execute("INSERT INTO harvester.jobs (job_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                           job)
+        await conn.execute("INSERT INTO harvester.jobs (job_id) VALUES ($1) ON CONFLICT DO NOTHING", job)
         # the same id again: ignored without SELECT privilege
-        await conn.execute("INSERT INTO harvester.jobs (job_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                           job)
+        await conn.execute("INSERT INTO harvester.jobs (job_id) VALUES ($1) ON CONFLICT DO NOTHING", job)
         await conn.execute(
             "INSERT INTO harvester.jobs (job_id, priority, tags) VALUES ($1, 5, $2::jsonb)",
-            uuid.uuid4(), '{"src": "crm"}')
+            uuid.uuid4(),
+            '{"src": "crm"}',
+        )
     finally:
         await conn.close()
     admin = await asyncpg.connect(logins.dsn)
     try:
-        rows = await admin.fetch(
-            "SELECT job_id, state, priority FROM harvester.jobs ORDER BY priority")
+        rows = await admin.fetch("SELECT job_id, state, priority FROM harvester.jobs ORDER BY priority")
     finally:
         await admin.close()
     assert [(r["state"], r["priority"]) for r in rows] == [("pending", 0), ("pending", 5)]
@@ -95,24 +109,29 @@ async def test_producer_can_do_nothing_else(logins: Logins) -> None:
         assert await refused(conn, "TRUNCATE harvester.jobs")
         # only the three columns: a producer cannot enqueue a job as already finished
         assert await refused(
-            conn, "INSERT INTO harvester.jobs (job_id, state) VALUES ($1, 'harvested')",
-            uuid.uuid4())
+            conn, "INSERT INTO harvester.jobs (job_id, state) VALUES ($1, 'harvested')", uuid.uuid4()
+        )
         # RETURNING and a conflict target both read the table, which needs SELECT
         assert await refused(
-            conn, "INSERT INTO harvester.jobs (job_id) VALUES ($1) RETURNING job_id", uuid.uuid4())
+            conn, "INSERT INTO harvester.jobs (job_id) VALUES ($1) RETURNING job_id", uuid.uuid4()
+        )
         assert await refused(
-            conn, "INSERT INTO harvester.jobs (job_id) VALUES ($1) ON CONFLICT (job_id) DO NOTHING",
-            uuid.uuid4())
+            conn,
+            "INSERT INTO harvester.jobs (job_id) VALUES ($1) ON CONFLICT (job_id) DO NOTHING",
+            uuid.uuid4(),
+        )
         for table in (*OUTPUT_TABLES[1:], *VIEWS, *INTERNAL_TABLES):
             assert await refused(conn, f"SELECT * FROM harvester.{table}"), table
         assert await refused(
-            conn, "INSERT INTO harvester.results (job_id, raw) VALUES ($1, '{}')", uuid.uuid4())
+            conn, "INSERT INTO harvester.results (job_id, raw) VALUES ($1, '{}')", uuid.uuid4()
+        )
         assert await refused(conn, "DELETE FROM harvester.sites WHERE job_id = $1", job)
     finally:
         await conn.close()
 
 
 # ---------------------------------------------------------------- reader
+
 
 async def test_reader_selects_every_output_and_view(logins: Logins) -> None:
     job = await seed_outputs(logins.dsn)
@@ -121,7 +140,8 @@ async def test_reader_selects_every_output_and_view(logins: Logins) -> None:
         for table in (*OUTPUT_TABLES, *VIEWS):
             await conn.fetch(f"SELECT * FROM harvester.{table}")
         contacts = await conn.fetchrow(
-            "SELECT job_id, emails FROM harvester.site_contacts WHERE domain = 'example.com'")
+            "SELECT job_id, emails FROM harvester.site_contacts WHERE domain = 'example.com'"
+        )
     finally:
         await conn.close()
     assert contacts is not None
@@ -147,27 +167,35 @@ async def test_reader_can_do_nothing_else(logins: Logins) -> None:
 
 # ---------------------------------------------------------------- daemon
 
+
 async def test_daemon_has_dml_on_every_table_and_runs_functions(logins: Logins) -> None:
     conn = await logins.connect(logins.daemon)
     try:
-        tables = [r["name"] for r in await conn.fetch(
-            "SELECT c.oid::regclass::text AS name FROM pg_class c "
-            "WHERE c.relnamespace = 'harvester'::regnamespace AND c.relkind = 'r' ORDER BY 1")]
+        tables = [
+            r["name"]
+            for r in await conn.fetch(
+                "SELECT c.oid::regclass::text AS name FROM pg_class c "
+                "WHERE c.relnamespace = 'harvester'::regnamespace AND c.relkind = 'r' ORDER BY 1"
+            )
+        ]
         assert {f"harvester.{t}" for t in (*OUTPUT_TABLES, *INTERNAL_TABLES)} <= set(tables)
         for table in tables:
             # privileges are checked when the statement starts, whatever rows it touches
             await conn.execute(f"INSERT INTO {table} SELECT * FROM {table} WHERE false")
-            await conn.execute(f"UPDATE {table} SET {await first_column(conn, table)} = "
-                               f"{await first_column(conn, table)} WHERE false")
+            await conn.execute(
+                f"UPDATE {table} SET {await first_column(conn, table)} = "
+                f"{await first_column(conn, table)} WHERE false"
+            )
             await conn.execute(f"DELETE FROM {table} WHERE false")
         not_executable = await conn.fetchval(
             "SELECT count(*) FROM pg_proc WHERE pronamespace = 'harvester'::regnamespace "
-            "AND NOT has_function_privilege(oid, 'EXECUTE')")
+            "AND NOT has_function_privilege(oid, 'EXECUTE')"
+        )
         assert not_executable == 0
         # a real write through a sequence (rejects.reject_id) and the jobs trigger
         await conn.execute(
-            "INSERT INTO harvester.rejects (job_id, reason, body) VALUES ($1, 'bad', '\\x00')",
-            uuid.uuid4())
+            "INSERT INTO harvester.rejects (job_id, reason, body) VALUES ($1, 'bad', '\\x00')", uuid.uuid4()
+        )
         await conn.execute("INSERT INTO harvester.jobs (job_id) VALUES ($1)", uuid.uuid4())
         await conn.execute("UPDATE harvester.jobs SET state = 'expired'")
     finally:
@@ -180,9 +208,11 @@ async def test_daemon_may_create_nothing_outside_its_schema(logins: Logins) -> N
     admin = await asyncpg.connect(logins.dsn)
     try:
         rights = await one(
-            admin, "SELECT has_database_privilege('harvester_daemon', current_database(), 'CREATE') AS db,"
+            admin,
+            "SELECT has_database_privilege('harvester_daemon', current_database(), 'CREATE') AS db,"
             " has_schema_privilege('harvester_daemon', 'public', 'CREATE') AS public,"
-            " has_schema_privilege('harvester_daemon', 'harvester', 'CREATE') AS own")
+            " has_schema_privilege('harvester_daemon', 'harvester', 'CREATE') AS own",
+        )
     finally:
         await admin.close()
     assert dict(rights) == {"db": False, "public": False, "own": True}
@@ -191,7 +221,9 @@ async def test_daemon_may_create_nothing_outside_its_schema(logins: Logins) -> N
 async def first_column(conn: asyncpg.Connection, table: str) -> str:
     name = await conn.fetchval(
         "SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = $1::regclass "
-        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum LIMIT 1", table)
+        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum LIMIT 1",
+        table,
+    )
     return str(name)
 
 
@@ -213,7 +245,8 @@ async def test_roles_before_the_first_migration(empty_db_dsn: str) -> None:
             assert await migrate.apply(daemon) != []
             owners = await daemon.fetchval(
                 "SELECT array_agg(DISTINCT relowner::regrole::text) FROM pg_class "
-                "WHERE relnamespace = 'harvester'::regnamespace")
+                "WHERE relnamespace = 'harvester'::regnamespace"
+            )
         finally:
             await daemon.close()
         assert owners == ["harvester_daemon"]
@@ -225,8 +258,7 @@ async def test_roles_before_the_first_migration(empty_db_dsn: str) -> None:
             await reader.close()
         producer = await made.connect(made.producer)
         try:  # a column grant needs the table: not there until roles.sql runs again
-            assert await refused(
-                producer, "INSERT INTO harvester.jobs (job_id) VALUES ($1)", uuid.uuid4())
+            assert await refused(producer, "INSERT INTO harvester.jobs (job_id) VALUES ($1)", uuid.uuid4())
         finally:
             await producer.close()
 
@@ -288,8 +320,7 @@ async def test_objects_added_later_stay_covered(logins: Logins) -> None:
         await reader.close()
 
 
-async def test_the_daemon_moves_a_ledger_left_in_public_by_older_versions(
-        empty_db_dsn: str) -> None:
+async def test_the_daemon_moves_a_ledger_left_in_public_by_older_versions(empty_db_dsn: str) -> None:
     """A database migrated by an older version (ledger in public), then roles.sql: the daemon,
     without CREATE on the database or on public, migrates and the old ledger is gone."""
     admin = await asyncpg.connect(empty_db_dsn)

@@ -49,13 +49,16 @@ async def test_cannot_grant_itself_more(logins: Logins) -> None:
             assert await refused(conn, f"ALTER ROLE {user} CREATEROLE")
             # A GRANT without grant option is an error or a "no privileges were granted"
             # warning; either way nothing changes.
-            for grant in ("GRANT SELECT ON harvester.rate_limits TO PUBLIC",
-                          "GRANT INSERT ON harvester.results TO PUBLIC",
-                          "GRANT SELECT ON harvester.jobs TO PUBLIC"):
+            for grant in (
+                "GRANT SELECT ON harvester.rate_limits TO PUBLIC",
+                "GRANT INSERT ON harvester.results TO PUBLIC",
+                "GRANT SELECT ON harvester.jobs TO PUBLIC",
+            ):
                 await refused(conn, grant)
             assert not await conn.fetchval(
                 "SELECT has_table_privilege('harvester.results', 'INSERT') "
-                "OR has_table_privilege('harvester.rate_limits', 'SELECT')")
+                "OR has_table_privilege('harvester.rate_limits', 'SELECT')"
+            )
         finally:
             await conn.close()
 
@@ -101,14 +104,21 @@ async def test_producer_cannot_upsert_or_copy_past_its_columns(logins: Logins) -
     conn = await logins.connect(logins.producer)
     try:
         assert await refused(
-            conn, "INSERT INTO harvester.jobs (job_id) VALUES ($1) "
-                  "ON CONFLICT (job_id) DO UPDATE SET state = 'harvested'", uuid.uuid4())
+            conn,
+            "INSERT INTO harvester.jobs (job_id) VALUES ($1) "
+            "ON CONFLICT (job_id) DO UPDATE SET state = 'harvested'",
+            uuid.uuid4(),
+        )
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.copy_records_to_table(
-                "jobs", schema_name="harvester", columns=["job_id", "state"],
-                records=[(uuid.uuid4(), "harvested")])
+                "jobs",
+                schema_name="harvester",
+                columns=["job_id", "state"],
+                records=[(uuid.uuid4(), "harvested")],
+            )
         # the permitted columns do work through COPY: it is the same INSERT privilege
-        await conn.copy_records_to_table("jobs", schema_name="harvester", columns=["job_id"],
-                                         records=[(uuid.uuid4(),)])
+        await conn.copy_records_to_table(
+            "jobs", schema_name="harvester", columns=["job_id"], records=[(uuid.uuid4(),)]
+        )
     finally:
         await conn.close()

@@ -48,8 +48,10 @@ async def server(metrics: Metrics, health: FakeHealth) -> AsyncIterator[ServerHa
 
 
 async def get(server: ServerHandle, path: str) -> tuple[int, str, str]:
-    async with aiohttp.ClientSession() as session, \
-            session.get(f"http://127.0.0.1:{server.port}{path}") as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{server.port}{path}") as response,
+    ):
         return response.status, response.headers["Content-Type"], await response.text()
 
 
@@ -57,9 +59,7 @@ async def test_port_zero_binds_a_real_port(server: ServerHandle) -> None:
     assert server.port > 0
 
 
-async def test_metrics_serves_the_registry_as_prometheus_text(
-    server: ServerHandle, metrics: Metrics
-) -> None:
+async def test_metrics_serves_the_registry_as_prometheus_text(server: ServerHandle, metrics: Metrics) -> None:
     metrics.request_done("results", 200, 0.0)
     status, content_type, text = await get(server, "/metrics")
     assert status == 200
@@ -70,9 +70,7 @@ async def test_metrics_serves_the_registry_as_prometheus_text(
     assert sample.value == 1
 
 
-async def test_metrics_mirror_the_credential_state(
-    server: ServerHandle, health: FakeHealth
-) -> None:
+async def test_metrics_mirror_the_credential_state(server: ServerHandle, health: FakeHealth) -> None:
     health.auth_ok = False
     _, _, text = await get(server, "/metrics")
     assert "harvester_auth_paused 1.0" in text
@@ -85,9 +83,7 @@ async def test_healthz_is_200_while_the_loop_ticks(server: ServerHandle) -> None
     assert '"alive": true' in text
 
 
-async def test_healthz_is_503_when_the_loop_is_stale(
-    server: ServerHandle, health: FakeHealth
-) -> None:
+async def test_healthz_is_503_when_the_loop_is_stale(server: ServerHandle, health: FakeHealth) -> None:
     health.last_tick = time.monotonic() - 16.0
     status, _, text = await get(server, "/healthz")
     assert status == 503
@@ -114,8 +110,10 @@ async def test_readyz_is_503_and_names_the_failing_check(
 ) -> None:
     for key, value in change.items():
         setattr(health, key, value)
-    async with aiohttp.ClientSession() as session, \
-            session.get(f"http://127.0.0.1:{server.port}/readyz") as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{server.port}/readyz") as response,
+    ):
         assert response.status == 503
         body = await response.json()
     assert body["ready"] is False
@@ -123,9 +121,7 @@ async def test_readyz_is_503_and_names_the_failing_check(
     assert set(body["checks"]) == {"database", "credential", "polling"}
 
 
-async def test_a_failing_refresh_does_not_fail_the_scrape(
-    metrics: Metrics, health: FakeHealth
-) -> None:
+async def test_a_failing_refresh_does_not_fail_the_scrape(metrics: Metrics, health: FakeHealth) -> None:
     async def refresh() -> None:
         raise HarvesterError("database down")
 
@@ -138,8 +134,9 @@ async def test_a_failing_refresh_does_not_fail_the_scrape(
     assert 'harvester_errors_total{kind="metrics_refresh"} 1.0' in text
 
 
-async def test_a_busy_port_is_a_harvester_error(server: ServerHandle, metrics: Metrics,
-                                                health: FakeHealth) -> None:
+async def test_a_busy_port_is_a_harvester_error(
+    server: ServerHandle, metrics: Metrics, health: FakeHealth
+) -> None:
     with pytest.raises(HarvesterError, match=r"server\.listen"):
         await start_server(f"127.0.0.1:{server.port}", metrics, health)
 
@@ -151,6 +148,7 @@ async def test_close_is_idempotent(metrics: Metrics, health: FakeHealth) -> None
 
 
 # ---------------------------------------------------------------- with the real database
+
 
 async def test_pool_health_runs_select_1(db_dsn: str) -> None:
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
@@ -191,8 +189,7 @@ async def test_queue_refresher_exports_jobs_per_state(db_dsn: str) -> None:
             "(gen_random_uuid(), 'pending'), (gen_random_uuid(), 'pending'), "
             "(gen_random_uuid(), 'harvested')"
         )
-        handle = await start_server("127.0.0.1:0", metrics, Loop(pool),
-                                    refresh=QueueRefresher(pool, metrics))
+        handle = await start_server("127.0.0.1:0", metrics, Loop(pool), refresh=QueueRefresher(pool, metrics))
         try:
             _, _, text = await get(handle, "/metrics")
         finally:

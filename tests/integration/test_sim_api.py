@@ -62,23 +62,15 @@ async def call(
 
 
 async def make_jobs(http: aiohttp.ClientSession, sim: SimServer, **body: Any) -> list[str]:
-    status, answer, _ = await call(
-        http, "POST", sim.url + "/_sim/jobs", None, json={"token": TOKEN, **body}
-    )
+    status, answer, _ = await call(http, "POST", sim.url + "/_sim/jobs", None, json={"token": TOKEN, **body})
     assert status == 201, answer
     ids: list[str] = answer["job_ids"]
     return ids
 
 
-async def test_results_200_has_the_seed_envelope_keys(
-    sim: SimServer, http: aiohttp.ClientSession
-) -> None:
-    site = await make_jobs(
-        http, sim, count=5, type="spiderSite", outcome="completed", start_offset_s=500
-    )
-    maps = await make_jobs(
-        http, sim, count=2, type="spiderMaps", outcome="completed", start_offset_s=500
-    )
+async def test_results_200_has_the_seed_envelope_keys(sim: SimServer, http: aiohttp.ClientSession) -> None:
+    site = await make_jobs(http, sim, count=5, type="spiderSite", outcome="completed", start_offset_s=500)
+    maps = await make_jobs(http, sim, count=2, type="spiderMaps", outcome="completed", start_offset_s=500)
     envelope = set(example("site-champ-200.json"))
     site_keys = set(example("site-champ-200.json")["data"])
     for job_id in site:
@@ -141,9 +133,7 @@ async def test_lifecycle_over_simulated_time(
     assert status == 200 and body["processing_time_seconds"] == pytest.approx(20.0)
 
 
-async def test_status_worker_id_is_null_while_queued(
-    sim: SimServer, http: aiohttp.ClientSession
-) -> None:
+async def test_status_worker_id_is_null_while_queued(sim: SimServer, http: aiohttp.ClientSession) -> None:
     (job_id,) = await make_jobs(http, sim, count=1, duration_s=20)
     sim.state.jobs[job_id].start_at += 100
     status, body, _ = await call(http, "GET", f"{sim.url}/api/v1/jobs/{job_id}/status")
@@ -242,9 +232,7 @@ async def test_list_rejects_bad_parameters_with_422(
     assert isinstance(body["detail"], list) and body["detail"][0]["loc"][0] == "query"
 
 
-async def test_cancel_semantics(
-    sim: SimServer, clock: ManualClock, http: aiohttp.ClientSession
-) -> None:
+async def test_cancel_semantics(sim: SimServer, clock: ManualClock, http: aiohttp.ClientSession) -> None:
     (running,) = await make_jobs(http, sim, count=1, duration_s=60, outcome="completed")
     (done,) = await make_jobs(http, sim, count=1, start_offset_s=500, outcome="completed")
     (failed,) = await make_jobs(http, sim, count=1, start_offset_s=500, outcome="failed")
@@ -372,9 +360,7 @@ async def test_system_endpoints(sim: SimServer, http: aiohttp.ClientSession) -> 
 
 
 async def test_unknown_types_via_admin(sim: SimServer, http: aiohttp.ClientSession) -> None:
-    ids = await make_jobs(
-        http, sim, count=2, type="spiderVerify", start_offset_s=100, outcome="completed"
-    )
+    ids = await make_jobs(http, sim, count=2, type="spiderVerify", start_offset_s=100, outcome="completed")
     status, body, _ = await call(http, "GET", f"{sim.url}/api/v1/jobs/{ids[0]}/results")
     assert status == 200 and body["type"] == "spiderVerify" and "summary" in body["data"]
     status, body, _ = await call(http, "GET", f"{sim.url}/api/v1/jobs/{ids[1]}/status")

@@ -43,9 +43,7 @@ async def sim(clock: ManualClock) -> AsyncIterator[SimServer]:
 
 
 async def done_job(sim: SimServer) -> str:
-    answer = await admin(
-        sim, "/_sim/jobs", {"count": 1, "outcome": "completed", "start_offset_s": 1000}
-    )
+    answer = await admin(sim, "/_sim/jobs", {"count": 1, "outcome": "completed", "start_offset_s": 1000})
     job_id: str = answer["job_ids"][0]
     return job_id
 
@@ -115,14 +113,11 @@ async def test_truncated_body_announces_the_full_length(sim: SimServer) -> None:
 
 
 async def test_truncation_on_the_wire() -> None:
-    async with SimServer(
-        clock=ManualClock(), tokens=[TOKEN], faults=FaultSettings(truncate=1.0)
-    ) as sim:
+    async with SimServer(clock=ManualClock(), tokens=[TOKEN], faults=FaultSettings(truncate=1.0)) as sim:
         host, port = sim.url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(
-            f"GET /api/v1/jobs/list HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}"
-            "\r\n\r\n".encode()
+            f"GET /api/v1/jobs/list HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
         )
         await writer.drain()
         raw = await reader.read()  # until the server closes
@@ -144,9 +139,7 @@ async def test_hang_outlasts_the_client_timeout(sim: SimServer) -> None:
     await admin(sim, "/_sim/faults", {"hang": 1.0, "hang_s": 30})
     async with session() as s:
         with pytest.raises(asyncio.TimeoutError):
-            async with s.get(
-                f"{sim.url}/api/v1/jobs/list", timeout=aiohttp.ClientTimeout(total=0.3)
-            ):
+            async with s.get(f"{sim.url}/api/v1/jobs/list", timeout=aiohttp.ClientTimeout(total=0.3)):
                 pass
     assert sim.stats()["requests_by_endpoint"]["list"] == {"hang": 1}
 

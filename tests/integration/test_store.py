@@ -28,12 +28,30 @@ OTHER_MAPS_ID = UUID("990e8400-e29b-41d4-a716-446655440004")
 
 # Columns that record when something happened, not what: they may differ between two stores.
 CLOCK_COLUMNS = {
-    "enqueued_at", "next_poll_at", "last_polled_at", "finished_at", "updated_at", "fetched_at",
-    "first_seen_at", "last_seen_at", "received_at", "reject_id",
+    "enqueued_at",
+    "next_poll_at",
+    "last_polled_at",
+    "finished_at",
+    "updated_at",
+    "fetched_at",
+    "first_seen_at",
+    "last_seen_at",
+    "received_at",
+    "reject_id",
 }
 TABLES = [
-    "jobs", "results", "sites", "site_emails", "site_phones", "site_addresses", "site_socials",
-    "team_members", "maps_searches", "businesses", "maps_businesses", "rejects",
+    "jobs",
+    "results",
+    "sites",
+    "site_emails",
+    "site_phones",
+    "site_addresses",
+    "site_socials",
+    "team_members",
+    "maps_searches",
+    "businesses",
+    "maps_businesses",
+    "rejects",
 ]
 
 
@@ -81,13 +99,16 @@ async def claim(conn: asyncpg.Connection, job_id: UUID) -> store.Fence:
     await conn.execute("INSERT INTO harvester.jobs (job_id) VALUES ($1)", job_id)
     token = await conn.fetchval(
         "UPDATE harvester.jobs SET lease_token = lease_token + 1, lease_owner = 'me' "
-        "WHERE job_id = $1 RETURNING lease_token", job_id)
+        "WHERE job_id = $1 RETURNING lease_token",
+        job_id,
+    )
     return store.Fence(job_id, int(token))
 
 
 @pytest.mark.parametrize("path", [MINIMAL, AI, CHAMP, MAPS], ids=lambda p: p.stem)
 async def test_storing_a_seed_body_twice_leaves_identical_tables(
-    conn: asyncpg.Connection, path: Path,
+    conn: asyncpg.Connection,
+    path: Path,
 ) -> None:
     # As import stores it: no API request was spent, so the jobs row's poll count stays put too.
     first = await store_result(conn, read(path), polls_spent=0)
@@ -103,13 +124,18 @@ OUTPUT_TABLES = [t for t in TABLES if t not in ("jobs", "rejects")]
 
 async def whole_rows(conn: asyncpg.Connection) -> dict[str, list[str]]:
     """Every column of every output table, clock columns included."""
-    return {table: sorted(r["row"] for r in await conn.fetch(
-        f"SELECT to_jsonb(t)::text AS row FROM harvester.{table} t")) for table in OUTPUT_TABLES}
+    return {
+        table: sorted(
+            r["row"] for r in await conn.fetch(f"SELECT to_jsonb(t)::text AS row FROM harvester.{table} t")
+        )
+        for table in OUTPUT_TABLES
+    }
 
 
 @pytest.mark.parametrize("path", [AI, MAPS], ids=lambda p: p.stem)
 async def test_the_same_result_stored_again_leaves_every_column_as_it_was(
-    conn: asyncpg.Connection, path: Path,
+    conn: asyncpg.Connection,
+    path: Path,
 ) -> None:
     """Re-harvest, import and reprocess of one body: not even fetched_at or last_seen_at move."""
     await store_result(conn, read(path))
@@ -140,8 +166,7 @@ async def test_minimal_example_yields_its_contacts(conn: asyncpg.Connection) -> 
 async def test_harvested_job_row_records_state_type_and_status(conn: asyncpg.Connection) -> None:
     await store_result(conn, read(MINIMAL))
     job = await one(conn, "SELECT * FROM harvester.jobs")
-    assert (job["state"], job["job_type"], job["upstream_status"]) == (
-        "harvested", "spiderSite", "completed")
+    assert (job["state"], job["job_type"], job["upstream_status"]) == ("harvested", "spiderSite", "completed")
     assert job["finished_at"] is not None and job["last_error"] is None
 
 
@@ -151,7 +176,10 @@ async def test_maps_example_yields_one_business_with_coordinates(conn: asyncpg.C
     assert len(rows) == 1
     b = rows[0]
     assert (b["place_id"], b["latitude"], b["longitude"]) == (
-        "0x89e3709876543210:0xabcdef1234567890", 42.3647, -71.0542)
+        "0x89e3709876543210:0xabcdef1234567890",
+        42.3647,
+        -71.0542,
+    )
     assert b["categories"] == ["Italian restaurant", "Fine dining"]
     assert json.loads(b["working_hours"])["Monday"] == "5:00-10:00 PM"
     assert b["last_job_id"] == MAPS_ID
@@ -191,13 +219,18 @@ async def test_restoring_an_older_search_does_not_overwrite_newer_details(
 
 async def test_fenced_store_harvests_and_releases_the_lease(conn: asyncpg.Connection) -> None:
     fence = await claim(conn, MINIMAL_ID)
-    outcome = await store_result(conn, read(MINIMAL), expected_job_id=MINIMAL_ID,
-                                       fence=fence, http_status=200, polls_spent=1)
+    outcome = await store_result(
+        conn, read(MINIMAL), expected_job_id=MINIMAL_ID, fence=fence, http_status=200, polls_spent=1
+    )
     assert (outcome.kind, outcome.job_id) == ("harvested", MINIMAL_ID)
     assert outcome.job_type == "spiderSite" and outcome.completed_at is not None
     job = await one(conn, "SELECT * FROM harvester.jobs")
     assert (job["state"], job["polls"], job["last_http_status"], job["lease_owner"]) == (
-        "harvested", 1, 200, None)
+        "harvested",
+        1,
+        200,
+        None,
+    )
 
 
 async def test_wrong_lease_token_is_fenced_and_writes_nothing(conn: asyncpg.Connection) -> None:
@@ -228,13 +261,16 @@ REJECTS = {
     "raw_nul_byte": b'{"job_id": "550e8400-e29b-41d4-a716-446655440000", "message": "a\x00b"}',
     "invalid_utf8": b'{"job_id": "550e8400-e29b-41d4-a716-446655440000", "message": "\xff\xfe"}',
     "too_deep": b'{"job_id": "550e8400-e29b-41d4-a716-446655440000", "data": '
-                + b"[" * 5000 + b"]" * 5000 + b"}",
+    + b"[" * 5000
+    + b"]" * 5000
+    + b"}",
 }
 
 
 @pytest.mark.parametrize("raw", REJECTS.values(), ids=REJECTS.keys())
 async def test_unusable_body_is_rejected_with_its_exact_bytes(
-    conn: asyncpg.Connection, raw: bytes,
+    conn: asyncpg.Connection,
+    raw: bytes,
 ) -> None:
     fence = await claim(conn, MINIMAL_ID)
     outcome = await store_result(conn, raw, expected_job_id=MINIMAL_ID, fence=fence)
@@ -242,8 +278,7 @@ async def test_unusable_body_is_rejected_with_its_exact_bytes(
     reject = await one(conn, "SELECT job_id, reason, body FROM harvester.rejects")
     assert (reject["job_id"], reject["body"]) == (MINIMAL_ID, raw)
     job = await one(conn, "SELECT state, last_error, lease_owner FROM harvester.jobs")
-    assert (job["state"], job["last_error"], job["lease_owner"]) == (
-        "rejected", outcome.reason, None)
+    assert (job["state"], job["last_error"], job["lease_owner"]) == ("rejected", outcome.reason, None)
     assert await count(conn, "results") == 0
 
 
@@ -258,11 +293,9 @@ async def test_unfenced_reject_without_job_id_keeps_only_the_bytes(
 
 async def test_body_for_another_job_is_rejected(conn: asyncpg.Connection) -> None:
     fence = await claim(conn, MAPS_ID)
-    outcome = await store_result(conn, read(MINIMAL), expected_job_id=MAPS_ID,
-                                       fence=fence)
+    outcome = await store_result(conn, read(MINIMAL), expected_job_id=MAPS_ID, fence=fence)
     assert outcome.kind == "rejected"
-    assert await conn.fetchval("SELECT state FROM harvester.jobs WHERE job_id=$1",
-                               MAPS_ID) == "rejected"
+    assert await conn.fetchval("SELECT state FROM harvester.jobs WHERE job_id=$1", MAPS_ID) == "rejected"
     assert await count(conn, "results") == 0
 
 
@@ -310,13 +343,15 @@ async def test_one_megabyte_compendium_is_stored_whole(conn: asyncpg.Connection)
 
 async def test_gone_failed_body_marks_the_job_failed(conn: asyncpg.Connection) -> None:
     fence = await claim(conn, MINIMAL_ID)
-    outcome = await store_failure(conn, read(FAILED),
-                                        job_id=MINIMAL_ID, fence=fence)
+    outcome = await store_failure(conn, read(FAILED), job_id=MINIMAL_ID, fence=fence)
     assert outcome.kind == "failed"
-    job = await one(conn, "SELECT state, upstream_status, last_error, last_http_status "
-                          "FROM harvester.jobs")
-    assert tuple(job) == ("failed", "failed",
-                          "Failed to connect to target URL: Connection timeout after 30s", 410)
+    job = await one(conn, "SELECT state, upstream_status, last_error, last_http_status FROM harvester.jobs")
+    assert tuple(job) == (
+        "failed",
+        "failed",
+        "Failed to connect to target URL: Connection timeout after 30s",
+        410,
+    )
     assert await conn.fetchval("SELECT status FROM harvester.results") == "failed"
     assert await count(conn, "sites") == 0
 
@@ -336,8 +371,7 @@ async def test_gone_body_with_error_instead_of_error_message_keeps_it(
     del doc["error_message"]
     doc["error"] = "Target refused the connection"
     fence = await claim(conn, MINIMAL_ID)
-    outcome = await store_failure(conn, json.dumps(doc).encode(), job_id=MINIMAL_ID,
-                                        fence=fence)
+    outcome = await store_failure(conn, json.dumps(doc).encode(), job_id=MINIMAL_ID, fence=fence)
     assert (outcome.kind, outcome.reason) == ("failed", "Target refused the connection")
     assert await conn.fetchval("SELECT last_error FROM harvester.jobs") == outcome.reason
     assert await conn.fetchval("SELECT error_message FROM harvester.results") == outcome.reason
@@ -353,8 +387,7 @@ async def test_site_body_without_type_and_with_numbers_as_strings_is_harvested_w
     fence = await claim(conn, MINIMAL_ID)
     outcome = await store_result(conn, json.dumps(doc).encode(), fence=fence)
     assert (outcome.kind, outcome.job_type) == ("harvested", "spiderSite")
-    result = await one(conn, "SELECT job_type, success, processing_time_seconds "
-                             "FROM harvester.results")
+    result = await one(conn, "SELECT job_type, success, processing_time_seconds FROM harvester.results")
     assert tuple(result) == ("spiderSite", True, 12.4)
     assert await conn.fetchval("SELECT pages_crawled FROM harvester.sites") == 5
     assert await count(conn, "site_emails") == 2
@@ -363,16 +396,23 @@ async def test_site_body_without_type_and_with_numbers_as_strings_is_harvested_w
 async def test_maps_business_variants_are_stored(conn: asyncpg.Connection) -> None:
     doc = json.loads(read(MAPS))
     (item,) = doc["data"]["businesses"]
-    item.update(rating="4.6", reviews_count="823", categories="Italian restaurant",
-                working_hours=["Monday: 5-10 PM", "Tuesday: Closed"],
-                latitude=42.3647, longitude=-71.0542)
+    item.update(
+        rating="4.6",
+        reviews_count="823",
+        categories="Italian restaurant",
+        working_hours=["Monday: 5-10 PM", "Tuesday: Closed"],
+        latitude=42.3647,
+        longitude=-71.0542,
+    )
     del item["coordinates"]
     outcome = await store_result(conn, json.dumps(doc).encode())
     assert outcome.kind == "harvested"
-    row = await one(conn, "SELECT rating, reviews_count, categories, working_hours, latitude, "
-                          "longitude FROM harvester.businesses")
-    assert (row["rating"], row["reviews_count"], row["categories"]) == (
-        4.6, 823, ["Italian restaurant"])
+    row = await one(
+        conn,
+        "SELECT rating, reviews_count, categories, working_hours, latitude, "
+        "longitude FROM harvester.businesses",
+    )
+    assert (row["rating"], row["reviews_count"], row["categories"]) == (4.6, 823, ["Italian restaurant"])
     assert json.loads(row["working_hours"]) == ["Monday: 5-10 PM", "Tuesday: Closed"]
     assert (row["latitude"], row["longitude"]) == (42.3647, -71.0542)
 
@@ -388,14 +428,23 @@ async def test_gone_with_unusable_body_is_failed_and_keeps_the_bytes(
     assert await conn.fetchval("SELECT body FROM harvester.rejects") == b""
 
 
-@pytest.mark.parametrize(("raw", "state", "message"), [
-    (b'{"detail": "Job was cancelled by the user", "status": "cancelled"}', "cancelled",
-     "Job was cancelled by the user"),
-    (b'{"detail": "Job failed: target unreachable"}', "failed", "Job failed: target unreachable"),
-    (b'{"status": "failed", "error": "timeout", "job_id": null}', "failed", "timeout"),
-])
+@pytest.mark.parametrize(
+    ("raw", "state", "message"),
+    [
+        (
+            b'{"detail": "Job was cancelled by the user", "status": "cancelled"}',
+            "cancelled",
+            "Job was cancelled by the user",
+        ),
+        (b'{"detail": "Job failed: target unreachable"}', "failed", "Job failed: target unreachable"),
+        (b'{"status": "failed", "error": "timeout", "job_id": null}', "failed", "timeout"),
+    ],
+)
 async def test_gone_body_without_job_id_keeps_its_message_and_verdict(
-    conn: asyncpg.Connection, raw: bytes, state: str, message: str,
+    conn: asyncpg.Connection,
+    raw: bytes,
+    state: str,
+    message: str,
 ) -> None:
     fence = await claim(conn, MINIMAL_ID)
     outcome = await store_failure(conn, raw, job_id=MINIMAL_ID, fence=fence)
@@ -408,8 +457,7 @@ async def test_gone_body_without_job_id_keeps_its_message_and_verdict(
 
 async def test_gone_under_a_lost_lease_is_fenced(conn: asyncpg.Connection) -> None:
     await claim(conn, MINIMAL_ID)
-    outcome = await store_failure(conn, read(FAILED),
-                                        job_id=MINIMAL_ID, fence=store.Fence(MINIMAL_ID, 99))
+    outcome = await store_failure(conn, read(FAILED), job_id=MINIMAL_ID, fence=store.Fence(MINIMAL_ID, 99))
     assert outcome.kind == "fenced"
     assert await count(conn, "results") == 0
 
@@ -418,8 +466,9 @@ async def test_reprocess_rebuilds_identical_rows(conn: asyncpg.Connection) -> No
     for path in (MINIMAL, CHAMP, MAPS):
         await store_result(conn, read(path))
     before = await dump(conn)
-    await conn.execute("DELETE FROM harvester.sites; DELETE FROM harvester.maps_searches; "
-                       "DELETE FROM harvester.businesses")
+    await conn.execute(
+        "DELETE FROM harvester.sites; DELETE FROM harvester.maps_searches; DELETE FROM harvester.businesses"
+    )
     report = await store.reprocess(conn, None)
     assert (report.processed, report.rejected) == (3, 0)
     assert await dump(conn) == before
@@ -439,14 +488,20 @@ async def test_site_contacts_view_has_one_row_per_site(conn: asyncpg.Connection)
     assert row["emails"] == ["contact@example.com", "sales@example.com"]
     assert row["phones"] == ["+1-555-123-4567"]
     assert (row["linkedin"], row["github"], row["instagram"]) == (
-        "https://linkedin.com/company/example", "https://github.com/example", None)
+        "https://linkedin.com/company/example",
+        "https://github.com/example",
+        None,
+    )
 
 
 async def test_leads_view_reads_champ_and_decision_maker(conn: asyncpg.Connection) -> None:
     await store_result(conn, read(CHAMP))
     lead = await one(conn, "SELECT * FROM harvester.leads")
     assert (lead["company"], lead["domain"], lead["icp_fit_score"]) == (
-        "TechStart Solutions", "techstart.com", 0.85)
+        "TechStart Solutions",
+        "techstart.com",
+        0.85,
+    )
     assert lead["decision_maker"] == "Mike Chen (VP of Customer Success)"
     assert lead["champ_money"].startswith("Series B")
 

@@ -19,24 +19,31 @@ COMPLETED = "2025-10-27T14:45:10Z"
 
 
 def search(job_id: uuid.UUID, rating: float) -> bytes:
-    return json.dumps({
-        "job_id": str(job_id), "type": "spiderMaps", "status": "completed",
-        "completed_at": COMPLETED,
-        "data": {"query": "cafes", "businesses": [
-            {"place_id": "tie-place", "name": f"Cafe {rating}", "rating": rating}]},
-    }).encode()
-
-
+    return json.dumps(
+        {
+            "job_id": str(job_id),
+            "type": "spiderMaps",
+            "status": "completed",
+            "completed_at": COMPLETED,
+            "data": {
+                "query": "cafes",
+                "businesses": [{"place_id": "tie-place", "name": f"Cafe {rating}", "rating": rating}],
+            },
+        }
+    ).encode()
 
 
 async def winner(pool: asyncpg.Pool, first: bytes, second: bytes) -> tuple[object, ...]:
-    await pool.execute("TRUNCATE harvester.businesses, harvester.maps_searches, "
-                       "harvester.maps_businesses, harvester.results CASCADE")
+    await pool.execute(
+        "TRUNCATE harvester.businesses, harvester.maps_searches, "
+        "harvester.maps_businesses, harvester.results CASCADE"
+    )
     for body in (first, second):
         outcome = await store.store_result(pool, body, read_body(body))
         assert outcome.kind == "harvested"
-    row = await pool.fetchrow("SELECT name, rating, last_job_id FROM harvester.businesses "
-                              "WHERE place_id = 'tie-place'")
+    row = await pool.fetchrow(
+        "SELECT name, rating, last_job_id FROM harvester.businesses WHERE place_id = 'tie-place'"
+    )
     assert row is not None
     return tuple(row)
 

@@ -33,8 +33,9 @@ LOOPBACK = ["http://127.0.0.1:1", "http://[::1]:1", "http://localhost:1", "http:
 
 
 def client(url: str, *, verify_tls: bool = True) -> SpiderIQ:
-    return SpiderIQ(url, TOKEN, connect_timeout_s=5, read_timeout_s=5, total_timeout_s=10,
-                    verify_tls=verify_tls)
+    return SpiderIQ(
+        url, TOKEN, connect_timeout_s=5, read_timeout_s=5, total_timeout_s=10, verify_tls=verify_tls
+    )
 
 
 def test_defaults_are_https_with_verification() -> None:
@@ -64,18 +65,38 @@ def self_signed(tmp_path: Path) -> ssl.SSLContext:
         pytest.skip("openssl is needed to make a certificate")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(  # noqa: S603 - fixed argv
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",  # noqa: S607
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
+        [  # noqa: S607 - openssl from PATH, checked above
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     return context
 
 
-async def serve(app: web.Application, port: int, context: ssl.SSLContext | None = None,
-                ) -> web.AppRunner:
+async def serve(
+    app: web.Application,
+    port: int,
+    context: ssl.SSLContext | None = None,
+) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()

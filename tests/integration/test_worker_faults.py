@@ -43,13 +43,17 @@ class LimiterWhoseDatabaseIsGone:
 async def test_database_error_while_waiting_for_a_slot_releases_the_job(db_dsn: str) -> None:
     stream = io.StringIO()
     logs.setup("json", "info", stream=stream)
-    cfg = config.load(environ={}, overrides={
-        "database.dsn": db_dsn, "api.base_url": "http://127.0.0.1:9", "api.token": TOKEN,
-        "server.enabled": False,
-    })
+    cfg = config.load(
+        environ={},
+        overrides={
+            "database.dsn": db_dsn,
+            "api.base_url": "http://127.0.0.1:9",
+            "api.token": TOKEN,
+            "server.enabled": False,
+        },
+    )
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=3)
-    client = SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=1, read_timeout_s=1,
-                          total_timeout_s=2)
+    client = SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=1, read_timeout_s=1, total_timeout_s=2)
     job_id = uuid4()
     try:
         await queue.enqueue(pool, [job_id])
@@ -60,11 +64,11 @@ async def test_database_error_while_waiting_for_a_slot_releases_the_job(db_dsn: 
         worker = Worker(cfg, store, client, Gate(cfg, limiter))
         [claimed] = await store.claim(worker.owner, 1, 30.0)
         await worker._handle(claimed, asyncio.Event())
-        row = await one(pool, "SELECT state, lease_owner, polls, next_poll_at > now() AS later"
-                              " FROM harvester.jobs")
+        row = await one(
+            pool, "SELECT state, lease_owner, polls, next_poll_at > now() AS later FROM harvester.jobs"
+        )
         assert limiter.calls == 1
-        assert (row["state"], row["lease_owner"], row["polls"], row["later"]) == (
-            "pending", None, 0, True)
+        assert (row["state"], row["lease_owner"], row["polls"], row["later"]) == ("pending", None, 0, True)
         events = [json.loads(line) for line in stream.getvalue().splitlines()]
         assert [e["event"] for e in events] == ["db_unavailable"]
         assert events[0]["level"] == "warning" and "exception" not in events[0]

@@ -106,7 +106,8 @@ class PgBouncer:
 
     def start(self) -> None:
         (self.root / "userlist.txt").write_text(
-            f"{_quote(self.user)} {_quote(unquote(self.server.password or ''))}\n")
+            f"{_quote(self.user)} {_quote(unquote(self.server.password or ''))}\n"
+        )
         (self.root / "pgbouncer.ini").write_text(self.config_text())
         if self.as_postgres:
             for path in (self.root, *self.root.iterdir()):
@@ -116,7 +117,8 @@ class PgBouncer:
         if self.as_postgres:
             argv = ["runuser", "-u", "postgres", "--", *argv]
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            argv, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True)
+            argv, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True
+        )
         self._wait_ready()
 
     def log_text(self) -> str:
@@ -131,8 +133,7 @@ class PgBouncer:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"pgbouncer exited at start:\n{self.log_text()[-3000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=1):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"pgbouncer did not listen in time:\n{self.log_text()[-3000:]}")
@@ -170,6 +171,11 @@ class PgBouncer:
 
 
 def version(binary: str) -> str:
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True,  # noqa: S603
-                         timeout=10, check=False)
+    out = subprocess.run(  # noqa: S603 - our own pgbouncer binary
+        [binary, "--version"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
     return out.stdout.splitlines()[0] if out.stdout else "unknown"

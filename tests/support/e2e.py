@@ -33,22 +33,33 @@ EXPECTED_STATE = {"completed": "harvested", "failed": "failed", "cancelled": "ca
 def daemon_config(dsn: str, sim: SimServer, speed: float, **overrides: Any) -> config.Config:
     """A daemon configuration for this simulator; ``overrides`` use dotted keys."""
     values: dict[str, Any] = {
-        "database.dsn": dsn, "api.base_url": sim.url, "api.token": TOKEN, "speed": speed,
-        "server.enabled": False, "log.level": "warning",
+        "database.dsn": dsn,
+        "api.base_url": sim.url,
+        "api.token": TOKEN,
+        "speed": speed,
+        "server.enabled": False,
+        "log.level": "warning",
     }
     values.update(overrides)
     return config.load(environ={}, overrides=values)
 
 
-def daemon_env(dsn: str, sim: SimServer, speed: float, worker_id: str,
-               extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def daemon_env(
+    dsn: str, sim: SimServer, speed: float, worker_id: str, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The environment of a ``harvester run`` subprocess: documented names, then section keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
-    env.update({
-        "HARVESTER_DSN": dsn, "HARVESTER_API_TOKEN": TOKEN, "HARVESTER_API_BASE_URL": sim.url,
-        "HARVESTER_SPEED": str(speed), "HARVESTER_SERVER__ENABLED": "false",
-        "HARVESTER_LOG_LEVEL": "info", "HARVESTER_WORKER__WORKER_ID": worker_id,
-    })
+    env.update(
+        {
+            "HARVESTER_DSN": dsn,
+            "HARVESTER_API_TOKEN": TOKEN,
+            "HARVESTER_API_BASE_URL": sim.url,
+            "HARVESTER_SPEED": str(speed),
+            "HARVESTER_SERVER__ENABLED": "false",
+            "HARVESTER_LOG_LEVEL": "info",
+            "HARVESTER_WORKER__WORKER_ID": worker_id,
+        }
+    )
     env.update(extra or {})
     return env
 
@@ -82,8 +93,15 @@ async def start_daemon(env: Mapping[str, str], log_dir: Path, *args: str) -> Dae
     log_path = log_dir / f"{worker_id}.log"
     with log_path.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "harvester.cli", "run", *args,
-            env=dict(env), cwd=str(ROOT), stdout=out, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "harvester.cli",
+            "run",
+            *args,
+            env=dict(env),
+            cwd=str(ROOT),
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
         )
     return Daemon(proc, log_path, worker_id)
 
@@ -91,16 +109,17 @@ async def start_daemon(env: Mapping[str, str], log_dir: Path, *args: str) -> Dae
 async def sim_jobs(sim: SimServer, count: int, job_type: str = "spiderSite", **plan: Any) -> list[UUID]:
     """Create jobs in the simulator through its admin endpoint (``outcome``, ``duration_s``...)."""
     body = {"count": count, "type": job_type, "token": TOKEN, **plan}
-    async with aiohttp.ClientSession() as session, \
-            session.post(f"{sim.url}/_sim/jobs", json=body) as resp:
+    async with aiohttp.ClientSession() as session, session.post(f"{sim.url}/_sim/jobs", json=body) as resp:
         resp.raise_for_status()
         created = await resp.json()
     return [UUID(str(i)) for i in created["job_ids"]]
 
 
 async def sim_admin(sim: SimServer, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session, \
-            session.post(f"{sim.url}/_sim/{path}", json=dict(body)) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{sim.url}/_sim/{path}", json=dict(body)) as resp,
+    ):
         resp.raise_for_status()
         answer: dict[str, Any] = await resp.json()
     return answer
@@ -116,14 +135,15 @@ async def enqueue(dsn: str, ids: list[UUID]) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(
-            "INSERT INTO harvester.jobs (job_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING",
-            ids)
+            "INSERT INTO harvester.jobs (job_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING", ids
+        )
     finally:
         await conn.close()
 
 
-async def wait_for(check: Callable[[], Awaitable[bool] | bool], within_s: float, what: str,
-                   interval: float = 0.1) -> float:
+async def wait_for(
+    check: Callable[[], Awaitable[bool] | bool], within_s: float, what: str, interval: float = 0.1
+) -> float:
     """Poll ``check`` (plain or async) until it holds; return the seconds it took."""
     started = time.monotonic()
     deadline = started + within_s

@@ -58,8 +58,7 @@ class FakeStore:
     discovery: dict[str, tuple[datetime | None, float | None, str | None]] = field(default_factory=dict)
 
     # ------------------------------------------------------------ set-up
-    def add(self, job_id: UUID, *, age_s: float = 3600.0, due_in_s: float = 0.0,
-            **values: object) -> Row:
+    def add(self, job_id: UUID, *, age_s: float = 3600.0, due_in_s: float = 0.0, **values: object) -> Row:
         now = self.clock()
         row = Row(job_id, enqueued_at=now - age_s, next_poll_at=now + due_in_s)
         for name, value in values.items():
@@ -87,16 +86,27 @@ class FakeStore:
     async def claim(self, owner: str, limit: int, lease_s: float) -> list[ClaimedJob]:
         self._call("claim")
         now = self.clock()
-        due = sorted((r for r in self.rows.values() if r.state == "pending" and r.next_poll_at <= now),
-                     key=lambda r: (-r.priority, r.next_poll_at))[:max(0, limit)]
+        due = sorted(
+            (r for r in self.rows.values() if r.state == "pending" and r.next_poll_at <= now),
+            key=lambda r: (-r.priority, r.next_poll_at),
+        )[: max(0, limit)]
         claimed = []
         for row in due:
             row.lease_owner, row.lease_expires_at = owner, now + lease_s
             row.next_poll_at = now + lease_s
             row.lease_token += 1
-            claimed.append(ClaimedJob(row.job_id, row.lease_token, row.job_type, row.upstream_status,
-                                      row.polls, row.not_found_count, row.fault_count,
-                                      now - row.enqueued_at))
+            claimed.append(
+                ClaimedJob(
+                    row.job_id,
+                    row.lease_token,
+                    row.job_type,
+                    row.upstream_status,
+                    row.polls,
+                    row.not_found_count,
+                    row.fault_count,
+                    now - row.enqueued_at,
+                )
+            )
         return claimed
 
     async def extend_leases(self, owner: str, job_ids: Sequence[UUID], lease_s: float) -> None:
@@ -155,8 +165,12 @@ class FakeStore:
         if isinstance(doc, Unreadable):
             return StoreOutcome(kind, job.job_id, doc.reason)
         seconds = doc.get("processing_time_seconds")
-        return StoreOutcome(kind, job.job_id, job_type=doc.get("type"),
-                            processing_s=seconds if isinstance(seconds, float | int) else None)
+        return StoreOutcome(
+            kind,
+            job.job_id,
+            job_type=doc.get("type"),
+            processing_s=seconds if isinstance(seconds, float | int) else None,
+        )
 
     async def store_failure(self, job: ClaimedJob, outcome: Gone) -> StoreOutcome:
         self._call("store_failure")
@@ -172,10 +186,16 @@ class FakeStore:
     async def expire(self, give_up_after_s: float, batch: int) -> int:
         self._call("expire")
         now = self.clock()
-        stale = sorted((r for r in self.rows.values() if r.state == "pending"
-                        and r.enqueued_at < now - give_up_after_s
-                        and (r.lease_expires_at is None or r.lease_expires_at < now)),
-                       key=lambda r: r.enqueued_at)[:batch]
+        stale = sorted(
+            (
+                r
+                for r in self.rows.values()
+                if r.state == "pending"
+                and r.enqueued_at < now - give_up_after_s
+                and (r.lease_expires_at is None or r.lease_expires_at < now)
+            ),
+            key=lambda r: r.enqueued_at,
+        )[:batch]
         for row in stale:
             row.state, row.last_error = "expired", "gave up: pending longer than give_up_after"
         return len(stale)
@@ -196,11 +216,14 @@ class FakeStore:
 
     async def discovery_needed(self) -> bool:
         self._call("discovery_needed")
-        return any(r.state == "pending" and (r.upstream_status or "") not in TERMINAL_UPSTREAM
-                   for r in self.rows.values())
+        return any(
+            r.state == "pending" and (r.upstream_status or "") not in TERMINAL_UPSTREAM
+            for r in self.rows.values()
+        )
 
-    async def claim_discovery(self, key: str, owner: str, min_age_s: float,
-                              lease_s: float) -> DiscoveryLease | None:
+    async def claim_discovery(
+        self, key: str, owner: str, min_age_s: float, lease_s: float
+    ) -> DiscoveryLease | None:
         self._call("claim_discovery")
         watermark, last_pass, holder = self.discovery[key]
         if holder not in (None, owner):
@@ -210,8 +233,9 @@ class FakeStore:
         self.discovery[key] = (watermark, last_pass, owner)
         return DiscoveryLease(watermark=watermark, oldest_pending=None)
 
-    async def finish_discovery(self, key: str, owner: str, newest: datetime | None, pages: int,
-                               finished: int) -> None:
+    async def finish_discovery(
+        self, key: str, owner: str, newest: datetime | None, pages: int, finished: int
+    ) -> None:
         self._call("finish_discovery")
         watermark, _, _ = self.discovery[key]
         if newest is not None and (watermark is None or newest > watermark):
@@ -282,8 +306,9 @@ class FakeApi:
         answers = self.script.get(job_id) or [Pending()]
         return answers.pop(0) if len(answers) > 1 else answers[0]
 
-    async def list_jobs(self, *, page: int, page_size: int = 100, sort_by: str = "updated_at",
-                        sort_order: str = "desc") -> JobPage | Outcome:
+    async def list_jobs(
+        self, *, page: int, page_size: int = 100, sort_by: str = "updated_at", sort_order: str = "desc"
+    ) -> JobPage | Outcome:
         self.listed += 1
         return self.pages[min(page, len(self.pages)) - 1]
 

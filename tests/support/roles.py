@@ -64,7 +64,11 @@ def apply_roles_with_psql(dsn: str) -> None:
     """``psql -v ON_ERROR_STOP=1 -d … -f sql/roles.sql``, exactly the documented command."""
     proc = subprocess.run(  # noqa: S603 - fixed argv
         [psql(), "-v", "ON_ERROR_STOP=1", "-q", "-d", dsn, "-f", str(ROLES_PATH)],
-        capture_output=True, text=True, timeout=60, check=False)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -72,13 +76,16 @@ async def make_logins(dsn: str) -> Logins:
     """Three logins, one per group role, as in the documented example (the daemon's login
     switches to harvester_daemon at login, so that what it creates belongs to the group)."""
     suffix = uuid.uuid4().hex[:10]
-    logins = Logins(dsn, secrets.token_hex(8), f"t_daemon_{suffix}", f"t_producer_{suffix}",
-                    f"t_reader_{suffix}")
+    logins = Logins(
+        dsn, secrets.token_hex(8), f"t_daemon_{suffix}", f"t_producer_{suffix}", f"t_reader_{suffix}"
+    )
     conn = await asyncpg.connect(dsn)
     try:
-        for login, group in ((logins.daemon, "harvester_daemon"),
-                             (logins.producer, "harvester_producer"),
-                             (logins.reader, "harvester_reader")):
+        for login, group in (
+            (logins.daemon, "harvester_daemon"),
+            (logins.producer, "harvester_producer"),
+            (logins.reader, "harvester_reader"),
+        ):
             await conn.execute(f"CREATE ROLE {login} LOGIN PASSWORD '{logins.password}'")
             await conn.execute(f"GRANT {group} TO {login}")
         await conn.execute(f"ALTER ROLE {logins.daemon} SET role = 'harvester_daemon'")

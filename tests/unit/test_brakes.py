@@ -40,19 +40,39 @@ def test_rate_pause(retry_after: float | None, reset_at: float | None, expected:
 @pytest.mark.parametrize(
     ("start", "outcome", "pause", "expected"),
     [
-        (Brakes(), outcomes.AuthFailed(http_status=401), 0.0,
-         Brakes(auth_failed=True, auth_paused_until=NOW + 300.0)),
-        (Brakes(), outcomes.AuthFailed(http_status=402), 0.0,
-         Brakes(auth_failed=True, auth_paused_until=NOW + 300.0)),
+        (
+            Brakes(),
+            outcomes.AuthFailed(http_status=401),
+            0.0,
+            Brakes(auth_failed=True, auth_paused_until=NOW + 300.0),
+        ),
+        (
+            Brakes(),
+            outcomes.AuthFailed(http_status=402),
+            0.0,
+            Brakes(auth_failed=True, auth_paused_until=NOW + 300.0),
+        ),
         (REFUSED, outcomes.Pending(), 0.0, Brakes()),  # any answer but 401/402/403 restores it
         (REFUSED, outcomes.NotFound(), 0.0, Brakes()),
-        (REFUSED, outcomes.RateLimited(), 30.0,
-         Brakes(auth_failed=True, auth_paused_until=NOW + 300.0, rate_paused_until=NOW + 30.0)),
+        (
+            REFUSED,
+            outcomes.RateLimited(),
+            30.0,
+            Brakes(auth_failed=True, auth_paused_until=NOW + 300.0, rate_paused_until=NOW + 30.0),
+        ),
         (Brakes(), outcomes.Transient(), 0.0, Brakes(breaker=Breaker(failures=1))),
-        (Brakes(breaker=Breaker(failures=2)), outcomes.Transient(), 0.0,
-         Brakes(breaker=Breaker(failures=3, open_until=NOW + 10.0))),
-        (HALF_OPEN, outcomes.Transient(), 0.0,  # the half-open probe failed: open again at once
-         Brakes(breaker=Breaker(failures=4, open_until=NOW + 10.0))),
+        (
+            Brakes(breaker=Breaker(failures=2)),
+            outcomes.Transient(),
+            0.0,
+            Brakes(breaker=Breaker(failures=3, open_until=NOW + 10.0)),
+        ),
+        (
+            HALF_OPEN,
+            outcomes.Transient(),
+            0.0,  # the half-open probe failed: open again at once
+            Brakes(breaker=Breaker(failures=4, open_until=NOW + 10.0)),
+        ),
         (HALF_OPEN, outcomes.Completed(body=b"{}", doc={}), 0.0, Brakes()),
         (Brakes(), outcomes.RateLimited(), 45.0, Brakes(rate_paused_until=NOW + 45.0)),
         (RATE, outcomes.RateLimited(), 5.0, RATE),  # a shorter pause never shortens a longer one

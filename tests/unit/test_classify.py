@@ -40,10 +40,10 @@ def classify_result(status: int, headers: dict[str, str], raw: bytes, now: float
     return classify.classify_result(status, headers, raw, now, scrub=keep)
 
 
-def classify_list(status: int, headers: dict[str, str], raw: bytes, now: float, *, page: int,
-                  page_size: int) -> JobPage | Outcome:
-    return classify.classify_list(status, headers, raw, now, page=page, page_size=page_size,
-                                  scrub=keep)
+def classify_list(
+    status: int, headers: dict[str, str], raw: bytes, now: float, *, page: int, page_size: int
+) -> JobPage | Outcome:
+    return classify.classify_list(status, headers, raw, now, page=page, page_size=page_size, scrub=keep)
 
 
 @pytest.mark.parametrize(
@@ -64,8 +64,7 @@ def classify_list(status: int, headers: dict[str, str], raw: bytes, now: float, 
         (200, body(status="failed", error_message="boom"), Gone, "failed"),
         (200, body(status="canceled"), Gone, "canceled"),
         (202, body(status="processing", type="spiderMaps"), Pending, "processing"),
-        (202, body(status="running", progress=40, eta_seconds=12, extra={"a": 1}), Pending,
-         "running"),
+        (202, body(status="running", progress=40, eta_seconds=12, extra={"a": 1}), Pending, "running"),
         (202, b"", Pending, None),
         (202, b"<html>oops", Pending, None),
         (202, b"Accepted", Pending, None),
@@ -115,8 +114,7 @@ def test_pending_keeps_job_type(key: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        (body(status="failed", error_message="Connection timeout after 30s"),
-         "Connection timeout after 30s"),
+        (body(status="failed", error_message="Connection timeout after 30s"), "Connection timeout after 30s"),
         (body(status="failed", error="legacy key"), "legacy key"),
         (body(status="failed", error={"message": "nested"}), "nested"),
         (body(status="cancelled", error_message=None), None),
@@ -174,8 +172,9 @@ def test_an_unreadable_body_travels_with_its_reason(status: int, raw: bytes, rea
         (Unreadable("body is not JSON"), Completed, None),
     ],
 )
-def test_a_body_is_read_by_its_own_status(doc: dict[str, object] | Unreadable, kind: type,
-                                          upstream: str | None) -> None:
+def test_a_body_is_read_by_its_own_status(
+    doc: dict[str, object] | Unreadable, kind: type, upstream: str | None
+) -> None:
     """What the 200 path and ``harvester import`` share; the HTTP status is only carried."""
     outcome = classify.classify_body(b"raw", doc, http_status=None)
     assert type(outcome) is kind
@@ -192,10 +191,18 @@ def test_a_body_is_read_by_its_own_status(doc: dict[str, object] | Unreadable, k
         ({"Retry-After": "30"}, b"", 30.0, None),
         ({"Retry-After": "7200"}, b"", 7200.0, None),
         ({"Retry-After": "1.5"}, b"", 1.5, None),
-        ({"Retry-After": format_datetime(datetime.fromtimestamp(NOW + 90, UTC), usegmt=True)},
-         b"", 90.0, None),
-        ({"Retry-After": format_datetime(datetime.fromtimestamp(NOW - 90, UTC), usegmt=True)},
-         b"", 0.0, None),
+        (
+            {"Retry-After": format_datetime(datetime.fromtimestamp(NOW + 90, UTC), usegmt=True)},
+            b"",
+            90.0,
+            None,
+        ),
+        (
+            {"Retry-After": format_datetime(datetime.fromtimestamp(NOW - 90, UTC), usegmt=True)},
+            b"",
+            0.0,
+            None,
+        ),
         ({"Retry-After": "soon"}, b"", None, None),
         ({"Retry-After": "-5"}, b"", None, None),
         ({"X-RateLimit-Reset": str(int(NOW + 40))}, b"", None, NOW + 40),
@@ -208,8 +215,9 @@ def test_a_body_is_read_by_its_own_status(doc: dict[str, object] | Unreadable, k
         ({}, b"", None, None),
     ],
 )
-def test_rate_limited_headers(headers: dict[str, str], raw: bytes, retry_after: float | None,
-                              reset_at: float | None) -> None:
+def test_rate_limited_headers(
+    headers: dict[str, str], raw: bytes, retry_after: float | None, reset_at: float | None
+) -> None:
     outcome = classify_result(429, headers, raw, NOW)
     assert isinstance(outcome, RateLimited)
     if retry_after is None:
@@ -242,19 +250,28 @@ def test_reset_header_tolerates_junk(value: str | None, expected: float | None) 
 
 
 def test_list_page_skips_malformed_entries() -> None:
-    raw = body(total=4, page=1, page_size=100, total_pages=1, jobs=[
-        {"job_id": JOB, "type": "spiderSite", "status": "completed",
-         "updated_at": "2025-10-27T10:02:45Z"},
-        {"job_id": "not-a-uuid", "status": "completed"},
-        "garbage",
-        {"job_id": "660e8400-e29b-41d4-a716-446655440001", "status": None, "updated_at": "bad"},
-    ])
+    raw = body(
+        total=4,
+        page=1,
+        page_size=100,
+        total_pages=1,
+        jobs=[
+            {
+                "job_id": JOB,
+                "type": "spiderSite",
+                "status": "completed",
+                "updated_at": "2025-10-27T10:02:45Z",
+            },
+            {"job_id": "not-a-uuid", "status": "completed"},
+            "garbage",
+            {"job_id": "660e8400-e29b-41d4-a716-446655440001", "status": None, "updated_at": "bad"},
+        ],
+    )
     page = classify_list(200, {}, raw, NOW, page=1, page_size=100)
     assert isinstance(page, JobPage)
     assert [str(j.job_id) for j in page.jobs] == [JOB, "660e8400-e29b-41d4-a716-446655440001"]
     assert page.jobs[0].updated_at == datetime(2025, 10, 27, 10, 2, 45, tzinfo=UTC)
-    assert page.jobs[1] == ListedJob(UUID("660e8400-e29b-41d4-a716-446655440001"),
-                                         None, None, None)
+    assert page.jobs[1] == ListedJob(UUID("660e8400-e29b-41d4-a716-446655440001"), None, None, None)
     assert page.skipped == 2
     assert (page.total, page.page, page.page_size, page.total_pages) == (4, 1, 100, 1)
 
@@ -280,8 +297,9 @@ def listed(n: int, **fields: object) -> list[dict[str, object]]:
         ({"page": 3}, 3, (150, 4)),
     ],
 )
-def test_list_page_counts_when_some_are_missing(fields: dict[str, object], page_no: int,
-                                                expected: tuple[int, int]) -> None:
+def test_list_page_counts_when_some_are_missing(
+    fields: dict[str, object], page_no: int, expected: tuple[int, int]
+) -> None:
     raw = body(**fields, jobs=listed(50))
     page = classify_list(200, {}, raw, NOW, page=page_no, page_size=50)
     assert isinstance(page, JobPage)
@@ -303,19 +321,31 @@ def test_list_page_reads_the_array_under_its_usual_names(key: str) -> None:
 
 
 def test_list_entry_field_name_variants() -> None:
-    raw = body(jobs=[
-        {"id": JOB, "job_type": "spiderMaps", "status": "Completed",
-         "completed_at": "2025-10-27T10:02:45.5+00:00"},
-        {"job_id": str(UUID(int=2)), "id": "ignored", "type": "spiderSite", "status": "running",
-         "updated_at": "2025-10-27T10:03:00", "completed_at": "2020-01-01T00:00:00Z"},
-    ])
+    raw = body(
+        jobs=[
+            {
+                "id": JOB,
+                "job_type": "spiderMaps",
+                "status": "Completed",
+                "completed_at": "2025-10-27T10:02:45.5+00:00",
+            },
+            {
+                "job_id": str(UUID(int=2)),
+                "id": "ignored",
+                "type": "spiderSite",
+                "status": "running",
+                "updated_at": "2025-10-27T10:03:00",
+                "completed_at": "2020-01-01T00:00:00Z",
+            },
+        ]
+    )
     page = classify_list(200, {}, raw, NOW, page=1, page_size=100)
     assert isinstance(page, JobPage)
     assert page.jobs == (
-        ListedJob(UUID(JOB), "spiderMaps", "completed",
-                      datetime(2025, 10, 27, 10, 2, 45, 500000, tzinfo=UTC)),
-        ListedJob(UUID(int=2), "spiderSite", "running",
-                      datetime(2025, 10, 27, 10, 3, tzinfo=UTC)),
+        ListedJob(
+            UUID(JOB), "spiderMaps", "completed", datetime(2025, 10, 27, 10, 2, 45, 500000, tzinfo=UTC)
+        ),
+        ListedJob(UUID(int=2), "spiderSite", "running", datetime(2025, 10, 27, 10, 3, tzinfo=UTC)),
     )
 
 
@@ -328,15 +358,17 @@ def test_malformed_list_is_transient(raw: bytes) -> None:
 @pytest.mark.parametrize(("status", "kind"), [(401, AuthFailed), (429, RateLimited)])
 def test_details_pass_through_the_given_scrubber(status: int, kind: type) -> None:
     raw = body(detail="token sk_supersecret refused")
-    outcome = classify.classify_result(status, {}, raw, NOW,
-                                       scrub=lambda text: text.replace("sk_supersecret", "***"))
+    outcome = classify.classify_result(
+        status, {}, raw, NOW, scrub=lambda text: text.replace("sk_supersecret", "***")
+    )
     assert isinstance(outcome, AuthFailed | RateLimited) and isinstance(outcome, kind)
     assert outcome.detail == "token *** refused"
 
 
 def test_a_text_detail_passes_through_the_scrubber_too() -> None:
-    outcome = classify.classify_result(403, {}, b"no sk_supersecret here", NOW,
-                                       scrub=lambda text: text.replace("sk_supersecret", "***"))
+    outcome = classify.classify_result(
+        403, {}, b"no sk_supersecret here", NOW, scrub=lambda text: text.replace("sk_supersecret", "***")
+    )
     assert isinstance(outcome, AuthFailed)
     assert outcome.detail == "no *** here"
 

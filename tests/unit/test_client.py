@@ -18,22 +18,35 @@ def test_refuses_insecure_or_bad_urls(url: str) -> None:
         SpiderIQ(url, "a:b:c", connect_timeout_s=1, read_timeout_s=1, total_timeout_s=1)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost", "http://[::1]:9",
-                                 "https://spideriq.ai"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080", "http://localhost", "http://[::1]:9", "https://spideriq.ai"]
+)
 def test_accepts_loopback_http_and_https(url: str) -> None:
     client = SpiderIQ(url, "a:b:c", connect_timeout_s=1, read_timeout_s=1, total_timeout_s=1)
     assert "a:b:c" not in repr(client)
 
 
 def test_insecure_allowed_when_asked() -> None:
-    SpiderIQ("http://spideriq.ai", "t", connect_timeout_s=1, read_timeout_s=1,
-                 total_timeout_s=1, allow_insecure=True)
+    SpiderIQ(
+        "http://spideriq.ai",
+        "t",
+        connect_timeout_s=1,
+        read_timeout_s=1,
+        total_timeout_s=1,
+        allow_insecure=True,
+    )
 
 
 def test_from_config_takes_every_api_setting() -> None:
-    api = ApiConfig(base_url="http://127.0.0.1:9/", token=Secret(TOKEN), verify_tls=False,
-                    connect_timeout_s=1.5, read_timeout_s=2.5, total_timeout_s=3.5,
-                    user_agent="probe/1")
+    api = ApiConfig(
+        base_url="http://127.0.0.1:9/",
+        token=Secret(TOKEN),
+        verify_tls=False,
+        connect_timeout_s=1.5,
+        read_timeout_s=2.5,
+        total_timeout_s=3.5,
+        user_agent="probe/1",
+    )
     client = SpiderIQ.from_config(api, TOKEN, time_scale=30.0)
     assert client.base_url == "http://127.0.0.1:9"
     assert client._headers["Authorization"] == f"Bearer {TOKEN}"
@@ -51,7 +64,6 @@ def test_from_config_keeps_the_insecure_refusal() -> None:
 
 def test_the_client_scrubber_removes_its_token_and_the_registered_ones() -> None:
     logs.register_secret("cli_other1:sk_othersecret:secret_other")
-    client = SpiderIQ("https://spideriq.ai", TOKEN, connect_timeout_s=1, read_timeout_s=1,
-                      total_timeout_s=1)
+    client = SpiderIQ("https://spideriq.ai", TOKEN, connect_timeout_s=1, read_timeout_s=1, total_timeout_s=1)
     cleaned = client._clean(f"{TOKEN} sk_supersecret secret_hushhush sk_othersecret")
     assert cleaned == "*** *** *** ***"

@@ -49,8 +49,9 @@ def test_config_file_named_by_environment(tmp_path: Path) -> None:
 
 
 def test_generic_environment_names_reach_every_key() -> None:
-    cfg = config.load(environ={"HARVESTER_POLLING__MAX_INTERVAL_S": "42",
-                               "HARVESTER_SERVER__ENABLED": "false"})
+    cfg = config.load(
+        environ={"HARVESTER_POLLING__MAX_INTERVAL_S": "42", "HARVESTER_SERVER__ENABLED": "false"}
+    )
     assert cfg.polling.max_interval_s == 42
     assert cfg.server.enabled is False
 
@@ -86,8 +87,9 @@ def test_token_file_from_the_environment_beats_a_token_in_the_file(tmp_path: Pat
     path = write(tmp_path, '[api]\ntoken = "toml:file:token"\n')
     cfg = config.load(path, environ={"HARVESTER_API_TOKEN_FILE": str(token_file)})
     assert cfg.api.token.reveal() == "env:file:token"
-    cfg = config.load(path, environ={"HARVESTER_API_TOKEN_FILE": str(token_file),
-                                     "HARVESTER_API_TOKEN": "env:plain:token"})
+    cfg = config.load(
+        path, environ={"HARVESTER_API_TOKEN_FILE": str(token_file), "HARVESTER_API_TOKEN": "env:plain:token"}
+    )
     assert cfg.api.token.reveal() == "env:plain:token"
     assert config.load(path, environ={}).api.token.reveal() == "toml:file:token"
 
@@ -108,8 +110,7 @@ def test_bad_environment_key_is_named() -> None:
         ("HARVESTER_DATABASE__DNS", "HARVESTER_DATABASE__DSN"),
     ],
 )
-def test_a_misspelt_environment_name_is_refused_with_the_nearest_one(name: str,
-                                                                      suggestion: str) -> None:
+def test_a_misspelt_environment_name_is_refused_with_the_nearest_one(name: str, suggestion: str) -> None:
     with pytest.raises(ConfigError, match=rf"{name}\b.*did you mean {suggestion}\?"):
         config.load(environ={name: "5"})
 
@@ -144,14 +145,23 @@ def valid_text(name: str) -> str:
 
 
 def test_names_that_are_not_settings_are_left_alone() -> None:
-    cfg = config.load(environ={"HARVESTER_TEST_DSN": "postgresql://x/y",
-                               "HARVESTER_TEST_ANYTHING": "1", "HARVESTER_CONFIG": ""})
+    cfg = config.load(
+        environ={
+            "HARVESTER_TEST_DSN": "postgresql://x/y",
+            "HARVESTER_TEST_ANYTHING": "1",
+            "HARVESTER_CONFIG": "",
+        }
+    )
     assert cfg.database.dsn == "postgresql://localhost/harvester"
 
 
 def test_foreign_variables_listed_in_harvester_ignore_env_are_allowed() -> None:
-    env = {"HARVESTER_FOO": "1", "HARVESTER_BAR": "2", "HARVESTER_OTHERAPP_X": "3",
-           "HARVESTER_IGNORE_ENV": "HARVESTER_FOO, HARVESTER_BAR HARVESTER_OTHERAPP_*"}
+    env = {
+        "HARVESTER_FOO": "1",
+        "HARVESTER_BAR": "2",
+        "HARVESTER_OTHERAPP_X": "3",
+        "HARVESTER_IGNORE_ENV": "HARVESTER_FOO, HARVESTER_BAR HARVESTER_OTHERAPP_*",
+    }
     assert config.load(environ=env).speed == 1.0
     with pytest.raises(ConfigError, match="HARVESTER_BAZ"):
         config.load(environ={**env, "HARVESTER_BAZ": "4"})
@@ -159,18 +169,27 @@ def test_foreign_variables_listed_in_harvester_ignore_env_are_allowed() -> None:
 
 def test_ignore_env_does_not_hide_a_real_setting() -> None:
     """It is for names that are not settings, not a way to switch a setting off."""
-    cfg = config.load(environ={"HARVESTER_DSN": "postgresql://env/db",
-                               "HARVESTER_IGNORE_ENV": "HARVESTER_DSN,HARVESTER_*"})
+    cfg = config.load(
+        environ={"HARVESTER_DSN": "postgresql://env/db", "HARVESTER_IGNORE_ENV": "HARVESTER_DSN,HARVESTER_*"}
+    )
     assert cfg.database.dsn == "postgresql://env/db"
 
 
 def test_a_typo_in_the_environment_stops_the_cli_with_exit_2_and_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
-    env.update({"HARVESTER_DSN": "postgresql://postgres@127.0.0.1:1/nowhere",
-                "HARVESTER_POLLING_MAX_INTERVAL_S": "5"})
+    env.update(
+        {
+            "HARVESTER_DSN": "postgresql://postgres@127.0.0.1:1/nowhere",
+            "HARVESTER_POLLING_MAX_INTERVAL_S": "5",
+        }
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "harvester.cli", "status"], capture_output=True, text=True,
-        env=env, timeout=60, check=False,
+        [sys.executable, "-m", "harvester.cli", "status"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 2, proc.stderr
     [line] = proc.stderr.strip().splitlines()
@@ -201,8 +220,9 @@ def test_plain_http_refused_for_remote_hosts() -> None:
 
 def test_plain_http_allowed_on_loopback_or_when_insecure_is_set() -> None:
     assert config.load(environ={"HARVESTER_API_BASE_URL": "http://localhost:1"}).api.base_url
-    cfg = config.load(environ={"HARVESTER_API_BASE_URL": "http://api.example.com",
-                               "HARVESTER_API__ALLOW_INSECURE": "true"})
+    cfg = config.load(
+        environ={"HARVESTER_API_BASE_URL": "http://api.example.com", "HARVESTER_API__ALLOW_INSECURE": "true"}
+    )
     assert cfg.api.allow_insecure
 
 
@@ -270,8 +290,12 @@ def test_direct_dsn_defaults_to_the_main_dsn() -> None:
 
 
 def test_direct_dsn_has_a_documented_environment_name() -> None:
-    cfg = config.load(environ={"HARVESTER_DSN": "postgresql://bouncer:6432/db",
-                               "HARVESTER_DIRECT_DSN": "postgresql://db-primary/db"})
+    cfg = config.load(
+        environ={
+            "HARVESTER_DSN": "postgresql://bouncer:6432/db",
+            "HARVESTER_DIRECT_DSN": "postgresql://db-primary/db",
+        }
+    )
     assert cfg.database.dsn == "postgresql://bouncer:6432/db"
     assert cfg.database.direct_dsn == "postgresql://db-primary/db"
 

@@ -55,7 +55,8 @@ def understood(name: str) -> bool:
         return True
     section, _, key = name.removeprefix("HARVESTER_").lower().partition("__")
     return section in config.SECTIONS and key in {
-        f.name for f in dataclasses.fields(config.SECTIONS[section])}
+        f.name for f in dataclasses.fields(config.SECTIONS[section])
+    }
 
 
 def harvester_names(text: str) -> set[str]:
@@ -63,6 +64,7 @@ def harvester_names(text: str) -> set[str]:
 
 
 # ---------------------------------------------------------------- systemd
+
 
 def test_unit_is_notify_with_watchdog_and_restart() -> None:
     service = unit()["Service"]
@@ -90,9 +92,18 @@ def test_unit_passes_the_token_as_a_credential() -> None:
 def test_unit_is_hardened() -> None:
     service = unit()["Service"]
     assert service.get("DynamicUser") == ["yes"] or service.get("User") == ["harvester"]
-    for key in ("NoNewPrivileges", "PrivateTmp", "ProtectHome", "PrivateDevices",
-                "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups",
-                "RestrictNamespaces", "RestrictSUIDSGID", "LockPersonality"):
+    for key in (
+        "NoNewPrivileges",
+        "PrivateTmp",
+        "ProtectHome",
+        "PrivateDevices",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectControlGroups",
+        "RestrictNamespaces",
+        "RestrictSUIDSGID",
+        "LockPersonality",
+    ):
         assert service[key] == ["yes"], key
     assert service["ProtectSystem"] == ["strict"]
     assert service["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
@@ -109,7 +120,10 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     copy.write_text(UNIT.read_text().replace("/opt/harvester/venv/bin/harvester", str(script)))
     result = subprocess.run(  # noqa: S603 - fixed argv
         ["systemd-analyze", "verify", str(copy)],  # noqa: S607 - found on PATH above
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == ""
@@ -119,8 +133,11 @@ def test_env_example_has_no_secrets_and_only_known_names() -> None:
     text = ENV_EXAMPLE.read_text()
     settings = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert all("=" in line for line in settings)
-    names = {line.partition("=")[0].lstrip("#") for line in text.splitlines() if "=" in line
-             and line.lstrip("#").startswith("HARVESTER_")}
+    names = {
+        line.partition("=")[0].lstrip("#")
+        for line in text.splitlines()
+        if "=" in line and line.lstrip("#").startswith("HARVESTER_")
+    }
     assert "HARVESTER_API_TOKEN" not in names
     assert all(understood(name) for name in names), names
     for line in settings:
@@ -130,10 +147,11 @@ def test_env_example_has_no_secrets_and_only_known_names() -> None:
 
 # ---------------------------------------------------------------- docker
 
+
 def final_stage() -> list[str]:
     lines = DOCKERFILE.read_text().replace("\\\n", " ").splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith("FROM ")]
-    return lines[starts[-1]:]
+    return lines[starts[-1] :]
 
 
 def test_dockerfile_is_slim_python_and_runs_as_non_root() -> None:
@@ -192,8 +210,13 @@ async def test_healthcheck_command_follows_healthz() -> None:
 
     async def probe() -> int:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", code, env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            sys.executable,
+            "-c",
+            code,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         return await asyncio.wait_for(process.wait(), timeout=30)
 
     try:
@@ -205,8 +228,11 @@ async def test_healthcheck_command_follows_healthz() -> None:
 
 
 def test_dockerignore_sends_only_what_the_build_needs() -> None:
-    lines = [line for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
-             if line and not line.startswith("#")]
+    lines = [
+        line
+        for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert allowed == {"pyproject.toml", "README.md", "config.example.toml", "harvester", "sql"}

@@ -31,8 +31,10 @@ class Parts:
 
 
 def page(*jobs: tuple[UUID, str], total_pages: int = 1) -> JobPage:
-    listed = tuple(ListedJob(job_id, "spiderSite", status, NOW - timedelta(seconds=n))
-                   for n, (job_id, status) in enumerate(jobs))
+    listed = tuple(
+        ListedJob(job_id, "spiderSite", status, NOW - timedelta(seconds=n))
+        for n, (job_id, status) in enumerate(jobs)
+    )
     return JobPage(total=len(jobs), page=1, page_size=100, total_pages=total_pages, jobs=listed)
 
 
@@ -41,8 +43,9 @@ async def test_a_pass_makes_finished_jobs_due_and_defers_running_ones() -> None:
     done, failed, running, other = uuid4(), uuid4(), uuid4(), uuid4()
     for job_id in (done, failed, running, other):
         parts.store.add(job_id, due_in_s=60.0)
-    parts.api.pages = [page((done, "completed"), (failed, "failed"), (running, "processing"),
-                            (uuid4(), "completed"))]  # a job of someone else's: ignored
+    parts.api.pages = [
+        page((done, "completed"), (failed, "failed"), (running, "processing"), (uuid4(), "completed"))
+    ]  # a job of someone else's: ignored
     await parts.pass_now()
     rows = parts.store.rows
     now = parts.store.clock()

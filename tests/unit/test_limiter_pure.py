@@ -29,8 +29,13 @@ def test_grant_wait() -> None:
 
 
 def make(**kw: Any) -> limiter.SharedLimiter:
-    params: dict[str, Any] = {"token": "t", "requests_per_minute": 100.0, "burst": 20,
-                              "window_s": 60.0, "default_pause_s": 60.0}
+    params: dict[str, Any] = {
+        "token": "t",
+        "requests_per_minute": 100.0,
+        "burst": 20,
+        "window_s": 60.0,
+        "default_pause_s": 60.0,
+    }
     params.update(kw)
     return limiter.SharedLimiter(cast(asyncpg.Pool, None), **params)
 
@@ -44,8 +49,9 @@ def make(**kw: Any) -> limiter.SharedLimiter:
         (10.0, 60.0, 20, 10, 6.0, 10),  # a burst above the cap is the cap
     ],
 )
-def test_derived_limits(rpm: float, window: float, burst: int, limit: int, interval: float,
-                        effective_burst: int) -> None:
+def test_derived_limits(
+    rpm: float, window: float, burst: int, limit: int, interval: float, effective_burst: int
+) -> None:
     lim = make(requests_per_minute=rpm, window_s=window, burst=burst)
     assert (lim.limit, lim.burst) == (limit, effective_burst)
     assert lim.interval_s == pytest.approx(interval)
@@ -54,8 +60,7 @@ def test_derived_limits(rpm: float, window: float, burst: int, limit: int, inter
 
 @pytest.mark.parametrize(
     "kw",
-    [{"token": ""}, {"requests_per_minute": 0.0}, {"burst": 0}, {"window_s": -1.0},
-     {"margin": 1.5}],
+    [{"token": ""}, {"requests_per_minute": 0.0}, {"burst": 0}, {"window_s": -1.0}, {"margin": 1.5}],
 )
 def test_bad_settings_are_refused(kw: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):

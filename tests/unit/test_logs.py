@@ -60,6 +60,7 @@ def test_setting_up_twice_keeps_one_handler(output: io.StringIO) -> None:
 
 # ---------------------------------------------------------------- repeats
 
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -90,17 +91,20 @@ def outage(clock: FakeClock, seconds: float, every_s: float, *events: str) -> No
 
 
 def test_an_hour_of_outage_at_two_warnings_a_second_is_tens_of_lines(
-        limited: io.StringIO, clock: FakeClock) -> None:
+    limited: io.StringIO, clock: FakeClock
+) -> None:
     outage(clock, 3600, 0.5, "db_unavailable")
     written = lines(limited)
     assert 10 <= len(written) <= 20, len(written)  # 7,200 warnings
     assert written[0]["event"] == "db_unavailable" and "suppressed" not in written[0]
-    assert sum(1 + int(str(e.get("suppressed", 0))) for e in written) + \
-        sum(n for _, n in logs._limiter.held_back()) == 7200
+    assert (
+        sum(1 + int(str(e.get("suppressed", 0))) for e in written)
+        + sum(n for _, n in logs._limiter.held_back())
+        == 7200
+    )
 
 
-def test_the_line_after_a_window_counts_what_was_held_back(
-        limited: io.StringIO, clock: FakeClock) -> None:
+def test_the_line_after_a_window_counts_what_was_held_back(limited: io.StringIO, clock: FakeClock) -> None:
     outage(clock, 61, 0.5, "db_unavailable")
     first, second = lines(limited)
     assert "suppressed" not in first
@@ -133,8 +137,7 @@ def test_a_warning_after_a_quiet_window_is_written_at_once() -> None:
     assert limiter.check("k") == 1
 
 
-def test_different_events_and_different_jobs_are_not_repeats(
-        limited: io.StringIO, clock: FakeClock) -> None:
+def test_different_events_and_different_jobs_are_not_repeats(limited: io.StringIO, clock: FakeClock) -> None:
     log = logs.get()
     log.warning("db_unavailable", error="a")
     log.warning("heartbeat_failed", error="a")
@@ -143,8 +146,12 @@ def test_different_events_and_different_jobs_are_not_repeats(
     log.error("db_unavailable", error="a")  # another level
     log.warning("db_unavailable", error="b")  # the same warning with another error text
     assert [(e["event"], e.get("job_id")) for e in lines(limited)] == [
-        ("db_unavailable", None), ("heartbeat_failed", None), ("job_lease_lost", "j1"),
-        ("job_lease_lost", "j2"), ("db_unavailable", None)]
+        ("db_unavailable", None),
+        ("heartbeat_failed", None),
+        ("job_lease_lost", "j1"),
+        ("job_lease_lost", "j2"),
+        ("db_unavailable", None),
+    ]
 
 
 def test_info_lines_are_never_held_back(limited: io.StringIO, clock: FakeClock) -> None:
@@ -155,8 +162,7 @@ def test_info_lines_are_never_held_back(limited: io.StringIO, clock: FakeClock) 
     assert len(lines(limited)) == 500
 
 
-def test_held_back_repeats_are_still_redacted_when_written(
-        limited: io.StringIO, clock: FakeClock) -> None:
+def test_held_back_repeats_are_still_redacted_when_written(limited: io.StringIO, clock: FakeClock) -> None:
     log = logs.get()
     for i in range(200):
         clock.now = float(i)
@@ -174,8 +180,7 @@ def test_library_records_are_rate_limited_too(limited: io.StringIO, clock: FakeC
     assert len(written) == 2 and written[1]["suppressed"] == 119
 
 
-def test_at_exit_the_last_held_back_repeats_are_counted(
-        limited: io.StringIO, clock: FakeClock) -> None:
+def test_at_exit_the_last_held_back_repeats_are_counted(limited: io.StringIO, clock: FakeClock) -> None:
     outage(clock, 10, 0.5, "db_unavailable")
     logs.flush_repeats()
     _, last = lines(limited)

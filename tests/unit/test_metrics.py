@@ -38,11 +38,19 @@ def test_an_explicit_registry_is_used() -> None:
 def test_every_documented_metric_is_exported() -> None:
     names = {family.name for family in text_string_to_metric_families(Metrics().render().decode())}
     assert {
-        "harvester_api_requests", "harvester_api_rate_limited", "harvester_limiter_tokens",
-        "harvester_limiter_wait_seconds", "harvester_limiter_paused", "harvester_jobs",
-        "harvester_oldest_pending_age_seconds", "harvester_harvest_latency_seconds",
-        "harvester_polls_per_harvested_job", "harvester_store_latency_seconds",
-        "harvester_errors", "harvester_jobs_finished", "harvester_breaker_open",
+        "harvester_api_requests",
+        "harvester_api_rate_limited",
+        "harvester_limiter_tokens",
+        "harvester_limiter_wait_seconds",
+        "harvester_limiter_paused",
+        "harvester_jobs",
+        "harvester_oldest_pending_age_seconds",
+        "harvester_harvest_latency_seconds",
+        "harvester_polls_per_harvested_job",
+        "harvester_store_latency_seconds",
+        "harvester_errors",
+        "harvester_jobs_finished",
+        "harvester_breaker_open",
         "harvester_auth_paused",
     } <= names
 

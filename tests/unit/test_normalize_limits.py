@@ -20,13 +20,25 @@ def noise(size: int) -> str:
 
 
 def site(**data: object) -> normalize.Normalized:
-    return normalize.normalize({"job_id": str(uuid.uuid4()), "type": "spiderSite",
-                                "status": "completed", "data": {"url": "https://ok.example", **data}})
+    return normalize.normalize(
+        {
+            "job_id": str(uuid.uuid4()),
+            "type": "spiderSite",
+            "status": "completed",
+            "data": {"url": "https://ok.example", **data},
+        }
+    )
 
 
 def maps(*businesses: dict[str, object]) -> normalize.Normalized:
-    return normalize.normalize({"job_id": str(uuid.uuid4()), "type": "spiderMaps",
-                                "status": "completed", "data": {"businesses": list(businesses)}})
+    return normalize.normalize(
+        {
+            "job_id": str(uuid.uuid4()),
+            "type": "spiderMaps",
+            "status": "completed",
+            "data": {"businesses": list(businesses)},
+        }
+    )
 
 
 def test_an_overlong_email_is_not_an_address() -> None:

@@ -25,23 +25,24 @@ def receiver(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
         sock.close()
 
 
-def test_ready_reaches_a_path_socket(receiver: tuple[socket.socket, str],
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ready_reaches_a_path_socket(
+    receiver: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     sock, path = receiver
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     assert notify.ready("harvesting")
     assert sock.recv(4096) == b"READY=1\nSTATUS=harvesting"
 
 
-def test_each_message_is_one_datagram(receiver: tuple[socket.socket, str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_message_is_one_datagram(
+    receiver: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     sock, path = receiver
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     assert notify.watchdog()
     assert notify.status("3 in flight")
     assert notify.stopping()
-    assert [sock.recv(4096) for _ in range(3)] == [b"WATCHDOG=1", b"STATUS=3 in flight",
-                                                   b"STOPPING=1"]
+    assert [sock.recv(4096) for _ in range(3)] == [b"WATCHDOG=1", b"STATUS=3 in flight", b"STOPPING=1"]
 
 
 def test_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:

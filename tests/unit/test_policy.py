@@ -12,8 +12,9 @@ from harvester.config import PollingConfig
 CFG = PollingConfig()
 
 
-def view(job_type: str | None = "spiderSite", polls: int = 1, nf: int = 0, faults: int = 0,
-         age: float = 25.0) -> policy.JobView:
+def view(
+    job_type: str | None = "spiderSite", polls: int = 1, nf: int = 0, faults: int = 0, age: float = 25.0
+) -> policy.JobView:
     return policy.JobView(job_type, polls, nf, faults, age)
 
 
@@ -81,8 +82,9 @@ def test_not_found_retries_then_gives_up() -> None:
 
 def test_not_found_retries_span_the_grace_period() -> None:
     cfg = PollingConfig(jitter=0.0)
-    total = sum(policy.on_not_found(view(nf=n), cfg, random.Random()).delay_s
-                for n in range(cfg.not_found_retries))
+    total = sum(
+        policy.on_not_found(view(nf=n), cfg, random.Random()).delay_s for n in range(cfg.not_found_retries)
+    )
     assert total == pytest.approx(cfg.not_found_grace_s)
 
 
@@ -127,9 +129,7 @@ def test_a_job_the_list_showed_running_still_waits_for_its_first_poll() -> None:
         (100, 60.0 / (policy.LIST_BUDGET_SHARE * 100)),
     ],
 )
-def test_list_pass_interval_spends_spare_budget_and_a_share_of_a_full_one(
-    used: int, expected: float
-) -> None:
+def test_list_pass_interval_spends_spare_budget_and_a_share_of_a_full_one(used: int, expected: float) -> None:
     got = policy.list_pass_interval(used, 100, 60.0, CFG)
     assert got == pytest.approx(min(expected, CFG.list_max_staleness_s))
 
@@ -149,8 +149,7 @@ def test_list_pass_interval_is_capped_by_staleness() -> None:
 
 def test_list_overlap_is_compared_in_api_time() -> None:
     """Durations are divided by speed, but the API's timestamps run at API time."""
-    scaled = config.load(environ={}, overrides={"speed": 30.0,
-                                                "api.base_url": "http://127.0.0.1:1"}).polling
+    scaled = config.load(environ={}, overrides={"speed": 30.0, "api.base_url": "http://127.0.0.1:1"}).polling
     assert scaled.list_overlap_s == pytest.approx(5.0 / 30)
     assert policy.list_stop_at(1000.0, scaled) == pytest.approx(995.0)
     assert policy.list_stop_at(None, scaled) is None

@@ -33,5 +33,4 @@ def test_every_declared_name_is_a_query() -> None:
 def test_a_missing_name_fails_when_the_class_is_made() -> None:
     with pytest.raises(HarvesterError, match="unknown query no_such_statement"):
         type("Broken", (queries.NamedQueries,), {"__annotations__": {"no_such_statement": "str"}})
-    queries.NamedQueries.registry[:] = [c for c in queries.NamedQueries.registry
-                                        if c.__name__ != "Broken"]
+    queries.NamedQueries.registry[:] = [c for c in queries.NamedQueries.registry if c.__name__ != "Broken"]

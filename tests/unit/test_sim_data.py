@@ -142,9 +142,9 @@ def test_maps_variants_and_shared_places() -> None:
 def test_a_shared_place_has_the_same_details_in_every_search() -> None:
     by_place: dict[str, dict[str, Any]] = {}
     for job_id in JOB_IDS[:100]:
-        for business in maps_data(
-            3, job_id, {"validate_phones": False, "store_images": False}, True
-        )["businesses"]:
+        for business in maps_data(3, job_id, {"validate_phones": False, "store_images": False}, True)[
+            "businesses"
+        ]:
             first = by_place.setdefault(business["place_id"], business)
             assert first == business
 

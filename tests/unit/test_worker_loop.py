@@ -29,8 +29,15 @@ from harvester.outcomes import (
 from harvester.worker import Worker
 from tests.support import fakes
 
-CFG = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9", "api.token": "t:t:t",
-                                         "worker.shutdown_grace_s": 1.0, "worker.idle_poll_s": 0.05})
+CFG = config.load(
+    environ={},
+    overrides={
+        "api.base_url": "http://127.0.0.1:9",
+        "api.token": "t:t:t",
+        "worker.shutdown_grace_s": 1.0,
+        "worker.idle_poll_s": 0.05,
+    },
+)
 DAY = 86400.0
 OLD = 8 * DAY  # past give_up_after_s (7 days)
 
@@ -52,8 +59,13 @@ class Parts:
 
 
 def body(job_id: UUID) -> Completed:
-    doc = {"job_id": str(job_id), "type": "spiderSite", "status": "completed",
-           "processing_time_seconds": 12.5, "data": {}}
+    doc = {
+        "job_id": str(job_id),
+        "type": "spiderSite",
+        "status": "completed",
+        "processing_time_seconds": 12.5,
+        "data": {},
+    }
     return Completed(body=b"{...}", doc=doc)
 
 
@@ -61,26 +73,33 @@ def body(job_id: UUID) -> Completed:
     ("answer", "age_s", "state", "polls", "errors"),
     [
         (lambda j: body(j), 3600.0, "harvested", 1, None),
-        (lambda j: Completed(body=b"<html>", doc=Unreadable("not JSON")), 3600.0, "rejected", 1,
-         "not JSON"),
-        (lambda j: Gone(body=b"{}", doc={}, upstream_status="cancelled"), 3600.0, "cancelled", 1,
-         None),
-        (lambda j: Gone(body=b"{}", doc={}, upstream_status="failed", error_message="crawl failed"),
-         3600.0, "failed", 1, "crawl failed"),
+        (lambda j: Completed(body=b"<html>", doc=Unreadable("not JSON")), 3600.0, "rejected", 1, "not JSON"),
+        (lambda j: Gone(body=b"{}", doc={}, upstream_status="cancelled"), 3600.0, "cancelled", 1, None),
+        (
+            lambda j: Gone(body=b"{}", doc={}, upstream_status="failed", error_message="crawl failed"),
+            3600.0,
+            "failed",
+            1,
+            "crawl failed",
+        ),
         (lambda j: Pending(upstream_status="processing"), 3600.0, "pending", 1, None),
-        (lambda j: Pending(upstream_status="processing"), OLD, "expired", 1,
-         "gave up: still not finished"),
+        (lambda j: Pending(upstream_status="processing"), OLD, "expired", 1, "gave up: still not finished"),
         (lambda j: NotFound(), 3600.0, "pending", 1, "404: job not found (yet)"),
-        (lambda j: Transient(reason="server error http 503", http_status=503), 3600.0, "pending", 1,
-         "server error http 503"),
+        (
+            lambda j: Transient(reason="server error http 503", http_status=503),
+            3600.0,
+            "pending",
+            1,
+            "server error http 503",
+        ),
         (lambda j: Transient(reason="timeout"), OLD, "expired", 1, "gave up: timeout"),
-        (lambda j: AuthFailed(detail="bad key", http_status=401), 3600.0, "pending", 1,
-         "401: bad key"),
+        (lambda j: AuthFailed(detail="bad key", http_status=401), 3600.0, "pending", 1, "401: bad key"),
         (lambda j: RateLimited(retry_after_s=30.0), 3600.0, "pending", 1, "429: rate limited"),
     ],
 )
-async def test_each_answer_ends_in_its_state(answer: object, age_s: float, state: str, polls: int,
-                                             errors: str | None) -> None:
+async def test_each_answer_ends_in_its_state(
+    answer: object, age_s: float, state: str, polls: int, errors: str | None
+) -> None:
     parts = Parts()
     job_id = uuid4()
     parts.store.add(job_id, age_s=age_s)
@@ -195,9 +214,14 @@ async def test_a_database_failure_while_storing_is_retried_until_it_returns() ->
 
 
 async def test_the_loop_drains_a_mixed_queue() -> None:
-    quick = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9",
-                                               "polling.min_interval_s": 0.01,
-                                               "worker.idle_poll_s": 0.05})
+    quick = config.load(
+        environ={},
+        overrides={
+            "api.base_url": "http://127.0.0.1:9",
+            "polling.min_interval_s": 0.01,
+            "worker.idle_poll_s": 0.05,
+        },
+    )
     parts = Parts(cfg=quick)
     answers: dict[UUID, list[Outcome]] = {}
     for _ in range(20):
