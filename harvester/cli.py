@@ -134,15 +134,22 @@ async def cmd_status(args: argparse.Namespace) -> int:
     pool = await db.open_pool(cfg.database, max_size=2)
     hidden: dict[str, str] = {}
     limiter_state: list[dict[str, Any]] | None = None
+    discovery: list[dict[str, Any]] | None = None
     try:
         report = await queue.status(pool)
-        try:
-            limiter_state = await limiter_mod.describe_all(pool)
-        except DatabaseError as exc:
-            if not isinstance(exc.__cause__, asyncpg.InsufficientPrivilegeError):
-                raise
-            # a role that may not see the limiter still gets the queue (said, not crashed)
-            hidden["limiter"] = str(exc.__cause__)
+        for part, read in (("limiter", limiter_mod.describe_all), ("discovery", queue.discovery_status)):
+            try:
+                found = await read(pool)
+            except DatabaseError as exc:
+                if not isinstance(exc.__cause__, asyncpg.InsufficientPrivilegeError):
+                    raise
+                # a role that may not see it still gets the queue (said, not crashed)
+                hidden[part] = str(exc.__cause__)
+                continue
+            if part == "limiter":
+                limiter_state = found
+            else:
+                discovery = found
     finally:
         await pool.close()
     jobs = {state: report.counts.get(state, 0) for state in STATES}
@@ -153,6 +160,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
         "polls_by_state": report.polls,
         "recent_errors": report.recent_errors,
         "limiter": limiter_state,
+        "discovery": discovery,
     }
     if hidden:
         out["not_shown"] = hidden
@@ -167,6 +175,21 @@ async def cmd_status(args: argparse.Namespace) -> int:
     print(f"polls spent:    {out['polls_spent']}")
     for entry in limiter_state or []:
         print(logs.scrub("limiter:        " + ", ".join(f"{k}={v}" for k, v in entry.items())))
+    for entry in discovery or []:
+        stream = (
+            "connected"
+            if entry["stream_connected_at"]
+            else "held, not connected"
+            if entry["stream_held"]
+            else "not held"
+        )
+        print(
+            logs.scrub(
+                f"discovery:      credential={entry['credential']} list passes={entry['passes']} "
+                f"pages={entry['pages']} last pass={entry['last_pass_at'] or '-'}; event stream {stream}, "
+                f"events={entry['stream_events']} matched={entry['stream_matched']}"
+            )
+        )
     for part, reason in hidden.items():
         print(logs.scrub(f"{part + ':':<15} not shown ({reason})"))
     if report.recent_errors:

@@ -88,6 +88,7 @@ class RateLimitConfig:
     requests_per_minute: float = 100.0
     burst: int = 20
     max_in_flight: int = 8
+    reserve_per_minute: float = 0.0
     default_pause_s: float = 60.0
     # Derived, not a key: the rolling window the per-minute cap applies to (60 s / speed).
     window_s: float = 60.0
@@ -96,6 +97,7 @@ class RateLimitConfig:
 @dataclass(frozen=True, slots=True)
 class PollingConfig:
     discovery: str = "list"
+    events: str = "sse"
     first_poll_site_s: float = 20.0
     first_poll_maps_s: float = 60.0
     first_poll_other_s: float = 30.0
@@ -117,6 +119,7 @@ class PollingConfig:
     list_max_pages: int = 10
     list_fallback_s: float = 120.0
     list_poll_factor: float = 3.0
+    list_reconcile_s: float = 300.0
     # Derived, not keys: how often discovery looks whether a pass is due, and the list overlap in
     # the API's own (unscaled) seconds, which its timestamps are compared in.
     list_tick_s: float = 0.5
@@ -196,6 +199,7 @@ IGNORE_ENV = "HARVESTER_IGNORE_ENV"
 
 CHOICES = {
     "polling.discovery": {"list", "poll"},
+    "polling.events": {"sse", "off"},
     "log.format": {"json", "console"},
     "log.level": {"debug", "info", "warning", "error"},
 }
@@ -434,6 +438,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("rate_limit.burst: must be at least 1")
     if config.rate_limit.max_in_flight < 1:
         raise ConfigError("rate_limit.max_in_flight: must be at least 1")
+    reserve = config.rate_limit.reserve_per_minute
+    if not 0 <= reserve < config.rate_limit.requests_per_minute:
+        raise ConfigError("rate_limit.reserve_per_minute: must be at least 0 and below requests_per_minute")
     if config.database.pool_min < 1 or config.database.pool_max < config.database.pool_min:
         raise ConfigError("database.pool_max: must be at least database.pool_min (>= 1)")
     if not (0 <= config.polling.jitter < 1):
@@ -490,6 +497,7 @@ def _scale(config: Config) -> Config:
     scaled["rate_limit"] = dataclasses.replace(
         scaled["rate_limit"],
         requests_per_minute=config.rate_limit.requests_per_minute * speed,
+        reserve_per_minute=config.rate_limit.reserve_per_minute * speed,
         window_s=60.0 / speed,
     )
     polling = scaled["polling"]

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import asyncpg
 
@@ -26,6 +27,7 @@ from harvester.client import SpiderIQ
 from harvester.config import Config, require_token
 from harvester.discovery import Discovery
 from harvester.errors import DatabaseError, HarvesterError
+from harvester.events import EventStream
 from harvester.gate import Gate
 from harvester.limiter import SharedLimiter
 from harvester.metrics import Metrics
@@ -35,6 +37,12 @@ from harvester.worker import Worker
 log = logs.get("harvester.daemon")
 CHANNEL = "harvester_jobs"
 POOL_CLOSE_TIMEOUT_S = 1.0
+
+
+class Source(Protocol):
+    """A discovery source (the list, the event stream): runs beside the worker until stopped."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
 
 
 class DaemonError(HarvesterError):
@@ -144,7 +152,11 @@ async def run(
         gate = Gate(cfg, limiter, observer=metrics)
         store = PgQueue(pool, statement_timeout_s=cfg.database.statement_timeout_s)
         worker = Worker(cfg, store, client, gate)
-        discovery = Discovery(cfg, store, client, gate, token) if cfg.polling.discovery == "list" else None
+        sources: list[Source] = []  # what tells the gate which jobs finished, beside direct polls
+        if cfg.polling.discovery == "list":
+            sources.append(Discovery(cfg, store, client, gate, token))
+        if cfg.polling.events == "sse":
+            sources.append(EventStream(cfg, store, gate, token))
         if cfg.server.enabled:
             handle = await _start_server(cfg, metrics, Liveness(worker, gate, pool), limiter, gate, pool)
             resources.push_async_callback(handle.close)
@@ -159,10 +171,11 @@ async def run(
             base_url=cfg.api.base_url,
             speed=cfg.speed,
             discovery=cfg.polling.discovery,
+            events=cfg.polling.events,
             listen=listening,
         )
         with _reported():
-            await _run_tasks(cfg, worker, discovery, gate, stop, drain, max_seconds)
+            await _run_tasks(cfg, worker, sources, gate, stop, drain, max_seconds)
     log.info("daemon_stopped", harvested=worker.harvested)
     return 0
 
@@ -170,7 +183,7 @@ async def run(
 async def _run_tasks(
     cfg: Config,
     worker: Worker,
-    discovery: Discovery | None,
+    sources: list[Source],
     gate: Gate,
     stop: asyncio.Event,
     drain: bool,
@@ -196,8 +209,7 @@ async def _run_tasks(
             ),
             group.create_task(watchdog(lambda: worker.last_tick, side_stop)),
         ]
-        if discovery is not None:
-            side.append(group.create_task(discovery.run(side_stop)))
+        side += [group.create_task(source.run(side_stop)) for source in sources]
         if max_seconds is not None:
             side.append(group.create_task(_stop_after(stop, max_seconds)))
         try:

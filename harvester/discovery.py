@@ -88,16 +88,24 @@ class Discovery:
         return self.cfg.polling.list_tick_s
 
     async def maybe_pass(self) -> PassResult | None:
-        if not await self.store.discovery_needed():
+        state = await self.store.discovery_state(self.key)
+        self.gate.stream_up = state.stream_up
+        if not state.needed:
             return None
+        cfg = self.cfg.polling
         usage = await self.gate.limiter.usage()
         interval = policy.list_retry_interval(
-            policy.list_pass_interval(usage.in_window, usage.limit, usage.window_s, self.cfg.polling),
+            policy.list_pass_interval(usage.in_window, usage.limit, usage.window_s, cfg),
             self.failures,
-            self.cfg.polling,
+            cfg,
         )
+        # While the event stream is up the list only reconciles what it may have lost: after every
+        # (re)connect (the stream asks for that pass) and every list_reconcile_s.
+        reconcile = policy.list_retry_interval(cfg.list_reconcile_s, self.failures, cfg)
         owner = self.cfg.worker.worker_id
-        lease = await self.store.claim_discovery(self.key, owner, interval, self.cfg.worker.lease_s)
+        lease = await self.store.claim_discovery(
+            self.key, owner, interval, reconcile, self.cfg.worker.lease_s
+        )
         if lease is None:
             return None
         result = PassResult(0, 0, 0, False)
@@ -179,4 +187,4 @@ class Discovery:
                 )
         marked = await self.store.mark_finished(done)
         await self.store.defer_running(running)
-        return marked, len(running)
+        return len(marked), len(running)

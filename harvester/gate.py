@@ -20,6 +20,7 @@ from harvester.brakes import Brakes
 from harvester.config import Config
 
 log = logs.get("harvester.gate")
+STREAM_POLL_FACTOR = 2.0  # on top of list_poll_factor while the stream is connected
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,8 @@ class Observer(Protocol):
     def request_done(self, endpoint: str, status: int | str, wait_s: float) -> None: ...
     def job_finished(self, state: str, polls: int, latency_s: float | None) -> None: ...
     def store_done(self, seconds: float) -> None: ...
+    def stream_event(self, kind: str, matched: int) -> None: ...
+    def stream_state(self, connected: bool, *, reconnect: bool = False) -> None: ...
     def error(self, kind: str) -> None: ...
 
 
@@ -55,6 +58,12 @@ class NullObserver:
         pass
 
     def store_done(self, seconds: float) -> None:
+        pass
+
+    def stream_event(self, kind: str, matched: int) -> None:
+        pass
+
+    def stream_state(self, connected: bool, *, reconnect: bool = False) -> None:
         pass
 
     def error(self, kind: str) -> None:
@@ -81,6 +90,7 @@ class Gate:
         self.brakes = Brakes()
         self.in_flight = 0  # requests the worker has out or waiting for a slot
         self.discovery_healthy = cfg.polling.discovery == "list"
+        self.stream_up = False  # the credential's event stream is connected (in any process)
         self._work = asyncio.Event()
 
     # ------------------------------------------------------------ what senders ask
@@ -101,7 +111,10 @@ class Gate:
         return brakes.reason(self.brakes, self.clock())
 
     def poll_factor(self) -> float:
-        """While the list works, direct polls of unseen jobs are rarer (``list_poll_factor``)."""
+        """While the list works, direct polls of unseen jobs are rarer (``list_poll_factor``);
+        while the event stream is connected as well, rarer still: it announces every end."""
+        if self.stream_up:
+            return self.polling.list_poll_factor * STREAM_POLL_FACTOR
         return self.polling.list_poll_factor if self.discovery_healthy else 1.0
 
     # ------------------------------------------------------------ work arriving

@@ -147,10 +147,11 @@ class SharedLimiter:
 
     @classmethod
     def from_config(cls, pool: asyncpg.Pool, token: str, cfg: RateLimitConfig) -> SharedLimiter:
+        """The budget harvester plans with: the limit minus what is reserved for other users."""
         return cls(
             pool,
             token=token,
-            requests_per_minute=cfg.requests_per_minute,
+            requests_per_minute=cfg.requests_per_minute - cfg.reserve_per_minute,
             burst=cfg.burst,
             window_s=cfg.window_s,
             default_pause_s=cfg.default_pause_s,

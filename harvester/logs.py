@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Hashable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import structlog
 
@@ -28,10 +29,12 @@ _secrets: set[str] = set()
 
 
 def secret_parts(value: str) -> set[str]:
-    """A token and each colon-separated part of it long enough to be worth hiding."""
+    """A token, each colon-separated part of it long enough to be worth hiding, and the forms a
+    URL gives them (the event stream takes the token in its query string)."""
     if not value:
         return set()
-    return {value, *(part for part in value.split(":") if len(part) >= 6)}
+    parts = {value, *(part for part in value.split(":") if len(part) >= 6)}
+    return parts | {quote(p, safe="") for p in parts} | {quote_plus(p, safe="") for p in parts}
 
 
 def register_secret(value: str) -> None:

@@ -22,6 +22,16 @@ JOB_STATES = ("pending", "harvested", "failed", "cancelled", "not_found", "rejec
 WAIT_BUCKETS = (0.005, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # Seconds from SpiderIQ's completed_at to the row being stored: ideally a few seconds.
 LATENCY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+STREAM_EVENT_TYPES = (
+    "connected",
+    "heartbeat",
+    "error",
+    "job.queued",
+    "job.started",
+    "job.completed",
+    "job.failed",
+    "other",
+)
 POLL_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 50.0)
 STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -118,8 +128,35 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.stream_connected = Gauge(
+            "stream_connected",
+            "1 while this process holds the credential's event stream and it is connected.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.stream_events = Counter(
+            "stream_events",
+            "Event-stream events received, by type ('other' for unknown and campaign events).",
+            ["type"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.stream_reconnects = Counter(
+            "stream_reconnects",
+            "Event-stream connections opened after the first.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.stream_matched = Counter(
+            "stream_matched",
+            "Event-stream job events that concerned one of our pending jobs.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         for state in JOB_STATES:
             self.jobs.labels(state=state).set(0)
+        for kind in STREAM_EVENT_TYPES:
+            self.stream_events.labels(type=kind)
 
     # ------------------------------------------------------------ the worker's Observer
     def request_done(self, endpoint: str, status: int | str, wait_s: float) -> None:
@@ -141,6 +178,16 @@ class Metrics:
 
     def store_done(self, seconds: float) -> None:
         self.store_latency.observe(max(seconds, 0.0))
+
+    def stream_event(self, kind: str, matched: int) -> None:
+        self.stream_events.labels(type=kind if kind in STREAM_EVENT_TYPES else "other").inc()
+        if matched:
+            self.stream_matched.inc(matched)
+
+    def stream_state(self, connected: bool, *, reconnect: bool = False) -> None:
+        self.stream_connected.set(1 if connected else 0)
+        if reconnect:
+            self.stream_reconnects.inc()
 
     def error(self, kind: str) -> None:
         self.errors.labels(kind=kind).inc()

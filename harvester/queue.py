@@ -22,7 +22,15 @@ import asyncpg
 from harvester import store
 from harvester.db import guard, transaction
 from harvester.outcomes import TERMINAL_UPSTREAM, Completed, Gone
-from harvester.ports import ClaimedJob, DiscoveryLease, Finish, Listed, Reschedule, StoreOutcome
+from harvester.ports import (
+    ClaimedJob,
+    DiscoveryLease,
+    DiscoveryState,
+    Finish,
+    Listed,
+    Reschedule,
+    StoreOutcome,
+)
 from harvester.queries import NamedQueries
 
 
@@ -42,11 +50,15 @@ class SQL(NamedQueries):
     requeue_jobs_by_id: str
     requeue_jobs_by_state: str
     insert_discovery_row: str
-    exists_job_for_discovery: str
+    select_discovery_state: str
     claim_discovery_pass: str
     finish_discovery_pass: str
     make_listed_finished_jobs_due: str
     defer_listed_running_jobs: str
+    claim_event_stream: str
+    request_reconcile_pass: str
+    release_event_stream: str
+    select_discovery_status: str
 
 
 _TERMINAL = sorted(TERMINAL_UPSTREAM)
@@ -179,13 +191,16 @@ class PgQueue:
     async def ensure_discovery(self, key: str) -> None:
         await self._execute("discovery row", SQL.insert_discovery_row, key)
 
-    async def discovery_needed(self) -> bool:
-        return bool(await self._fetchval("discovery need", SQL.exists_job_for_discovery, _TERMINAL))
+    async def discovery_state(self, key: str) -> DiscoveryState:
+        [row] = await self._fetch("discovery state", SQL.select_discovery_state, key, _TERMINAL)
+        return DiscoveryState(needed=row["needed"], stream_up=row["stream_up"])
 
     async def claim_discovery(
-        self, key: str, owner: str, min_age_s: float, lease_s: float
+        self, key: str, owner: str, min_age_s: float, reconcile_s: float, lease_s: float
     ) -> DiscoveryLease | None:
-        rows = await self._fetch("discovery lease", SQL.claim_discovery_pass, key, owner, min_age_s, lease_s)
+        rows = await self._fetch(
+            "discovery lease", SQL.claim_discovery_pass, key, owner, min_age_s, lease_s, reconcile_s
+        )
         if not rows:
             return None
         return DiscoveryLease(watermark=rows[0]["watermark"], oldest_pending=rows[0]["oldest_pending"])
@@ -195,9 +210,10 @@ class PgQueue:
     ) -> None:
         await self._execute("discovery pass", SQL.finish_discovery_pass, key, owner, newest, pages, finished)
 
-    async def mark_finished(self, jobs: Sequence[Listed]) -> int:
+    async def mark_finished(self, jobs: Sequence[Listed]) -> list[UUID]:
+        """Make our pending jobs among ``jobs`` due at once; returns the ones that were ours."""
         if not jobs:
-            return 0
+            return []
         rows = await self._fetch(
             "listed finished",
             SQL.make_listed_finished_jobs_due,
@@ -205,7 +221,7 @@ class PgQueue:
             [j.status for j in jobs],
             [j.job_type for j in jobs],
         )
-        return len(rows)
+        return [row["job_id"] for row in rows]
 
     async def defer_running(self, jobs: Sequence[Listed]) -> None:
         if jobs:
@@ -217,6 +233,21 @@ class PgQueue:
                 [j.job_type for j in jobs],
                 [j.defer_s for j in jobs],
             )
+
+    # ------------------------------------------------------------ StreamStore
+    async def claim_stream(
+        self, key: str, owner: str, lease_s: float, *, connected: bool, events: int, matched: int
+    ) -> bool:
+        rows = await self._fetch(
+            "stream lease", SQL.claim_event_stream, key, owner, lease_s, connected, events, matched
+        )
+        return bool(rows)
+
+    async def request_reconcile(self, key: str) -> None:
+        await self._execute("reconcile request", SQL.request_reconcile_pass, key)
+
+    async def release_stream(self, key: str, owner: str) -> None:
+        await self._execute("stream release", SQL.release_event_stream, key, owner)
 
 
 # ---------------------------------------------------------------- the commands' side
@@ -263,6 +294,13 @@ async def status(pool: asyncpg.Pool, recent: int = 5) -> QueueStatus:
             for row in errors
         ],
     )
+
+
+async def discovery_status(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Each credential's list discovery and event stream, for ``harvester status``."""
+    with guard("status"):
+        rows = await pool.fetch(SQL.select_discovery_status)
+    return [dict(row) for row in rows]
 
 
 async def requeue(pool: asyncpg.Pool, job_ids: Sequence[UUID], state: str | None) -> int:

@@ -4,12 +4,19 @@
 INSERT INTO harvester.discovery (credential) VALUES ($1) ON CONFLICT DO NOTHING
 
 -- name: claim_discovery_pass
--- Take the discovery lease if nobody holds it and the last pass is at least $3 seconds old.
+-- Take the discovery lease if nobody holds it and a pass is due: the last one is at least $3
+-- seconds old, or $5 while the credential's event stream is connected (the list then only
+-- reconciles what the stream may have lost), or the stream asked for one after a (re)connect.
 UPDATE harvester.discovery
-   SET lease_owner = $2, lease_expires_at = now() + make_interval(secs => $4)
+   SET lease_owner = $2, lease_expires_at = now() + make_interval(secs => $4),
+       reconcile_requested = false
  WHERE credential = $1
    AND (lease_expires_at IS NULL OR lease_expires_at < now() OR lease_owner = $2)
-   AND (last_pass_at IS NULL OR last_pass_at <= now() - make_interval(secs => $3))
+   AND (last_pass_at IS NULL
+        OR reconcile_requested
+        OR last_pass_at <= now() - make_interval(secs => CASE
+               WHEN stream_connected_at IS NOT NULL AND stream_expires_at > now() THEN $5::float8
+               ELSE $3::float8 END))
 RETURNING watermark, (SELECT min(enqueued_at) FROM harvester.jobs WHERE state = 'pending') AS oldest_pending
 
 -- name: finish_discovery_pass
@@ -48,10 +55,38 @@ UPDATE harvester.jobs AS j
    AND j.state = 'pending'
    AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 
--- name: exists_job_for_discovery
--- Is there a pending job not yet known to be finished ($1: the terminal upstream statuses)? Only
--- then can a list page tell us anything.
+-- name: select_discovery_state
+-- Is there a pending job not yet known to be finished ($2: the terminal upstream statuses)? Only
+-- then can a list page tell us anything. And is the credential's event stream connected (by any
+-- process)?
 SELECT EXISTS (SELECT 1 FROM harvester.jobs
                 WHERE state = 'pending'
-                  AND (upstream_status IS NULL
-                       OR upstream_status <> ALL($1::text[])))
+                  AND (upstream_status IS NULL OR upstream_status <> ALL($2::text[]))) AS needed,
+       COALESCE((SELECT stream_connected_at IS NOT NULL AND stream_expires_at > now()
+                   FROM harvester.discovery WHERE credential = $1), false) AS stream_up
+
+-- name: claim_event_stream
+-- The credential's stream lease: free, expired, or already ours. Renewing reports the connection
+-- ($4: connected now) and the events seen since the last renewal ($5, $6 matched).
+UPDATE harvester.discovery
+   SET stream_owner = $2,
+       stream_expires_at = now() + make_interval(secs => $3),
+       stream_connected_at = CASE WHEN NOT $4 THEN NULL
+                                  ELSE COALESCE(stream_connected_at, now()) END,
+       stream_events = stream_events + $5,
+       stream_matched = stream_matched + $6
+ WHERE credential = $1
+   AND (stream_owner IS NULL OR stream_expires_at < now() OR stream_owner = $2)
+RETURNING true
+
+-- name: request_reconcile_pass
+-- After a (re)connect: events sent meanwhile are lost, so the next list pass covers the gap.
+UPDATE harvester.discovery SET reconcile_requested = true WHERE credential = $1
+
+-- name: release_event_stream
+UPDATE harvester.discovery
+   SET stream_owner = NULL, stream_expires_at = NULL, stream_connected_at = NULL
+ WHERE credential = $1 AND stream_owner = $2
+
+-- name: select_discovery_status
+SELECT * FROM harvester.discovery_status ORDER BY credential

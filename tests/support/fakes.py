@@ -27,7 +27,15 @@ from harvester.outcomes import (
     Pending,
     Unreadable,
 )
-from harvester.ports import ClaimedJob, DiscoveryLease, Finish, Listed, Reschedule, StoreOutcome
+from harvester.ports import (
+    ClaimedJob,
+    DiscoveryLease,
+    DiscoveryState,
+    Finish,
+    Listed,
+    Reschedule,
+    StoreOutcome,
+)
 
 
 @dataclass(slots=True)
@@ -56,6 +64,10 @@ class FakeStore:
     failing: set[str] = field(default_factory=set)  # method names that raise DatabaseError
     calls: list[str] = field(default_factory=list)
     discovery: dict[str, tuple[datetime | None, float | None, str | None]] = field(default_factory=dict)
+    stream_up: bool = False
+    reconcile_requested: bool = False
+    stream_holder: str | None = None
+    stream_reports: list[tuple[bool, int, int]] = field(default_factory=list)
 
     # ------------------------------------------------------------ set-up
     def add(self, job_id: UUID, *, age_s: float = 3600.0, due_in_s: float = 0.0, **values: object) -> Row:
@@ -214,22 +226,25 @@ class FakeStore:
         self._call("ensure_discovery")
         self.discovery.setdefault(key, (None, None, None))
 
-    async def discovery_needed(self) -> bool:
-        self._call("discovery_needed")
-        return any(
+    async def discovery_state(self, key: str) -> DiscoveryState:
+        self._call("discovery_state")
+        needed = any(
             r.state == "pending" and (r.upstream_status or "") not in TERMINAL_UPSTREAM
             for r in self.rows.values()
         )
+        return DiscoveryState(needed=needed, stream_up=self.stream_up)
 
     async def claim_discovery(
-        self, key: str, owner: str, min_age_s: float, lease_s: float
+        self, key: str, owner: str, min_age_s: float, reconcile_s: float, lease_s: float
     ) -> DiscoveryLease | None:
         self._call("claim_discovery")
         watermark, last_pass, holder = self.discovery[key]
         if holder not in (None, owner):
             return None
-        if last_pass is not None and self.clock() - last_pass < min_age_s:
+        wanted = reconcile_s if self.stream_up else min_age_s
+        if last_pass is not None and not self.reconcile_requested and self.clock() - last_pass < wanted:
             return None
+        self.reconcile_requested = False
         self.discovery[key] = (watermark, last_pass, owner)
         return DiscoveryLease(watermark=watermark, oldest_pending=None)
 
@@ -242,14 +257,14 @@ class FakeStore:
             watermark = newest
         self.discovery[key] = (watermark, self.clock(), None)
 
-    async def mark_finished(self, jobs: Sequence[Listed]) -> int:
+    async def mark_finished(self, jobs: Sequence[Listed]) -> list[UUID]:
         self._call("mark_finished")
-        marked = 0
+        marked = []
         for job in jobs:
             row = self.rows.get(job.job_id)
             if row is not None and row.state == "pending" and row.lease_owner is None:
                 row.next_poll_at, row.upstream_status = float("-inf"), job.status
-                marked += 1
+                marked.append(job.job_id)
         return marked
 
     async def defer_running(self, jobs: Sequence[Listed]) -> None:
@@ -316,3 +331,27 @@ class FakeApi:
 def states(store: FakeStore, job_ids: Iterable[UUID] | None = None) -> dict[UUID, str]:
     wanted = store.rows if job_ids is None else job_ids
     return {job_id: store.rows[job_id].state for job_id in wanted}
+
+
+class FakeStreamStore(FakeStore):
+    """``FakeStore`` with the stream lease (``ports.StreamStore``)."""
+
+    async def claim_stream(
+        self, key: str, owner: str, lease_s: float, *, connected: bool, events: int, matched: int
+    ) -> bool:
+        self._call("claim_stream")
+        if self.stream_holder not in (None, owner):
+            return False
+        self.stream_holder = owner
+        self.stream_up = connected
+        self.stream_reports.append((connected, events, matched))
+        return True
+
+    async def request_reconcile(self, key: str) -> None:
+        self._call("request_reconcile")
+        self.reconcile_requested = True
+
+    async def release_stream(self, key: str, owner: str) -> None:
+        self._call("release_stream")
+        if self.stream_holder == owner:
+            self.stream_holder, self.stream_up = None, False

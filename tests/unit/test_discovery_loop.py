@@ -90,11 +90,11 @@ async def test_a_failing_list_marks_discovery_unhealthy_and_the_gate_hears_it() 
 async def test_a_database_error_in_a_pass_backs_off_and_never_ends_the_loop() -> None:
     parts = Parts()
     parts.store.add(uuid4())
-    parts.store.failing.add("discovery_needed")
+    parts.store.failing.add("discovery_state")
     stop = asyncio.Event()
     run = asyncio.create_task(parts.discovery.run(stop))
     await asyncio.sleep(1.6)
-    attempts = parts.store.calls.count("discovery_needed")
+    attempts = parts.store.calls.count("discovery_state")
     assert 1 <= attempts <= 4  # 0.5 s, 1 s, ...: not every tick
     assert not run.done()
     stop.set()

@@ -117,10 +117,22 @@ def test_pause_gauges() -> None:
     assert value(metrics, "harvester_auth_paused") == 0
 
 
-def test_labels_are_only_endpoints_codes_states_and_kinds() -> None:
+def test_labels_are_only_endpoints_codes_states_kinds_and_event_types() -> None:
     metrics = Metrics()
     metrics.request_done("results", 200, 0.1)
     metrics.job_finished("harvested", 1, 1.0)
     metrics.error("auth")
+    metrics.stream_event("campaign.progress", 0)
     label_names = {name for (_, labels) in samples(metrics) for name, _ in labels}
-    assert label_names <= {"endpoint", "status", "state", "kind", "le"}
+    assert label_names <= {"endpoint", "status", "state", "kind", "le", "type"}
+
+
+def test_stream_event_types_are_a_closed_set() -> None:
+    """An unknown or campaign event counts as 'other': a label value per event name would grow."""
+    metrics = Metrics()
+    for kind in ("job.completed", "campaign.progress", "somethingNew", "job.completed"):
+        metrics.stream_event(kind, 1 if kind == "job.completed" else 0)
+    assert value(metrics, "harvester_stream_events_total", type="job.completed") == 2
+    assert value(metrics, "harvester_stream_events_total", type="other") == 2
+    assert value(metrics, "harvester_stream_matched_total") == 2
+    assert value(metrics, "harvester_stream_events_total", type="job.failed") == 0  # present at 0

@@ -1,0 +1,322 @@
+"""The SpiderIQ event stream as a second discovery source: a nudge, never the truth.
+
+``GET /api/v1/events/stream?token=…`` is account-wide, best effort and has no replay. One process
+per credential holds it (a lease on the discovery row, renewed while it runs). ``job.completed``
+and ``job.failed`` make our pending job due at once, exactly as a list page does; ``job.started``
+and ``job.queued`` defer its direct polls, since the stream will announce the end. An end seen
+before the job reached our queue (the producer inserts after submitting) is remembered for a while
+and applied when the job appears. Every (re)connect asks for one reconciling list pass, because
+whatever happened while disconnected is lost; no heartbeat for twice its interval means the
+stream is dead. Reconnects back off, capped and jittered. Opening the stream costs one request.
+
+The token travels in the URL, so every text that leaves this module (log fields, errors) passes the
+token's own scrubber, which knows the URL-encoded forms too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import aiohttp
+
+from harvester import classify, lifetime, logs, policy
+from harvester.config import Config
+from harvester.discovery import fingerprint
+from harvester.errors import DatabaseError
+from harvester.gate import Gate
+from harvester.outcomes import AuthFailed, RateLimited, Transient
+from harvester.ports import Listed, StreamStore
+from harvester.sse import Event, Parser, StreamError
+
+log = logs.get("harvester.events")
+
+PATH = "/api/v1/events/stream"
+HEARTBEAT_API_S = 30.0  # the documented heartbeat interval, in the API's time
+RECENT_MAX = 10_000  # ends remembered for jobs not in the queue yet
+FINISHED = {"job.completed": "completed", "job.failed": "failed"}
+RUNNING = {"job.started": "processing", "job.queued": "queued"}
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The stream opened: read it until it ends."""
+
+    response: aiohttp.ClientResponse
+
+
+class EventStream:
+    def __init__(
+        self,
+        cfg: Config,
+        store: StreamStore,
+        gate: Gate,
+        token: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.gate = gate
+        self.key = fingerprint(token)
+        self.owner = cfg.worker.worker_id
+        self.clock = clock
+        self._token = token
+        self._scrub = logs.scrubber(token)
+        self._url = cfg.api.base_url.rstrip("/") + PATH
+        self.dead_after_s = 2 * cfg.local_s(HEARTBEAT_API_S)
+        self.connections = 0
+        self.connected = False
+        self._events = self._matched = 0  # since the last lease renewal
+        self._recent: OrderedDict[UUID, tuple[Listed, float]] = OrderedDict()
+        self._session: aiohttp.ClientSession | None = None
+
+    # ------------------------------------------------------------ lifetime
+    async def run(self, stop: asyncio.Event) -> None:
+        """Hold the stream until stopped: claim the lease, connect, read, reconnect with backoff."""
+        backoff = lifetime.Backoff(self.cfg.local_s(1.0), self.cfg.local_s(60.0))
+        try:
+            while not stop.is_set():
+                try:
+                    if not await self._hold(connected=False):
+                        await lifetime.wait(stop, self.cfg.worker.lease_s / 2)  # another process has it
+                        continue
+                    opened = await self._open()
+                    if isinstance(opened, Connected):
+                        backoff.reset()
+                        await self._read(opened.response, stop)
+                except DatabaseError as exc:
+                    log.warning("stream_db_unavailable", error=self._scrub(str(exc)))
+                await self._set_connected(False)
+                if not stop.is_set():
+                    await lifetime.wait(stop, backoff.next())
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        with contextlib.suppress(DatabaseError, TimeoutError):  # else the lease runs out by itself
+            await asyncio.wait_for(self.store.release_stream(self.key, self.owner), 1.0)
+
+    async def _hold(self, *, connected: bool) -> bool:
+        """Claim or renew the lease, reporting the connection and what was seen meanwhile."""
+        events, matched = self._events, self._matched
+        held = await self.store.claim_stream(
+            self.key,
+            self.owner,
+            self.cfg.worker.lease_s,
+            connected=connected,
+            events=events,
+            matched=matched,
+        )
+        self._events -= events
+        self._matched -= matched
+        return held
+
+    async def _set_connected(self, connected: bool) -> None:
+        if self.connected == connected:
+            return
+        self.connected = connected
+        self.gate.stream_up = connected
+        self.gate.observer.stream_state(connected, reconnect=connected and self.connections > 1)
+        with contextlib.suppress(DatabaseError):  # else reported at the next renewal
+            await self._hold(connected=connected)
+
+    # ------------------------------------------------------------ connecting
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            api = self.cfg.api
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=api.connect_timeout_s, sock_connect=api.connect_timeout_s
+            )
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=api.verify_tls), timeout=timeout
+            )
+        return self._session
+
+    async def _open(self) -> Connected | None:
+        """One connection attempt: a request slot, then GET; any refusal goes through the gate."""
+        if self.gate.side_requests_paused():
+            return None
+        started = self.clock()
+        await self.gate.limiter.acquire()
+        waited = self.clock() - started
+        headers = {
+            "Accept": "text/event-stream",
+            "User-Agent": self.cfg.api.user_agent,
+            "Cache-Control": "no-cache",
+        }
+        try:
+            response = await self._get_session().get(
+                self._url, params={"token": self._token}, headers=headers, allow_redirects=False
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            reason = self._scrub(f"connection error: {type(exc).__name__}: {exc}")
+            self.gate.observer.request_done("stream", "error", waited)
+            log.warning("stream_connect_failed", reason=reason)
+            return None
+        self.connections += 1
+        if response.status == 200:
+            self.gate.observer.request_done("stream", 200, waited)
+            return Connected(response)
+        body = await _read_small(response)
+        outcome = classify.classify_error(
+            response.status, response.headers, body, time.time(), scrub=self._scrub
+        )
+        response.release()
+        if isinstance(outcome, RateLimited) and outcome.retry_after_s is not None:
+            outcome = RateLimited(
+                retry_after_s=self.cfg.local_s(outcome.retry_after_s),
+                reset_at=outcome.reset_at,
+                detail=outcome.detail,
+                http_status=outcome.http_status,
+            )
+        if isinstance(outcome, AuthFailed | RateLimited):
+            await self.gate.observe("stream", outcome, waited)  # the credential's brakes
+        else:  # the stream failing must not open the breaker that pauses polling
+            self.gate.observer.request_done("stream", response.status, waited)
+        reason = outcome.reason if isinstance(outcome, Transient) else getattr(outcome, "detail", "")
+        log.warning("stream_refused", http_status=response.status, reason=self._scrub(reason))
+        return None
+
+    # ------------------------------------------------------------ reading
+    async def _read(self, response: aiohttp.ClientResponse, stop: asyncio.Event) -> None:
+        parser = Parser()
+        renew_every = self.cfg.worker.lease_s / 3
+        renew_at = self.clock() + renew_every
+        replay_at = self.clock()
+        try:
+            await self._set_connected(True)
+            await self.store.request_reconcile(self.key)  # the gap before this connection
+            log.info("stream_connected", connections=self.connections)
+            while not stop.is_set():
+                chunk = await self._next_chunk(response, stop)
+                if chunk is None:
+                    return
+                for event in parser.feed(chunk):
+                    await self._handle(event)
+                now = self.clock()
+                if now >= replay_at and self._recent:
+                    await self._replay_recent()
+                    replay_at = now + self.cfg.polling.list_tick_s * 4
+                if now >= renew_at:
+                    renew_at = now + renew_every
+                    if not await self._hold(connected=True):
+                        log.warning("stream_lease_lost")
+                        return
+        except StreamError as exc:
+            log.warning("stream_malformed", error=self._scrub(str(exc)))
+        except (aiohttp.ClientError, OSError) as exc:
+            log.info("stream_ended", reason=self._scrub(f"{type(exc).__name__}: {exc}"))
+        finally:
+            response.close()
+
+    async def _next_chunk(self, response: aiohttp.ClientResponse, stop: asyncio.Event) -> bytes | None:
+        """The next bytes, or None when the stream ended, went silent too long, or we stop."""
+        read = asyncio.ensure_future(response.content.readany())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {read, stopping}, timeout=self.dead_after_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopping.cancel()
+            if not read.done():
+                read.cancel()
+        if read not in done:
+            if not stop.is_set():
+                log.warning("stream_silent", seconds=round(self.dead_after_s, 2))
+            return None
+        chunk = read.result()
+        if not chunk:
+            log.info("stream_ended", reason="closed by the server")
+            return None
+        return chunk
+
+    async def _handle(self, event: Event) -> None:
+        self._events += 1
+        matched = 0
+        if event.type in FINISHED or event.type in RUNNING:
+            job_id = _job_id(event.data)
+            if job_id is None:
+                log.debug("stream_event_unreadable", type=event.type)
+            elif event.type in FINISHED:
+                matched = await self._finished(Listed(job_id, FINISHED[event.type], None))
+            else:
+                matched = await self._running(job_id, RUNNING[event.type])
+        elif event.type == "error":
+            log.warning("stream_error_event", detail=self._scrub(event.data[:300]))
+        self._matched += matched
+        self.gate.observer.stream_event(event.type, matched)
+
+    async def _finished(self, job: Listed) -> int:
+        marked = await self.store.mark_finished([job])
+        if marked:
+            self.gate.nudge()
+            return 1
+        self._remember(job)
+        return 0
+
+    async def _running(self, job_id: UUID, status: str) -> int:
+        """A job that started (or waits queued) ends later: its direct polls can wait that long."""
+        polling = self.cfg.polling
+        if status == "queued":
+            defer = polling.list_reconcile_s
+        else:
+            longest = max(
+                policy.typical_duration(t, polling, self.gate.durations.get(t))
+                for t in (policy.SITE, policy.MAPS)
+            )
+            defer = 2 * longest
+        await self.store.defer_running([Listed(job_id, status, None, defer)])
+        return 0
+
+    def _remember(self, job: Listed) -> None:
+        self._recent[job.job_id] = (job, self.clock())
+        self._recent.move_to_end(job.job_id)
+        while len(self._recent) > RECENT_MAX:
+            self._recent.popitem(last=False)
+
+    async def _replay_recent(self) -> None:
+        """Ends seen before their job reached the queue: apply them now that it may be there."""
+        horizon = self.clock() - self.cfg.polling.list_reconcile_s
+        for job_id in [j for j, (_, seen) in self._recent.items() if seen < horizon]:
+            del self._recent[job_id]
+        if not self._recent:
+            return
+        marked = await self.store.mark_finished([job for job, _ in self._recent.values()])
+        for job_id in marked:
+            self._recent.pop(job_id, None)
+        if marked:
+            self._matched += len(marked)
+            self.gate.nudge()
+
+
+def _job_id(data: str) -> UUID | None:
+    try:
+        body: Any = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    value = body.get("job_id", body.get("jobId"))
+    try:
+        return UUID(str(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def _read_small(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await asyncio.wait_for(response.content.read(64 * 1024), 5.0)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return b""

@@ -1,0 +1,196 @@
+"""The event stream client against an aiohttp stand-in that writes chosen SSE bytes.
+
+The store is the in-memory fake of the seam, so each test states what the stream does to our
+pending jobs and to the gate: a completion makes a job due, a start defers its polls, an end seen
+before the job was enqueued is applied when it appears, silence means dead, refusals go through
+the brakes, and the token in the URL never reaches a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from uuid import uuid4
+
+import pytest
+from aiohttp import web
+
+from harvester import config, logs
+from harvester.events import EventStream
+from harvester.gate import Gate
+from tests.support import fakes
+
+TOKEN = "cli_stream:sk_streamkey:secret_streamsecret"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class StandIn:
+    def __init__(self) -> None:
+        self.connections: list[dict[str, str]] = []
+        self.script: list[Callable[[web.StreamResponse], Awaitable[None]] | int] = []
+        self.url = ""
+        self.closing = asyncio.Event()
+
+    async def hold(self) -> None:
+        """Keep a stream open without a byte until the stand-in closes."""
+        await self.closing.wait()
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        self.connections.append(dict(request.query))
+        step = self.script.pop(0) if self.script else None
+        if isinstance(step, int):
+            return web.json_response({"detail": "no"}, status=step, headers={"Retry-After": "120"})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'event: connected\ndata: {"client_id": "cli_stream"}\n\n')
+        if step is not None:
+            await step(response)
+        else:
+            await self.hold()
+        return response
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[StandIn]:
+    stand = StandIn()
+    app = web.Application()
+    app.router.add_get("/api/v1/events/stream", stand.stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    stand.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield stand
+    stand.closing.set()
+    await runner.cleanup()
+
+
+def parts(url: str, **overrides: object) -> tuple[EventStream, fakes.FakeStreamStore, Gate]:
+    values: dict[str, object] = {"api.base_url": url, "api.token": TOKEN, "speed": 30.0}
+    values.update(overrides)
+    cfg = config.load(environ={}, overrides=values)
+    store = fakes.FakeStreamStore()
+    gate = Gate(cfg, fakes.FakeLimiter())
+    return EventStream(cfg, store, gate, TOKEN), store, gate
+
+
+def event(kind: str, **data: object) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def run_until(stream: EventStream, condition: Callable[[], bool], within_s: float = 5.0) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(stream.run(stop))
+    try:
+        async with asyncio.timeout(within_s):
+            while not condition():
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_completion_makes_our_job_due_and_a_start_defers_its_polls(standin: StandIn) -> None:
+    stream, store, gate = parts(standin.url)
+    done, running = uuid4(), uuid4()
+    store.add(done, due_in_s=600.0)
+    store.add(running, due_in_s=1.0)
+
+    async def script(response: web.StreamResponse) -> None:
+        await response.write(event("job.started", job_id=str(running), worker_id="w1"))
+        await response.write(event("job.completed", job_id=str(done), processing_time=12.5))
+        await response.write(b": keep-alive\n\n" + event("campaign.progress", campaignId="c1"))
+        await standin.hold()
+
+    standin.script = [script]
+    await run_until(
+        stream,
+        lambda: (
+            store.rows[done].upstream_status == "completed"
+            and store.rows[running].upstream_status == "processing"
+        ),
+    )
+    now = store.clock()
+    assert store.rows[done].next_poll_at < now  # due at once: one results fetch
+    assert store.rows[running].next_poll_at > now + 1.0  # its direct polls wait for the end
+    assert gate.work.is_set()
+    assert standin.connections[0]["token"] == TOKEN  # the token goes in the query string
+    assert store.reconcile_requested  # the gap before the connection is the list's to cover
+    assert store.stream_holder is None  # released on stop
+
+
+async def test_an_end_seen_before_the_job_was_enqueued_is_applied_when_it_appears(
+    standin: StandIn,
+) -> None:
+    stream, store, _ = parts(standin.url)
+    early = uuid4()
+
+    async def script(response: web.StreamResponse) -> None:
+        await response.write(event("job.failed", job_id=str(early), error_message="boom"))
+        await asyncio.sleep(0.3)
+        store.add(early, due_in_s=600.0)  # the producer inserts it now
+        await response.write(b": tick\n\n")
+        await asyncio.sleep(0.3)
+        await response.write(b": tick\n\n")
+        await standin.hold()
+
+    standin.script = [script]
+    await run_until(stream, lambda: early in store.rows and store.rows[early].upstream_status == "failed")
+
+
+async def test_silence_for_two_heartbeats_means_dead_and_it_reconnects(standin: StandIn) -> None:
+    stream, store, _ = parts(standin.url, speed=60.0)  # heartbeat 30 s API = 0.5 s here
+
+    async def silent(response: web.StreamResponse) -> None:
+        await standin.hold()
+
+    standin.script = [silent, silent]
+    await run_until(stream, lambda: len(standin.connections) >= 2, within_s=8)
+    assert stream.dead_after_s == pytest.approx(1.0)
+    assert [report[0] for report in store.stream_reports].count(True) >= 1
+
+
+async def test_a_refused_stream_goes_through_the_brakes_and_backs_off(standin: StandIn) -> None:
+    stream, store, gate = parts(standin.url)
+    standin.script = [401]
+    await run_until(stream, lambda: gate.brakes.auth_failed)
+    await asyncio.sleep(0.2)
+    assert len(standin.connections) == 1  # the auth pause holds the next attempt
+    assert not store.stream_up
+
+
+async def test_a_429_pauses_the_shared_limiter(standin: StandIn) -> None:
+    stream, _, gate = parts(standin.url)
+    standin.script = [429]
+    limiter = gate.limiter
+    assert isinstance(limiter, fakes.FakeLimiter)
+    await run_until(stream, lambda: bool(limiter.pauses))
+    assert limiter.pauses[0] == pytest.approx(120.0 / 30.0)  # Retry-After in API seconds, scaled
+
+
+async def test_the_token_never_reaches_a_log_line_when_the_connection_fails() -> None:
+    stream, _, _ = parts("http://127.0.0.1:9")  # nothing listens: aiohttp's error names the URL
+    out = io.StringIO()
+    logs.setup("json", "debug", stream=out)
+    stop = asyncio.Event()
+    task = asyncio.create_task(stream.run(stop))
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    text = out.getvalue()
+    assert "stream_connect_failed" in text
+    for secret in (TOKEN, *TOKEN.split(":"), TOKEN.replace(":", "%3A")):
+        assert secret not in text
+
+
+async def test_only_one_process_holds_the_stream(standin: StandIn) -> None:
+    stream, store, _ = parts(standin.url)
+    store.stream_holder = "another-process"
+    stop = asyncio.Event()
+    task = asyncio.create_task(stream.run(stop))
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert standin.connections == []  # no request while somebody else holds it
