@@ -85,7 +85,7 @@ async def run_until(stream: EventStream, condition: Callable[[], bool], within_s
     task = asyncio.create_task(stream.run(stop))
     try:
         async with asyncio.timeout(within_s):
-            while not condition():
+            while not condition():  # noqa: ASYNC110 - the fakes have no event to wait on
                 await asyncio.sleep(0.01)
     finally:
         stop.set()
