@@ -52,6 +52,9 @@ class Connected:
     response: aiohttp.ClientResponse
 
 
+UNAVAILABLE = frozenset({404, 405, 501})  # this API has no stream: ask again only now and then
+
+
 class EventStream:
     def __init__(
         self,
@@ -92,6 +95,10 @@ class EventStream:
                     if isinstance(opened, Connected):
                         backoff.reset()
                         await self._read(opened.response, stop)
+                    elif opened in UNAVAILABLE:
+                        await self._set_connected(False)
+                        await lifetime.wait(stop, self.cfg.polling.list_reconcile_s)
+                        continue
                 except DatabaseError as exc:
                     log.warning("stream_db_unavailable", error=self._scrub(str(exc)))
                 await self._set_connected(False)
@@ -143,7 +150,7 @@ class EventStream:
             )
         return self._session
 
-    async def _open(self) -> Connected | None:
+    async def _open(self) -> Connected | int | None:
         """One connection attempt: a request slot, then GET; any refusal goes through the gate."""
         if self.gate.side_requests_paused():
             return None
@@ -186,7 +193,7 @@ class EventStream:
             self.gate.observer.request_done("stream", response.status, waited)
         reason = outcome.reason if isinstance(outcome, Transient) else getattr(outcome, "detail", "")
         log.warning("stream_refused", http_status=response.status, reason=self._scrub(reason))
-        return None
+        return response.status
 
     # ------------------------------------------------------------ reading
     async def _read(self, response: aiohttp.ClientResponse, stop: asyncio.Event) -> None:
