@@ -161,6 +161,7 @@ async def post_tokens(request: web.Request) -> web.Response:
                 raise ValueError("action must be add, revoke, restore, deactivate or activate")
     except (KeyError, ValueError, TypeError) as exc:
         return bad(f"bad request: {exc}")
+    state.hub.notify()  # open streams of a revoked or deactivated token end with an error event
     return json_response(
         200,
         {"client_id": cred.client_id, "status": cred.status, "revoked_status": cred.revoked_status},
