@@ -497,3 +497,16 @@ def test_settings_validate_the_new_knobs() -> None:
         SimSettings(queue_starts_per_minute=0)
     with pytest.raises(ValueError):
         SimSettings(heartbeat_s=0)
+
+
+async def test_queue_pace_can_change_at_run_time(clock: ManualClock, http: aiohttp.ClientSession) -> None:
+    async with SimServer(clock=clock, **settings()) as sim:
+        assert (await admin(http, sim, "/_sim/queue", {"starts_per_minute": 6}))["starts_per_minute"] == 6
+        await admin(http, sim, "/_sim/jobs", {"count": 3, "type": "spiderVerify"})
+        starts = sorted(job.start_at for job in sim.state.jobs.values())
+        assert starts[2] - starts[0] >= 20.0
+        await admin(http, sim, "/_sim/queue", {"starts_per_minute": None})
+        async with http.post(f"{sim.url}/_sim/queue", json={"starts_per_minute": 0}) as r:
+            assert r.status == 400
+        async with http.get(f"{sim.url}/_sim/queue") as r:
+            assert (await r.json())["starts_per_minute"] is None
