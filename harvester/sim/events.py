@@ -87,6 +87,7 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
         request.query.get("job_id") or None,
         request.query.get("campaign_id") or None,
         state.settings.heartbeat_s,
+        faults,
     )
     try:
         await _run(state, request, response, passed, sub)

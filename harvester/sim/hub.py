@@ -120,10 +120,16 @@ class EventHub:
 
     # subscriptions -----------------------------------------------------------------------
     def subscribe(
-        self, token: str, client_id: str, job_id: str | None, campaign_id: str | None, heartbeat_s: float
+        self,
+        token: str,
+        client_id: str,
+        job_id: str | None,
+        campaign_id: str | None,
+        heartbeat_s: float,
+        faults: FaultPlan,
     ) -> Subscriber:
         now = self.clock.now()
-        self.advance(now, None)  # whatever is due now happened before this stream existed
+        self.advance(now, faults)  # whatever is due now happened before this stream existed
         sub = Subscriber(token, client_id, now, now + heartbeat_s, job_id, campaign_id)
         self.subscribers.append(sub)
         self.opened[client_id] += 1
