@@ -2,8 +2,9 @@
 
 ``POST /_sim/jobs`` creates many jobs at once for benchmarks and tests; ``POST /_sim/tokens`` adds,
 revokes, restores, deactivates or reactivates a credential; ``POST /_sim/faults`` changes the fault
-plan; ``GET /_sim/stats`` reports what was served; ``GET /_sim/jobs/{id}`` shows a job's internal
-state. Errors are ``400 {"detail": ...}``. Tokens are named by their ``client_id`` in answers.
+plan; ``POST /_sim/queue`` sets the busy queue's pace; ``GET /_sim/stats`` reports what was
+served; ``GET /_sim/jobs/{id}`` shows a job's internal state. Errors are ``400 {"detail": ...}``.
+Tokens are named by their ``client_id`` in answers.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ async def post_tokens(request: web.Request) -> web.Response:
                 raise ValueError("action must be add, revoke, restore, deactivate or activate")
     except (KeyError, ValueError, TypeError) as exc:
         return bad(f"bad request: {exc}")
+    state.hub.notify()  # open streams of a revoked or deactivated token end with an error event
     return json_response(
         200,
         {"client_id": cred.client_id, "status": cred.status, "revoked_status": cred.revoked_status},
@@ -179,6 +181,25 @@ async def post_faults(request: web.Request) -> web.Response:
 async def get_faults(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     return json_response(200, state.faults.describe(state.clock.now()))
+
+
+async def post_queue(request: web.Request) -> web.Response:
+    """Change the busy queue's pace at run time: ``{"starts_per_minute": 20}`` or ``null``."""
+    state = request.app[STATE_KEY]
+    try:
+        body = await _body(request)
+        raw = body.get("starts_per_minute")
+        rate = None if raw is None else float(raw)
+        if rate is not None and rate <= 0:
+            raise ValueError("starts_per_minute must be positive or null")
+    except (ValueError, TypeError) as exc:
+        return bad(str(exc))
+    state.queue_starts_per_minute = rate
+    return json_response(200, {"starts_per_minute": rate})
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    return json_response(200, {"starts_per_minute": request.app[STATE_KEY].queue_starts_per_minute})
 
 
 async def get_stats(request: web.Request) -> web.Response:
@@ -200,3 +221,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_sim/tokens", post_tokens)
     app.router.add_get("/_sim/faults", get_faults)
     app.router.add_post("/_sim/faults", post_faults)
+    app.router.add_get("/_sim/queue", get_queue)
+    app.router.add_post("/_sim/queue", post_queue)

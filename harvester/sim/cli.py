@@ -107,6 +107,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer every request 429 for this many simulated seconds from start-up",
     )
     add(
+        "--queue-starts-per-minute",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="a busy queue: jobs start no faster than N a minute, FIFO (default unlimited)",
+    )
+    add("--events-lost", type=_share, default=0.0, help="share of job events never sent on the stream")
+    add(
+        "--stream-cut-seconds",
+        type=_positive,
+        default=None,
+        help="close every event stream after this many simulated seconds",
+    )
+    add("--stream-stall", action="store_true", help="streams send nothing (no heartbeats) but stay open")
+    add(
+        "--stream-refuse",
+        choices=("429", "503"),
+        default=None,
+        help="refuse new event streams with 429 or 503 (with Retry-After)",
+    )
+    add(
+        "--stream-refuse-retry-after",
+        type=int,
+        default=30,
+        help="Retry-After of a refused stream, seconds (default 30)",
+    )
+    add(
+        "--stream-noise",
+        type=_share,
+        default=0.05,
+        help="share of job events followed by a campaign event, unknown event or comment (0.05)",
+    )
+    add("--stream-crlf", action="store_true", help="end the stream's lines with CRLF")
+    add(
+        "--stream-multiline",
+        type=_share,
+        default=0.0,
+        help="share of events whose data is split over two data: lines",
+    )
+    add("--stream-retry-ms", type=int, default=None, help="send a retry: line with this value on connect")
+    add(
+        "--heartbeat-seconds",
+        type=_positive,
+        default=30.0,
+        help="simulated seconds between heartbeats (default 30)",
+    )
+    add(
         "--epoch",
         type=_epoch,
         default=None,
@@ -135,6 +182,15 @@ def settings_from(args: argparse.Namespace) -> SimSettings:
         long_retry_after_s=args.long_retry_after,
         hang_s=args.hang_seconds,
         storm_s=args.storm_seconds,
+        events_lost=args.events_lost,
+        stream_cut_s=args.stream_cut_seconds,
+        stream_stall=args.stream_stall,
+        stream_refuse=args.stream_refuse,
+        stream_refuse_retry_after_s=args.stream_refuse_retry_after,
+        stream_noise=args.stream_noise,
+        stream_crlf=args.stream_crlf,
+        stream_multiline=args.stream_multiline,
+        stream_retry_ms=args.stream_retry_ms,
     )
     return SimSettings(
         host=args.host,
@@ -151,6 +207,8 @@ def settings_from(args: argparse.Namespace) -> SimSettings:
         variants=not args.no_variants,
         initial_jobs=args.jobs,
         epoch=args.epoch,
+        queue_starts_per_minute=args.queue_starts_per_minute,
+        heartbeat_s=args.heartbeat_seconds,
         faults=faults,
     )
 

@@ -151,11 +151,17 @@ def plan_job(
     cancel_rate: float,
     plan: Plan,
     variants: bool,
+    not_before: float | None = None,
 ) -> Job:
-    """Draw a job's future deterministically from (seed, job_id) and the knobs given."""
+    """Draw a job's future deterministically from (seed, job_id) and the knobs given.
+
+    ``not_before`` is the earliest simulated instant a busy queue lets the job start; its wait then
+    grows, the rest of its draws do not change."""
     rng = job_rng(seed, job_id, "life")
     created = now - plan.start_offset_s
     wait = rng.uniform(*queue_wait)
+    if not_before is not None:
+        wait = max(wait, not_before - created)
     lo, hi = plan.duration_s if plan.duration_s is not None else duration
     run = rng.uniform(lo, hi)
     draw = rng.random()

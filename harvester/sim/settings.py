@@ -14,7 +14,8 @@ DEFAULT_TOKEN = "demo:demo:demo"  # noqa: S105 - the documented demo credential
 
 @dataclass(frozen=True, slots=True)
 class FaultSettings:
-    """Shares of requests (0..1) to /results, /status and /list that misbehave, and how."""
+    """Shares of requests (0..1) to /results, /status and /list that misbehave, and how; and the
+    event stream's faults and framing quirks."""
 
     error_5xx: float = 0.0
     hang: float = 0.0
@@ -24,6 +25,25 @@ class FaultSettings:
     long_retry_after_s: int = 3600
     hang_s: float = 300.0
     storm_s: float = 0.0
+    # The event stream (GET /api/v1/events/stream); durations in simulated seconds.
+    events_lost: float = 0.0
+    stream_cut_s: float | None = None
+    stream_stall: bool = False
+    stream_refuse: str | None = None
+    stream_refuse_retry_after_s: int = 30
+    stream_noise: float = 0.05
+    stream_crlf: bool = False
+    stream_multiline: float = 0.0
+    stream_retry_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("events_lost", "stream_noise", "stream_multiline"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within 0..1")
+        if self.stream_refuse not in (None, "429", "503"):
+            raise ValueError("stream_refuse must be '429', '503' or None")
+        if self.stream_cut_s is not None and self.stream_cut_s <= 0:
+            raise ValueError("stream_cut_s must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +68,11 @@ class SimSettings:
     variants: bool = True
     initial_jobs: int = 0
     epoch: float | None = None
+    # The queue's own throughput: jobs start no faster than this, FIFO by creation (None = unlimited).
+    queue_starts_per_minute: float | None = None
+    heartbeat_s: float = 30.0
+    # Longest real pause of a stream's loop; it also wakes at its next simulated deadline.
+    stream_tick_s: float = 0.05
     faults: FaultSettings = field(default_factory=FaultSettings)
 
     def __post_init__(self) -> None:
@@ -63,3 +88,7 @@ class SimSettings:
             raise ValueError("fail_rate + cancel_rate must not exceed 1")
         if self.revoked_status not in (401, 403):
             raise ValueError("revoked_status must be 401 or 403")
+        if self.queue_starts_per_minute is not None and self.queue_starts_per_minute <= 0:
+            raise ValueError("queue_starts_per_minute must be positive")
+        if self.heartbeat_s <= 0 or self.stream_tick_s <= 0:
+            raise ValueError("heartbeat_s and stream_tick_s must be positive")

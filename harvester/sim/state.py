@@ -3,7 +3,8 @@
 One :class:`SimState` per application, reachable as ``app[STATE_KEY]`` and as ``SimServer.state``.
 Handlers and admin endpoints change it; tests may poke it directly. Credentials are keyed by the
 full token, but only the ``client_id`` part is ever shown (stats, admin answers), never the secret
-parts.
+parts. ``hub`` is the event stream's hub (:mod:`harvester.sim.hub`); ``queue_starts_per_minute``
+is the busy queue's pace (None = unlimited).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from harvester.sim.clock import Clock
 from harvester.sim.faults import FaultPlan
+from harvester.sim.hub import EventHub
 from harvester.sim.jobs import MAPS, SITE, STATUSES, TERMINAL, Job, Plan, new_job_id, plan_job
 from harvester.sim.ratelimit import RateMeter, TokenBucket
 from harvester.sim.settings import SimSettings
@@ -59,6 +61,9 @@ class SimState:
         self.faults = FaultPlan(settings.faults, settings.seed, clock.now())
         self._ids = random.Random(f"jobs:{settings.seed}")
         self._dedup: dict[tuple[str, str, str], str] = {}
+        self.hub = EventHub(clock, self.jobs, settings.seed, settings.variants)
+        self.queue_starts_per_minute = settings.queue_starts_per_minute
+        self._queue_free_at: float | None = None
         for token in settings.tokens:
             self.add_credential(token)
         for token in settings.inactive_tokens:
@@ -108,13 +113,15 @@ class SimState:
             if job_type == MAPS
             else s.other_duration_s
         )
+        now = self.clock.now()
+        rate = self.queue_starts_per_minute
         job = plan_job(
             job_id=job_id,
             job_type=job_type,
             owner=cred.token,
             payload=payload,
             priority=priority,
-            now=self.clock.now(),
+            now=now,
             seed=s.seed,
             queue_wait=s.queue_wait_s,
             duration=duration,
@@ -122,9 +129,17 @@ class SimState:
             cancel_rate=s.cancel_rate,
             plan=plan or Plan(),
             variants=s.variants,
+            not_before=self._queue_free_at if rate else None,
         )
+        if rate:
+            # A busy queue: the next job (FIFO by creation) starts no sooner than one slot later.
+            self._queue_free_at = job.start_at + 60.0 / rate
         self.jobs[job_id] = job
         cred.job_ids.append(job_id)
+        self.hub.advance(now, self.faults)
+        self.hub.schedule(job, now)
+        if self.hub.subscribers:
+            self.hub.notify()
         return job
 
     def submit(
@@ -152,6 +167,7 @@ class SimState:
         self.by_credential: dict[str, Counter[str]] = defaultdict(Counter)
         self.served_429 = 0
         self.faults_served: Counter[str] = Counter()
+        self.hub.reset_stats()
         for cred in self.credentials.values():
             cred.meter = RateMeter(
                 cred.bucket.rate_per_minute if cred.bucket else self.settings.rate_per_minute
@@ -199,6 +215,7 @@ class SimState:
             "rate_limit": limits,
             "jobs_by_state": {status: states.get(status, 0) for status in STATUSES},
             "jobs_total": len(self.jobs),
+            "events": self.hub.stats(),
             "result_fetches": {
                 "total": sum(job.fetches for job in fetched),
                 "jobs_fetched": len(fetched),

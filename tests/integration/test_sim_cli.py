@@ -115,3 +115,37 @@ async def test_module_entry_point_exits_0_on_sigterm() -> None:
     out, err = await asyncio.wait_for(proc.communicate(), timeout=20)
     assert proc.returncode == 0
     assert out == b"" and err == b""
+
+
+def test_stream_and_queue_flags_reach_the_settings() -> None:
+    settings = settings_from(
+        parse(
+            "--queue-starts-per-minute",
+            "20",
+            "--events-lost",
+            "0.03",
+            "--stream-cut-seconds",
+            "600",
+            "--stream-stall",
+            "--stream-refuse",
+            "503",
+            "--stream-refuse-retry-after",
+            "9",
+            "--stream-noise",
+            "0.1",
+            "--stream-crlf",
+            "--stream-multiline",
+            "0.2",
+            "--stream-retry-ms",
+            "3000",
+            "--heartbeat-seconds",
+            "15",
+        )
+    )
+    f = settings.faults
+    assert settings.queue_starts_per_minute == 20.0 and settings.heartbeat_s == 15.0
+    assert (f.events_lost, f.stream_cut_s, f.stream_stall, f.stream_refuse) == (0.03, 600.0, True, "503")
+    assert (f.stream_refuse_retry_after_s, f.stream_noise, f.stream_crlf) == (9, 0.1, True)
+    assert (f.stream_multiline, f.stream_retry_ms) == (0.2, 3000)
+    defaults = settings_from(parse())
+    assert defaults.queue_starts_per_minute is None and defaults.faults.stream_refuse is None
