@@ -40,8 +40,8 @@ async def harvest(dsn: str, sim: SimServer, count: int, **faults: Any) -> dict[s
         ids = await sim_jobs(sim, count, "spiderSite", duration_s=[10, 20], outcome="completed")
         await enqueue(dsn, ids)
         async with asyncio.timeout(60):
-            while sum((await states(dsn)).values()) < count or (await states(dsn)).get("pending", 0):
-                await asyncio.sleep(0.2)
+            while (seen := await states(dsn)).get("pending", 0) or sum(seen.values()) < count:
+                await asyncio.sleep(0.2)  # noqa: ASYNC110 - polling the database, not an event
     finally:
         stop.set()
         assert await asyncio.wait_for(task, timeout=30) == 0
