@@ -7,14 +7,17 @@ stream that loses events and is cut, every job is still stored and fetched once 
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from bench.chaos.checks import secret_forms
 from harvester import daemon
 from harvester.sim import SimServer
-from tests.support.e2e import TOKEN, daemon_config, enqueue, sim_admin, sim_jobs
+from tests.support.e2e import TOKEN, daemon_config, daemon_env, enqueue, sim_admin, sim_jobs, start_daemon
 
 pytestmark = pytest.mark.slow
 SPEED = 30.0
@@ -40,8 +43,8 @@ async def harvest(dsn: str, sim: SimServer, count: int, **faults: Any) -> dict[s
         ids = await sim_jobs(sim, count, "spiderSite", duration_s=[10, 20], outcome="completed")
         await enqueue(dsn, ids)
         async with asyncio.timeout(60):
-            while (seen := await states(dsn)).get("pending", 0) or sum(seen.values()) < count:
-                await asyncio.sleep(0.2)  # noqa: ASYNC110 - polling the database, not an event
+            while (seen := await states(dsn)).get("pending", 0) or sum(seen.values()) < count:  # noqa: ASYNC110 - polling the database
+                await asyncio.sleep(0.2)
     finally:
         stop.set()
         assert await asyncio.wait_for(task, timeout=30) == 0
@@ -77,3 +80,48 @@ async def test_lost_events_and_cut_streams_lose_no_job(db_dsn: str) -> None:
         f"{sum(used.get('events_stream', {}).values())} streams, "
         f"{sum(used.get('list', {}).values())} list pages"
     )
+
+
+async def test_the_token_in_the_stream_url_never_reaches_any_output(db_dsn: str, tmp_path: Path) -> None:
+    """Cuts, 429 and 503 refusals and a revoked token: aiohttp errors name URLs, ours never do."""
+    token = "cli_leakcheck:sk_leakcheck_key:secret_leakcheck_value"
+    async with SimServer(speed=SPEED, seed=63, tokens=[token], fail_rate=0.0, cancel_rate=0.0) as sim:
+        env = daemon_env(
+            db_dsn,
+            sim,
+            SPEED,
+            "leak",
+            {
+                "HARVESTER_API_TOKEN": token,
+                "HARVESTER_LOG_LEVEL": "debug",
+                "HARVESTER_SERVER__ENABLED": "true",
+                "HARVESTER_SERVER__LISTEN": "127.0.0.1:0",
+            },
+        )
+        await sim_admin(sim, "faults", {"stream_cut_s": 20})
+        proc = await start_daemon(env, tmp_path, "--max-seconds", "8")
+        try:
+            for faults in ({"stream_refuse": "429"}, {"stream_refuse": "503"}, {"stream_refuse": None}):
+                await asyncio.sleep(1.5)
+                await sim_admin(sim, "faults", faults)
+            await sim_admin(sim, "tokens", {"token": token, "action": "revoke"})
+            await asyncio.sleep(1.0)
+            await sim_admin(sim, "tokens", {"token": token, "action": "restore"})
+            assert await proc.exit_code(within_s=30) == 0, proc.log_tail()
+        finally:
+            await proc.stop()
+    status = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "harvester.cli",
+        "status",
+        "--json",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    printed, _ = await asyncio.wait_for(status.communicate(), 60)
+    outputs = proc.log_path.read_text(errors="replace") + printed.decode(errors="replace")
+    assert outputs.count('"stream_connected"') >= 2 and "stream_refused" in outputs
+    for form, secret in secret_forms(token).items():
+        assert secret not in outputs, f"the token leaked as {form}"
