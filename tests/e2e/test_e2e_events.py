@@ -98,7 +98,7 @@ async def test_the_token_in_the_stream_url_never_reaches_any_output(db_dsn: str,
                 "HARVESTER_SERVER__LISTEN": "127.0.0.1:0",
             },
         )
-        await sim_admin(sim, "faults", {"stream_cut_s": 20})
+        await sim_admin(sim, "faults", {"stream_cut_s": 10})
         proc = await start_daemon(env, tmp_path, "--max-seconds", "8")
         try:
             for faults in ({"stream_refuse": "429"}, {"stream_refuse": "503"}, {"stream_refuse": None}):
