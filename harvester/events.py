@@ -32,7 +32,7 @@ from harvester.config import Config
 from harvester.discovery import fingerprint
 from harvester.errors import DatabaseError
 from harvester.gate import Gate
-from harvester.outcomes import AuthFailed, RateLimited, Transient
+from harvester.outcomes import TERMINAL_UPSTREAM, AuthFailed, RateLimited, Transient
 from harvester.ports import Listed, StreamStore
 from harvester.sse import Event, Parser, StreamError
 
@@ -43,6 +43,7 @@ HEARTBEAT_API_S = 30.0  # the documented heartbeat interval, in the API's time
 RECENT_MAX = 10_000  # ends remembered for jobs not in the queue yet
 FINISHED = {"job.completed": "completed", "job.failed": "failed"}
 RUNNING = {"job.started": "processing", "job.queued": "queued"}
+QUEUED_DEFER_RECONCILES = 3  # a queued job's direct poll waits this many reconcile intervals
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,18 +277,25 @@ class EventStream:
     async def _running(self, job_id: UUID, status: str) -> int:
         """A job that started (or waits queued) ends later: its direct polls can wait that long."""
         polling = self.cfg.polling
-        if status == "queued":
-            defer = polling.list_reconcile_s
+        if status == "queued":  # a busy queue can hold it for many minutes; its start is announced
+            defer = QUEUED_DEFER_RECONCILES * polling.list_reconcile_s
         else:
             longest = max(
                 policy.typical_duration(t, polling, self.gate.durations.get(t))
                 for t in (policy.SITE, policy.MAPS)
             )
             defer = 2 * longest
-        await self.store.defer_running([Listed(job_id, status, None, defer)])
+        job = Listed(job_id, status, None, defer)
+        if await self.store.defer_running([job]):
+            return 1
+        self._remember(job)
         return 0
 
     def _remember(self, job: Listed) -> None:
+        """An event for a job not (yet) in our queue: the producer may insert it in a moment."""
+        known = self._recent.get(job.job_id)
+        if known is not None and known[0].status in TERMINAL_UPSTREAM:
+            return  # an end is not undone by a late start
         self._recent[job.job_id] = (job, self.clock())
         self._recent.move_to_end(job.job_id)
         while len(self._recent) > RECENT_MAX:
@@ -300,11 +308,13 @@ class EventStream:
             del self._recent[job_id]
         if not self._recent:
             return
-        marked = await self.store.mark_finished([job for job, _ in self._recent.values()])
-        for job_id in marked:
+        jobs = [job for job, _ in self._recent.values()]
+        marked = await self.store.mark_finished([j for j in jobs if j.status in TERMINAL_UPSTREAM])
+        deferred = await self.store.defer_running([j for j in jobs if j.status not in TERMINAL_UPSTREAM])
+        for job_id in (*marked, *deferred):
             self._recent.pop(job_id, None)
+        self._matched += len(marked) + len(deferred)
         if marked:
-            self._matched += len(marked)
             self.gate.nudge()
 
 

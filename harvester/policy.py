@@ -118,10 +118,17 @@ def on_pending(
     rng: random.Random,
     learned: float | None = None,
     factor: float = 1.0,
+    stream_up: bool = False,
 ) -> Decision:
+    """A 202. While the event stream is connected it will announce the end, and a reconciling list
+    pass catches what it loses: the next direct poll waits at least ``list_reconcile_s``, so a job
+    waiting in a busy queue costs no request while it waits."""
     if expired(job, cfg):
         return Decision(EXPIRED, 0.0, job.not_found_count, 0, "gave up: still not finished")
-    return Decision(None, pending_delay(job, cfg, rng, learned, factor), 0, 0)
+    delay = pending_delay(job, cfg, rng, learned, factor)
+    if stream_up:
+        delay = max(delay, jittered(cfg.list_reconcile_s, cfg.jitter, rng))
+    return Decision(None, delay, 0, 0)
 
 
 def on_not_found(job: JobView, cfg: PollingConfig, rng: random.Random) -> Decision:

@@ -223,16 +223,19 @@ class PgQueue:
         )
         return [row["job_id"] for row in rows]
 
-    async def defer_running(self, jobs: Sequence[Listed]) -> None:
-        if jobs:
-            await self._execute(
-                "listed running",
-                SQL.defer_listed_running_jobs,
-                [j.job_id for j in jobs],
-                [j.status for j in jobs],
-                [j.job_type for j in jobs],
-                [j.defer_s for j in jobs],
-            )
+    async def defer_running(self, jobs: Sequence[Listed]) -> list[UUID]:
+        """Put off direct polls of our pending jobs among ``jobs``; returns the ones that were ours."""
+        if not jobs:
+            return []
+        rows = await self._fetch(
+            "listed running",
+            SQL.defer_listed_running_jobs,
+            [j.job_id for j in jobs],
+            [j.status for j in jobs],
+            [j.job_type for j in jobs],
+            [j.defer_s for j in jobs],
+        )
+        return [row["job_id"] for row in rows]
 
     # ------------------------------------------------------------ StreamStore
     async def claim_stream(

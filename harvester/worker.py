@@ -205,7 +205,12 @@ class Worker:
         elif isinstance(outcome, outcomes.Pending):
             job_type = outcome.job_type or job.job_type
             decision = policy.on_pending(
-                view, cfg, self.rng, self.gate.durations.get(job_type), self.gate.poll_factor()
+                view,
+                cfg,
+                self.rng,
+                self.gate.durations.get(job_type),
+                self.gate.poll_factor(),
+                stream_up=self.gate.stream_up,
             )
             await self._decide(job, decision, status, outcome.upstream_status, outcome.job_type)
         elif isinstance(outcome, outcomes.NotFound):

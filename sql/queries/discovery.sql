@@ -54,6 +54,7 @@ UPDATE harvester.jobs AS j
  WHERE j.job_id = t.job_id
    AND j.state = 'pending'
    AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
+RETURNING j.job_id
 
 -- name: select_discovery_state
 -- Is there a pending job not yet known to be finished ($2: the terminal upstream statuses)? Only

@@ -69,14 +69,14 @@ async def test_a_healthy_stream_costs_one_fetch_per_job(db_dsn: str) -> None:
 
 async def test_lost_events_and_cut_streams_lose_no_job(db_dsn: str) -> None:
     async with SimServer(speed=SPEED, seed=62, tokens=[TOKEN], fail_rate=0.0, cancel_rate=0.0) as sim:
-        stats = await harvest(db_dsn, sim, 40, events_lost=0.3, stream_cut_s=60)
+        stats = await harvest(db_dsn, sim, 40, events_lost=0.3, stream_cut_s=10)
     assert await states(db_dsn) == {"harvested": 40}
     fetches = stats["result_fetches"]
     assert fetches["jobs_fetched_more_than_once_after_done"] == 0
-    assert stats["events"]["events_lost"] > 0 and stats["events"]["streams_cut"] >= 1
+    assert stats["events"]["events_lost"] > 0 and stats["events"]["streams_cut"] >= 1, stats["events"]
     used = stats["requests_by_endpoint"]
     print(
-        f"\n[stream, 30 % lost, cut every 60 s] 40 jobs: {fetches['total']} fetches, "
+        f"\n[stream, 30 % lost, cut every 10 s] 40 jobs: {fetches['total']} fetches, "
         f"{sum(used.get('events_stream', {}).values())} streams, "
         f"{sum(used.get('list', {}).values())} list pages"
     )

@@ -194,3 +194,24 @@ async def test_only_one_process_holds_the_stream(standin: StandIn) -> None:
     stop.set()
     await asyncio.wait_for(task, 5)
     assert standin.connections == []  # no request while somebody else holds it
+
+
+async def test_a_job_queued_before_it_was_enqueued_is_not_polled_while_it_waits(
+    standin: StandIn,
+) -> None:
+    stream, store, _ = parts(standin.url)
+    waiting = uuid4()
+
+    async def script(response: web.StreamResponse) -> None:
+        await response.write(event("job.queued", job_id=str(waiting), type="spiderSite"))
+        await asyncio.sleep(0.3)
+        store.add(waiting, due_in_s=0.0)  # enqueued by the producer after submitting
+        for _ in range(3):
+            await response.write(b": tick\n\n")
+            await asyncio.sleep(0.3)
+        await standin.hold()
+
+    standin.script = [script]
+    await run_until(stream, lambda: waiting in store.rows and store.rows[waiting].upstream_status == "queued")
+    # three reconcile intervals (300 s API at x30 each): the stream announces its start first
+    assert store.rows[waiting].next_poll_at - store.clock() > 2 * 300 / 30

@@ -267,13 +267,16 @@ class FakeStore:
                 marked.append(job.job_id)
         return marked
 
-    async def defer_running(self, jobs: Sequence[Listed]) -> None:
+    async def defer_running(self, jobs: Sequence[Listed]) -> list[UUID]:
         self._call("defer_running")
+        deferred = []
         for job in jobs:
             row = self.rows.get(job.job_id)
             if row is not None and row.state == "pending" and row.lease_owner is None:
                 row.next_poll_at = max(row.next_poll_at, self.clock() + job.defer_s)
                 row.upstream_status = job.status
+                deferred.append(job.job_id)
+        return deferred
 
 
 @dataclass

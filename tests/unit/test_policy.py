@@ -161,3 +161,11 @@ def test_failed_list_passes_back_off_up_to_the_poll_cap() -> None:
     assert waits[:3] == [12.0, 24.0, 48.0]
     assert waits == sorted(waits) and waits[-1] == CFG.max_interval_s
     assert policy.list_retry_interval(500.0, 3, CFG) == 500.0  # never shorter than the plain interval
+
+
+def test_with_the_stream_up_a_pending_job_waits_for_the_stream_or_the_reconcile_pass() -> None:
+    job = view(polls=0, age=0.0)
+    plain = policy.on_pending(job, CFG, random.Random(3))
+    streamed = policy.on_pending(job, CFG, random.Random(3), stream_up=True)
+    assert plain.delay_s < CFG.list_reconcile_s * (1 - CFG.jitter)
+    assert streamed.delay_s >= CFG.list_reconcile_s * (1 - CFG.jitter)
