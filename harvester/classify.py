@@ -59,6 +59,13 @@ def _float_or_none(value: str | None) -> float | None:
     return number if math.isfinite(number) and number >= 0 else None
 
 
+def remaining(headers: Mapping[str, str]) -> int | None:
+    """``X-RateLimit-Remaining``: how many requests the server will still take now; None if absent
+    or not a count."""
+    value = (headers.get("X-RateLimit-Remaining") or "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 def parse_reset(value: str | None, now_unix: float) -> float | None:
     """``X-RateLimit-Reset`` as a unix time.
 

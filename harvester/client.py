@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
@@ -56,6 +56,7 @@ class SpiderIQ:
         allow_insecure: bool = False,
         session: aiohttp.ClientSession | None = None,
         time_scale: float = 1.0,
+        on_remaining: Callable[[int], None] | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -65,6 +66,7 @@ class SpiderIQ:
         if not token or any(c in token for c in "\r\n"):
             raise ConfigError("api.token: empty or not a single line")
         self.base_url = base_url.rstrip("/")
+        self._on_remaining = on_remaining  # told what X-RateLimit-Remaining says, answer by answer
         # the scrubber classification uses: this credential, then every registered one
         self._clean = logs.scrubber(token)
         self._headers = {
@@ -84,7 +86,13 @@ class SpiderIQ:
         self._owns_session = session is None
 
     @classmethod
-    def from_config(cls, api: ApiConfig, token: str, time_scale: float = 1.0) -> SpiderIQ:
+    def from_config(
+        cls,
+        api: ApiConfig,
+        token: str,
+        time_scale: float = 1.0,
+        on_remaining: Callable[[int], None] | None = None,
+    ) -> SpiderIQ:
         """The client the ``[api]`` section describes; ``token`` is the revealed credential."""
         return cls(
             api.base_url,
@@ -96,6 +104,7 @@ class SpiderIQ:
             user_agent=api.user_agent,
             allow_insecure=api.allow_insecure,
             time_scale=time_scale,
+            on_remaining=on_remaining,
         )
 
     def __repr__(self) -> str:
@@ -139,6 +148,10 @@ class SpiderIQ:
                 allow_redirects=False,
             ) as response:
                 body = await response.read()
+                if self._on_remaining is not None:
+                    left = classify.remaining(response.headers)
+                    if left is not None:
+                        self._on_remaining(left)
                 return response.status, response.headers, body
         except TimeoutError:
             return Transient(reason="timeout")

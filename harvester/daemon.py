@@ -145,11 +145,11 @@ async def run(
     async with contextlib.AsyncExitStack() as resources:
         pool = await db.open_pool(cfg.database)
         resources.push_async_callback(_close_pool, pool)
-        client = SpiderIQ.from_config(cfg.api, token, time_scale=cfg.speed)
-        resources.push_async_callback(client.close)
         limiter = SharedLimiter.from_config(pool, token, cfg.rate_limit)
         metrics = Metrics()
         gate = Gate(cfg, limiter, observer=metrics)
+        client = SpiderIQ.from_config(cfg.api, token, time_scale=cfg.speed, on_remaining=gate.note_remaining)
+        resources.push_async_callback(client.close)
         store = PgQueue(pool, statement_timeout_s=cfg.database.statement_timeout_s)
         worker = Worker(cfg, store, client, gate)
         sources: list[Source] = []  # what tells the gate which jobs finished, beside direct polls

@@ -92,6 +92,7 @@ class Gate:
         self.discovery_healthy = cfg.polling.discovery == "list"
         self.stream_up = False  # the credential's event stream is connected (in any process)
         self._work = asyncio.Event()
+        self.server_remaining: int | None = None  # the latest X-RateLimit-Remaining
 
     # ------------------------------------------------------------ what senders ask
     def claim_budget(self, free: int) -> int:
@@ -127,6 +128,17 @@ class Gate:
         return self._work
 
     # ------------------------------------------------------------ every response
+    def note_remaining(self, remaining: int) -> None:
+        """What the server's ``X-RateLimit-Remaining`` said on the latest answer."""
+        self.server_remaining = remaining
+
+    def claim_limit(self, limit: int) -> int:
+        """Never plan past what the server says is left: claim no more jobs than that (one at
+        least, so a stale reading cannot stall the loop; the shared limiter paces the sends)."""
+        if self.server_remaining is None:
+            return limit
+        return max(1, min(limit, self.server_remaining))
+
     async def observe(self, endpoint: str, outcome: object, waited_s: float) -> None:
         """Process-wide consequences of any response: metrics, 429 pause, credential, breaker."""
         status = getattr(outcome, "http_status", None)

@@ -87,6 +87,7 @@ class Worker:
                 continue
             try:
                 limit = min(limit, max(1, await self.gate.limiter.available_slots(cfg.worker.lease_s / 3)))
+                limit = self.gate.claim_limit(limit)
                 jobs = await self.store.claim(self.owner, limit, cfg.worker.lease_s)
             except DatabaseError as exc:
                 self.gate.observer.error("database")

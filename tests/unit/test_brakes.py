@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harvester import brakes, outcomes
+from harvester import brakes, config, outcomes
 from harvester.brakes import Brakes, Breaker
 from harvester.config import PollingConfig
 
@@ -166,3 +166,36 @@ def test_breaker_opens_after_threshold_and_closes_on_success() -> None:
     assert not breaker.is_open(110.0)
     assert breaker.half_open(110.0, CFG)
     assert breaker.record_success() == Breaker()
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"X-RateLimit-Remaining": "0"}, 0),
+        ({"X-RateLimit-Remaining": " 7 "}, 7),
+        ({"X-RateLimit-Remaining": "-1"}, None),
+        ({"X-RateLimit-Remaining": "lots"}, None),
+        ({}, None),
+    ],
+)
+def test_the_servers_remaining_requests_are_read_from_its_header(
+    headers: dict[str, str], expected: int | None
+) -> None:
+    from harvester.classify import remaining
+
+    assert remaining(headers) == expected
+
+
+def test_the_gate_never_plans_past_what_the_server_says_is_left() -> None:
+    from harvester.gate import Gate
+    from tests.support.fakes import FakeLimiter
+
+    cfg = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9"})
+    gate = Gate(cfg, FakeLimiter())
+    assert gate.claim_limit(8) == 8  # the server said nothing
+    gate.note_remaining(3)
+    assert gate.claim_limit(8) == 3
+    gate.note_remaining(0)
+    assert gate.claim_limit(8) == 1  # one at least: the shared limiter paces the sends
+    gate.note_remaining(50)
+    assert gate.claim_limit(8) == 8
