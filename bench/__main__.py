@@ -1,4 +1,4 @@
-"""``python -m bench [harvest|ingest|queue|memory|all] [--quick]``: run benchmarks, print, save JSON."""
+"""``python -m bench [harvest|ingest|queue|memory|events|all] [--quick]``: run, print, save JSON."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ MODULES = {
     "ingest": "bench.ingest",
     "queue": "bench.claims",
     "memory": "bench.memory",
+    "events": "bench.events",
 }
 
 
