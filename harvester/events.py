@@ -80,6 +80,7 @@ class EventStream:
         self.connected = False
         self._events = self._matched = 0  # since the last lease renewal
         self._recent: OrderedDict[UUID, tuple[Listed, float]] = OrderedDict()
+        self._types: OrderedDict[UUID, str] = OrderedDict()  # from job.queued, for job.started
         self._session: aiohttp.ClientSession | None = None
 
     # ------------------------------------------------------------ lifetime
@@ -254,13 +255,13 @@ class EventStream:
         self._events += 1
         matched = 0
         if event.type in FINISHED or event.type in RUNNING:
-            job_id = _job_id(event.data)
+            job_id, job_type = _job_fields(event.data)
             if job_id is None:
                 log.debug("stream_event_unreadable", type=event.type)
             elif event.type in FINISHED:
-                matched = await self._finished(Listed(job_id, FINISHED[event.type], None))
+                matched = await self._finished(Listed(job_id, FINISHED[event.type], job_type))
             else:
-                matched = await self._running(job_id, RUNNING[event.type])
+                matched = await self._running(job_id, RUNNING[event.type], job_type)
         elif event.type == "error":
             log.warning("stream_error_event", detail=self._scrub(event.data[:300]))
         self._matched += matched
@@ -274,18 +275,25 @@ class EventStream:
         self._remember(job)
         return 0
 
-    async def _running(self, job_id: UUID, status: str) -> int:
-        """A job that started (or waits queued) ends later: its direct polls can wait that long."""
+    async def _running(self, job_id: UUID, status: str, job_type: str | None) -> int:
+        """A job that started (or waits queued) ends later: its direct polls can wait that long.
+
+        A started job whose end event does not come within twice its type's learned duration (the
+        event was lost, or it was cancelled: no event says so) is polled directly then, one
+        request for that one job instead of a list pass.
+        """
         polling = self.cfg.polling
+        if job_type is not None:
+            self._types[job_id] = job_type
+            while len(self._types) > RECENT_MAX:
+                self._types.popitem(last=False)
         if status == "queued":  # a busy queue can hold it for many minutes; its start is announced
             defer = QUEUED_DEFER_RECONCILES * polling.list_reconcile_s
         else:
-            longest = max(
-                policy.typical_duration(t, polling, self.gate.durations.get(t))
-                for t in (policy.SITE, policy.MAPS)
-            )
-            defer = 2 * longest
-        job = Listed(job_id, status, None, defer)
+            job_type = job_type or self._types.pop(job_id, None)
+            kinds = (job_type,) if job_type else (policy.SITE, policy.MAPS)
+            defer = 2 * max(policy.typical_duration(t, polling, self.gate.durations.get(t)) for t in kinds)
+        job = Listed(job_id, status, job_type, defer)
         if await self.store.defer_running([job]):
             return 1
         self._remember(job)
@@ -318,18 +326,22 @@ class EventStream:
             self.gate.nudge()
 
 
-def _job_id(data: str) -> UUID | None:
+def _job_fields(data: str) -> tuple[UUID | None, str | None]:
+    """The job id of a job event (``job_id``, or ``jobId`` as campaign events spell it) and its
+    type when the event names one (``job.queued`` does)."""
     try:
         body: Any = json.loads(data)
     except ValueError:
-        return None
+        return None, None
     if not isinstance(body, dict):
-        return None
+        return None, None
     value = body.get("job_id", body.get("jobId"))
+    kind = body.get("type", body.get("job_type"))
     try:
-        return UUID(str(value)) if value is not None else None
+        job_id = UUID(str(value)) if value is not None else None
     except ValueError:
-        return None
+        job_id = None
+    return job_id, kind if isinstance(kind, str) and kind else None
 
 
 async def _read_small(response: aiohttp.ClientResponse) -> bytes:
