@@ -22,11 +22,12 @@ from typing import Protocol
 from harvester import lifetime, logs, outcomes, policy
 from harvester.config import Config
 from harvester.gate import Gate
-from harvester.ports import DiscoveryLease, DiscoveryStore, Listed
+from harvester.ports import DiscoveryLease, DiscoveryState, DiscoveryStore, Listed
 
 log = logs.get("harvester.discovery")
 PAGE_SIZE = 100
 UNHEALTHY_AFTER = 3
+QUEUED_SCAN_MIN = 5  # pending jobs seen waiting before a pass lists SpiderIQ's queue
 
 
 def fingerprint(token: str) -> str:
@@ -36,7 +37,13 @@ def fingerprint(token: str) -> str:
 
 class ListClient(Protocol):
     async def list_jobs(
-        self, *, page: int, page_size: int = 100, sort_by: str = "updated_at", sort_order: str = "desc"
+        self,
+        *,
+        page: int,
+        page_size: int = 100,
+        sort_by: str = "updated_at",
+        sort_order: str = "desc",
+        status_filter: str | None = None,
     ) -> outcomes.JobPage | outcomes.Outcome: ...
 
 
@@ -68,6 +75,7 @@ class Discovery:
         self.failures = 0
         self.passes = 0
         self._ensured = False
+        self._queued_scanned_at = float("-inf")
 
     @property
     def healthy(self) -> bool:
@@ -112,6 +120,8 @@ class Discovery:
         newest: datetime | None = None
         try:
             result, newest = await self._read_pages(lease)
+            if result.ok and self._queued_scan_due(state):
+                result = await self._scan_queued(result)
         finally:
             await self.store.finish_discovery(self.key, owner, newest, result.pages, result.finished)
         self._record(result)
@@ -138,6 +148,41 @@ class Discovery:
         self.failures = 0 if result.ok else self.failures + 1
         self.passes += 1
         self.gate.discovery_healthy = self.healthy
+
+    def _queued_scan_due(self, state: DiscoveryState) -> bool:
+        """Without the stream, nothing says which jobs still wait in SpiderIQ's queue: their
+        ``updated_at`` stays old, so the newest-first pages never show them. When direct polls
+        have met enough of them, one pass a while lists the queued jobs instead."""
+        if state.stream_up or state.waiting < QUEUED_SCAN_MIN:
+            return False
+        return self.clock() - self._queued_scanned_at >= self.cfg.polling.max_interval_s / 2
+
+    async def _scan_queued(self, result: PassResult) -> PassResult:
+        """Pages of ``status_filter=queued``: each job on them waits ``max_interval_s`` for a poll."""
+        self._queued_scanned_at = self.clock()
+        pages, running = result.pages, result.running
+        for page_no in range(1, self.cfg.polling.list_max_pages + 1):
+            await self.gate.limiter.acquire()
+            page = await self.client.list_jobs(
+                page=page_no,
+                page_size=PAGE_SIZE,
+                sort_by="updated_at",
+                sort_order="desc",
+                status_filter="queued",
+            )
+            await self.gate.observe("list", page, 0.0)
+            if not isinstance(page, outcomes.JobPage):
+                break
+            pages += 1
+            queued = [
+                Listed(job.job_id, "queued", job.job_type, self.cfg.polling.max_interval_s)
+                for job in page.jobs
+                if (job.status or "queued").lower() == "queued"
+            ]
+            running += len(await self.store.defer_running(queued))
+            if page_no >= page.total_pages or len(page.jobs) < PAGE_SIZE:
+                break
+        return PassResult(pages, result.finished, running, result.ok)
 
     async def _read_pages(self, lease: DiscoveryLease) -> tuple[PassResult, datetime | None]:
         cfg = self.cfg.polling

@@ -102,6 +102,7 @@ class JobStore(Protocol):
 class DiscoveryState:
     needed: bool  # a pending job whose end nobody has seen yet
     stream_up: bool  # the credential's event stream is connected (in any process)
+    waiting: int = 0  # pending jobs a poll found still queued or that took two polls (capped)
 
 
 class Listings(Protocol):

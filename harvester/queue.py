@@ -193,7 +193,7 @@ class PgQueue:
 
     async def discovery_state(self, key: str) -> DiscoveryState:
         [row] = await self._fetch("discovery state", SQL.select_discovery_state, key, _TERMINAL)
-        return DiscoveryState(needed=row["needed"], stream_up=row["stream_up"])
+        return DiscoveryState(needed=row["needed"], stream_up=row["stream_up"], waiting=row["waiting"])
 
     async def claim_discovery(
         self, key: str, owner: str, min_age_s: float, reconcile_s: float, lease_s: float

@@ -64,7 +64,10 @@ SELECT EXISTS (SELECT 1 FROM harvester.jobs
                 WHERE state = 'pending'
                   AND (upstream_status IS NULL OR upstream_status <> ALL($2::text[]))) AS needed,
        COALESCE((SELECT stream_connected_at IS NOT NULL AND stream_expires_at > now()
-                   FROM harvester.discovery WHERE credential = $1), false) AS stream_up
+                   FROM harvester.discovery WHERE credential = $1), false) AS stream_up,
+       (SELECT count(*) FROM (SELECT 1 FROM harvester.jobs
+                               WHERE state = 'pending' AND (upstream_status = 'queued' OR polls >= 2)
+                               LIMIT 100) AS w)::int AS waiting
 
 -- name: claim_event_stream
 -- The credential's stream lease: free, expired, or already ours. Renewing reports the connection

@@ -232,7 +232,12 @@ class FakeStore:
             r.state == "pending" and (r.upstream_status or "") not in TERMINAL_UPSTREAM
             for r in self.rows.values()
         )
-        return DiscoveryState(needed=needed, stream_up=self.stream_up)
+        waiting = sum(
+            1
+            for r in self.rows.values()
+            if r.state == "pending" and (r.upstream_status == "queued" or r.polls >= 2)
+        )
+        return DiscoveryState(needed=needed, stream_up=self.stream_up, waiting=min(waiting, 100))
 
     async def claim_discovery(
         self, key: str, owner: str, min_age_s: float, reconcile_s: float, lease_s: float
@@ -313,6 +318,8 @@ class FakeApi:
 
     script: dict[UUID, list[Outcome]] = field(default_factory=dict)
     pages: list[JobPage | Outcome] = field(default_factory=list)
+    queued_pages: list[JobPage | Outcome] = field(default_factory=list)
+    filtered: list[str] = field(default_factory=list)
     fetched: list[UUID] = field(default_factory=list)
     listed: int = 0
 
@@ -325,9 +332,18 @@ class FakeApi:
         return answers.pop(0) if len(answers) > 1 else answers[0]
 
     async def list_jobs(
-        self, *, page: int, page_size: int = 100, sort_by: str = "updated_at", sort_order: str = "desc"
+        self,
+        *,
+        page: int,
+        page_size: int = 100,
+        sort_by: str = "updated_at",
+        sort_order: str = "desc",
+        status_filter: str | None = None,
     ) -> JobPage | Outcome:
         self.listed += 1
+        if status_filter is not None:
+            self.filtered.append(status_filter)
+            return self.queued_pages[min(page, len(self.queued_pages)) - 1]
         return self.pages[min(page, len(self.pages)) - 1]
 
 

@@ -99,3 +99,28 @@ async def test_a_database_error_in_a_pass_backs_off_and_never_ends_the_loop() ->
     assert not run.done()
     stop.set()
     await asyncio.wait_for(run, 2)
+
+
+async def test_without_the_stream_jobs_met_waiting_in_the_queue_are_listed_and_left_alone() -> None:
+    parts = Parts()
+    waiting = [uuid4() for _ in range(6)]
+    for job_id in waiting:
+        parts.store.add(job_id, upstream_status="queued", polls=1)
+    parts.api.pages = [page()]
+    parts.api.queued_pages = [page(*((job_id, "queued") for job_id in waiting))]
+    await parts.pass_now()
+    assert parts.api.filtered == ["queued"]
+    now = parts.store.clock()
+    assert all(parts.store.rows[j].next_poll_at >= now + CFG.polling.max_interval_s - 1 for j in waiting)
+    await parts.pass_now()
+    assert parts.api.filtered == ["queued"]  # not again before half of max_interval_s
+
+
+async def test_with_the_stream_up_the_queue_is_not_listed() -> None:
+    parts = Parts()
+    for _ in range(6):
+        parts.store.add(uuid4(), upstream_status="queued", polls=1)
+    parts.store.stream_up = True
+    parts.api.pages = [page()]
+    await parts.pass_now()
+    assert parts.api.filtered == []
