@@ -32,20 +32,9 @@ from harvester.sim.clock import ManualClock
 from harvester.sim.jobs import MAPS, SITE, Plan
 from harvester.sim.settings import SimSettings
 from harvester.sim.state import SimState
-from harvester.store_rows import write_rows
+from harvester.store_rows import ROW_TABLES, write_rows
 
-TABLES = (
-    "results",
-    "sites",
-    "site_emails",
-    "site_phones",
-    "site_addresses",
-    "site_socials",
-    "team_members",
-    "maps_searches",
-    "businesses",
-    "maps_businesses",
-)
+TABLES = ROW_TABLES
 BATCH = 200
 
 

@@ -22,22 +22,10 @@ from harvester import config, daemon, db, logs, queue
 from harvester.errors import DatabaseError
 from harvester.pgtemp import TempPostgres
 from harvester.sim import SimServer, submit_mix
+from harvester.store_rows import ROW_TABLES
 
 TOKEN = "demo:demo:demo"  # noqa: S105 - the simulator's own credential, not a secret
-TABLES = (
-    "jobs",
-    "results",
-    "sites",
-    "site_emails",
-    "site_phones",
-    "site_addresses",
-    "site_socials",
-    "team_members",
-    "maps_searches",
-    "businesses",
-    "maps_businesses",
-    "rejects",
-)
+TABLES = ("jobs", *ROW_TABLES, "rejects")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

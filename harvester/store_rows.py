@@ -19,6 +19,20 @@ import asyncpg
 from harvester.normalize import BusinessRow, Normalized
 from harvester.queries import NamedQueries
 
+# The tables a stored body writes, in the order they are written.
+ROW_TABLES = (
+    "results",
+    "sites",
+    "site_emails",
+    "site_phones",
+    "site_addresses",
+    "site_socials",
+    "team_members",
+    "maps_searches",
+    "businesses",
+    "maps_businesses",
+)
+
 
 class SQL(NamedQueries):
     upsert_results: str

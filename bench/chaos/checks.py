@@ -20,19 +20,9 @@ from typing import Any
 
 import asyncpg
 
-OUTPUT_TABLES = (
-    "results",
-    "sites",
-    "site_emails",
-    "site_phones",
-    "site_addresses",
-    "site_socials",
-    "team_members",
-    "maps_searches",
-    "businesses",
-    "maps_businesses",
-    "rejects",
-)
+from harvester.store_rows import ROW_TABLES
+
+OUTPUT_TABLES = (*ROW_TABLES, "rejects")
 # Columns that are bookkeeping, not output: they differ between any two runs.
 VOLATILE = {
     "reject_id",

@@ -13,24 +13,12 @@ import uuid
 import asyncpg
 
 from harvester import migrate
+from harvester.store_rows import ROW_TABLES
 from tests.support.migrations import migrate_like_older_versions
 from tests.support.roles import Logins, apply_roles, drop_logins, make_logins, refused
 from tests.support.rows import one
 
-OUTPUT_TABLES = (
-    "jobs",
-    "results",
-    "sites",
-    "site_emails",
-    "site_phones",
-    "site_addresses",
-    "site_socials",
-    "team_members",
-    "maps_searches",
-    "businesses",
-    "maps_businesses",
-    "rejects",
-)
+OUTPUT_TABLES = ("jobs", *ROW_TABLES, "rejects")
 VIEWS = ("site_contacts", "leads", "latest_sites", "limiter_status")
 INTERNAL_TABLES = ("rate_limits", "discovery", "schema_migrations")
 

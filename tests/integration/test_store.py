@@ -14,6 +14,7 @@ from harvester import store
 from harvester.classify import read_body
 from harvester.errors import DatabaseError
 from harvester.ports import StoreOutcome
+from harvester.store_rows import ROW_TABLES
 from tests.support.rows import one
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
@@ -39,20 +40,7 @@ CLOCK_COLUMNS = {
     "received_at",
     "reject_id",
 }
-TABLES = [
-    "jobs",
-    "results",
-    "sites",
-    "site_emails",
-    "site_phones",
-    "site_addresses",
-    "site_socials",
-    "team_members",
-    "maps_searches",
-    "businesses",
-    "maps_businesses",
-    "rejects",
-]
+TABLES = ["jobs", *ROW_TABLES, "rejects"]
 
 
 def read(path: Path) -> bytes:
