@@ -52,7 +52,7 @@ import asyncpg
 
 from bench import harvest
 from bench.common import BenchFailed, Databases, databases, percentile, table, write_json
-from harvester import config, logs
+from harvester import logs
 from harvester.sim import SimServer
 from harvester.sim.admin import create_jobs
 from harvester.sim.jobs import MAPS, SITE, Plan
@@ -128,19 +128,8 @@ class StreamHarvester(harvest.HarvesterEngine):
     def __init__(
         self, dsn: str, sim: SimServer, speed: float, pool: asyncpg.Pool, events: str, reserve: float
     ) -> None:
-        super().__init__(dsn, sim, speed, pool)
-        self.cfg = config.load(
-            environ={},
-            overrides={
-                "database.dsn": dsn,
-                "api.base_url": sim.url,
-                "api.token": TOKEN,
-                "speed": speed,
-                "server.enabled": False,
-                "log.level": "warning",
-                "polling.events": events,
-                "rate_limit.reserve_per_minute": reserve,
-            },
+        super().__init__(
+            dsn, sim, speed, pool, **{"polling.events": events, "rate_limit.reserve_per_minute": reserve}
         )
 
     async def stop(self) -> None:
