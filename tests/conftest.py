@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+import structlog
 
 from harvester import migrate
 from harvester.pgtemp import TempPostgres
@@ -33,12 +34,13 @@ def with_database(dsn: str, name: str) -> str:
 
 @pytest.fixture(autouse=True)
 def detach_log_handlers() -> Iterator[None]:
-    """``logs.setup`` routes library logging to the stream of the moment; a test's stream dies
-    with the test, so the handler must not outlive it."""
+    """``logs.setup`` routes structlog and library logging to the stream of the moment (pytest's
+    capture of stdout, or a test's own); that stream dies with the test, so neither may outlive it."""
     yield
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "harvester", False)]:
         root.removeHandler(handler)
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
