@@ -119,11 +119,7 @@ class Discovery:
         result = PassResult(0, 0, 0, False)
         newest: datetime | None = None
         try:
-            # With the stream up a periodic reconcile only looks for ends it lost lately (one page;
-            # older ones come to a direct poll at twice their type's duration); the pass after a
-            # (re)connect reads the whole gap back to the watermark.
-            max_pages = 1 if state.stream_up and not lease.requested else cfg.list_max_pages
-            result, newest = await self._read_pages(lease, max_pages)
+            result, newest = await self._read_pages(lease)
             if result.ok and self._queued_scan_due(state):
                 result = await self._scan_queued(result)
         finally:
@@ -188,7 +184,7 @@ class Discovery:
                 break
         return PassResult(pages, result.finished, running, result.ok)
 
-    async def _read_pages(self, lease: DiscoveryLease, max_pages: int) -> tuple[PassResult, datetime | None]:
+    async def _read_pages(self, lease: DiscoveryLease) -> tuple[PassResult, datetime | None]:
         cfg = self.cfg.polling
         reference = lease.watermark or lease.oldest_pending
         stop_at = policy.list_stop_at(None if reference is None else reference.timestamp(), cfg)
@@ -213,9 +209,7 @@ class Discovery:
             finished += done_count
             running += running_count
             oldest = min(stamps).timestamp() if stamps else None
-            if page_no >= max_pages or not policy.list_should_continue(
-                page_no, page.total_pages, oldest, stop_at, cfg
-            ):
+            if not policy.list_should_continue(page_no, page.total_pages, oldest, stop_at, cfg):
                 return PassResult(pages, finished, running, True), newest
             page_no += 1
 

@@ -71,7 +71,6 @@ class DiscoveryLease:
 
     watermark: datetime | None
     oldest_pending: datetime | None
-    requested: bool = False  # asked for by the event stream after a (re)connect
 
 
 @dataclass(frozen=True, slots=True)

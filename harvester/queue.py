@@ -203,10 +203,7 @@ class PgQueue:
         )
         if not rows:
             return None
-        row = rows[0]
-        return DiscoveryLease(
-            watermark=row["watermark"], oldest_pending=row["oldest_pending"], requested=row["requested"]
-        )
+        return DiscoveryLease(watermark=rows[0]["watermark"], oldest_pending=rows[0]["oldest_pending"])
 
     async def finish_discovery(
         self, key: str, owner: str, newest: datetime | None, pages: int, finished: int

@@ -17,9 +17,7 @@ UPDATE harvester.discovery
         OR last_pass_at <= now() - make_interval(secs => CASE
                WHEN stream_connected_at IS NOT NULL AND stream_expires_at > now() THEN $5::float8
                ELSE $3::float8 END))
-RETURNING watermark, (SELECT min(enqueued_at) FROM harvester.jobs WHERE state = 'pending') AS oldest_pending,
-          -- the value before this update (the statement's snapshot): was the pass asked for?
-          (SELECT d.reconcile_requested FROM harvester.discovery AS d WHERE d.credential = $1) AS requested
+RETURNING watermark, (SELECT min(enqueued_at) FROM harvester.jobs WHERE state = 'pending') AS oldest_pending
 
 -- name: finish_discovery_pass
 UPDATE harvester.discovery

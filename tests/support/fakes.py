@@ -249,9 +249,9 @@ class FakeStore:
         wanted = reconcile_s if self.stream_up else min_age_s
         if last_pass is not None and not self.reconcile_requested and self.clock() - last_pass < wanted:
             return None
-        requested, self.reconcile_requested = self.reconcile_requested, False
+        self.reconcile_requested = False
         self.discovery[key] = (watermark, last_pass, owner)
-        return DiscoveryLease(watermark=watermark, oldest_pending=None, requested=requested)
+        return DiscoveryLease(watermark=watermark, oldest_pending=None)
 
     async def finish_discovery(
         self, key: str, owner: str, newest: datetime | None, pages: int, finished: int

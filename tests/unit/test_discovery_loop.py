@@ -124,18 +124,3 @@ async def test_with_the_stream_up_the_queue_is_not_listed() -> None:
     parts.api.pages = [page()]
     await parts.pass_now()
     assert parts.api.filtered == []
-
-
-async def test_with_the_stream_up_a_periodic_reconcile_reads_one_page_and_a_reconnect_the_gap() -> None:
-    parts = Parts()
-    job_ids = [uuid4() for _ in range(3)]
-    for job_id in job_ids:
-        parts.store.add(job_id)
-    deep = [page(*((j, "processing") for j in job_ids), total_pages=3)] * 3
-    parts.api.pages = list(deep)
-    parts.store.stream_up = True
-    await parts.pass_now()
-    assert parts.api.listed == 1  # the stream carries the rest
-    parts.store.reconcile_requested = True  # the stream reconnected: events in the gap are gone
-    await parts.pass_now()
-    assert parts.api.listed == 1 + 3
