@@ -5,37 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-import asyncpg
 import pytest
 
 from harvester import daemon
 from harvester.sim import SimServer
-from tests.support.e2e import TOKEN, daemon_config, enqueue, sim_jobs, wait_for
+from tests.support.e2e import TOKEN, all_claimed, daemon_config, enqueue, listening, sim_jobs, wait_for
 
 pytestmark = pytest.mark.slow
 SPEED = 20.0
 IDLE_POLL_S = 30.0  # real seconds: far longer than the wake-up may take
-
-
-async def _listening(dsn: str) -> bool:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return bool(
-            await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND query ILIKE 'LISTEN%harvester_jobs%'"
-            )
-        )
-    finally:
-        await conn.close()
-
-
-async def _claimed(dsn: str) -> bool:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return bool(await conn.fetchval("SELECT bool_and(lease_token > 0) FROM harvester.jobs"))
-    finally:
-        await conn.close()
 
 
 async def test_insert_wakes_an_idle_daemon_well_before_its_idle_poll(db_dsn: str) -> None:
@@ -44,13 +22,13 @@ async def test_insert_wakes_an_idle_daemon_well_before_its_idle_poll(db_dsn: str
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(cfg, stop, max_seconds=IDLE_POLL_S * 2))
         try:
-            await wait_for(lambda: _listening(db_dsn), 30, "the daemon to LISTEN")
+            await wait_for(lambda: listening(db_dsn), 30, "the daemon to LISTEN")
             await asyncio.sleep(0.5)  # let the first, empty claim pass settle into the idle wait
             ids = await sim_jobs(sim, 1, "spiderSite")
             inserted_at = time.monotonic()
             await enqueue(db_dsn, ids)
             await wait_for(
-                lambda: _claimed(db_dsn), IDLE_POLL_S / 3, "the new job to be claimed", interval=0.02
+                lambda: all_claimed(db_dsn), IDLE_POLL_S / 3, "the new job to be claimed", interval=0.02
             )
             woke_s = time.monotonic() - inserted_at
         finally:

@@ -32,8 +32,10 @@ from tests.support import bouncer as bouncer_module
 from tests.support.bouncer import MODES, PgBouncer, require_pgbouncer, version
 from tests.support.e2e import (
     ROOT,
+    all_claimed,
     daemon_env,
     fetch_jobs,
+    listening,
     mismatched_states,
     sim_jobs,
     start_daemon,
@@ -238,27 +240,6 @@ async def test_harvest_through_the_pooler(pgbouncer: PgBouncer, db_dsn: str, tmp
     )
 
 
-async def _listening(direct_dsn: str) -> bool:
-    conn = await asyncpg.connect(direct_dsn)
-    try:
-        return bool(
-            await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND query ILIKE 'LISTEN%harvester_jobs%'"
-            )
-        )
-    finally:
-        await conn.close()
-
-
-async def _claimed(dsn: str) -> bool:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return bool(await conn.fetchval("SELECT bool_and(lease_token > 0) FROM harvester.jobs"))
-    finally:
-        await conn.close()
-
-
 async def test_insert_through_the_pooler_wakes_the_daemon(
     pgbouncer: PgBouncer, db_dsn: str, tmp_path: Path
 ) -> None:
@@ -277,7 +258,7 @@ async def test_insert_through_the_pooler_wakes_the_daemon(
         )
         daemon = await start_daemon(env, tmp_path, "--max-seconds", str(idle_poll_s * 2))
         try:
-            await wait_for(lambda: _listening(db_dsn), 60, "the daemon to LISTEN")
+            await wait_for(lambda: listening(db_dsn), 60, "the daemon to LISTEN")
             await asyncio.sleep(0.5)  # let the first, empty claim pass settle into the idle wait
             ids = await sim_jobs(sim, 1, "spiderSite")
             # A producer's plain INSERT through PgBouncer; its NOTIFY reaches the direct LISTEN.
@@ -290,7 +271,7 @@ async def test_insert_through_the_pooler_wakes_the_daemon(
             finally:
                 await producer.close()
             await wait_for(
-                lambda: _claimed(db_dsn), idle_poll_s / 3, "the new job to be claimed", interval=0.02
+                lambda: all_claimed(db_dsn), idle_poll_s / 3, "the new job to be claimed", interval=0.02
             )
             woke_s = time.monotonic() - inserted_at
         finally:

@@ -225,3 +225,26 @@ class RequestLog:
 
     def first(self, outcome: str, after: float = 0.0) -> float | None:
         return next((at for at, _, got in self.entries if got == outcome and at >= after), None)
+
+
+async def listening(dsn: str) -> bool:
+    """Whether a daemon holds LISTEN harvester_jobs on this database (seen from ``dsn``)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query ILIKE 'LISTEN%harvester_jobs%'"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def all_claimed(dsn: str) -> bool:
+    """Whether every job in the queue has been claimed at least once."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return bool(await conn.fetchval("SELECT bool_and(lease_token > 0) FROM harvester.jobs"))
+    finally:
+        await conn.close()
