@@ -382,16 +382,27 @@ async def test_sigterm_during_a_database_outage_exits_and_a_later_run_finishes(
         code, took = await stop_timed(daemon, "database outage")
         assert_stopped_in_time(daemon, code, took)
 
-        await asyncio.to_thread(own_pg.resume)
-        jobs = await fetch_jobs(dsn)
-        assert set(jobs) == set(ids)
-        assert finished_wrongly(sim, jobs) == []
-        held = await leases_held(dsn)
-        drained_s = await drain_finishes_everything(cleanup, dsn, sim, ids, tmp_path)
-        print(
-            f"[stop database outage] {held} leases left behind; a second run drained the queue "
-            f"in {drained_s:.1f} s"
-        )
+        await nothing_lost_after_the_outage(own_pg, dsn, sim, ids, cleanup, tmp_path, "database outage")
+
+
+async def nothing_lost_after_the_outage(
+    own_pg: StoppablePostgres,
+    dsn: str,
+    sim: SimServer,
+    ids: list[UUID],
+    cleanup: list[Daemon],
+    tmp_path: Path,
+    label: str,
+) -> None:
+    """PostgreSQL back: every job still there, none finished wrongly, and a second run drains
+    the queue (the leases the stopped daemon could not hand back run out)."""
+    await asyncio.to_thread(own_pg.resume)
+    jobs = await fetch_jobs(dsn)
+    assert set(jobs) == set(ids)
+    assert finished_wrongly(sim, jobs) == []
+    held = await leases_held(dsn)
+    drained_s = await drain_finishes_everything(cleanup, dsn, sim, ids, tmp_path)
+    print(f"[stop {label}] {held} leases left behind; a second run drained the queue in {drained_s:.1f} s")
 
 
 async def test_sigterm_while_a_store_is_retried_exits_and_a_later_run_finishes(
@@ -420,16 +431,7 @@ async def test_sigterm_while_a_store_is_retried_exits_and_a_later_run_finishes(
         code, took = await stop_timed(daemon, "store retried")
         assert_stopped_in_time(daemon, code, took)
 
-        await asyncio.to_thread(own_pg.resume)
-        jobs = await fetch_jobs(dsn)
-        assert set(jobs) == set(ids)
-        assert finished_wrongly(sim, jobs) == []
-        held = await leases_held(dsn)
-        drained_s = await drain_finishes_everything(cleanup, dsn, sim, ids, tmp_path)
-        print(
-            f"[stop store retried] {held} leases left behind; a second run drained the queue "
-            f"in {drained_s:.1f} s"
-        )
+        await nothing_lost_after_the_outage(own_pg, dsn, sim, ids, cleanup, tmp_path, "store retried")
 
 
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
