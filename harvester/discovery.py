@@ -28,6 +28,8 @@ log = logs.get("harvester.discovery")
 PAGE_SIZE = 100
 UNHEALTHY_AFTER = 3
 QUEUED_SCAN_MIN = 5  # pending jobs seen waiting before a pass lists SpiderIQ's queue
+QUEUED_SCAN_EVERY = 0.8  # of max_interval_s, the defer a queued scan gives: rescan just before it ends
+RATE_WEIGHT = 0.3  # of the newest pass in the learned completion rate
 
 
 def fingerprint(token: str) -> str:
@@ -76,6 +78,8 @@ class Discovery:
         self.passes = 0
         self._ensured = False
         self._queued_scanned_at = float("-inf")
+        self._reveal_rate: float | None = None  # our jobs seen finished per second, learned
+        self._last_pass_at: float | None = None
 
     @property
     def healthy(self) -> bool:
@@ -102,11 +106,10 @@ class Discovery:
             return None
         cfg = self.cfg.polling
         usage = await self.gate.limiter.usage()
-        interval = policy.list_retry_interval(
-            policy.list_pass_interval(usage.in_window, usage.limit, usage.window_s, cfg),
-            self.failures,
-            cfg,
-        )
+        paced = policy.list_pass_interval(usage.in_window, usage.limit, usage.window_s, cfg)
+        if not state.stream_up:
+            paced = max(paced, policy.list_info_interval(self._reveal_rate, state.waiting, cfg))
+        interval = policy.list_retry_interval(paced, self.failures, cfg)
         # While the event stream is up the list only reconciles what it may have lost: after every
         # (re)connect (the stream asks for that pass) and every list_reconcile_s.
         reconcile = policy.list_retry_interval(cfg.list_reconcile_s, self.failures, cfg)
@@ -120,11 +123,15 @@ class Discovery:
         newest: datetime | None = None
         try:
             result, newest = await self._read_pages(lease)
-            if result.ok and self._queued_scan_due(state):
+            if result.ok and lease.gap_since is None and self._queued_scan_due(state):
                 result = await self._scan_queued(result)
         finally:
-            await self.store.finish_discovery(self.key, owner, newest, result.pages, result.finished)
+            await self.store.finish_discovery(
+                self.key, owner, newest, result.pages, result.finished, full=lease.gap_since is None
+            )
         self._record(result)
+        if result.ok and lease.gap_since is None:
+            self._learn_rate(result.finished)
         if result.finished:
             self.gate.nudge()
         log.debug(
@@ -135,6 +142,15 @@ class Discovery:
             ok=result.ok,
         )
         return result
+
+    def _learn_rate(self, finished: int) -> None:
+        """The completion rate the pages reveal (an average over the last passes)."""
+        now = self.clock()
+        if self._last_pass_at is not None and now > self._last_pass_at:
+            rate = finished / (now - self._last_pass_at)
+            last = self._reveal_rate
+            self._reveal_rate = rate if last is None else last + RATE_WEIGHT * (rate - last)
+        self._last_pass_at = now
 
     def _record(self, result: PassResult) -> None:
         if not result.ok and self.failures + 1 == UNHEALTHY_AFTER:
@@ -155,7 +171,7 @@ class Discovery:
         have met enough of them, one pass a while lists the queued jobs instead."""
         if state.stream_up or state.waiting < QUEUED_SCAN_MIN:
             return False
-        return self.clock() - self._queued_scanned_at >= self.cfg.polling.max_interval_s / 2
+        return self.clock() - self._queued_scanned_at >= QUEUED_SCAN_EVERY * self.cfg.polling.max_interval_s
 
     async def _scan_queued(self, result: PassResult) -> PassResult:
         """Pages of ``status_filter=queued``: each job on them waits ``max_interval_s`` for a poll."""
@@ -186,7 +202,7 @@ class Discovery:
 
     async def _read_pages(self, lease: DiscoveryLease) -> tuple[PassResult, datetime | None]:
         cfg = self.cfg.polling
-        reference = lease.watermark or lease.oldest_pending
+        reference = lease.gap_since or lease.watermark or lease.oldest_pending
         stop_at = policy.list_stop_at(None if reference is None else reference.timestamp(), cfg)
         pages = finished = running = 0
         newest: datetime | None = None
@@ -220,6 +236,10 @@ class Discovery:
             status = (job.status or "").lower()
             if status in outcomes.TERMINAL_UPSTREAM:
                 done.append(Listed(job.job_id, status, job.job_type))
+            elif status == "queued" and self.gate.stream_up:  # the stream announces its start
+                running.append(
+                    Listed(job.job_id, status, job.job_type, policy.queued_defer(self.cfg.polling))
+                )
             else:
                 learned = self.gate.durations.get(job.job_type)
                 running.append(

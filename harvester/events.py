@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -43,7 +44,6 @@ HEARTBEAT_API_S = 30.0  # the documented heartbeat interval, in the API's time
 RECENT_MAX = 10_000  # ends remembered for jobs not in the queue yet
 FINISHED = {"job.completed": "completed", "job.failed": "failed"}
 RUNNING = {"job.started": "processing", "job.queued": "queued"}
-QUEUED_DEFER_RECONCILES = 3  # a queued job's direct poll waits this many reconcile intervals
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,7 @@ class EventStream:
         self._events = self._matched = 0  # since the last lease renewal
         self._recent: OrderedDict[UUID, tuple[Listed, float]] = OrderedDict()
         self._types: OrderedDict[UUID, str] = OrderedDict()  # from job.queued, for job.started
+        self._last_seen: datetime | None = None  # API time of the newest event received
         self._session: aiohttp.ClientSession | None = None
 
     # ------------------------------------------------------------ lifetime
@@ -89,21 +90,32 @@ class EventStream:
         backoff = lifetime.Backoff(self.cfg.local_s(1.0), self.cfg.local_s(60.0))
         try:
             while not stop.is_set():
+                reconnecting = False
                 try:
-                    if not await self._hold(connected=False):
+                    if not await self._hold(connected=self.connected):
+                        await self._set_connected(False)
                         await lifetime.wait(stop, self.cfg.worker.lease_s / 2)  # another process has it
                         continue
                     opened = await self._open()
                     if isinstance(opened, Connected):
-                        backoff.reset()
+                        began = self.clock()
                         await self._read(opened.response, stop)
+                        # A stream that lived a while and ended (a cut) gets one quick reconnect
+                        # while it still counts as up, so the list does not start full passes for a
+                        # gap of a second: the reconnect's own pass covers it. One that ends at once
+                        # keeps backing off (a server that accepts and closes must not cost a
+                        # request a second).
+                        if self.clock() - began >= self.dead_after_s:
+                            backoff.reset()
+                            reconnecting = self.connected
                     elif opened in UNAVAILABLE:
                         await self._set_connected(False)
                         await lifetime.wait(stop, self.cfg.polling.list_reconcile_s)
                         continue
                 except DatabaseError as exc:
                     log.warning("stream_db_unavailable", error=self._scrub(str(exc)))
-                await self._set_connected(False)
+                if not reconnecting:
+                    await self._set_connected(False)
                 if not stop.is_set():
                     await lifetime.wait(stop, backoff.next())
         finally:
@@ -132,7 +144,8 @@ class EventStream:
         return held
 
     async def _set_connected(self, connected: bool) -> None:
-        if self.connected == connected:
+        """Report a change of the connection (a reconnect within the grace reports again)."""
+        if self.connected == connected and not connected:
             return
         self.connected = connected
         self.gate.stream_up = connected
@@ -205,7 +218,9 @@ class EventStream:
         replay_at = self.clock()
         try:
             await self._set_connected(True)
-            await self.store.request_reconcile(self.key)  # the gap before this connection
+            # The gap before this connection: back to the last event the previous one received
+            # (none yet in this process: a full pass).
+            await self.store.request_reconcile(self.key, self._last_seen)
             log.info("stream_connected", connections=self.connections)
             while not stop.is_set():
                 chunk = await self._next_chunk(response, stop)
@@ -254,6 +269,9 @@ class EventStream:
     async def _handle(self, event: Event) -> None:
         self._events += 1
         matched = 0
+        stamp = _event_time(event.data)
+        if stamp is not None and (self._last_seen is None or stamp > self._last_seen):
+            self._last_seen = stamp
         if event.type in FINISHED or event.type in RUNNING:
             job_id, job_type = _job_fields(event.data)
             if job_id is None:
@@ -288,7 +306,7 @@ class EventStream:
             while len(self._types) > RECENT_MAX:
                 self._types.popitem(last=False)
         if status == "queued":  # a busy queue can hold it for many minutes; its start is announced
-            defer = QUEUED_DEFER_RECONCILES * polling.list_reconcile_s
+            defer = policy.queued_defer(polling)
         else:
             job_type = job_type or self._types.pop(job_id, None)
             kinds = (job_type,) if job_type else (policy.SITE, policy.MAPS)
@@ -342,6 +360,28 @@ def _job_fields(data: str) -> tuple[UUID | None, str | None]:
     except ValueError:
         job_id = None
     return job_id, kind if isinstance(kind, str) and kind else None
+
+
+def _event_time(data: str) -> datetime | None:
+    """The API time an event carries (a heartbeat's ``timestamp``, a job's ``created_at`` or
+    ``started_at``), if any and readable; naive times are UTC."""
+    if '"' not in data:
+        return None
+    try:
+        body: Any = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    for key in ("timestamp", "started_at", "created_at"):
+        value = body.get(key)
+        if isinstance(value, str):
+            try:
+                stamp = datetime.fromisoformat(value)
+            except ValueError:
+                continue
+            return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+    return None
 
 
 async def _read_small(response: aiohttp.ClientResponse) -> bytes:

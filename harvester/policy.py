@@ -119,15 +119,18 @@ def on_pending(
     learned: float | None = None,
     factor: float = 1.0,
     stream_up: bool = False,
+    upstream_status: str | None = None,
 ) -> Decision:
     """A 202. While the event stream is connected it will announce the end, and a reconciling list
     pass catches what it loses: the next direct poll waits at least ``list_reconcile_s``, so a job
-    waiting in a busy queue costs no request while it waits."""
+    waiting in a busy queue costs no request while it waits (``queued_defer`` when the 202 said it
+    is still queued: its start is announced too)."""
     if expired(job, cfg):
         return Decision(EXPIRED, 0.0, job.not_found_count, 0, "gave up: still not finished")
     delay = pending_delay(job, cfg, rng, learned, factor)
     if stream_up:
-        delay = max(delay, jittered(cfg.list_reconcile_s, cfg.jitter, rng))
+        floor = queued_defer(cfg) if (upstream_status or "").lower() == "queued" else cfg.list_reconcile_s
+        delay = max(delay, jittered(floor, cfg.jitter, rng))
     return Decision(None, delay, 0, 0)
 
 
@@ -167,6 +170,28 @@ def list_pass_interval(used: int, limit: int, window_s: float, cfg: PollingConfi
     return min(cfg.list_max_staleness_s, max(cfg.list_interval_s, interval))
 
 
+WAITING_PER_REVEAL = 10  # a page should show the end of a tenth of the jobs known waiting...
+MAX_REVEAL = 10  # ...up to this many: a page is then at most a tenth of a request per job
+
+
+def list_info_interval(finished_per_s: float | None, waiting: int, cfg: PollingConfig) -> float:
+    """Minimum age of the last list pass by what the next page can be expected to reveal.
+
+    Without the event stream, a page is worth its request by the finished jobs it shows. A trickle
+    of jobs wants each end seen soon (one is enough: ``0``, the spare budget decides). A bulk that
+    waits in SpiderIQ's queue (``waiting`` jobs known queued) finishes at the queue's pace whatever
+    we do, and the pages are a cost on every one of its jobs: each page should then show the ends
+    of a tenth of the waiting jobs, up to ``MAX_REVEAL``, which at the learned completion rate
+    ``finished_per_s`` takes that long, and at most ``max_interval_s`` (a direct poll's cap).
+    """
+    reveal = min(MAX_REVEAL, waiting / WAITING_PER_REVEAL)
+    if reveal <= 1:
+        return 0.0
+    if not finished_per_s or finished_per_s <= 0:
+        return cfg.list_max_staleness_s
+    return min(cfg.max_interval_s, max(cfg.list_max_staleness_s, reveal / finished_per_s))
+
+
 def list_retry_interval(interval: float, failures: int, cfg: PollingConfig) -> float:
     """After failed list passes, wait twice as long each time (up to ``max_interval_s``).
 
@@ -181,6 +206,17 @@ def list_retry_interval(interval: float, failures: int, cfg: PollingConfig) -> f
 def running_defer(job_type: str | None, cfg: PollingConfig, learned: float | None = None) -> float:
     """No direct poll for this long once the list has shown a job still running."""
     return max(cfg.list_fallback_s, 3.0 * typical_duration(job_type, cfg, learned))
+
+
+QUEUED_DEFER_RECONCILES = 3
+
+
+def queued_defer(cfg: PollingConfig) -> float:
+    """No direct poll for this long once a job is known to wait in SpiderIQ's queue while the event
+    stream is connected: a busy queue can hold it for many minutes, the stream announces its start
+    (and its end), and a reconciling list pass catches what the stream loses; a poll meanwhile would
+    only answer 202."""
+    return QUEUED_DEFER_RECONCILES * cfg.list_reconcile_s
 
 
 def list_stop_at(reference: float | None, cfg: PollingConfig) -> float | None:

@@ -71,6 +71,7 @@ class DiscoveryLease:
 
     watermark: datetime | None
     oldest_pending: datetime | None
+    gap_since: datetime | None = None  # a gap pass back to here (the stream asked); None: a full pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +101,14 @@ class JobStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DiscoveryState:
-    needed: bool  # a pending job whose end nobody has seen yet
+    unfinished: int  # pending jobs whose end nobody has seen yet (counted up to 100)
     stream_up: bool  # the credential's event stream is connected (in any process)
     waiting: int = 0  # pending jobs a poll found still queued or that took two polls (capped)
+
+    @property
+    def needed(self) -> bool:
+        """Only a pending job whose end nobody has seen makes a list page worth its request."""
+        return self.unfinished > 0
 
 
 class Listings(Protocol):
@@ -121,7 +127,7 @@ class DiscoveryStore(Listings, Protocol):
         self, key: str, owner: str, min_age_s: float, reconcile_s: float, lease_s: float
     ) -> DiscoveryLease | None: ...
     async def finish_discovery(
-        self, key: str, owner: str, newest: datetime | None, pages: int, finished: int
+        self, key: str, owner: str, newest: datetime | None, pages: int, finished: int, *, full: bool = True
     ) -> None: ...
 
 
@@ -132,5 +138,5 @@ class StreamStore(Listings, Protocol):
     async def claim_stream(
         self, key: str, owner: str, lease_s: float, *, connected: bool, events: int, matched: int
     ) -> bool: ...
-    async def request_reconcile(self, key: str) -> None: ...
+    async def request_reconcile(self, key: str, since: datetime | None = None) -> None: ...
     async def release_stream(self, key: str, owner: str) -> None: ...

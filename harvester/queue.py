@@ -193,7 +193,9 @@ class PgQueue:
 
     async def discovery_state(self, key: str) -> DiscoveryState:
         [row] = await self._fetch("discovery state", SQL.select_discovery_state, key, _TERMINAL)
-        return DiscoveryState(needed=row["needed"], stream_up=row["stream_up"], waiting=row["waiting"])
+        return DiscoveryState(
+            unfinished=row["unfinished"], stream_up=row["stream_up"], waiting=row["waiting"]
+        )
 
     async def claim_discovery(
         self, key: str, owner: str, min_age_s: float, reconcile_s: float, lease_s: float
@@ -203,12 +205,15 @@ class PgQueue:
         )
         if not rows:
             return None
-        return DiscoveryLease(watermark=rows[0]["watermark"], oldest_pending=rows[0]["oldest_pending"])
+        row = rows[0]
+        return DiscoveryLease(row["watermark"], row["oldest_pending"], row["gap_since"])
 
     async def finish_discovery(
-        self, key: str, owner: str, newest: datetime | None, pages: int, finished: int
+        self, key: str, owner: str, newest: datetime | None, pages: int, finished: int, *, full: bool = True
     ) -> None:
-        await self._execute("discovery pass", SQL.finish_discovery_pass, key, owner, newest, pages, finished)
+        await self._execute(
+            "discovery pass", SQL.finish_discovery_pass, key, owner, newest, pages, finished, full
+        )
 
     async def mark_finished(self, jobs: Sequence[Listed]) -> list[UUID]:
         """Make our pending jobs among ``jobs`` due at once; returns the ones that were ours."""
@@ -246,8 +251,8 @@ class PgQueue:
         )
         return bool(rows)
 
-    async def request_reconcile(self, key: str) -> None:
-        await self._execute("reconcile request", SQL.request_reconcile_pass, key)
+    async def request_reconcile(self, key: str, since: datetime | None = None) -> None:
+        await self._execute("reconcile request", SQL.request_reconcile_pass, key, since)
 
     async def release_stream(self, key: str, owner: str) -> None:
         await self._execute("stream release", SQL.release_event_stream, key, owner)

@@ -212,6 +212,7 @@ class Worker:
                 self.gate.durations.get(job_type),
                 self.gate.poll_factor(),
                 stream_up=self.gate.stream_up,
+                upstream_status=outcome.upstream_status,
             )
             await self._decide(job, decision, status, outcome.upstream_status, outcome.job_type)
         elif isinstance(outcome, outcomes.NotFound):

@@ -7,22 +7,36 @@ INSERT INTO harvester.discovery (credential) VALUES ($1) ON CONFLICT DO NOTHING
 -- Take the discovery lease if nobody holds it and a pass is due: the last one is at least $3
 -- seconds old, or $5 while the credential's event stream is connected (the list then only
 -- reconciles what the stream may have lost), or the stream asked for one after a (re)connect.
-UPDATE harvester.discovery
+-- gap_since: a pass the stream asked for while no full pass is due covers only the gap, back to
+-- the last event its previous connection received (or the watermark, if newer); NULL: a full pass.
+WITH due AS (
+    SELECT credential, reconcile_requested, reconcile_since,
+           (last_pass_at IS NULL
+            OR last_pass_at <= now() - make_interval(secs => CASE
+                   WHEN stream_connected_at IS NOT NULL AND stream_expires_at > now() THEN $5::float8
+                   ELSE $3::float8 END)) AS full_due
+      FROM harvester.discovery
+     WHERE credential = $1
+       FOR UPDATE
+)
+UPDATE harvester.discovery AS d
    SET lease_owner = $2, lease_expires_at = now() + make_interval(secs => $4),
-       reconcile_requested = false
- WHERE credential = $1
-   AND (lease_expires_at IS NULL OR lease_expires_at < now() OR lease_owner = $2)
-   AND (last_pass_at IS NULL
-        OR reconcile_requested
-        OR last_pass_at <= now() - make_interval(secs => CASE
-               WHEN stream_connected_at IS NOT NULL AND stream_expires_at > now() THEN $5::float8
-               ELSE $3::float8 END))
-RETURNING watermark, (SELECT min(enqueued_at) FROM harvester.jobs WHERE state = 'pending') AS oldest_pending
+       reconcile_requested = false, reconcile_since = NULL
+  FROM due
+ WHERE d.credential = due.credential
+   AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now() OR d.lease_owner = $2)
+   AND (due.full_due OR due.reconcile_requested)
+RETURNING d.watermark,
+          (SELECT min(enqueued_at) FROM harvester.jobs WHERE state = 'pending') AS oldest_pending,
+          CASE WHEN due.full_due OR due.reconcile_since IS NULL THEN NULL
+               ELSE GREATEST(due.reconcile_since, d.watermark) END AS gap_since
 
 -- name: finish_discovery_pass
+-- $6: a full pass (moves the watermark and the time of the last pass); a gap pass only adds its
+-- pages, so the next full pass still reads back to where the last full one stopped.
 UPDATE harvester.discovery
-   SET watermark = GREATEST(watermark, $3),
-       last_pass_at = now(),
+   SET watermark = CASE WHEN $6 THEN GREATEST(watermark, $3) ELSE watermark END,
+       last_pass_at = CASE WHEN $6 THEN now() ELSE last_pass_at END,
        lease_owner = NULL,
        lease_expires_at = NULL,
        passes = passes + 1,
@@ -44,9 +58,14 @@ UPDATE harvester.jobs AS j
 RETURNING j.job_id
 
 -- name: defer_listed_running_jobs
--- Jobs the list shows as still running: the list will announce their end, so no direct poll soon.
+-- Jobs the list (or the stream) shows as still running: their end will be announced, so no direct
+-- poll soon. A job that was waiting queued and has now started gets its started defer instead of
+-- the longer queued one (its end is due sooner).
 UPDATE harvester.jobs AS j
-   SET next_poll_at = GREATEST(j.next_poll_at, now() + make_interval(secs => t.defer_s)),
+   SET next_poll_at = CASE
+           WHEN j.upstream_status = 'queued' AND t.status IS DISTINCT FROM 'queued'
+               THEN now() + make_interval(secs => t.defer_s)
+           ELSE GREATEST(j.next_poll_at, now() + make_interval(secs => t.defer_s)) END,
        upstream_status = t.status,
        job_type = COALESCE(t.job_type, j.job_type),
        updated_at = now()
@@ -57,12 +76,13 @@ UPDATE harvester.jobs AS j
 RETURNING j.job_id
 
 -- name: select_discovery_state
--- Is there a pending job not yet known to be finished ($2: the terminal upstream statuses)? Only
--- then can a list page tell us anything. And is the credential's event stream connected (by any
+-- How many pending jobs are not yet known to be finished ($2: the terminal upstream statuses; counted
+-- up to 100)? Only then can a list page tell us anything, and the more the fewer pages it takes. And is the credential's event stream connected (by any
 -- process)?
-SELECT EXISTS (SELECT 1 FROM harvester.jobs
-                WHERE state = 'pending'
-                  AND (upstream_status IS NULL OR upstream_status <> ALL($2::text[]))) AS needed,
+SELECT (SELECT count(*) FROM (SELECT 1 FROM harvester.jobs
+                               WHERE state = 'pending'
+                                 AND (upstream_status IS NULL OR upstream_status <> ALL($2::text[]))
+                               LIMIT 100) AS u)::int AS unfinished,
        COALESCE((SELECT stream_connected_at IS NOT NULL AND stream_expires_at > now()
                    FROM harvester.discovery WHERE credential = $1), false) AS stream_up,
        (SELECT count(*) FROM (SELECT 1 FROM harvester.jobs
@@ -84,8 +104,16 @@ UPDATE harvester.discovery
 RETURNING true
 
 -- name: request_reconcile_pass
--- After a (re)connect: events sent meanwhile are lost, so the next list pass covers the gap.
-UPDATE harvester.discovery SET reconcile_requested = true WHERE credential = $1
+-- After a (re)connect: events sent meanwhile are lost, so the next list pass covers the gap, from
+-- $2 (API time; NULL: nothing says where it began, so a full pass). Requests add up: the earliest
+-- start wins, and a full one stays full.
+UPDATE harvester.discovery
+   SET reconcile_since = CASE
+           WHEN $2::timestamptz IS NULL OR (reconcile_requested AND reconcile_since IS NULL) THEN NULL
+           WHEN reconcile_requested THEN LEAST(reconcile_since, $2::timestamptz)
+           ELSE $2::timestamptz END,
+       reconcile_requested = true
+ WHERE credential = $1
 
 -- name: release_event_stream
 UPDATE harvester.discovery

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -162,3 +163,38 @@ async def test_a_failing_list_endpoint_backs_off_and_leaves_jobs_to_direct_polls
     finally:
         await parts.client.close()
         await runner.cleanup()
+
+
+async def test_a_reconnect_asks_for_a_gap_pass_that_leaves_the_full_passes_schedule_alone(
+    pool: asyncpg.Pool,
+) -> None:
+    """The stream's reconnect pass reads back only to the last event its previous connection got
+    (or the watermark, if newer); it moves neither the watermark nor the time of the last full
+    pass, so the periodic reconcile still covers what the stream lost before the cut."""
+    store, key, owner = PgQueue(pool), "k" * 32, "w1"
+    await store.ensure_discovery(key)
+    t0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert await store.claim_discovery(key, owner, 1.0, 300.0, 30.0) is not None  # the first: full
+    await store.finish_discovery(key, owner, t0, 1, 0)
+    assert await store.claim_stream(key, owner, 30.0, connected=True, events=0, matched=0)
+    assert await store.claim_discovery(key, owner, 1.0, 300.0, 30.0) is None  # nothing due
+    last_pass = await pool.fetchval("SELECT last_pass_at FROM harvester.discovery")
+
+    await store.request_reconcile(key, t0 + timedelta(seconds=100))
+    lease = await store.claim_discovery(key, owner, 1.0, 300.0, 30.0)
+    assert lease is not None and lease.gap_since == t0 + timedelta(seconds=100)
+    await store.finish_discovery(key, owner, t0 + timedelta(seconds=200), 1, 0, full=False)
+    row = await pool.fetchrow("SELECT watermark, last_pass_at, reconcile_requested FROM harvester.discovery")
+    assert row is not None
+    assert (row["watermark"], row["last_pass_at"], row["reconcile_requested"]) == (t0, last_pass, False)
+
+    # Requests add up: the earliest start wins, never before the watermark; a full one stays full.
+    await store.request_reconcile(key, t0 + timedelta(seconds=300))
+    await store.request_reconcile(key, t0 - timedelta(seconds=50))
+    lease = await store.claim_discovery(key, owner, 1.0, 300.0, 30.0)
+    assert lease is not None and lease.gap_since == t0
+    await store.finish_discovery(key, owner, None, 1, 0, full=False)
+    await store.request_reconcile(key, None)
+    await store.request_reconcile(key, t0 + timedelta(seconds=400))
+    lease = await store.claim_discovery(key, owner, 1.0, 300.0, 30.0)
+    assert lease is not None and lease.gap_since is None  # a full pass: the first connection's

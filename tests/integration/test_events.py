@@ -215,3 +215,43 @@ async def test_a_job_queued_before_it_was_enqueued_is_not_polled_while_it_waits(
     await run_until(stream, lambda: waiting in store.rows and store.rows[waiting].upstream_status == "queued")
     # three reconcile intervals (300 s API at x30 each): the stream announces its start first
     assert store.rows[waiting].next_poll_at - store.clock() > 2 * 300 / 30
+
+
+async def test_a_cut_after_a_long_connection_reconnects_while_the_stream_still_counts_as_up(
+    standin: StandIn,
+) -> None:
+    """A cut of a stream that lived a while is a gap of a second: the quick reconnect's own
+    reconciling pass covers it, so the stream never reads as down and the list starts no full pass."""
+    stream, store, gate = parts(standin.url)  # dead after 60 API s = 2 s here
+
+    async def lived(response: web.StreamResponse) -> None:
+        for _ in range(12):  # 2.4 s of comments, then the server closes
+            await response.write(b": tick\n\n")
+            await asyncio.sleep(0.2)
+
+    standin.script = [lived]
+    await run_until(stream, lambda: len(standin.connections) >= 2 and gate.stream_up, within_s=8)
+    reports = [connected for connected, _, _ in store.stream_reports]
+    first_up, last_up = reports.index(True), len(reports) - reports[::-1].index(True)
+    assert False not in reports[first_up:last_up]  # up from the first connection to the second
+    assert store.calls.count("request_reconcile") == 2  # each connection asks for its gap's pass
+
+
+async def test_a_stream_that_closes_at_once_keeps_backing_off(standin: StandIn) -> None:
+    """A server that accepts and closes must not cost a request every second: the backoff only
+    resets after a connection that lived, and the stream reads as down between attempts."""
+    stream, store, gate = parts(standin.url)  # the first retry waits 1 API s = 0.033 s here
+
+    async def closes(response: web.StreamResponse) -> None:
+        return None
+
+    standin.script = [closes] * 50
+    stop = asyncio.Event()
+    task = asyncio.create_task(stream.run(stop))
+    await asyncio.sleep(1.5)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    # 1, 2, 4, 8, 16, 32 API s (±20 %) fit about 6 attempts into 45 API s; without the growth ~45.
+    assert 2 <= len(standin.connections) <= 8
+    assert not gate.stream_up
+    assert [connected for connected, _, _ in store.stream_reports][-1] is False

@@ -66,6 +66,7 @@ class FakeStore:
     discovery: dict[str, tuple[datetime | None, float | None, str | None]] = field(default_factory=dict)
     stream_up: bool = False
     reconcile_requested: bool = False
+    reconcile_since: datetime | None = None
     stream_holder: str | None = None
     stream_reports: list[tuple[bool, int, int]] = field(default_factory=list)
 
@@ -228,16 +229,17 @@ class FakeStore:
 
     async def discovery_state(self, key: str) -> DiscoveryState:
         self._call("discovery_state")
-        needed = any(
-            r.state == "pending" and (r.upstream_status or "") not in TERMINAL_UPSTREAM
+        unfinished = sum(
+            1
             for r in self.rows.values()
+            if r.state == "pending" and (r.upstream_status or "") not in TERMINAL_UPSTREAM
         )
         waiting = sum(
             1
             for r in self.rows.values()
             if r.state == "pending" and (r.upstream_status == "queued" or r.polls >= 2)
         )
-        return DiscoveryState(needed=needed, stream_up=self.stream_up, waiting=min(waiting, 100))
+        return DiscoveryState(min(unfinished, 100), self.stream_up, waiting=min(waiting, 100))
 
     async def claim_discovery(
         self, key: str, owner: str, min_age_s: float, reconcile_s: float, lease_s: float
@@ -247,17 +249,24 @@ class FakeStore:
         if holder not in (None, owner):
             return None
         wanted = reconcile_s if self.stream_up else min_age_s
-        if last_pass is not None and not self.reconcile_requested and self.clock() - last_pass < wanted:
+        full_due = last_pass is None or self.clock() - last_pass >= wanted
+        if not full_due and not self.reconcile_requested:
             return None
-        self.reconcile_requested = False
+        since = None if full_due or self.reconcile_since is None else self.reconcile_since
+        if since is not None and watermark is not None:
+            since = max(since, watermark)
+        self.reconcile_requested, self.reconcile_since = False, None
         self.discovery[key] = (watermark, last_pass, owner)
-        return DiscoveryLease(watermark=watermark, oldest_pending=None)
+        return DiscoveryLease(watermark=watermark, oldest_pending=None, gap_since=since)
 
     async def finish_discovery(
-        self, key: str, owner: str, newest: datetime | None, pages: int, finished: int
+        self, key: str, owner: str, newest: datetime | None, pages: int, finished: int, *, full: bool = True
     ) -> None:
         self._call("finish_discovery")
-        watermark, _, _ = self.discovery[key]
+        watermark, last_pass, _ = self.discovery[key]
+        if not full:
+            self.discovery[key] = (watermark, last_pass, None)
+            return
         if newest is not None and (watermark is None or newest > watermark):
             watermark = newest
         self.discovery[key] = (watermark, self.clock(), None)
@@ -366,8 +375,14 @@ class FakeStreamStore(FakeStore):
         self.stream_reports.append((connected, events, matched))
         return True
 
-    async def request_reconcile(self, key: str) -> None:
+    async def request_reconcile(self, key: str, since: datetime | None = None) -> None:
         self._call("request_reconcile")
+        if since is None or (self.reconcile_requested and self.reconcile_since is None):
+            self.reconcile_since = None  # a full pass stays full
+        elif self.reconcile_requested and self.reconcile_since is not None:
+            self.reconcile_since = min(self.reconcile_since, since)
+        else:
+            self.reconcile_since = since
         self.reconcile_requested = True
 
     async def release_stream(self, key: str, owner: str) -> None:

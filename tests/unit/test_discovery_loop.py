@@ -113,7 +113,7 @@ async def test_without_the_stream_jobs_met_waiting_in_the_queue_are_listed_and_l
     now = parts.store.clock()
     assert all(parts.store.rows[j].next_poll_at >= now + CFG.polling.max_interval_s - 1 for j in waiting)
     await parts.pass_now()
-    assert parts.api.filtered == ["queued"]  # not again before half of max_interval_s
+    assert parts.api.filtered == ["queued"]  # not again before most of max_interval_s has passed
 
 
 async def test_with_the_stream_up_the_queue_is_not_listed() -> None:
@@ -124,3 +124,40 @@ async def test_with_the_stream_up_the_queue_is_not_listed() -> None:
     parts.api.pages = [page()]
     await parts.pass_now()
     assert parts.api.filtered == []
+
+
+async def test_with_the_stream_up_a_job_the_list_shows_queued_waits_for_its_announced_start() -> None:
+    parts = Parts()
+    queued, running = uuid4(), uuid4()
+    parts.store.add(queued)
+    parts.store.add(running)
+    parts.store.stream_up = True
+    parts.api.pages = [page((queued, "queued"), (running, "processing"))]
+    await parts.pass_now()
+    now = parts.store.clock()
+    assert parts.store.rows[queued].next_poll_at >= now + policy.queued_defer(CFG.polling) - 1
+    assert parts.store.rows[running].next_poll_at < now + policy.queued_defer(CFG.polling) / 2
+
+
+async def test_without_the_stream_a_bulk_waiting_in_the_queue_pages_by_the_ends_it_shows() -> None:
+    """100 jobs known queued, ends seen at 0.25 a second: a page waits for about 10 of them (40 s),
+    where a trickle would be listed every list_interval_s."""
+    clock = [1000.0]
+    parts = Parts()
+    parts.store.clock = lambda: clock[0]
+    parts.discovery.clock = lambda: clock[0]
+    bulk = [uuid4() for _ in range(120)]
+    for job_id in bulk:
+        parts.store.add(job_id, upstream_status="queued", polls=1)
+    parts.api.queued_pages = [page()]
+    parts.api.pages = [page()]
+    await parts.pass_now()  # learns nothing yet: the first pass
+    clock[0] += 40.0
+    parts.api.pages = [page(*((job_id, "completed") for job_id in bulk[:10]))]
+    await parts.pass_now()  # 10 ends in 40 s
+    listed = parts.api.listed
+    clock[0] += CFG.polling.list_max_staleness_s + 1  # even past the staleness bound of a full budget
+    assert await parts.discovery.maybe_pass() is None
+    assert parts.api.listed == listed
+    clock[0] += 40.0 - CFG.polling.list_max_staleness_s
+    assert await parts.discovery.maybe_pass() is not None

@@ -169,3 +169,32 @@ def test_with_the_stream_up_a_pending_job_waits_for_the_stream_or_the_reconcile_
     streamed = policy.on_pending(job, CFG, random.Random(3), stream_up=True)
     assert plain.delay_s < CFG.list_reconcile_s * (1 - CFG.jitter)
     assert streamed.delay_s >= CFG.list_reconcile_s * (1 - CFG.jitter)
+
+
+def test_with_the_stream_up_a_job_a_202_shows_queued_waits_for_its_announced_start() -> None:
+    job = view(polls=0, age=0.0)
+    queued = policy.on_pending(job, CFG, random.Random(3), stream_up=True, upstream_status="queued")
+    running = policy.on_pending(job, CFG, random.Random(3), stream_up=True, upstream_status="processing")
+    off = policy.on_pending(job, CFG, random.Random(3), stream_up=False, upstream_status="queued")
+    assert queued.delay_s >= policy.queued_defer(CFG) * (1 - CFG.jitter)
+    assert running.delay_s < policy.queued_defer(CFG) * (1 - CFG.jitter)
+    assert off.delay_s < CFG.list_reconcile_s  # without the stream nothing announces the start
+
+
+@pytest.mark.parametrize(
+    ("rate", "waiting", "expected"),
+    [
+        (0.25, 0, 0.0),  # a trickle: one end per page is enough, the spare budget decides
+        (0.25, 10, 0.0),
+        (0.25, 50, 30.0),  # 5 ends at 0.25/s take 20 s: never below list_max_staleness_s
+        (0.25, 100, 40.0),  # a bulk: 10 ends a page
+        (0.25, 1000, 40.0),  # ...and no more than 10
+        (0.01, 100, 300.0),  # a slow queue: capped at max_interval_s
+        (None, 100, 30.0),  # nothing learned yet
+        (0.0, 100, 30.0),
+    ],
+)
+def test_list_info_interval_paces_pages_by_the_ends_they_can_show(
+    rate: float | None, waiting: int, expected: float
+) -> None:
+    assert policy.list_info_interval(rate, waiting, CFG) == pytest.approx(expected)
