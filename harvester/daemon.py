@@ -133,6 +133,10 @@ class Liveness(server.PoolHealth):
     def paused_reason(self) -> str | None:
         return self._gate.paused_reason()
 
+    @property
+    def discovery_detail(self) -> str | None:
+        return self._gate.discovery_detail()
+
 
 async def run(
     cfg: Config, stop: asyncio.Event, *, drain: bool = False, max_seconds: float | None = None

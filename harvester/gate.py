@@ -118,6 +118,21 @@ class Gate:
             return self.polling.list_poll_factor * STREAM_POLL_FACTOR
         return self.polling.list_poll_factor if self.discovery_healthy else 1.0
 
+    def discovery_detail(self) -> str:
+        """How this process learns which jobs finished, for ``/readyz``: never a failure (direct
+        polls carry every job whatever the sources do), but worth seeing."""
+        events, listing = self.polling.events == "sse", self.polling.discovery == "list"
+        stream = ("event stream connected" if self.stream_up else "event stream down") if events else ""
+        if not listing:
+            lister = "list discovery off"
+        elif not self.discovery_healthy:
+            lister = "list pages failing: direct polls only"
+        elif self.stream_up:
+            lister = f"list reconciles every {self.polling.list_reconcile_s:g} s"
+        else:
+            lister = "list passes carry discovery"
+        return "; ".join(part for part in (stream, lister) if part)
+
     # ------------------------------------------------------------ work arriving
     def nudge(self) -> None:
         """New or newly due jobs (an insert, a list page that showed jobs finished)."""

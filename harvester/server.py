@@ -51,6 +51,8 @@ class LoopState(Protocol):
     def auth_ok(self) -> bool: ...
     @property
     def paused_reason(self) -> str | None: ...
+    @property
+    def discovery_detail(self) -> str | None: ...  # how finished jobs are found (never a failure)
 
 
 class HealthSource(LoopState, Protocol):
@@ -116,7 +118,8 @@ class Check:
 
 
 async def readiness(health: HealthSource) -> list[Check]:
-    """The readiness checks, in a fixed order: database, credential, polling."""
+    """The readiness checks, in a fixed order: database, credential, polling, and discovery (how
+    finished jobs are found: the stream, the list; informative, it never fails readiness)."""
     try:
         db = await asyncio.wait_for(health.db_ok(), timeout=DB_CHECK_TIMEOUT_S * 2)
     except FAILURES:
@@ -126,6 +129,7 @@ async def readiness(health: HealthSource) -> list[Check]:
         Check("database", db, None if db else "SELECT 1 failed or timed out"),
         Check("credential", health.auth_ok, None if health.auth_ok else "credential refused"),
         Check("polling", reason is None, reason),
+        *([Check("discovery", True, health.discovery_detail)] if health.discovery_detail else []),
     ]
 
 

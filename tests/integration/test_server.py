@@ -23,6 +23,7 @@ class FakeHealth:
     auth_ok: bool = True
     paused_reason: str | None = None
     database: bool = True
+    discovery_detail: str | None = None
 
     async def db_ok(self) -> bool:
         return self.database
@@ -121,6 +122,19 @@ async def test_readyz_is_503_and_names_the_failing_check(
     assert set(body["checks"]) == {"database", "credential", "polling"}
 
 
+async def test_readyz_shows_how_finished_jobs_are_found_and_a_stream_down_is_not_a_failure(
+    server: ServerHandle, health: FakeHealth
+) -> None:
+    health.discovery_detail = "event stream down; list passes carry discovery"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{server.port}/readyz") as response,
+    ):
+        assert response.status == 200
+        body = await response.json()
+    assert body["checks"]["discovery"] == {"ok": True, "detail": health.discovery_detail}
+
+
 async def test_a_failing_refresh_does_not_fail_the_scrape(metrics: Metrics, health: FakeHealth) -> None:
     async def refresh() -> None:
         raise HarvesterError("database down")
@@ -165,6 +179,7 @@ class Loop(PoolHealth):
     last_tick = time.monotonic()
     auth_ok = True
     paused_reason = None
+    discovery_detail = None
 
 
 async def test_readyz_fails_when_the_database_goes_away(db_dsn: str) -> None:

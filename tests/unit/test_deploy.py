@@ -199,6 +199,7 @@ async def test_healthcheck_command_follows_healthz() -> None:
         last_tick: float = dataclasses.field(default_factory=time.monotonic)
         auth_ok: bool = True
         paused_reason: str | None = None
+        discovery_detail: str | None = None
 
         async def db_ok(self) -> bool:
             return True

@@ -161,3 +161,14 @@ async def test_without_the_stream_a_bulk_waiting_in_the_queue_pages_by_the_ends_
     assert parts.api.listed == listed
     clock[0] += 40.0 - CFG.polling.list_max_staleness_s
     assert await parts.discovery.maybe_pass() is not None
+
+
+def test_the_gate_describes_discovery_for_readyz() -> None:
+    gate = Gate(CFG, fakes.FakeLimiter())
+    assert gate.discovery_detail() == "event stream down; list passes carry discovery"
+    gate.stream_up = True
+    assert gate.discovery_detail() == "event stream connected; list reconciles every 300 s"
+    gate.stream_up, gate.discovery_healthy = False, False
+    assert gate.discovery_detail() == "event stream down; list pages failing: direct polls only"
+    off = config.load(environ={}, overrides={"api.token": "t:t:t", "polling.events": "off"})
+    assert Gate(off, fakes.FakeLimiter()).discovery_detail() == "list passes carry discovery"
