@@ -72,7 +72,7 @@ RESERVE_LIMIT = harvest.LIMIT_PER_MIN - RESERVE_PER_MIN
 RECONCILE_S = 300.0  # polling.list_reconcile_s's default: a lost end is found within it
 # A stream refused for the whole run must do no worse than no stream at all (light / off of the
 # same run): a few connection attempts more, and the same latency give or take the noise.
-REFUSED_EXTRA_REQ = 0.03
+REFUSED_EXTRA_REQ = 0.05
 REFUSED_P95_FACTOR = 1.25
 WARM_UP_API_S = 5.0
 STREAM_WAIT_API_S = 60.0
@@ -88,14 +88,15 @@ class Load:
     tail_s: float = 300.0  # API seconds after the last arrival before a run is cut off
     faults: tuple[tuple[str, Any], ...] = tuple(FAULTS.items())  # the stream's faults
     engines: tuple[str, ...] = ENGINES
+    arrivals: str = ""  # the name whose arrivals this load repeats ("" = its own)
 
 
 HEALTHY: tuple[tuple[str, Any], ...] = ()
 REFUSED = (("stream_refuse", "503"),)
 LOADS = (
-    Load("light_healthy", per_minute=20, minutes=8, faults=HEALTHY, engines=("sse",)),
+    Load("light_healthy", per_minute=20, minutes=8, faults=HEALTHY, engines=("sse",), arrivals="light"),
     Load("light", per_minute=20, minutes=8),
-    Load("light_refused", per_minute=20, minutes=8, faults=REFUSED, engines=("sse",)),
+    Load("light_refused", per_minute=20, minutes=8, faults=REFUSED, engines=("sse",), arrivals="light"),
     Load("half", per_minute=50, minutes=6),
     Load("budget", at_once=400, queue_per_min=95 * (1 + EXTRA_SHARE), tail_s=660),
     Load("bulk", at_once=200, queue_per_min=20, tail_s=1080),
@@ -115,7 +116,7 @@ class Arrival:
 
 def schedule(load: Load, seed: int) -> list[Arrival]:
     """The account's jobs in creation order, identical for every engine given the seed."""
-    rng = random.Random(f"bench-events:{seed}:{load.name}")
+    rng = random.Random(f"bench-events:{seed}:{load.arrivals or load.name}")
 
     def kind() -> str:
         return SITE if rng.random() < 2 / 3 else MAPS
@@ -475,5 +476,7 @@ def command(args: argparse.Namespace) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # --speed and --seed are bench.harvest's, shared.
     parser.add_argument(
-        "--loads", default="", help="events: comma-separated subset of light_healthy,light,light_refused,half,budget,bulk,reserve"
+        "--loads",
+        default="",
+        help="events: comma-separated subset of light_healthy,light,light_refused,half,budget,bulk,reserve",
     )

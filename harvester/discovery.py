@@ -103,6 +103,8 @@ class Discovery:
         state = await self.store.discovery_state(self.key)
         self.gate.stream_up = state.stream_up
         if not state.needed:
+            if state.stream_up and state.reconcile_pending:
+                await self.store.note_nothing_to_reconcile(self.key)
             return None
         cfg = self.cfg.polling
         usage = await self.gate.limiter.usage()

@@ -54,6 +54,16 @@ class Connected:
 
 
 UNAVAILABLE = frozenset({404, 405, 501})  # this API has no stream: ask again only now and then
+REFUSED_FIRST_API_S = 15.0  # the first retry after a refusal (5xx and the like), in API seconds
+RETRY_AFTER_MAX_API_S = 3600.0  # a longer Retry-After on a refused stream is junk
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The server answered and would not stream (a 5xx, a 429 the brakes handle, ...)."""
+
+    http_status: int
+    retry_after_s: float | None  # local seconds, from its Retry-After
 
 
 class EventStream:
@@ -88,9 +98,14 @@ class EventStream:
     async def run(self, stop: asyncio.Event) -> None:
         """Hold the stream until stopped: claim the lease, connect, read, reconnect with backoff."""
         backoff = lifetime.Backoff(self.cfg.local_s(1.0), self.cfg.local_s(60.0))
+        # A server that answers and refuses (5xx) is down for a while: each attempt costs a
+        # request from the credential's budget, so those retries start slower and grow to one
+        # reconcile interval (the list carries discovery meanwhile), or wait its Retry-After.
+        refused = lifetime.Backoff(self.cfg.local_s(REFUSED_FIRST_API_S), self.cfg.polling.list_reconcile_s)
         try:
             while not stop.is_set():
                 reconnecting = False
+                pause: float | None = None
                 try:
                     if not await self._hold(connected=self.connected):
                         await self._set_connected(False)
@@ -107,17 +122,20 @@ class EventStream:
                         # request a second).
                         if self.clock() - began >= self.dead_after_s:
                             backoff.reset()
+                            refused.reset()
                             reconnecting = self.connected
                     elif opened in UNAVAILABLE:
                         await self._set_connected(False)
                         await lifetime.wait(stop, self.cfg.polling.list_reconcile_s)
                         continue
+                    elif isinstance(opened, Refused):
+                        pause = max(refused.next(), opened.retry_after_s or 0.0)
                 except DatabaseError as exc:
                     log.warning("stream_db_unavailable", error=self._scrub(str(exc)))
                 if not reconnecting:
                     await self._set_connected(False)
                 if not stop.is_set():
-                    await lifetime.wait(stop, backoff.next())
+                    await lifetime.wait(stop, backoff.next() if pause is None else pause)
         finally:
             await self._close()
 
@@ -165,7 +183,7 @@ class EventStream:
             )
         return self._session
 
-    async def _open(self) -> Connected | int | None:
+    async def _open(self) -> Connected | Refused | int | None:
         """One connection attempt: a request slot, then GET; any refusal goes through the gate."""
         if self.gate.side_requests_paused():
             return None
@@ -208,7 +226,12 @@ class EventStream:
             self.gate.observer.request_done("stream", response.status, waited)
         reason = outcome.reason if isinstance(outcome, Transient) else getattr(outcome, "detail", "")
         log.warning("stream_refused", http_status=response.status, reason=self._scrub(reason))
-        return response.status
+        if response.status in UNAVAILABLE:
+            return response.status
+        retry_after = classify.parse_retry_after(response.headers.get("Retry-After"), time.time())
+        if retry_after is None:
+            return Refused(response.status, None)
+        return Refused(response.status, self.cfg.local_s(min(retry_after, RETRY_AFTER_MAX_API_S)))
 
     # ------------------------------------------------------------ reading
     async def _read(self, response: aiohttp.ClientResponse, stop: asyncio.Event) -> None:

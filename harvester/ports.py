@@ -104,6 +104,7 @@ class DiscoveryState:
     unfinished: int  # pending jobs whose end nobody has seen yet (counted up to 100)
     stream_up: bool  # the credential's event stream is connected (in any process)
     waiting: int = 0  # pending jobs a poll found still queued or that took two polls (capped)
+    reconcile_pending: bool = False  # the stream asked for a pass, or none has run yet
 
     @property
     def needed(self) -> bool:
@@ -129,6 +130,7 @@ class DiscoveryStore(Listings, Protocol):
     async def finish_discovery(
         self, key: str, owner: str, newest: datetime | None, pages: int, finished: int, *, full: bool = True
     ) -> None: ...
+    async def note_nothing_to_reconcile(self, key: str) -> None: ...
 
 
 class StreamStore(Listings, Protocol):

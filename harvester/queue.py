@@ -53,6 +53,7 @@ class SQL(NamedQueries):
     select_discovery_state: str
     claim_discovery_pass: str
     finish_discovery_pass: str
+    note_nothing_to_reconcile: str
     make_listed_finished_jobs_due: str
     defer_listed_running_jobs: str
     claim_event_stream: str
@@ -194,8 +195,14 @@ class PgQueue:
     async def discovery_state(self, key: str) -> DiscoveryState:
         [row] = await self._fetch("discovery state", SQL.select_discovery_state, key, _TERMINAL)
         return DiscoveryState(
-            unfinished=row["unfinished"], stream_up=row["stream_up"], waiting=row["waiting"]
+            unfinished=row["unfinished"],
+            stream_up=row["stream_up"],
+            waiting=row["waiting"],
+            reconcile_pending=row["reconcile_pending"],
         )
+
+    async def note_nothing_to_reconcile(self, key: str) -> None:
+        await self._execute("discovery baseline", SQL.note_nothing_to_reconcile, key)
 
     async def claim_discovery(
         self, key: str, owner: str, min_age_s: float, reconcile_s: float, lease_s: float

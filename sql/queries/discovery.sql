@@ -87,7 +87,9 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM harvester.jobs
                    FROM harvester.discovery WHERE credential = $1), false) AS stream_up,
        (SELECT count(*) FROM (SELECT 1 FROM harvester.jobs
                                WHERE state = 'pending' AND (upstream_status = 'queued' OR polls >= 2)
-                               LIMIT 100) AS w)::int AS waiting
+                               LIMIT 100) AS w)::int AS waiting,
+       COALESCE((SELECT reconcile_requested OR last_pass_at IS NULL
+                   FROM harvester.discovery WHERE credential = $1), false) AS reconcile_pending
 
 -- name: claim_event_stream
 -- The credential's stream lease: free, expired, or already ours. Renewing reports the connection
@@ -102,6 +104,17 @@ UPDATE harvester.discovery
  WHERE credential = $1
    AND (stream_owner IS NULL OR stream_expires_at < now() OR stream_owner = $2)
 RETURNING true
+
+-- name: note_nothing_to_reconcile
+-- Nothing pending while the stream is connected: a pass now would have nothing to tell, so the
+-- stream's request is met and this is the time of the last full pass (the next is due
+-- list_reconcile_s later; jobs enqueued from now on are the stream's to announce).
+UPDATE harvester.discovery
+   SET reconcile_requested = false, reconcile_since = NULL, last_pass_at = now()
+ WHERE credential = $1
+   AND (lease_expires_at IS NULL OR lease_expires_at < now())
+   AND (reconcile_requested OR last_pass_at IS NULL)
+   AND NOT EXISTS (SELECT 1 FROM harvester.jobs WHERE state = 'pending')
 
 -- name: request_reconcile_pass
 -- After a (re)connect: events sent meanwhile are lost, so the next list pass covers the gap, from

@@ -198,3 +198,27 @@ async def test_a_reconnect_asks_for_a_gap_pass_that_leaves_the_full_passes_sched
     await store.request_reconcile(key, t0 + timedelta(seconds=400))
     lease = await store.claim_discovery(key, owner, 1.0, 300.0, 30.0)
     assert lease is not None and lease.gap_since is None  # a full pass: the first connection's
+
+
+async def test_with_the_stream_up_and_nothing_pending_the_reconnect_pass_is_met_without_a_request(
+    sim: SimServer, db_dsn: str, pool: asyncpg.Pool
+) -> None:
+    """An empty queue has nothing the stream could have missed: the stream's request is met, the
+    next full pass is a reconcile interval away, and no list page is spent on it."""
+    parts = Parts(make_config(db_dsn, sim.url), pool)
+    await parts.ensure()
+    key = parts.discovery.key
+    try:
+        assert await parts.store.claim_stream(key, "w1", 30.0, connected=True, events=0, matched=0)
+        await parts.store.request_reconcile(key, None)
+        assert await parts.discovery.maybe_pass() is None
+        row = await pool.fetchrow("SELECT reconcile_requested, last_pass_at FROM harvester.discovery")
+        assert row is not None and not row["reconcile_requested"] and row["last_pass_at"] is not None
+        await queue.enqueue(pool, await sim_jobs(sim, 3, duration_s=3000))
+        assert await parts.discovery.maybe_pass() is None  # the next full pass is not due yet
+        await parts.store.request_reconcile(key, None)  # a reconnect with jobs pending: a pass
+        result = await parts.discovery.maybe_pass()
+        assert result is not None and result.pages == 1
+        assert sim.stats(per_job=False)["requests_by_endpoint"] == {"list": {"200": 1}}
+    finally:
+        await parts.client.close()

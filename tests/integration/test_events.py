@@ -255,3 +255,17 @@ async def test_a_stream_that_closes_at_once_keeps_backing_off(standin: StandIn) 
     assert 2 <= len(standin.connections) <= 8
     assert not gate.stream_up
     assert [connected for connected, _, _ in store.stream_reports][-1] is False
+
+
+async def test_a_stream_refused_with_503_waits_its_retry_after(standin: StandIn) -> None:
+    """Each attempt costs a request: a 503 with Retry-After 120 (4 s here) is not retried sooner,
+    and a refused stream never opens the breaker that would pause polling."""
+    stream, store, gate = parts(standin.url)
+    standin.script = [503, 503]
+    stop = asyncio.Event()
+    task = asyncio.create_task(stream.run(stop))
+    await asyncio.sleep(2.0)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert len(standin.connections) == 1
+    assert gate.paused_reason() is None and not gate.stream_up

@@ -239,7 +239,16 @@ class FakeStore:
             for r in self.rows.values()
             if r.state == "pending" and (r.upstream_status == "queued" or r.polls >= 2)
         )
-        return DiscoveryState(min(unfinished, 100), self.stream_up, waiting=min(waiting, 100))
+        _, last_pass, _ = self.discovery.get(key, (None, None, None))
+        pending = self.reconcile_requested or last_pass is None
+        return DiscoveryState(min(unfinished, 100), self.stream_up, min(waiting, 100), pending)
+
+    async def note_nothing_to_reconcile(self, key: str) -> None:
+        self._call("note_nothing_to_reconcile")
+        watermark, _, holder = self.discovery[key]
+        if holder is None and not any(r.state == "pending" for r in self.rows.values()):
+            self.reconcile_requested, self.reconcile_since = False, None
+            self.discovery[key] = (watermark, self.clock(), None)
 
     async def claim_discovery(
         self, key: str, owner: str, min_age_s: float, reconcile_s: float, lease_s: float
