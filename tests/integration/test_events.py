@@ -260,7 +260,7 @@ async def test_a_stream_that_closes_at_once_keeps_backing_off(standin: StandIn) 
 async def test_a_stream_refused_with_503_waits_its_retry_after(standin: StandIn) -> None:
     """Each attempt costs a request: a 503 with Retry-After 120 (4 s here) is not retried sooner,
     and a refused stream never opens the breaker that would pause polling."""
-    stream, store, gate = parts(standin.url)
+    stream, _, gate = parts(standin.url)
     standin.script = [503, 503]
     stop = asyncio.Event()
     task = asyncio.create_task(stream.run(stop))
