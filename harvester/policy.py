@@ -62,15 +62,24 @@ def initial_delay(cfg: PollingConfig) -> float:
     return min(cfg.first_poll_site_s, cfg.first_poll_maps_s, cfg.first_poll_other_s)
 
 
-def first_poll_wait(job: JobView, cfg: PollingConfig, factor: float = 1.0) -> float:
+def first_poll_wait(
+    job: JobView, cfg: PollingConfig, factor: float = 1.0, *, stream_up: bool = False
+) -> float:
     """Seconds to hold a never-polled job before spending a request on it (0 = poll now).
 
     ``factor`` > 1 while list discovery is healthy: the list, not a poll, should find the job.
-    A job a list page showed finished is fetched at once: that request always harvests.
+    A job a list page showed finished is fetched at once: that request always harvests. While the
+    event stream is up, a job neither the stream nor the list has mentioned yet (its
+    ``job.queued`` was lost, or it waits deep in a busy queue) waits at least one reconcile
+    interval (and a quarter): its end will be announced, and the next full list pass shows where it
+    is; a poll sooner would most likely answer 202.
     """
     if job.polls > 0 or known_finished(job):
         return 0.0
-    return max(0.0, initial_delay(cfg) * factor - job.age_s)
+    wait = initial_delay(cfg) * factor
+    if stream_up and job.upstream_status is None:  # a little past the pass, which may run late
+        wait = max(wait, UNSEEN_RECONCILES * cfg.list_reconcile_s)
+    return max(0.0, wait - job.age_s)
 
 
 def known_finished(job: JobView) -> bool:
@@ -172,6 +181,7 @@ def list_pass_interval(used: int, limit: int, window_s: float, cfg: PollingConfi
 
 WAITING_PER_REVEAL = 10  # a page should show the end of a tenth of the jobs known waiting...
 MAX_REVEAL = 10  # ...up to this many: a page is then at most a tenth of a request per job
+INFO_STALENESS_FACTOR = 2.0
 
 
 def list_info_interval(finished_per_s: float | None, waiting: int, cfg: PollingConfig) -> float:
@@ -182,14 +192,18 @@ def list_info_interval(finished_per_s: float | None, waiting: int, cfg: PollingC
     waits in SpiderIQ's queue (``waiting`` jobs known queued) finishes at the queue's pace whatever
     we do, and the pages are a cost on every one of its jobs: each page should then show the ends
     of a tenth of the waiting jobs, up to ``MAX_REVEAL``, which at the learned completion rate
-    ``finished_per_s`` takes that long, and at most ``max_interval_s`` (a direct poll's cap).
+    ``finished_per_s`` takes that long, and at most twice ``list_max_staleness_s`` (a learned rate
+    that dips must not leave ends unseen for minutes).
     """
     reveal = min(MAX_REVEAL, waiting / WAITING_PER_REVEAL)
     if reveal <= 1:
         return 0.0
     if not finished_per_s or finished_per_s <= 0:
         return cfg.list_max_staleness_s
-    return min(cfg.max_interval_s, max(cfg.list_max_staleness_s, reveal / finished_per_s))
+    return min(
+        INFO_STALENESS_FACTOR * cfg.list_max_staleness_s,
+        max(cfg.list_max_staleness_s, reveal / finished_per_s),
+    )
 
 
 def list_retry_interval(interval: float, failures: int, cfg: PollingConfig) -> float:
@@ -209,6 +223,7 @@ def running_defer(job_type: str | None, cfg: PollingConfig, learned: float | Non
 
 
 QUEUED_DEFER_RECONCILES = 3
+UNSEEN_RECONCILES = 1.25
 
 
 def queued_defer(cfg: PollingConfig) -> float:

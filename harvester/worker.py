@@ -124,7 +124,9 @@ class Worker:
             job.job_type, job.polls, job.not_found_count, job.fault_count, job.age_s, job.upstream_status
         )
         try:
-            hold = policy.first_poll_wait(view, self.cfg.polling, self.gate.poll_factor())
+            hold = policy.first_poll_wait(
+                view, self.cfg.polling, self.gate.poll_factor(), stream_up=self.gate.stream_up
+            )
             if hold > 0:
                 await self.store.reschedule(
                     job,

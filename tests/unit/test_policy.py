@@ -189,7 +189,7 @@ def test_with_the_stream_up_a_job_a_202_shows_queued_waits_for_its_announced_sta
         (0.25, 50, 30.0),  # 5 ends at 0.25/s take 20 s: never below list_max_staleness_s
         (0.25, 100, 40.0),  # a bulk: 10 ends a page
         (0.25, 1000, 40.0),  # ...and no more than 10
-        (0.01, 100, 300.0),  # a slow queue: capped at max_interval_s
+        (0.01, 100, 60.0),  # a slow queue: capped at twice list_max_staleness_s
         (None, 100, 30.0),  # nothing learned yet
         (0.0, 100, 30.0),
     ],
@@ -198,3 +198,12 @@ def test_list_info_interval_paces_pages_by_the_ends_they_can_show(
     rate: float | None, waiting: int, expected: float
 ) -> None:
     assert policy.list_info_interval(rate, waiting, CFG) == pytest.approx(expected)
+
+
+def test_with_the_stream_up_a_job_nobody_mentioned_waits_a_reconcile_interval_for_its_first_poll() -> None:
+    unseen = policy.JobView("spiderSite", 0, 0, 0, 0.0)
+    started = policy.JobView("spiderSite", 0, 0, 0, 0.0, upstream_status="processing")
+    assert policy.first_poll_wait(unseen, CFG, 6.0, stream_up=True) == 1.25 * CFG.list_reconcile_s
+    assert policy.first_poll_wait(unseen, CFG, 6.0) < CFG.list_reconcile_s
+    # one the stream showed started is polled when its start-defer ends, not a reconcile later
+    assert policy.first_poll_wait(started, CFG, 6.0, stream_up=True) < CFG.list_reconcile_s
