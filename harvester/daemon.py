@@ -150,7 +150,11 @@ async def run(
         gate = Gate(cfg, limiter, observer=metrics)
         client = SpiderIQ.from_config(cfg.api, token, time_scale=cfg.speed, on_remaining=gate.note_remaining)
         resources.push_async_callback(client.close)
-        store = PgQueue(pool, statement_timeout_s=cfg.database.statement_timeout_s)
+        store = PgQueue(
+            pool,
+            statement_timeout_s=cfg.database.statement_timeout_s,
+            region=cfg.normalize.default_region or None,
+        )
         worker = Worker(cfg, store, client, gate)
         sources: list[Source] = []  # what tells the gate which jobs finished, beside direct polls
         if cfg.polling.discovery == "list":

@@ -24,3 +24,6 @@ def test_demo_harvests_a_small_mix_and_reports_what_it_cost(
     assert 0 < window <= 100
     summary = json.loads(err.strip().splitlines()[-1])
     assert summary["harvested"] == int(states["harvested"]) and summary["requests"] >= 40
+    # Raw phone text read in the default region US: some get an E.164 form, never more than there are.
+    assert 0 < summary["raw_phones_e164"] <= summary["raw_phones"]
+    assert re.search(r"with an E\.164 form\s+\d+ \(default region US\)", out)
