@@ -203,3 +203,10 @@ def test_new_gauges_for_alerts() -> None:
     assert value(metrics, "harvester_list_healthy") == 1
     assert value(metrics, "harvester_rate_limit_requests_per_minute") == 100
     assert value(metrics, "harvester_rate_limit_reserve_per_minute") == 10
+
+
+def test_every_metric_is_documented_in_the_operations_guide() -> None:
+    guide = (SOURCES.parent / "docs" / "operations.md").read_text()
+    for family in Metrics().registry.collect():
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        assert f"`{name}" in guide, name
