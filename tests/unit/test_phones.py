@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harvester import config, phones
 from harvester.errors import ConfigError
@@ -169,3 +172,19 @@ def test_maps_business_phone(business: dict[str, Any], region: str | None, expec
     (row,) = normalize(maps_body(business), region).businesses
     assert row.phone_e164 == expected
     assert row.phone == (business.get("phone") or business.get("business_phone"))
+
+
+@settings(deadline=None)  # the library loads a region's metadata on first use
+@given(st.text(max_size=80), st.sampled_from([None, "US", "GB", "DE"]))
+def test_any_text_gives_none_or_an_e164_number(raw: str, region: str | None) -> None:
+    found = phones.e164(raw, region)
+    assert found is None or re.fullmatch(r"\+[1-9]\d{6,14}", found)
+
+
+@settings(deadline=None)
+@given(st.from_regex(r"\+?[0-9 ()./-]{0,30}", fullmatch=True), st.sampled_from([None, "US"]))
+def test_phone_like_text_never_raises_and_reads_the_same_twice(raw: str, region: str | None) -> None:
+    first = phones.e164(raw, region)
+    assert first == phones.e164(raw, region)
+    if first is not None:  # an E.164 form reads as itself
+        assert phones.e164(first) == first
