@@ -209,7 +209,9 @@ async def cmd_import(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     pool = await db.open_pool(cfg.database, max_size=2)
     try:
-        report = await imports.import_paths(pool, [Path(p) for p in args.paths])
+        report = await imports.import_paths(
+            pool, [Path(p) for p in args.paths], cfg.normalize.default_region or None
+        )
     finally:
         await pool.close()
     for problem in report.problems:
@@ -231,7 +233,7 @@ async def cmd_reprocess(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     pool = await db.open_pool(cfg.database, max_size=2)
     try:
-        report = await store.reprocess(pool, None if args.all else ids)
+        report = await store.reprocess(pool, None if args.all else ids, cfg.normalize.default_region or None)
     finally:
         await pool.close()
     print(json.dumps(report.as_dict() if hasattr(report, "as_dict") else vars_of(report)))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from harvester import phones
 from harvester.errors import ConfigError
 
 DEFAULT_BASE_URL = "https://spideriq.di-atomic.com"
@@ -150,6 +151,13 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NormalizeConfig:
+    # Region (ISO 3166 code such as "US") for phone numbers written without "+"; "" = only
+    # numbers with "+" get an E.164 form.
+    default_region: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -158,6 +166,7 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     speed: float = 1.0
 
     def local_s(self, api_seconds: float) -> float:
@@ -173,6 +182,7 @@ SECTIONS: dict[str, type[Any]] = {
     "worker": WorkerConfig,
     "server": ServerConfig,
     "log": LogConfig,
+    "normalize": NormalizeConfig,
 }
 DERIVED = {
     "rate_limit.window_s",
@@ -403,10 +413,24 @@ def _build(values: Mapping[str, tuple[Any, bool]]) -> Config:
     database = sections["database"]
     if not database.get("direct_dsn"):
         database["direct_dsn"] = database.get("dsn", DatabaseConfig().dsn)
+    normalize = sections["normalize"]
+    if normalize.get("default_region"):
+        normalize["default_region"] = _region(normalize["default_region"])
     built = {name: SECTIONS[name](**kwargs) for name, kwargs in sections.items()}
     config = Config(speed=speed, **built)
     _validate(config)
     return _scale(config)
+
+
+def _region(value: str) -> str:
+    """A phone region code as ``phonenumbers`` knows it (upper case), or a ConfigError."""
+    code = phones.region_code(value)
+    if code is None:
+        raise ConfigError(
+            f"normalize.default_region: {value!r} is not a known region code "
+            "(a two-letter ISO 3166 code such as US, GB or DE)"
+        )
+    return code
 
 
 def _read_token_file(path: str) -> str:

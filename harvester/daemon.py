@@ -151,10 +151,16 @@ async def run(
         resources.push_async_callback(_close_pool, pool)
         limiter = SharedLimiter.from_config(pool, token, cfg.rate_limit)
         metrics = Metrics()
+        # Per real minute, as rate() over the request counter measures it (scaled by --speed).
+        metrics.set_rate_limit(cfg.rate_limit.requests_per_minute, cfg.rate_limit.reserve_per_minute)
         gate = Gate(cfg, limiter, observer=metrics)
         client = SpiderIQ.from_config(cfg.api, token, time_scale=cfg.speed, on_remaining=gate.note_remaining)
         resources.push_async_callback(client.close)
-        store = PgQueue(pool, statement_timeout_s=cfg.database.statement_timeout_s)
+        store = PgQueue(
+            pool,
+            statement_timeout_s=cfg.database.statement_timeout_s,
+            region=cfg.normalize.default_region or None,
+        )
         worker = Worker(cfg, store, client, gate)
         sources: list[Source] = []  # what tells the gate which jobs finished, beside direct polls
         if cfg.polling.discovery == "list":
@@ -272,7 +278,9 @@ async def _start_server(
     refresh_jobs = server.QueueRefresher(pool, metrics, min_interval_s=10.0)
 
     async def refresh() -> None:
-        """Gauges read at scrape time: queue counts, limiter, pauses."""
+        """Gauges read at scrape time: loop tick, list health, queue counts, limiter, pauses."""
+        metrics.set_loop_tick(time.time() - max(0.0, time.monotonic() - health.last_tick))
+        metrics.set_list_healthy(gate.discovery_healthy)
         brakes = gate.brakes
         metrics.set_breaker_open(brakes.breaker.is_open(gate.clock()))
         metrics.set_auth_paused(brakes.auth_failed)

@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     parser.add_argument("--dsn", help="use this database instead of a throwaway PostgreSQL")
+    parser.add_argument(
+        "--default-region",
+        default="US",
+        help="normalize.default_region for phones written without + (default US; '' for none)",
+    )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -66,6 +71,7 @@ async def _harvest(args: argparse.Namespace, dsn: str, sim: Any, started: float)
             "speed": args.speed,
             "server.enabled": False,
             "log.level": "warning",
+            "normalize.default_region": args.default_region,
         },
     )
     await daemon.migrate_with_retry(dsn)
@@ -81,7 +87,7 @@ async def _harvest(args: argparse.Namespace, dsn: str, sim: Any, started: float)
         finally:
             stop.set()
             await progress
-        await _summary(pool, sim, started)
+        await _summary(pool, sim, started, cfg.normalize.default_region)
     finally:
         await pool.close()
     return 0
@@ -130,7 +136,7 @@ def _requests(stats: dict[str, Any]) -> int:
     return int(stats.get("requests_total", 0))
 
 
-async def _summary(pool: asyncpg.Pool, sim: Any, started: float) -> None:
+async def _summary(pool: asyncpg.Pool, sim: Any, started: float, region: str) -> None:
     rows = {t: await pool.fetchval(f"SELECT count(*) FROM harvester.{t}") for t in TABLES}
     counts = await _counts(pool)
     stats = sim.stats(per_job=False)
@@ -161,6 +167,10 @@ async def _summary(pool: asyncpg.Pool, sim: Any, started: float) -> None:
             f"  {place['name']!s:<32} {place['rating']!s:>4} ({place['reviews_count']} reviews) "
             f"{place['category']}"
         )
+    raw_phones, with_e164 = await _raw_phones(pool)
+    print("\nphones the API gave as raw text (site phone strings, Maps phones without phone_e164):")
+    print(f"  raw phones              {raw_phones}")
+    print(f"  with an E.164 form      {with_e164} (default region {region or 'none'})")
     print("\nrequests:")
     print(f"  API requests            {requests}")
     print(f"  per finished job        {requests / max(finished, 1):.3f}")
@@ -172,7 +182,33 @@ async def _summary(pool: asyncpg.Pool, sim: Any, started: float) -> None:
         f"\ndone in {time.monotonic() - started:.1f} s "
         f"(the simulator ran {stats.get('speed', 1):g}x: about {simulated:.1f} simulated minutes)"
     )
-    print(json.dumps({"harvested": harvested, "requests": requests}), file=sys.stderr)
+    summary = {
+        "harvested": harvested,
+        "requests": requests,
+        "raw_phones": raw_phones,
+        "raw_phones_e164": with_e164,
+    }
+    print(json.dumps(summary), file=sys.stderr)
+
+
+# Phones whose raw text is what the API gave (a site phone string; a Maps phone without the API's
+# own phone_e164), and how many of them have an E.164 form now.
+RAW_PHONES = """
+SELECT count(*), count(p.e164)
+  FROM harvester.site_phones p JOIN harvester.results r USING (job_id)
+ WHERE COALESCE(r.raw->'data'->'phones', r.raw->'data'->'contact_info'->'phones') @> to_jsonb(p.phone)
+UNION ALL
+SELECT count(*), count(b.phone_e164)
+  FROM harvester.businesses b JOIN harvester.results r ON r.job_id = b.last_job_id
+ WHERE b.phone IS NOT NULL
+   AND EXISTS (SELECT 1 FROM jsonb_array_elements(r.raw->'data'->'businesses') AS item
+                WHERE item->>'place_id' = b.place_id AND item->>'phone_e164' IS NULL)
+"""
+
+
+async def _raw_phones(pool: asyncpg.Pool) -> tuple[int, int]:
+    rows = await pool.fetch(RAW_PHONES)
+    return sum(int(r[0]) for r in rows), sum(int(r[1]) for r in rows)
 
 
 def _worst_window(stats: dict[str, Any]) -> int:

@@ -83,7 +83,7 @@ def bodies(data: bytes) -> Iterator[tuple[int, bytes]]:
             yield number, line
 
 
-async def import_paths(pool: store.Target, paths: Sequence[Path]) -> ImportReport:
+async def import_paths(pool: store.Target, paths: Sequence[Path], region: str | None = None) -> ImportReport:
     stored = rejected = skipped = 0
     problems: list[tuple[str, int, str]] = []
     for path in expand(paths):
@@ -117,7 +117,7 @@ async def import_paths(pool: store.Target, paths: Sequence[Path]) -> ImportRepor
                     stored += 1
                 else:
                     completed.append((line, raw, doc))
-            outcomes = await store.store_results(pool, [(raw, doc) for _, raw, doc in completed])
+            outcomes = await store.store_results(pool, [(raw, doc) for _, raw, doc in completed], region)
             for (line, _, _), outcome in zip(completed, outcomes, strict=True):
                 if outcome.kind == "harvested":
                     stored += 1

@@ -6,7 +6,9 @@ worker's ``Observer``: the loop calls ``request_done``, ``job_finished``, ``stor
 ``error``, each cheap and never raising. Gauges that mirror state elsewhere (jobs per state from the
 database, limiter tokens, pauses) are set by whoever knows that state, through the ``set_*``
 methods. Labels only ever carry endpoint names, HTTP codes, job states and error kinds: never the
-token, a job id or a body.
+token, a job id or a body. Every labelled counter starts with its known label values at 0
+(``KNOWN_LABELS``), so ``rate()`` and ``increase()`` see the first error as a change from 0 rather
+than a series that appears already at 1.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 NAMESPACE = "harvester"
 JOB_STATES = ("pending", "harvested", "failed", "cancelled", "not_found", "rejected", "expired")
+FINAL_STATES = tuple(state for state in JOB_STATES if state != "pending")
+# The endpoints the daemon calls (``Gate.observe``) and the answers each can get: the codes the
+# classifier tells apart, the usual 5xx, and 'error' for no answer at all. Other codes still count,
+# from their first request.
+ENDPOINTS = ("results", "list", "stream")
+HTTP_STATUSES = ("200", "202", "401", "402", "403", "404", "410", "429", "500", "502", "503", "504", "error")
+# ``Metrics.error`` kinds: the gate's (transient, auth, rate_limited), the worker's (database,
+# unexpected) and the server's (metrics_refresh).
+ERROR_KINDS = ("transient", "auth", "rate_limited", "database", "unexpected", "metrics_refresh")
 
 # Seconds: the limiter waits from nothing to a full budget-refusal pause.
 WAIT_BUCKETS = (0.005, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -34,6 +45,15 @@ STREAM_EVENT_TYPES = (
 )
 POLL_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 50.0)
 STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+# Every labelled counter's known label sets, each exported at 0 from the start.
+KNOWN_LABELS: dict[str, list[dict[str, str]]] = {
+    "api_requests": [{"endpoint": e, "status": s} for e in ENDPOINTS for s in HTTP_STATUSES],
+    "errors": [{"kind": kind} for kind in ERROR_KINDS],
+    "jobs_finished": [{"state": state} for state in FINAL_STATES],
+    "stream_events": [{"type": kind} for kind in STREAM_EVENT_TYPES],
+}
 
 
 class Metrics:
@@ -153,10 +173,40 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.list_healthy = Gauge(
+            "list_healthy",
+            "1 while /jobs/list discovery passes succeed (always 0 with polling.discovery = 'poll').",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.loop_last_tick = Gauge(
+            "loop_last_tick_timestamp_seconds",
+            "Unix time of the worker loop's last iteration (what /healthz and the watchdog read).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.rate_limit = Gauge(
+            "rate_limit_requests_per_minute",
+            "The configured per-credential limit (rate_limit.requests_per_minute).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.rate_reserve = Gauge(
+            "rate_limit_reserve_per_minute",
+            "Requests a minute left for the credential's other users (rate_limit.reserve_per_minute).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         for state in JOB_STATES:
             self.jobs.labels(state=state).set(0)
-        for kind in STREAM_EVENT_TYPES:
-            self.stream_events.labels(type=kind)
+        for labels in KNOWN_LABELS["api_requests"]:
+            self.api_requests.labels(**labels)
+        for labels in KNOWN_LABELS["errors"]:
+            self.errors.labels(**labels)
+        for labels in KNOWN_LABELS["jobs_finished"]:
+            self.jobs_finished.labels(**labels)
+        for labels in KNOWN_LABELS["stream_events"]:
+            self.stream_events.labels(**labels)
 
     # ------------------------------------------------------------ the worker's Observer
     def request_done(self, endpoint: str, status: int | str, wait_s: float) -> None:
@@ -208,6 +258,16 @@ class Metrics:
 
     def set_auth_paused(self, paused: bool) -> None:
         self.auth_paused.set(1 if paused else 0)
+
+    def set_list_healthy(self, healthy: bool) -> None:
+        self.list_healthy.set(1 if healthy else 0)
+
+    def set_loop_tick(self, unix_time: float) -> None:
+        self.loop_last_tick.set(unix_time)
+
+    def set_rate_limit(self, requests_per_minute: float, reserve_per_minute: float) -> None:
+        self.rate_limit.set(requests_per_minute)
+        self.rate_reserve.set(reserve_per_minute)
 
     # ------------------------------------------------------------ exposition
     def render(self) -> bytes:

@@ -4,8 +4,10 @@
 no NaN or infinities), ``document`` makes that object one PostgreSQL can hold (NULs removed, lone
 surrogates replaced, a valid ``job_id``), and ``normalize`` maps that object onto frozen row values
 for ``results`` and, by job type, for the spiderSite tables (``normalize_site``) or the spiderMaps
-tables (``normalize_maps``). Only an unusable body (not JSON, not an object, no valid ``job_id``)
-raises ``BodyError``; any other field of the wrong type becomes ``None``. No I/O happens here.
+tables (``normalize_maps``); ``region`` (``normalize.default_region``) is how phones written without
+``+`` are read for their E.164 form (``phones``). Only an unusable body (not JSON, not an object,
+no valid ``job_id``) raises ``BodyError``; any other field of the wrong type becomes ``None``. No
+I/O happens here.
 """
 
 from __future__ import annotations
@@ -212,8 +214,11 @@ def failure_hint(parsed: object) -> tuple[str | None, str | None]:
     return (None if status is None else clean_text(status), None if message is None else clean_text(message))
 
 
-def normalize(body: Mapping[str, Any]) -> Normalized:
-    """Typed rows for every table a body feeds; only a missing or invalid job_id raises."""
+def normalize(body: Mapping[str, Any], region: str | None = None) -> Normalized:
+    """Typed rows for every table a body feeds; only a missing or invalid job_id raises.
+
+    ``region`` is the default region for phone numbers written without ``+`` (None: only
+    ``+`` numbers get an E.164 form)."""
     if not isinstance(body, Mapping):
         raise BodyError(f"body is a {type(body).__name__}, not an object")
     job_id = parse_job_id(body.get("job_id"))
@@ -234,7 +239,7 @@ def normalize(body: Mapping[str, Any]) -> Normalized:
     )
     kind = kind_of(job_type)
     if kind == SITE_TYPE and isinstance(data, Mapping):
-        site = site_parts(data, completed_at)
+        site = site_parts(data, completed_at, region)
         return Normalized(
             result=result,
             site=site.site,
@@ -245,7 +250,7 @@ def normalize(body: Mapping[str, Any]) -> Normalized:
             team=site.team,
         )
     if kind == MAPS_TYPE and isinstance(data, Mapping):
-        maps = maps_parts(data)
+        maps = maps_parts(data, region)
         return Normalized(
             result=result,
             search=maps.search,

@@ -5,7 +5,9 @@ without any id gets a stable fallback key from its name, address and link. The o
 names of the campaign shape are read as fallbacks too. Coordinates come as ``{latitude,
 longitude}``, ``{lat, lng}`` or flat on the business and may be missing; ``working_hours`` is a
 dict, a string or a list of lines. Duplicates in one search collapse onto their first position.
-Pure, no I/O.
+A raw ``phone`` without the API's ``phone_e164`` gets one when it reads as a valid number
+(``phones.e164``, with the default region the caller passes in), unless the API's own validation
+said ``phone_valid: false``. Pure, no I/O.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harvester import normalize_values as v
+from harvester import phones
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +120,16 @@ def first_present(item: Mapping[str, Any], *keys: str) -> Any:
     return None
 
 
-def business(item: Mapping[str, Any]) -> BusinessRow | None:
+def business_phone(item: Mapping[str, Any], region: str | None) -> tuple[str | None, str | None]:
+    """(raw phone, E.164): the API's E.164 when it gave one, else the raw text's when valid."""
+    raw = v.first_text(item, "phone", "business_phone")
+    given = v.first_text(item, "phone_e164", "gmaps_phone_e164")
+    if given is None and v.boolean(item.get("phone_valid")) is not False:
+        given = phones.e164(raw, region)
+    return raw, given
+
+
+def business(item: Mapping[str, Any], region: str | None = None) -> BusinessRow | None:
     name = v.stripped(item.get("name")) or v.stripped(item.get("business_name"))
     address = v.stripped(item.get("address")) or v.stripped(item.get("business_address"))
     link = v.stripped(item.get("link"))
@@ -129,14 +141,15 @@ def business(item: Mapping[str, Any]) -> BusinessRow | None:
     if not v.fits_key(place_id):  # garbage, but still one business: a stable short key for it
         place_id = "digest:" + hashlib.sha1(place_id.encode("utf-8"), usedforsecurity=False).hexdigest()
     lat, lon = coordinates(item)
+    phone, phone_e164 = business_phone(item, region)
     return BusinessRow(
         place_id=place_id,
         name=name,
         rating=v.number(first_present(item, "rating", "business_rating")),
         reviews_count=v.integer(first_present(item, "reviews_count", "business_reviews_count")),
         address=address,
-        phone=v.first_text(item, "phone", "business_phone"),
-        phone_e164=v.first_text(item, "phone_e164", "gmaps_phone_e164"),
+        phone=phone,
+        phone_e164=phone_e164,
         website=v.first_text(item, "website", "original_website"),
         categories=categories(first_present(item, "categories", "business_categories", "category")),
         latitude=lat,
@@ -149,7 +162,7 @@ def business(item: Mapping[str, Any]) -> BusinessRow | None:
     )
 
 
-def maps_parts(data: Mapping[str, Any]) -> MapsParts:
+def maps_parts(data: Mapping[str, Any], region: str | None = None) -> MapsParts:
     search = MapsSearchRow(
         query=v.text(data.get("query")),
         results_count=v.integer(data.get("results_count")),
@@ -161,7 +174,7 @@ def maps_parts(data: Mapping[str, Any]) -> MapsParts:
     for index, item in enumerate(raw if isinstance(raw, list) else []):
         if not isinstance(item, Mapping):
             continue
-        row = business(item)
+        row = business(item, region)
         if row is None or row.place_id in found:
             continue
         found[row.place_id] = row

@@ -3,7 +3,9 @@
 Reads both the flat layout (v2.7.1 and later: ``data.emails``, ``data.linkedin`` …) and the older
 nested one (``data.contact_info.{emails, phones, addresses, social_media}``, ``data.company_info``).
 Phones may be strings or objects, ``pain_points`` a list or an object; every field may be missing or
-of the wrong type, which yields ``None`` or a skipped item. Pure, no I/O.
+of the wrong type, which yields ``None`` or a skipped item. A phone without an ``e164`` from the API
+gets one from its raw text when that reads as a valid number (``phones.e164``, with the default
+region the caller passes in), unless the API itself said the number is not valid. Pure, no I/O.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harvester import normalize_values as v
+from harvester import phones
 
 SOCIAL_PLATFORMS: tuple[str, ...] = (
     "linkedin",
@@ -151,25 +154,30 @@ def country_code(value: Any) -> str | None:
     return v.stripped(value)
 
 
-def phones_of(raw: list[Any]) -> tuple[PhoneRow, ...]:
+def phones_of(raw: list[Any], region: str | None = None) -> tuple[PhoneRow, ...]:
+    """Phone rows, one per distinct raw text; ``region`` reads numbers written without ``+``."""
     found: dict[str, PhoneRow] = {}
     for item in raw:
         row: PhoneRow | None = None
         if isinstance(item, str):
             plain = item.strip()
-            row = PhoneRow(phone=plain) if plain else None
+            row = PhoneRow(phone=plain, e164=phones.e164(plain, region)) if plain else None
         elif isinstance(item, Mapping):
             text = v.first_text(item, "raw", "phone", "number", "e164", "international", "national")
+            valid = v.boolean(item.get("valid"))
+            given = v.stripped(item.get("e164"))
+            if given is None and valid is not False:
+                given = phones.e164(text, region)
             row = (
                 None
                 if text is None
                 else PhoneRow(
                     phone=text,
-                    e164=v.stripped(item.get("e164")),
+                    e164=given,
                     national=v.stripped(item.get("national")),
                     country_code=country_code(item.get("country_code")),
                     phone_type=v.stripped(item.get("type")),
-                    valid=v.boolean(item.get("valid")),
+                    valid=valid,
                 )
             )
         if row is not None and row.phone not in found and v.fits_key(row.phone):
@@ -217,7 +225,9 @@ def team_of(raw: list[Any]) -> tuple[TeamMemberRow, ...]:
     return tuple(rows)
 
 
-def site_parts(data: Mapping[str, Any], completed_at: datetime | None) -> SiteParts:
+def site_parts(
+    data: Mapping[str, Any], completed_at: datetime | None, region: str | None = None
+) -> SiteParts:
     nested = v.obj(data.get("contact_info"))
     company_info = v.obj(data.get("company_info"))
     vitals = v.json_object(data.get("company_vitals"))
@@ -254,7 +264,7 @@ def site_parts(data: Mapping[str, Any], completed_at: datetime | None) -> SitePa
     return SiteParts(
         site=site,
         emails=emails_of(pick_list(data, nested, "emails")),
-        phones=phones_of(pick_list(data, nested, "phones")),
+        phones=phones_of(pick_list(data, nested, "phones"), region),
         addresses=addresses_of(pick_list(data, nested, "addresses")),
         socials=socials_of(data, nested),
         team=team_of(items(team_raw)),

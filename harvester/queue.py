@@ -73,9 +73,12 @@ def _count(status: str) -> int:
 class PgQueue:
     """The seam's PostgreSQL side, over one pool."""
 
-    def __init__(self, pool: asyncpg.Pool, *, statement_timeout_s: float | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, statement_timeout_s: float | None = None, region: str | None = None
+    ) -> None:
         self.pool = pool
         self.timeout_s = statement_timeout_s
+        self.region = region  # normalize.default_region, for phones written without +
 
     async def _execute(self, what: str, sql: str, *args: Any) -> str:
         with guard(what):
@@ -163,6 +166,7 @@ class PgQueue:
             fence=store.Fence(job.job_id, job.lease_token),
             http_status=outcome.http_status or 200,
             statement_timeout_s=self.timeout_s,
+            region=self.region,
         )
 
     async def store_failure(self, job: ClaimedJob, outcome: Gone) -> StoreOutcome:

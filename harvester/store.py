@@ -6,7 +6,8 @@ state change names the claimer's lease token, and a lost lease rolls everything 
 A body that cannot be parsed, belongs to another job, or that PostgreSQL refuses is kept byte for
 byte in ``rejects`` and the job becomes ``rejected``, in a transaction of its own. ``store_failure``
 (HTTP 410) records ``failed`` or ``cancelled``; ``reprocess`` rebuilds normalized rows from the
-stored raw bodies. A database that cannot be reached raises ``DatabaseError``; it is never a reject.
+stored raw bodies. ``region`` is ``normalize.default_region``, handed on to ``normalize``. A
+database that cannot be reached raises ``DatabaseError``; it is never a reject.
 """
 
 from __future__ import annotations
@@ -174,11 +175,11 @@ def failure_state(status: str | None) -> str:
     return "cancelled" if (status or "").casefold() in CANCELLED_UPSTREAM else "failed"
 
 
-def prepare(doc: Document, expected: UUID | None) -> Normalized:
+def prepare(doc: Document, expected: UUID | None, region: str | None = None) -> Normalized:
     """Rows from a body's parsed JSON (``classify.read_body``); ``BodyError`` when unusable."""
     if isinstance(doc, Unreadable):
         raise BodyError(doc.reason)
-    item = normalize(document(doc))
+    item = normalize(document(doc), region)
     if expected is not None and item.job_id != expected:
         raise BodyError(f"body is for job {item.job_id}, not {expected}")
     return item
@@ -194,6 +195,7 @@ async def store_result(
     http_status: int | None = 200,
     polls_spent: int = 1,
     statement_timeout_s: float | None = None,
+    region: str | None = None,
 ) -> StoreOutcome:
     """Store a completed job's body (HTTP 200): harvested, rejected or fenced.
 
@@ -202,7 +204,7 @@ async def store_result(
     """
     expected = expected_job_id or (fence.job_id if fence is not None else None)
     try:
-        item = prepare(doc, expected)
+        item = prepare(doc, expected, region)
     except BodyError as exc:
         return await reject(
             pool_or_conn,
@@ -246,7 +248,9 @@ async def store_result(
     return stored("harvested", item)
 
 
-async def store_results(pool: Target, bodies: Sequence[tuple[bytes, Document]]) -> list[StoreOutcome]:
+async def store_results(
+    pool: Target, bodies: Sequence[tuple[bytes, Document]], region: str | None = None
+) -> list[StoreOutcome]:
     """Store many completed bodies ``(raw, doc)`` without a lease (import): one transaction for
     the whole batch.
 
@@ -257,7 +261,7 @@ async def store_results(pool: Target, bodies: Sequence[tuple[bytes, Document]]) 
     good: list[tuple[int, Normalized]] = []
     for index, (raw, doc) in enumerate(bodies):
         try:
-            good.append((index, prepare(doc, None)))
+            good.append((index, prepare(doc, None, region)))
         except BodyError as exc:
             outcomes[index] = await reject(
                 pool, raw, job_id=None, reason=str(exc), fence=None, http_status=None, polls_spent=0
@@ -288,7 +292,9 @@ async def store_results(pool: Target, bodies: Sequence[tuple[bytes, Document]]) 
     except REFUSED:
         for index, _ in good:
             raw, doc = bodies[index]
-            outcomes[index] = await store_result(pool, raw, doc, http_status=None, polls_spent=0)
+            outcomes[index] = await store_result(
+                pool, raw, doc, http_status=None, polls_spent=0, region=region
+            )
     else:
         for index, item in good:
             outcomes[index] = stored("harvested", item)
@@ -368,7 +374,9 @@ async def store_failure(
     return stored(state, bare, error)
 
 
-async def reprocess(pool: Target, job_ids: Sequence[UUID] | None) -> ReprocessReport:
+async def reprocess(
+    pool: Target, job_ids: Sequence[UUID] | None, region: str | None = None
+) -> ReprocessReport:
     """Rebuild normalized rows of harvested jobs from ``results.raw`` (None = all), no API calls.
 
     Bodies are re-normalized and written in batches, one transaction per batch; a batch the
@@ -389,7 +397,7 @@ async def reprocess(pool: Target, job_ids: Sequence[UUID] | None) -> ReprocessRe
         for row in rows:
             seen.add(row["job_id"])
             try:
-                items.append(normalize(json.loads(row["raw"])))
+                items.append(normalize(json.loads(row["raw"]), region))
             except (BodyError, ValueError) as exc:
                 rejected += 1
                 problems.append(f"{row['job_id']}: {exc}")

@@ -128,6 +128,17 @@ ON CONFLICT (place_id) DO UPDATE
  WHERE b.last_completed_at IS NULL
     OR EXCLUDED.last_completed_at IS NULL
     OR EXCLUDED.last_completed_at > b.last_completed_at
+    -- the same search normalized anew (reprocess after a normalizer change, such as phone_e164
+    -- filled from a raw phone): its details replace the old ones; an identical re-store writes nothing
+    OR (b.last_job_id = EXCLUDED.last_job_id
+        AND (b.name, b.rating, b.reviews_count, b.address, b.phone, b.phone_e164, b.website,
+             b.categories, b.latitude, b.longitude, b.link, b.business_status, b.price_range,
+             b.working_hours, b.image_url)
+            IS DISTINCT FROM
+            (EXCLUDED.name, EXCLUDED.rating, EXCLUDED.reviews_count, EXCLUDED.address,
+             EXCLUDED.phone, EXCLUDED.phone_e164, EXCLUDED.website, EXCLUDED.categories,
+             EXCLUDED.latitude, EXCLUDED.longitude, EXCLUDED.link, EXCLUDED.business_status,
+             EXCLUDED.price_range, EXCLUDED.working_hours, EXCLUDED.image_url))
     -- Completion times have whole seconds: on a tie the larger job id wins, so the row does not
     -- depend on the order in which the searches happened to be stored.
     OR (EXCLUDED.last_completed_at = b.last_completed_at AND EXCLUDED.last_job_id >= b.last_job_id)

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
+import asyncpg
 import pytest
 
 from harvester import cli
+
+
+async def national_phones_read_in_us(dsn: str) -> int:
+    """Site phones written without + (the simulator's "(617) 555-0100" form) that got a form."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM harvester.site_phones WHERE phone LIKE '(%' AND e164 LIKE '+1%'"
+            )
+        )
+    finally:
+        await conn.close()
 
 
 def test_demo_harvests_a_small_mix_and_reports_what_it_cost(
@@ -24,3 +39,7 @@ def test_demo_harvests_a_small_mix_and_reports_what_it_cost(
     assert 0 < window <= 100
     summary = json.loads(err.strip().splitlines()[-1])
     assert summary["harvested"] == int(states["harvested"]) and summary["requests"] >= 40
+    # Raw phone text read in the default region US: some get an E.164 form, never more than there are.
+    assert 0 < summary["raw_phones_e164"] <= summary["raw_phones"]
+    assert re.search(r"with an E\.164 form\s+\d+ \(default region US\)", out)
+    assert asyncio.run(national_phones_read_in_us(db_dsn)) > 0  # the daemon got the region

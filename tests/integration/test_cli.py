@@ -86,6 +86,7 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str], words: list[str])
         ({"HARVESTER_SPEED": "5"}, "speed"),
         ({"HARVESTER_API_BASE_URL": "http://api.example.com"}, "api.base_url"),
         ({"HARVESTER_POLLING__NOPE": "1"}, "polling.nope"),
+        ({"HARVESTER_NORMALIZE__DEFAULT_REGION": "XX"}, "normalize.default_region"),
         ({"HARVESTER_API_TOKEN_FILE": "/nonexistent/token"}, "api.token_file"),
     ],
 )
@@ -231,5 +232,45 @@ async def test_import_reads_a_body_the_way_the_daemon_reads_a_200(db_dsn: str) -
                 == row["error_message"]
                 == ("Failed to connect to target URL: Connection timeout after 30s")
             )
+    finally:
+        await conn.close()
+
+
+async def test_reprocess_all_fills_e164_of_old_rows_with_the_default_region(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    """Rows stored without a default region get their E.164 form from ``reprocess --all``."""
+    site_id, maps_id = uuid4(), uuid4()
+    site = {
+        "job_id": str(site_id),
+        "type": "spiderSite",
+        "status": "completed",
+        "data": {"url": "https://example.com", "phones": ["(617) 253-1234", "+44 20 7946 0958", "n/a"]},
+    }
+    maps = {
+        "job_id": str(maps_id),
+        "type": "spiderMaps",
+        "status": "completed",
+        "data": {"query": "q", "businesses": [{"place_id": "p-e164", "name": "n", "phone": "617-253-9876"}]},
+    }
+    path = tmp_path / "bodies.jsonl"
+    path.write_text(json.dumps(site) + "\n" + json.dumps(maps) + "\n")
+    assert harvester("import", str(path), dsn=db_dsn).returncode == 0
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        query = "SELECT phone, e164 FROM harvester.site_phones ORDER BY phone"
+        before = [tuple(r) for r in await conn.fetch(query)]
+        assert before == [("(617) 253-1234", None), ("+44 20 7946 0958", "+442079460958"), ("n/a", None)]
+        proc = harvester("reprocess", "--all", dsn=db_dsn, env={"HARVESTER_NORMALIZE__DEFAULT_REGION": "US"})
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["processed"] == 2
+        after = [tuple(r) for r in await conn.fetch(query)]
+        assert after == [
+            ("(617) 253-1234", "+16172531234"),
+            ("+44 20 7946 0958", "+442079460958"),
+            ("n/a", None),
+        ]
+        business = await one(conn, "SELECT phone, phone_e164 FROM harvester.businesses")
+        assert tuple(business) == ("617-253-9876", "+16172539876")
     finally:
         await conn.close()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import asyncpg
 import pytest
 
 from harvester import queue
+from harvester.classify import read_body
 from harvester.errors import DatabaseError
+from harvester.outcomes import Completed
 from harvester.ports import Finish, Reschedule
 from harvester.queue import PgQueue
 from tests.support.rows import one
@@ -249,3 +252,23 @@ async def test_a_missing_schema_is_a_database_error_naming_the_fix(empty_db_dsn:
             await PgQueue(pool).claim("w", 1, 30)
     finally:
         await pool.close()
+
+
+async def test_the_daemon_store_reads_raw_phones_in_its_default_region(pool: asyncpg.Pool) -> None:
+    """What the worker stores goes through the region the daemon was configured with."""
+    job_id = uuid.uuid4()
+    await queue.enqueue(pool, [job_id])
+    jobs = PgQueue(pool, region="US")
+    [job] = await jobs.claim("w", 1, 30)
+    body = json.dumps(
+        {
+            "job_id": str(job_id),
+            "type": "spiderSite",
+            "status": "completed",
+            "data": {"url": "https://example.com", "phones": ["(617) 253-1234"]},
+        }
+    ).encode()
+    outcome = await jobs.store_result(job, Completed(body=body, doc=read_body(body)))
+    assert outcome.kind == "harvested"
+    row = await one(pool, "SELECT phone, e164 FROM harvester.site_phones WHERE job_id = $1", job_id)
+    assert tuple(row) == ("(617) 253-1234", "+16172531234")

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import time
+from pathlib import Path
+
+import aiohttp
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from harvester.metrics import JOB_STATES, Metrics
+from harvester.metrics import ENDPOINTS, ERROR_KINDS, JOB_STATES, KNOWN_LABELS, NAMESPACE, Metrics
+from harvester.server import start_server
+
+SOURCES = Path(__file__).resolve().parents[2] / "harvester"
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -25,7 +33,7 @@ def test_each_instance_has_its_own_registry() -> None:
     first, second = Metrics(), Metrics()
     first.error("transient")
     assert value(first, "harvester_errors_total", kind="transient") == 1
-    assert value(second, "harvester_errors_total", kind="transient") is None
+    assert value(second, "harvester_errors_total", kind="transient") == 0
 
 
 def test_an_explicit_registry_is_used() -> None:
@@ -136,3 +144,69 @@ def test_stream_event_types_are_a_closed_set() -> None:
     assert value(metrics, "harvester_stream_events_total", type="other") == 2
     assert value(metrics, "harvester_stream_matched_total") == 2
     assert value(metrics, "harvester_stream_events_total", type="job.failed") == 0  # present at 0
+
+
+class Alive:
+    last_tick = time.monotonic()
+    auth_ok = True
+    paused_reason = None
+
+    async def db_ok(self) -> bool:
+        return True
+
+
+async def test_a_fresh_registry_serves_every_known_counter_label_at_zero() -> None:
+    """rate() and increase() need a 0 before the first error, or the first one is never seen."""
+    handle = await start_server("127.0.0.1:0", Metrics(), Alive())
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{handle.port}/metrics") as response,
+        ):
+            text = await response.text()
+    finally:
+        await handle.close()
+    families = list(text_string_to_metric_families(text))
+    totals = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in families
+        if family.type == "counter"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+    for family, known in KNOWN_LABELS.items():
+        for labels in known:
+            assert totals.get((f"{NAMESPACE}_{family}_total", tuple(sorted(labels.items())))) == 0, (
+                family,
+                labels,
+            )
+    labelled = {name for (name, labels) in totals if labels}
+    assert labelled == {f"{NAMESPACE}_{family}_total" for family in KNOWN_LABELS}  # none forgotten
+    assert all(value == 0 for value in totals.values())
+    assert totals[("harvester_api_rate_limited_total", ())] == 0
+
+
+def test_the_known_labels_cover_every_error_kind_and_endpoint_the_code_reports() -> None:
+    text = "\n".join(path.read_text() for path in SOURCES.glob("*.py"))
+    kinds = set(re.findall(r"\.error\(\"(\w+)\"\)", text)) - {"name"}
+    endpoints = set(re.findall(r"\.(?:observe|request_done)\(\"(\w+)\"", text))
+    assert kinds and kinds <= set(ERROR_KINDS)
+    assert endpoints and endpoints <= set(ENDPOINTS)
+
+
+def test_new_gauges_for_alerts() -> None:
+    metrics = Metrics()
+    metrics.set_loop_tick(1_700_000_000.0)
+    metrics.set_list_healthy(True)
+    metrics.set_rate_limit(100.0, 10.0)
+    assert value(metrics, "harvester_loop_last_tick_timestamp_seconds") == 1_700_000_000.0
+    assert value(metrics, "harvester_list_healthy") == 1
+    assert value(metrics, "harvester_rate_limit_requests_per_minute") == 100
+    assert value(metrics, "harvester_rate_limit_reserve_per_minute") == 10
+
+
+def test_every_metric_is_documented_in_the_operations_guide() -> None:
+    guide = (SOURCES.parent / "docs" / "operations.md").read_text()
+    for family in Metrics().registry.collect():
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        assert f"`{name}" in guide, name
