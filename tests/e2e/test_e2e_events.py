@@ -99,8 +99,11 @@ async def test_the_token_in_the_stream_url_never_reaches_any_output(db_dsn: str,
             },
         )
         await sim_admin(sim, "faults", {"stream_cut_s": 10})
-        proc = await start_daemon(env, tmp_path, "--max-seconds", "8")
+        proc = await start_daemon(env, tmp_path, "--max-seconds", "12")
         try:
+            async with asyncio.timeout(10):  # the faults start once the stream is open (and cut)
+                while proc.log_path.read_text(errors="replace").count('"stream_connected"') < 2:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
             for faults in ({"stream_refuse": "429"}, {"stream_refuse": "503"}, {"stream_refuse": None}):
                 await asyncio.sleep(1.5)
                 await sim_admin(sim, "faults", faults)

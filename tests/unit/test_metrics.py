@@ -150,6 +150,7 @@ class Alive:
     last_tick = time.monotonic()
     auth_ok = True
     paused_reason = None
+    discovery_detail = None
 
     async def db_ok(self) -> bool:
         return True
