@@ -5,8 +5,8 @@ back to the shared watermark (minus an overlap), marks our pending jobs that the
 as due at once (so their results are fetched exactly once) and defers direct polls of jobs it shows
 still running. Jobs the list never shows keep their direct-poll schedule, so nothing is stranded;
 after repeated list failures the gate hears that discovery is unhealthy and the worker falls back
-to plain polling until a pass succeeds again. Only one process per credential reads the list at a
-time (a lease on the discovery row).
+to plain polling until a pass succeeds again. Only one process per account reads the list at a
+time (a lease on the account's discovery row).
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from datetime import datetime
 from typing import Protocol
 
 from harvester import lifetime, logs, outcomes, policy
-from harvester.config import Config
+from harvester.config import DEFAULT_ACCOUNT, Config
 from harvester.gate import Gate
-from harvester.ports import DiscoveryLease, DiscoveryState, DiscoveryStore, Listed
+from harvester.ports import Adopter, DiscoveryLease, DiscoveryState, DiscoveryStore, Listed
 
 log = logs.get("harvester.discovery")
 PAGE_SIZE = 100
 UNHEALTHY_AFTER = 3
+BACKFILL_PRIORITY = -1  # adopted old jobs wait behind every live job
 QUEUED_SCAN_MIN = 5  # pending jobs seen waiting before a pass lists SpiderIQ's queue
 
 
@@ -62,20 +63,28 @@ class Discovery:
         store: DiscoveryStore,
         client: ListClient,
         gate: Gate,
-        token: str,
+        account: str = DEFAULT_ACCOUNT,
         *,
+        adopter: Adopter | None = None,
+        adopt_since: datetime | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.client = client
         self.gate = gate
-        self.key = fingerprint(token)
+        self.key = account  # the account's discovery row: its watermark and lease
         self.clock = clock
         self.failures = 0
         self.passes = 0
         self._ensured = False
         self._queued_scanned_at = float("-inf")
+        # Adopt mode: every job a page shows that the queue lacks is queued; a backfill reads the
+        # account's jobs back to adopt_since, one page per pass, at a priority below live jobs.
+        self.adopter = adopter
+        self.adopt_since = adopt_since
+        self.backfill_page: int | None = 1 if adopter is not None and adopt_since is not None else None
+        self.adopted = 0
 
     @property
     def healthy(self) -> bool:
@@ -98,7 +107,7 @@ class Discovery:
     async def maybe_pass(self) -> PassResult | None:
         state = await self.store.discovery_state(self.key)
         self.gate.stream_up = state.stream_up
-        if not state.needed:
+        if not state.needed and self.adopter is None:
             return None
         cfg = self.cfg.polling
         usage = await self.gate.limiter.usage()
@@ -122,6 +131,8 @@ class Discovery:
             result, newest = await self._read_pages(lease)
             if result.ok and self._queued_scan_due(state):
                 result = await self._scan_queued(result)
+            if result.ok and self.backfill_page is not None:
+                result = await self._backfill(result)
         finally:
             await self.store.finish_discovery(self.key, owner, newest, result.pages, result.finished)
         self._record(result)
@@ -213,7 +224,47 @@ class Discovery:
                 return PassResult(pages, finished, running, True), newest
             page_no += 1
 
-    async def _apply(self, page: outcomes.JobPage) -> tuple[int, int]:
+    async def _backfill(self, result: PassResult) -> PassResult:
+        """One page of the adopt backfill: the account's jobs by ``created_at``, newest first.
+
+        New jobs push older ones to later pages, never earlier, so a page read twice costs a
+        request but skips nothing. Done at the first page reaching back past ``adopt_since``."""
+        assert self.backfill_page is not None and self.adopter is not None
+        page_no = self.backfill_page
+        await self.gate.limiter.acquire()
+        page = await self.client.list_jobs(
+            page=page_no, page_size=PAGE_SIZE, sort_by="created_at", sort_order="desc"
+        )
+        await self.gate.observe("list", page, 0.0)
+        if not isinstance(page, outcomes.JobPage):
+            return result
+        done, running = await self._apply(page, backfill=True)
+        created = [j.created_at for j in page.jobs if j.created_at is not None]
+        reached = bool(created) and self.adopt_since is not None and min(created) < self.adopt_since
+        if reached or page_no >= page.total_pages or len(page.jobs) < PAGE_SIZE:
+            log.info("adopt_backfill_done", pages=page_no, adopted=self.adopted)
+            self.backfill_page = None
+        else:
+            self.backfill_page = page_no + 1
+        return PassResult(result.pages + 1, result.finished + done, result.running + running, True)
+
+    async def _adopt(self, page: outcomes.JobPage, backfill: bool) -> None:
+        """Queue the page's jobs of this account (created since ``adopt_since``) that we lack."""
+        if self.adopter is None:
+            return
+        since = self.adopt_since
+        fresh = [
+            Listed(job.job_id, (job.status or "").lower() or None, job.job_type)
+            for job in page.jobs
+            if since is None or job.created_at is None or job.created_at >= since
+        ]
+        added = await self.adopter.adopt(fresh, BACKFILL_PRIORITY if backfill else 0)
+        if added:
+            self.adopted += len(added)
+            log.info("jobs_adopted", count=len(added), backfill=backfill)
+
+    async def _apply(self, page: outcomes.JobPage, *, backfill: bool = False) -> tuple[int, int]:
+        await self._adopt(page, backfill)
         done: list[Listed] = []
         running: list[Listed] = []
         for job in page.jobs:

@@ -19,10 +19,11 @@ from typing import Protocol
 from uuid import UUID
 
 from harvester import lifetime, logs, outcomes, policy
-from harvester.config import Config
+from harvester.config import DEFAULT_ACCOUNT, Config
 from harvester.errors import DatabaseError
 from harvester.gate import Gate
 from harvester.ports import ClaimedJob, Finish, JobStore, Reschedule, StoreOutcome
+from harvester.slots import Slots
 
 log = logs.get("harvester.worker")
 
@@ -52,8 +53,12 @@ class Worker:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        account: str = DEFAULT_ACCOUNT,
+        slots: Slots | None = None,
     ) -> None:
         self.cfg = cfg
+        self.account = account
+        self.slots = slots
         self.store = store
         self.client = client
         self.gate = gate
@@ -80,15 +85,17 @@ class Worker:
         backoff = lifetime.Backoff(0.5, 5.0, rng=self.rng)
         while not stop.is_set():
             self.last_tick = self.clock()
-            limit = self.gate.claim_budget(cfg.rate_limit.max_in_flight - len(self.in_flight))
+            limit = self.gate.claim_budget(self._free_slots())
             if limit <= 0:  # wake at least every idle_poll_s so the loop stays visibly alive
                 pause = min(self.gate.hold_back() or 0.5, cfg.worker.idle_poll_s)
-                await lifetime.wait(stop, pause, self._slot_freed)
+                await lifetime.wait(stop, pause, *self._freed_events())
                 continue
             try:
                 limit = min(limit, max(1, await self.gate.limiter.available_slots(cfg.worker.lease_s / 3)))
                 limit = self.gate.claim_limit(limit)
                 jobs = await self.store.claim(self.owner, limit, cfg.worker.lease_s)
+                if self.slots is not None:  # a full claim: more is due than we took
+                    self.slots.want(self.account, len(jobs) >= limit)
             except DatabaseError as exc:
                 self.gate.observer.error("database")
                 delay = backoff.next()
@@ -111,9 +118,21 @@ class Worker:
             timeout = cfg.worker.idle_poll_s if due_in is None else due_in
             await lifetime.wait(stop, min(max(timeout, 0.02), cfg.worker.idle_poll_s), self.gate.work)
 
+    def _free_slots(self) -> int:
+        if self.slots is None:
+            return self.cfg.rate_limit.max_in_flight - len(self.in_flight)
+        return self.slots.free_for(self.account)
+
+    def _freed_events(self) -> list[asyncio.Event]:
+        if self.slots is None:
+            return [self._slot_freed]
+        return [self._slot_freed, self.slots.freed(self.account)]
+
     def _start(self, job: ClaimedJob, stop: asyncio.Event) -> None:
         self.in_flight[job.job_id] = job
         self.gate.in_flight += 1
+        if self.slots is not None:
+            self.slots.took(self.account)
         task = asyncio.create_task(self._handle(job, stop), name=f"job-{job.job_id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -163,6 +182,8 @@ class Worker:
         finally:
             self.in_flight.pop(job.job_id, None)
             self.gate.in_flight -= 1
+            if self.slots is not None:
+                self.slots.gave_back(self.account)
             self._slot_freed.set()
 
     async def _slot(self) -> bool:

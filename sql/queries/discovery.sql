@@ -17,7 +17,9 @@ UPDATE harvester.discovery
         OR last_pass_at <= now() - make_interval(secs => CASE
                WHEN stream_connected_at IS NOT NULL AND stream_expires_at > now() THEN $5::float8
                ELSE $3::float8 END))
-RETURNING watermark, (SELECT min(enqueued_at) FROM harvester.jobs WHERE state = 'pending') AS oldest_pending
+RETURNING watermark,
+          (SELECT min(enqueued_at) FROM harvester.jobs WHERE state = 'pending' AND account = $6)
+              AS oldest_pending
 
 -- name: finish_discovery_pass
 UPDATE harvester.discovery
@@ -39,6 +41,7 @@ UPDATE harvester.jobs AS j
        updated_at = now()
   FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(job_id, status, job_type)
  WHERE j.job_id = t.job_id
+   AND j.account = $4
    AND j.state = 'pending'
    AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 RETURNING j.job_id
@@ -52,6 +55,7 @@ UPDATE harvester.jobs AS j
        updated_at = now()
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::float8[]) AS t(job_id, status, job_type, defer_s)
  WHERE j.job_id = t.job_id
+   AND j.account = $5
    AND j.state = 'pending'
    AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 RETURNING j.job_id
@@ -61,12 +65,13 @@ RETURNING j.job_id
 -- then can a list page tell us anything. And is the credential's event stream connected (by any
 -- process)?
 SELECT EXISTS (SELECT 1 FROM harvester.jobs
-                WHERE state = 'pending'
+                WHERE state = 'pending' AND account = $3
                   AND (upstream_status IS NULL OR upstream_status <> ALL($2::text[]))) AS needed,
        COALESCE((SELECT stream_connected_at IS NOT NULL AND stream_expires_at > now()
                    FROM harvester.discovery WHERE credential = $1), false) AS stream_up,
        (SELECT count(*) FROM (SELECT 1 FROM harvester.jobs
-                               WHERE state = 'pending' AND (upstream_status = 'queued' OR polls >= 2)
+                               WHERE state = 'pending' AND account = $3
+                                 AND (upstream_status = 'queued' OR polls >= 2)
                                LIMIT 100) AS w)::int AS waiting
 
 -- name: claim_event_stream
@@ -93,4 +98,4 @@ UPDATE harvester.discovery
  WHERE credential = $1 AND stream_owner = $2
 
 -- name: select_discovery_status
-SELECT * FROM harvester.discovery_status ORDER BY credential
+SELECT * FROM harvester.discovery_status ORDER BY account

@@ -66,14 +66,14 @@ async def test_metrics_serves_the_registry_as_prometheus_text(server: ServerHand
     assert content_type == CONTENT_TYPE_LATEST
     families = {f.name: f for f in text_string_to_metric_families(text)}
     sample = families["harvester_api_requests"].samples[0]
-    assert sample.labels == {"endpoint": "results", "status": "200"}
+    assert sample.labels == {"account": "default", "endpoint": "results", "status": "200"}
     assert sample.value == 1
 
 
 async def test_metrics_mirror_the_credential_state(server: ServerHandle, health: FakeHealth) -> None:
     health.auth_ok = False
     _, _, text = await get(server, "/metrics")
-    assert "harvester_auth_paused 1.0" in text
+    assert 'harvester_auth_paused{account="default"} 1.0' in text
 
 
 async def test_healthz_is_200_while_the_loop_ticks(server: ServerHandle) -> None:
@@ -131,7 +131,7 @@ async def test_a_failing_refresh_does_not_fail_the_scrape(metrics: Metrics, heal
     finally:
         await handle.close()
     assert status == 200
-    assert 'harvester_errors_total{kind="metrics_refresh"} 1.0' in text
+    assert 'harvester_errors_total{account="default",kind="metrics_refresh"} 1.0' in text
 
 
 async def test_a_busy_port_is_a_harvester_error(
