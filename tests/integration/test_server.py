@@ -199,3 +199,35 @@ async def test_queue_refresher_exports_jobs_per_state(db_dsn: str) -> None:
     assert 'harvester_jobs{state="pending"} 2.0' in text
     assert 'harvester_jobs{state="harvested"} 1.0' in text
     assert 'harvester_jobs{state="failed"} 0.0' in text
+
+
+async def test_readyz_names_the_jobs_waiting_for_an_unknown_account_and_stays_ready(
+    metrics: Metrics, health: FakeHealth
+) -> None:
+    async def waiting() -> dict[str, int]:
+        return {"ghost": 3}
+
+    handle = await start_server("127.0.0.1:0", metrics, health, accounts=waiting)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{handle.port}/readyz") as response,
+        ):
+            status, body = response.status, await response.json()
+    finally:
+        await handle.close()
+    assert status == 200 and body["ready"] is True
+    assert body["checks"]["accounts"] == {
+        "ok": True,
+        "detail": "3 pending job(s) wait for unknown account 'ghost'",
+    }
+
+
+async def test_the_refresher_sets_the_unknown_account_gauge(pool: asyncpg.Pool, metrics: Metrics) -> None:
+    await pool.execute(
+        "INSERT INTO harvester.jobs (job_id, account) SELECT gen_random_uuid(), a "
+        "FROM unnest(ARRAY['default', 'ghost', 'ghost']) AS a"
+    )
+    await QueueRefresher(pool, metrics, accounts=("default",))()
+    assert metrics.registry.get_sample_value("harvester_jobs_unknown_account", {"account": "ghost"}) == 2
+    assert metrics.registry.get_sample_value("harvester_jobs_unknown_account", {"account": "default"}) is None
