@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 
 from harvester import config, daemon
 from harvester.sim import SimServer
-from tests.support.e2e import fetch_jobs, sim_admin, unknown_ids, wait_for
+from tests.support.e2e import daemon_env, fetch_jobs, sim_admin, start_daemon, unknown_ids, wait_for
 
 pytestmark = pytest.mark.slow
 SPEED = 40.0
@@ -132,3 +133,45 @@ async def test_two_accounts_one_refused_then_rotated_then_the_other_revoked(
             for client in ("alpha", "bravo"):
                 assert not limits[client]["exceeds_rate_in_60s"]
             assert stats["served_429"] == 0
+
+
+async def test_sighup_rereads_the_tokens_and_the_daemon_goes_on(db_dsn: str, tmp_path: Path) -> None:
+    """``kill -HUP``: a process that was refusing its token file's old content picks up the new
+    token at once (SIGHUP does not end it), harvests, and still stops cleanly on SIGTERM."""
+    token_file = tmp_path / "alpha.token"
+    token_file.write_text("alpha:key:wrong\n")
+    async with SimServer(speed=SPEED, seed=9, tokens=[A], fail_rate=0.0, cancel_rate=0.0) as sim:
+        ids = await jobs_for(sim, A, 10)
+        await enqueue(db_dsn, ids, "alpha")
+        env = daemon_env(db_dsn, sim, SPEED, "hup-1")
+        del env["HARVESTER_API_TOKEN"]
+        env.update(
+            {
+                "HARVESTER_ACCOUNTS__ALPHA__TOKEN_FILE": str(token_file),
+                "HARVESTER_POLLING__AUTH_RECHECK_S": str(600 * SPEED),  # no recheck: only SIGHUP helps
+            }
+        )
+        proc = await start_daemon(env, tmp_path)
+        try:
+            await wait_for(
+                lambda: sim.stats(per_job=False)["requests_by_credential"].get("-", {}).get("401", 0) > 0,
+                30,
+                "the refused token",
+            )
+            token_file.write_text(A + "\n")
+            proc.proc.send_signal(signal.SIGHUP)
+            harvested = await wait_for(
+                lambda: _count(db_dsn, ids, "harvested", 10), 30, "the jobs after SIGHUP", interval=0.05
+            )
+            assert proc.proc.returncode is None, proc.log_tail()
+            proc.proc.send_signal(signal.SIGTERM)
+            assert await proc.exit_code(30) == 0, proc.log_tail()
+        finally:
+            await proc.stop()
+        log_text = proc.log_path.read_text()
+        assert '"tokens_reread"' in log_text and "alpha:key:secret" not in log_text
+        print(f"\n[e2e SIGHUP] 10 jobs harvested {harvested:.2f} s after the new token and SIGHUP")
+
+
+async def _count(dsn: str, ids: list[UUID], state: str, count: int) -> bool:
+    return (await states(dsn, ids)).get(state, 0) >= count
