@@ -119,6 +119,8 @@ class Discovery:
         # While the event stream is up the list only reconciles what it may have lost: after every
         # (re)connect (the stream asks for that pass) and every list_reconcile_s.
         reconcile = policy.list_retry_interval(cfg.list_reconcile_s, self.failures, cfg)
+        if self.backfill_page is not None:  # an adopt backfill pages on at the list's own pace
+            reconcile = interval
         owner = self.cfg.worker.worker_id
         lease = await self.store.claim_discovery(
             self.key, owner, interval, reconcile, self.cfg.worker.lease_s
