@@ -259,24 +259,13 @@ async def _run_tasks(
         if max_seconds is not None:
             side.append(group.create_task(_stop_after(stop, max_seconds)))
         try:
-            await _until_done(workers, stop)
+            await asyncio.wait(workers)  # each drained or stopped; a failing one fails the group
         finally:
             stop.set()
             await asyncio.gather(*workers, return_exceptions=True)  # each lets go of its jobs
             side_stop.set()
             for task in side:  # a side task may be waiting for a slot or on the API: no waiting
                 task.cancel()
-
-
-async def _until_done(workers: Sequence[asyncio.Task[None]], stop: asyncio.Event) -> None:
-    """Wait until every worker has ended (each drained), or one failed, or stop was asked."""
-    pending = set(workers)
-    while pending:
-        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                stop.set()
-                raise task.exception()  # type: ignore[misc]
 
 
 async def watch_tokens(

@@ -16,7 +16,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from harvester import lifetime, logs, outcomes, policy
@@ -85,6 +85,9 @@ class Discovery:
         self.adopt_since = adopt_since
         self.backfill_page: int | None = 1 if adopter is not None and adopt_since is not None else None
         self.adopted = 0
+        # Jobs created before this process started are backlog, whichever page shows them first:
+        # they wait behind the live ones.
+        self.live_since = datetime.now(UTC)
 
     @property
     def healthy(self) -> bool:
@@ -251,19 +254,21 @@ class Discovery:
         return PassResult(result.pages + 1, result.finished + done, result.running + running, True)
 
     async def _adopt(self, page: outcomes.JobPage, backfill: bool) -> None:
-        """Queue the page's jobs of this account (created since ``adopt_since``) that we lack."""
+        """Queue the page's jobs of this account (created since ``adopt_since``) that we lack:
+        those created since this process started at priority 0, older ones below every live job."""
         if self.adopter is None:
             return
         since = self.adopt_since
-        fresh = [
-            Listed(job.job_id, (job.status or "").lower() or None, job.job_type)
-            for job in page.jobs
-            if since is None or job.created_at is None or job.created_at >= since
-        ]
-        added = await self.adopter.adopt(fresh, BACKFILL_PRIORITY if backfill else 0)
-        if added:
-            self.adopted += len(added)
-            log.info("jobs_adopted", count=len(added), backfill=backfill)
+        wanted = [j for j in page.jobs if since is None or j.created_at is None or j.created_at >= since]
+        live = [j for j in wanted if j.created_at is None or j.created_at >= self.live_since]
+        old = [j for j in wanted if j not in live]
+        for jobs, priority in ((live, 0), (old, BACKFILL_PRIORITY)):
+            added = await self.adopter.adopt(
+                [Listed(j.job_id, (j.status or "").lower() or None, j.job_type) for j in jobs], priority
+            )
+            if added:
+                self.adopted += len(added)
+                log.info("jobs_adopted", count=len(added), backfill=backfill, priority=priority)
 
     async def _apply(self, page: outcomes.JobPage, *, backfill: bool = False) -> tuple[int, int]:
         await self._adopt(page, backfill)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
-from harvester import logs
+from harvester import logs, queue
 from harvester.client import SpiderIQ
 from harvester.config import AccountConfig, Config, Secret, reread_token
 from harvester.discovery import Discovery
@@ -66,11 +66,20 @@ class Lane:
 
 def build_lanes(cfg: Config, pool: asyncpg.Pool, metrics: Metrics) -> list[Lane]:
     slots = Slots(cfg.rate_limit.max_in_flight, cfg.account_names)
-    return [build_lane(cfg, pool, metrics, account, slots) for account in cfg.accounts]
+
+    async def drained() -> bool:
+        return not await queue.any_pending_for(pool, cfg.account_names)
+
+    return [build_lane(cfg, pool, metrics, account, slots, drained) for account in cfg.accounts]
 
 
 def build_lane(
-    cfg: Config, pool: asyncpg.Pool, metrics: Metrics, account: AccountConfig, slots: Slots
+    cfg: Config,
+    pool: asyncpg.Pool,
+    metrics: Metrics,
+    account: AccountConfig,
+    slots: Slots,
+    drained: Callable[[], Awaitable[bool]] | None = None,
 ) -> Lane:
     token = account.token
     logs.register_secret(token.reveal())
@@ -82,7 +91,18 @@ def build_lane(
         cfg.api, token.reveal(), time_scale=cfg.speed, on_remaining=gate.note_remaining
     )
     store = PgQueue(pool, statement_timeout_s=cfg.database.statement_timeout_s, account=account.name)
-    worker = Worker(cfg, store, client, gate, account=account.name, slots=slots)
+    rate = account.requests_per_minute - account.reserve_per_minute
+    horizon = min(cfg.worker.lease_s / 3, cfg.rate_limit.max_in_flight * 60.0 / rate)
+    worker = Worker(
+        cfg,
+        store,
+        client,
+        gate,
+        account=account.name,
+        slots=slots,
+        drained=drained,
+        claim_horizon_s=horizon,
+    )
     lane = Lane(account, token, limiter, gate, client, store, worker, None, None)
     if cfg.polling.discovery == "list" or account.adopt:
         lane.discovery = Discovery(

@@ -47,6 +47,7 @@ class SQL(NamedQueries):
     expire_stale_jobs: str
     select_next_due_in: str
     exists_pending_job: str
+    exists_pending_job_of: str
     count_jobs_by_state: str
     count_jobs_by_account: str
     select_pending_by_account: str
@@ -325,6 +326,12 @@ async def jobs_by_account(pool: asyncpg.Pool) -> dict[str, dict[str, int]]:
     for row in rows:
         out.setdefault(row["account"], {})[row["state"]] = int(row["jobs"])
     return out
+
+
+async def any_pending_for(pool: asyncpg.Pool, accounts: Sequence[str]) -> bool:
+    """Whether any job of these accounts is pending (``run --drain`` with several accounts)."""
+    with guard("any pending"):
+        return bool(await pool.fetchval(SQL.exists_pending_job_of, list(accounts)))
 
 
 async def pending_by_account(pool: asyncpg.Pool) -> dict[str, int]:

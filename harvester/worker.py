@@ -55,10 +55,18 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         account: str = DEFAULT_ACCOUNT,
         slots: Slots | None = None,
+        drained: Callable[[], Awaitable[bool]] | None = None,
+        claim_horizon_s: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.account = account
         self.slots = slots
+        # How far ahead claims may fill the shared limiter's slots: a lease's third, at most the
+        # time max_in_flight requests take at the account's rate.
+        self.claim_horizon_s = claim_horizon_s or cfg.worker.lease_s / 3
+        # --drain: whether nothing is left to wait for; by default this store's own pending jobs
+        # (with several accounts, every configured account's, so no lane stops while work arrives)
+        self._drained = drained
         self.store = store
         self.client = client
         self.gate = gate
@@ -91,7 +99,15 @@ class Worker:
                 await lifetime.wait(stop, pause, *self._freed_events())
                 continue
             try:
-                limit = min(limit, max(1, await self.gate.limiter.available_slots(cfg.worker.lease_s / 3)))
+                # Claim no more than the shared budget can send soon: every replica's claimed jobs
+                # queue for the same slots, and a job claimed early waits behind all of them (a
+                # live job behind a backlog, too). With nothing in flight one job is claimed anyway,
+                # so a stale reading cannot stall the loop.
+                available = await self.gate.limiter.available_slots(self.claim_horizon_s)
+                if available <= 0 and self.in_flight:
+                    await lifetime.wait(stop, self.claim_horizon_s / 4, *self._freed_events())
+                    continue
+                limit = min(limit, max(1, available))
                 limit = self.gate.claim_limit(limit)
                 jobs = await self.store.claim(self.owner, limit, cfg.worker.lease_s)
                 if self.slots is not None:  # a full claim: more is due than we took
@@ -108,7 +124,7 @@ class Worker:
             if jobs:
                 continue
             try:
-                if drain and not self.in_flight and not await self.store.any_pending():
+                if drain and not self.in_flight and await self._nothing_pending():
                     log.info("queue_drained", harvested=self.harvested)
                     return
                 due_in = await self.store.next_due_in()
@@ -117,6 +133,11 @@ class Worker:
                 due_in = None
             timeout = cfg.worker.idle_poll_s if due_in is None else due_in
             await lifetime.wait(stop, min(max(timeout, 0.02), cfg.worker.idle_poll_s), self.gate.work)
+
+    async def _nothing_pending(self) -> bool:
+        if self._drained is not None:
+            return await self._drained()
+        return not await self.store.any_pending()
 
     def _free_slots(self) -> int:
         if self.slots is None:

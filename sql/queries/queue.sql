@@ -136,6 +136,9 @@ SELECT extract(epoch FROM min(next_poll_at) - now())::float8
 -- Stops at the first pending row instead of counting a backlog.
 SELECT EXISTS (SELECT 1 FROM harvester.jobs WHERE state = 'pending' AND account = $1)
 
+-- name: exists_pending_job_of
+SELECT EXISTS (SELECT 1 FROM harvester.jobs WHERE state = 'pending' AND account = ANY($1::text[]))
+
 -- name: count_jobs_by_state
 SELECT state, count(*)::bigint AS jobs, COALESCE(sum(polls), 0)::bigint AS polls
   FROM harvester.jobs

@@ -249,3 +249,10 @@ async def test_adopt_mode_queues_the_accounts_jobs_and_backfills_to_adopt_since(
         assert due == len(old)  # each is fetched once, directly, by the worker
     finally:
         await client.close()
+
+
+async def test_drain_waits_for_every_configured_account_and_no_other(pool: asyncpg.Pool) -> None:
+    await queue.enqueue(pool, ids(1), account="ghost")
+    assert await queue.any_pending_for(pool, ["a", "b"]) is False  # a ghost's job never holds a drain
+    await queue.enqueue(pool, ids(1), account="b")
+    assert await queue.any_pending_for(pool, ["a", "b"]) is True
