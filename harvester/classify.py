@@ -288,7 +288,13 @@ def _listed(entry: Any) -> ListedJob | None:
     if job_id is None:
         return None
     updated = parse_time(entry.get("updated_at")) or parse_time(entry.get("completed_at"))
-    return ListedJob(job_id=job_id, job_type=_job_type(entry), status=_status(entry), updated_at=updated)
+    return ListedJob(
+        job_id=job_id,
+        job_type=_job_type(entry),
+        status=_status(entry),
+        updated_at=updated,
+        created_at=parse_time(entry.get("created_at")),
+    )
 
 
 def _total_pages(obj: dict[str, Any], page: int, size: int, entries: int) -> tuple[int, int]:

@@ -68,6 +68,9 @@ def load_config(args: argparse.Namespace, **overrides: Any) -> config.Config:
     logs.setup(cfg.log.format, cfg.log.level)
     if cfg.api.token:
         logs.register_secret(cfg.api.token.reveal())
+    for account in cfg.accounts:
+        if account.token:
+            logs.register_secret(account.token.reveal())
     return cfg
 
 
@@ -111,13 +114,17 @@ async def cmd_enqueue(args: argparse.Namespace) -> int:
     if not -32768 <= args.priority <= 32767:
         raise UsageError("--priority: must fit a smallint (-32768..32767)")
     tags = parse_tags(args.tag)
+    if not config.ACCOUNT_NAME.match(args.account):
+        raise UsageError(
+            f"--account: not an account name (lower-case letters, digits, _ and -): {args.account[:80]!r}"
+        )
     cfg = load_config(args)
     if not ids:  # an empty file or stdin (a producer query that found nothing) is not an error
         print(json.dumps({"enqueued": 0, "duplicates": 0}))
         return EXIT_OK
     pool = await db.open_pool(cfg.database, max_size=2)
     try:
-        added = await queue.enqueue(pool, ids, priority=args.priority, tags=tags)
+        added = await queue.enqueue(pool, ids, priority=args.priority, tags=tags, account=args.account)
     finally:
         await pool.close()
     print(json.dumps({"enqueued": added, "duplicates": len(ids) - added}))
@@ -137,6 +144,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
     discovery: list[dict[str, Any]] | None = None
     try:
         report = await queue.status(pool)
+        by_account = await queue.jobs_by_account(pool)
         for part, read in (("limiter", limiter_mod.describe_all), ("discovery", queue.discovery_status)):
             try:
                 found = await read(pool)
@@ -153,8 +161,14 @@ async def cmd_status(args: argparse.Namespace) -> int:
     finally:
         await pool.close()
     jobs = {state: report.counts.get(state, 0) for state in STATES}
+    accounts = account_report(by_account, cfg.account_names, limiter_state, discovery)
+    waiting = {
+        name: entry["jobs"].get("pending", 0) for name, entry in accounts.items() if not entry["configured"]
+    }
     out: dict[str, Any] = {
         "jobs": jobs,
+        "accounts": accounts,
+        "waiting_for_unknown_account": {name: n for name, n in waiting.items() if n},
         "oldest_pending_age_s": report.oldest_pending_age_s,
         "polls_spent": sum(report.polls.values()),
         "polls_by_state": report.polls,
@@ -173,6 +187,18 @@ async def cmd_status(args: argparse.Namespace) -> int:
     age = report.oldest_pending_age_s
     print(f"oldest pending: {'-' if age is None else f'{age:.0f} s'}")
     print(f"polls spent:    {out['polls_spent']}")
+    for name, entry in accounts.items():
+        counts = " ".join(f"{state}={n}" for state, n in entry["jobs"].items() if n)
+        limiter_entry = entry.get("limiter") or {}
+        extra = ""
+        if limiter_entry:
+            extra = f" in_window={limiter_entry['in_window']}/{limiter_entry['limit']}"
+            if limiter_entry.get("paused_until"):
+                extra += f" paused_until={limiter_entry['paused_until']}"
+        where = "" if entry["configured"] else " (not configured here: its jobs wait)"
+        print(logs.scrub(f"account {name}:{where} {counts or 'no jobs'}{extra}"))
+    for name, count in out["waiting_for_unknown_account"].items():
+        print(f"waiting:        {count} pending job(s) for unknown account {name!r}")
     for entry in limiter_state or []:
         print(logs.scrub("limiter:        " + ", ".join(f"{k}={v}" for k, v in entry.items())))
     for entry in discovery or []:
@@ -185,7 +211,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         )
         print(
             logs.scrub(
-                f"discovery:      credential={entry['credential']} list passes={entry['passes']} "
+                f"discovery:      account={entry.get('account', entry['credential'])} "
+                f"list passes={entry['passes']} "
                 f"pages={entry['pages']} last pass={entry['last_pass_at'] or '-'}; event stream {stream}, "
                 f"events={entry['stream_events']} matched={entry['stream_matched']}"
             )
@@ -201,6 +228,28 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 )
             )
     return EXIT_OK
+
+
+def account_report(
+    by_account: dict[str, dict[str, int]],
+    configured: Sequence[str],
+    limiter_state: list[dict[str, Any]] | None,
+    discovery: list[dict[str, Any]] | None,
+) -> dict[str, dict[str, Any]]:
+    """Per account: its jobs per state, whether this configuration names it, its limiter and
+    discovery rows (what the role may see of them)."""
+    names = sorted({*configured, *by_account})
+    limiters = {entry.get("account"): entry for entry in limiter_state or []}
+    finds = {entry.get("account"): entry for entry in discovery or []}
+    return {
+        name: {
+            "configured": name in configured,
+            "jobs": {state: by_account.get(name, {}).get(state, 0) for state in STATES},
+            "limiter": limiters.get(name),
+            "discovery": finds.get(name),
+        }
+        for name in names
+    }
 
 
 async def cmd_import(args: argparse.Namespace) -> int:
@@ -279,7 +328,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
     signals = Signals(loop, stop, cfg.worker.shutdown_grace_s)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, signals.received, sig)
-    return await daemon.run(cfg, stop, drain=args.drain, max_seconds=args.max_seconds)
+    reload = daemon.Reload()  # SIGHUP: re-read every account's token
+    loop.add_signal_handler(signal.SIGHUP, reload.request)
+    return await daemon.run(cfg, stop, drain=args.drain, max_seconds=args.max_seconds, reload=reload)
 
 
 class Signals:
@@ -378,6 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enqueue.add_argument(
         "--priority", type=int, default=0, metavar="N", help="higher is polled first (default 0)"
+    )
+    enqueue.add_argument(
+        "--account",
+        default=config.DEFAULT_ACCOUNT,
+        metavar="NAME",
+        help="the account (SpiderIQ client) that submitted the jobs (default: default)",
     )
 
     status = add("status", cmd_status, "jobs per state, oldest pending, polls, errors, limiter")

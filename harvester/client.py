@@ -85,6 +85,14 @@ class SpiderIQ:
         self._session = session
         self._owns_session = session is None
 
+    def set_token(self, token: str) -> None:
+        """Send ``token`` from the next request on (rotation); requests in flight keep the old one,
+        since each took the header mapping in use when it left."""
+        if not token or any(c in token for c in "\r\n"):
+            raise ConfigError("api.token: empty or not a single line")
+        self._clean = logs.scrubber(token)
+        self._headers = {**self._headers, "Authorization": f"Bearer {token}"}
+
     @classmethod
     def from_config(
         cls,

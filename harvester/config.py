@@ -6,6 +6,11 @@ names no key (with the nearest real name), unless ``HARVESTER_IGNORE_ENV`` lists
 (keys ending in ``_s``) are divided by ``speed`` and ``requests_per_minute`` is multiplied by it, so
 the rest of the program only ever sees effective values. The API token is held in a ``Secret``
 that never prints itself.
+
+Accounts: each ``[[accounts]]`` table (or ``HARVESTER_ACCOUNTS__<NAME>__<KEY>`` in the environment)
+is one SpiderIQ client with its own token and budget; the single-credential keys (``api.token``,
+``api.token_file`` and ``[rate_limit]``) are the account ``default``. Per-account rate keys default
+to ``[rate_limit]``'s.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import difflib
 import ipaddress
 import math
 import os
+import re
 import socket
 import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -150,6 +157,39 @@ class LogConfig:
     level: str = "info"
 
 
+DEFAULT_ACCOUNT = "default"
+ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # also the CHECK on harvester.jobs.account
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    """One SpiderIQ client: its token and its share of the API (effective, speed-scaled values)."""
+
+    name: str = DEFAULT_ACCOUNT
+    token: Secret = field(default_factory=lambda: Secret(""))
+    token_file: str = ""
+    requests_per_minute: float = 100.0
+    burst: int = 20
+    reserve_per_minute: float = 0.0
+    adopt: bool = False
+    adopt_since: str = ""  # as written: a date, a timestamp or a duration back from start-up
+    # Derived, not a key: adopt_since as a point in time (None: no backfill, live jobs only).
+    adopt_since_at: datetime | None = None
+
+
+ACCOUNT_KEYS: dict[str, Any] = {
+    "name": str,
+    "token": Secret,
+    "token_file": str,
+    "requests_per_minute": float,
+    "burst": int,
+    "reserve_per_minute": float,
+    "adopt": bool,
+    "adopt_since": str,
+}
+ACCOUNT_RATE_KEYS = ("requests_per_minute", "burst", "reserve_per_minute")
+
+
 @dataclass(frozen=True, slots=True)
 class NormalizeConfig:
     # Region (ISO 3166 code such as "US") for phone numbers written without "+"; "" = only
@@ -168,6 +208,14 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     speed: float = 1.0
+    accounts: tuple[AccountConfig, ...] = (AccountConfig(),)
+
+    def account(self, name: str) -> AccountConfig | None:
+        return next((a for a in self.accounts if a.name == name), None)
+
+    @property
+    def account_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.accounts)
 
     def local_s(self, api_seconds: float) -> float:
         """A duration the API reports (in its own time) in this process's scaled seconds."""
@@ -206,6 +254,7 @@ NOT_CONFIG_ENV = {"HARVESTER_CONFIG", "HARVESTER_TEST_DSN", "HARVESTER_IGNORE_EN
 # Test harnesses own this prefix (HARVESTER_TEST_DSN and its kin); no key can start with it.
 NOT_CONFIG_PREFIXES = ("HARVESTER_TEST_",)
 IGNORE_ENV = "HARVESTER_IGNORE_ENV"
+ACCOUNT_ENV_PREFIX = "HARVESTER_ACCOUNTS__"
 
 CHOICES = {
     "polling.discovery": {"list", "poll"},
@@ -297,6 +346,9 @@ def _flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
         if name == "speed":
             flat["speed"] = value
             continue
+        if name == "accounts":
+            flat["accounts"] = _account_tables(value)
+            continue
         if name not in SECTIONS:
             raise ConfigError(f"unknown config key: {name}")
         if not isinstance(value, Mapping):
@@ -308,6 +360,26 @@ def _flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"unknown config key: {dotted}")
             flat[dotted] = item
     return flat
+
+
+def _account_tables(value: Any) -> list[dict[str, Any]]:
+    """``[[accounts]]``: a list of tables with known keys and a ``name`` each."""
+    if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
+        raise ConfigError("accounts: expected [[accounts]] tables")
+    tables: list[dict[str, Any]] = []
+    for n, table in enumerate(value):
+        for key in table:
+            if key not in ACCOUNT_KEYS:
+                raise ConfigError(f"unknown config key: accounts[{n}].{key}")
+        if "name" not in table:
+            raise ConfigError(f"accounts[{n}].name: required")
+        tables.append(dict(table))
+    return tables
+
+
+def env_account_name(name: str) -> str:
+    """The NAME part of HARVESTER_ACCOUNTS__<NAME>__<KEY> for an account name."""
+    return name.upper().replace("-", "_")
 
 
 def env_names() -> list[str]:
@@ -355,6 +427,16 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, str]:
         if name in ENV_NAMES:
             found[ENV_NAMES[name]] = value
             continue
+        if name.startswith(ACCOUNT_ENV_PREFIX) and name not in ignored:
+            account, sep, key = name[len(ACCOUNT_ENV_PREFIX) :].partition("__")
+            if not sep or not account or key.lower() not in ACCOUNT_KEYS or key.lower() == "name":
+                raise ConfigError(
+                    f"unknown environment variable {name}: expected "
+                    f"{ACCOUNT_ENV_PREFIX}<NAME>__<KEY> with KEY one of "
+                    + ", ".join(k.upper() for k in ACCOUNT_KEYS if k != "name")
+                )
+            found[f"accounts.{account}.{key.lower()}"] = value
+            continue
         section, sep, key = name[len("HARVESTER_") :].lower().partition("__")
         dotted = f"{section}.{key}"
         if sep and section in SECTIONS and key in _field_types(SECTIONS[section]) and dotted not in DERIVED:
@@ -396,9 +478,18 @@ def _merge_layer(values: dict[str, tuple[Any, bool]], layer: Mapping[str, tuple[
 def _build(values: Mapping[str, tuple[Any, bool]]) -> Config:
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     speed = 1.0
+    tables: list[dict[str, Any]] = []
+    from_env: dict[str, dict[str, str]] = {}
     for dotted, (raw, from_text) in values.items():
         if dotted == "speed":
             speed = _coerce("speed", float, raw, from_text)
+            continue
+        if dotted == "accounts":
+            tables = raw
+            continue
+        if dotted.startswith("accounts."):
+            _, env_name, key = dotted.split(".", 2)
+            from_env.setdefault(env_name, {})[key] = raw
             continue
         section, _, key = dotted.partition(".")
         if section not in SECTIONS or key not in _field_types(SECTIONS[section]):
@@ -408,7 +499,7 @@ def _build(values: Mapping[str, tuple[Any, bool]]) -> Config:
 
     api = sections["api"]
     if not api.get("token") and api.get("token_file"):
-        api["token"] = Secret(_read_token_file(api["token_file"]))
+        api["token"] = Secret(read_token_file(api["token_file"]))
 
     database = sections["database"]
     if not database.get("direct_dsn"):
@@ -418,6 +509,7 @@ def _build(values: Mapping[str, tuple[Any, bool]]) -> Config:
         normalize["default_region"] = _region(normalize["default_region"])
     built = {name: SECTIONS[name](**kwargs) for name, kwargs in sections.items()}
     config = Config(speed=speed, **built)
+    config = dataclasses.replace(config, accounts=_accounts(config, tables, from_env))
     _validate(config)
     return _scale(config)
 
@@ -433,13 +525,97 @@ def _region(value: str) -> str:
     return code
 
 
-def _read_token_file(path: str) -> str:
+def _accounts(
+    config: Config, tables: list[dict[str, Any]], from_env: Mapping[str, Mapping[str, str]]
+) -> tuple[AccountConfig, ...]:
+    """``[[accounts]]`` merged with HARVESTER_ACCOUNTS__*, plus ``default`` from the ``[api]`` keys.
+
+    An environment NAME that matches no table defines an account of its own (named in lower case).
+    """
+    rate = config.rate_limit
+    defaults = {key: getattr(rate, key) for key in ACCOUNT_RATE_KEYS}
+    entries: list[tuple[str, dict[str, tuple[Any, bool]]]] = []
+    for n, table in enumerate(tables):
+        name = table["name"]
+        if not isinstance(name, str) or not ACCOUNT_NAME.match(name):
+            raise ConfigError(
+                f"accounts[{n}].name: must be a slug (lower-case letters, digits, _ and -; "
+                f"at most 63, starting with a letter or digit), got {name!r}"
+            )
+        entries.append((name, {k: (v, False) for k, v in table.items() if k != "name"}))
+    by_env = {env_account_name(name): fields for name, fields in entries}
+    if len(by_env) != len(entries):
+        seen: set[str] = set()
+        for name, _ in entries:
+            if name in seen or env_account_name(name) in seen:
+                raise ConfigError(f"accounts.{name}: defined twice (or differs only by - and _)")
+            seen.add(name)
+            seen.add(env_account_name(name))
+    for env_name, keys in from_env.items():
+        fields = by_env.get(env_name)
+        if fields is None:
+            name = env_name.lower()
+            if not ACCOUNT_NAME.match(name):
+                raise ConfigError(f"{ACCOUNT_ENV_PREFIX}{env_name}__*: {name!r} is not an account name")
+            fields = {}
+            entries.append((name, fields))
+            by_env[env_name] = fields
+        if keys.get("token_file") and "token" not in keys:
+            fields.pop("token", None)  # a file named later replaces a token given earlier
+        fields.update({k: (v, True) for k, v in keys.items()})
+    accounts: list[AccountConfig] = []
+    for name, fields in entries:
+        if name == DEFAULT_ACCOUNT and (config.api.token or config.api.token_file):
+            raise ConfigError(
+                "accounts.default: the account 'default' is also given by api.token / "
+                "api.token_file; set only one of them"
+            )
+        kwargs: dict[str, Any] = dict(defaults)
+        for key, (raw, from_text) in fields.items():
+            kwargs[key] = _coerce(f"accounts.{name}.{key}", ACCOUNT_KEYS[key], raw, from_text)
+        if not kwargs.get("token") and kwargs.get("token_file"):
+            kwargs["token"] = Secret(read_token_file(kwargs["token_file"], f"accounts.{name}.token_file"))
+        kwargs["adopt_since_at"] = parse_since(kwargs.get("adopt_since", ""), f"accounts.{name}.adopt_since")
+        accounts.append(AccountConfig(name=name, **kwargs))
+    if not accounts or config.api.token or config.api.token_file:
+        accounts.insert(
+            0,
+            AccountConfig(
+                name=DEFAULT_ACCOUNT, token=config.api.token, token_file=config.api.token_file, **defaults
+            ),
+        )
+    return tuple(accounts)
+
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+DURATION_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, key: str, now: datetime | None = None) -> datetime | None:
+    """``adopt_since``: "" (none), a duration back from now ("30d", "12h"), a date or a timestamp
+    (UTC unless it says otherwise)."""
+    if not text.strip():
+        return None
+    now = now or datetime.now(UTC)
+    match = DURATION.match(text)
+    if match:
+        return now - timedelta(seconds=float(match.group(1)) * DURATION_S[match.group(2)])
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{key}: expected a date (2026-11-01), a timestamp or a duration (30d, 12h), got {text!r}"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def read_token_file(path: str, key: str = "api.token_file") -> str:
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"api.token_file: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
     if not token:
-        raise ConfigError(f"api.token_file: {path} is empty")
+        raise ConfigError(f"{key}: {path} is empty")
     return token
 
 
@@ -465,6 +641,7 @@ def _validate(config: Config) -> None:
     reserve = config.rate_limit.reserve_per_minute
     if not 0 <= reserve < config.rate_limit.requests_per_minute:
         raise ConfigError("rate_limit.reserve_per_minute: must be at least 0 and below requests_per_minute")
+    _validate_accounts(config.accounts)
     if config.database.pool_min < 1 or config.database.pool_max < config.database.pool_min:
         raise ConfigError("database.pool_max: must be at least database.pool_min (>= 1)")
     if not (0 <= config.polling.jitter < 1):
@@ -484,6 +661,25 @@ def _validate(config: Config) -> None:
     for key in ("dsn", "direct_dsn"):
         if not getattr(config.database, key).startswith(("postgresql://", "postgres://")):
             raise ConfigError(f"database.{key}: must be a postgresql:// URL")
+
+
+def _validate_accounts(accounts: tuple[AccountConfig, ...]) -> None:
+    tokens: dict[Secret, str] = {}
+    for account in accounts:
+        key = "rate_limit" if account.name == DEFAULT_ACCOUNT else f"accounts.{account.name}"
+        if account.requests_per_minute <= 0:
+            raise ConfigError(f"{key}.requests_per_minute: must be greater than 0")
+        if account.burst < 1:
+            raise ConfigError(f"{key}.burst: must be at least 1")
+        if not 0 <= account.reserve_per_minute < account.requests_per_minute:
+            raise ConfigError(f"{key}.reserve_per_minute: must be at least 0 and below requests_per_minute")
+        if account.token:
+            if account.token in tokens:
+                raise ConfigError(
+                    f"accounts.{account.name}: the same token as account {tokens[account.token]!r} "
+                    "(one SpiderIQ client is one account)"
+                )
+            tokens[account.token] = account.name
 
 
 def _validate_base_url(config: Config) -> None:
@@ -524,6 +720,14 @@ def _scale(config: Config) -> Config:
         reserve_per_minute=config.rate_limit.reserve_per_minute * speed,
         window_s=60.0 / speed,
     )
+    scaled["accounts"] = tuple(
+        dataclasses.replace(
+            account,
+            requests_per_minute=account.requests_per_minute * speed,
+            reserve_per_minute=account.reserve_per_minute * speed,
+        )
+        for account in config.accounts
+    )
     polling = scaled["polling"]
     scaled["polling"] = dataclasses.replace(
         polling,
@@ -549,6 +753,27 @@ def require_token(config: Config) -> str:
     return config.api.token.reveal()
 
 
+def require_tokens(config: Config) -> dict[str, str]:
+    """Every account's token for requests; a clear error naming the first account without one."""
+    tokens: dict[str, str] = {}
+    for account in config.accounts:
+        if not account.token:
+            if account.name == DEFAULT_ACCOUNT:
+                require_token(config)
+            env = f"{ACCOUNT_ENV_PREFIX}{env_account_name(account.name)}__TOKEN_FILE"
+            raise ConfigError(f"accounts.{account.name}.token: not set (use token_file, token or {env})")
+        tokens[account.name] = account.token.reveal()
+    return tokens
+
+
+def reread_token(account: AccountConfig) -> Secret:
+    """The account's token now: its token file read again (rotation), else the configured one."""
+    if not account.token_file:
+        return account.token
+    key = "api.token_file" if account.name == DEFAULT_ACCOUNT else f"accounts.{account.name}.token_file"
+    return Secret(read_token_file(account.token_file, key))
+
+
 def describe(config: Config) -> dict[str, Any]:
     """A printable view of the effective configuration, the token masked."""
     out: dict[str, Any] = {"speed": config.speed}
@@ -558,4 +783,11 @@ def describe(config: Config) -> dict[str, Any]:
             f.name: ("***" if isinstance(getattr(section, f.name), Secret) else getattr(section, f.name))
             for f in dataclasses.fields(section)
         }
+    out["accounts"] = [
+        {
+            f.name: ("***" if isinstance(getattr(a, f.name), Secret) else getattr(a, f.name))
+            for f in dataclasses.fields(a)
+        }
+        for a in config.accounts
+    ]
     return out

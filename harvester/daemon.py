@@ -16,33 +16,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import asyncpg
+import structlog
 
-from harvester import db, lifetime, logs, migrate, notify, server
-from harvester.client import SpiderIQ
-from harvester.config import Config, require_token
-from harvester.discovery import Discovery
+from harvester import db, lifetime, logs, migrate, notify, queue, server
+from harvester.config import Config, require_tokens
 from harvester.errors import DatabaseError, HarvesterError
-from harvester.events import EventStream
-from harvester.gate import Gate
-from harvester.limiter import SharedLimiter
+from harvester.lanes import Lane, build_lanes, reread_tokens
 from harvester.metrics import Metrics
-from harvester.queue import PgQueue
-from harvester.worker import Worker
 
 log = logs.get("harvester.daemon")
 CHANNEL = "harvester_jobs"
 POOL_CLOSE_TIMEOUT_S = 1.0
+TOKEN_CHECK_S = 2.0  # how often token files are looked at for a change (real seconds)
 
 
 class Source(Protocol):
     """A discovery source (the list, the event stream): runs beside the worker until stopped."""
 
     async def run(self, stop: asyncio.Event) -> None: ...
+
+
+class Reload:
+    """Requests to re-read the tokens: ``request()`` from the SIGHUP handler, ``take()`` here."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self._asked = False
+
+    def request(self) -> None:
+        self._asked = True
+        self.event.set()
+
+    def take(self) -> bool:
+        asked, self._asked = self._asked, False
+        return asked
 
 
 class DaemonError(HarvesterError):
@@ -114,61 +127,63 @@ async def migrate_with_retry(dsn: str, wait_s: float = 10.0, *, apply: bool = Tr
 
 
 class Liveness(server.PoolHealth):
-    """What the health endpoints read: the loop's last tick, the brakes, the database check."""
+    """What the health endpoints read: the loops' last ticks, each account's brakes, the database."""
 
-    def __init__(self, worker: Worker, gate: Gate, pool: asyncpg.Pool) -> None:
+    def __init__(self, lanes: Sequence[Lane], pool: asyncpg.Pool) -> None:
         super().__init__(pool)
-        self._worker = worker
-        self._gate = gate
+        self._lanes = lanes
 
     @property
     def last_tick(self) -> float:
-        return self._worker.last_tick
+        return min(lane.worker.last_tick for lane in self._lanes)  # the stalest loop
 
     @property
     def auth_ok(self) -> bool:
-        return not self._gate.brakes.auth_failed
+        return not any(lane.gate.brakes.auth_failed for lane in self._lanes)
+
+    @property
+    def credential_detail(self) -> str | None:
+        refused = [lane.name for lane in self._lanes if lane.gate.brakes.auth_failed]
+        return f"credential refused for account(s) {', '.join(refused)}" if refused else None
 
     @property
     def paused_reason(self) -> str | None:
-        return self._gate.paused_reason()
+        reasons = [(lane.name, lane.gate.paused_reason()) for lane in self._lanes]
+        paused = [(name, why) for name, why in reasons if why is not None]
+        if not paused:
+            return None
+        if len(self._lanes) == 1:
+            return paused[0][1]
+        return "; ".join(f"{name}: {why}" for name, why in paused)
 
     @property
     def discovery_detail(self) -> str | None:
-        return self._gate.discovery_detail()
+        if len(self._lanes) == 1:
+            return self._lanes[0].gate.discovery_detail()
+        return "; ".join(f"{lane.name}: {lane.gate.discovery_detail()}" for lane in self._lanes)
 
 
 async def run(
-    cfg: Config, stop: asyncio.Event, *, drain: bool = False, max_seconds: float | None = None
+    cfg: Config,
+    stop: asyncio.Event,
+    *,
+    drain: bool = False,
+    max_seconds: float | None = None,
+    reload: Reload | None = None,
 ) -> int:
-    token = require_token(cfg)
-    logs.register_secret(token)
+    """The daemon, one lane per account. ``reload`` (SIGHUP) re-reads every token."""
+    for token in require_tokens(cfg).values():
+        logs.register_secret(token)
     await migrate_with_retry(
         cfg.database.direct_dsn, cfg.database.startup_wait_s, apply=cfg.database.migrate_on_start
     )
     async with contextlib.AsyncExitStack() as resources:
         pool = await db.open_pool(cfg.database)
         resources.push_async_callback(_close_pool, pool)
-        limiter = SharedLimiter.from_config(pool, token, cfg.rate_limit)
-        metrics = Metrics()
-        # Per real minute, as rate() over the request counter measures it (scaled by --speed).
-        metrics.set_rate_limit(cfg.rate_limit.requests_per_minute, cfg.rate_limit.reserve_per_minute)
-        gate = Gate(cfg, limiter, observer=metrics)
-        client = SpiderIQ.from_config(cfg.api, token, time_scale=cfg.speed, on_remaining=gate.note_remaining)
-        resources.push_async_callback(client.close)
-        store = PgQueue(
-            pool,
-            statement_timeout_s=cfg.database.statement_timeout_s,
-            region=cfg.normalize.default_region or None,
-        )
-        worker = Worker(cfg, store, client, gate)
-        sources: list[Source] = []  # what tells the gate which jobs finished, beside direct polls
-        if cfg.polling.discovery == "list":
-            sources.append(Discovery(cfg, store, client, gate, token))
-        if cfg.polling.events == "sse":
-            sources.append(EventStream(cfg, store, gate, token))
+        metrics = Metrics(accounts=cfg.account_names)
+        lanes = build_lanes(cfg, pool, metrics)
         if cfg.server.enabled:
-            handle = await _start_server(cfg, metrics, Liveness(worker, gate, pool), limiter, gate, pool)
+            handle = await _start_server(cfg, metrics, Liveness(lanes, pool), lanes, pool)
             resources.push_async_callback(handle.close)
             listening: int | None = handle.port
         else:
@@ -183,52 +198,111 @@ async def run(
             discovery=cfg.polling.discovery,
             events=cfg.polling.events,
             listen=listening,
+            accounts=list(cfg.account_names),
         )
         with _reported():
-            await _run_tasks(cfg, worker, sources, gate, stop, drain, max_seconds)
-    log.info("daemon_stopped", harvested=worker.harvested)
+            await _run_tasks(cfg, lanes, stop, drain, max_seconds, reload)
+    log.info("daemon_stopped", harvested=sum(lane.worker.harvested for lane in lanes))
     return 0
+
+
+def _sources(lane: Lane) -> list[Source]:
+    """What tells a lane's gate which jobs finished, beside direct polls."""
+    found: list[Source] = []
+    if lane.discovery is not None:
+        found.append(lane.discovery)
+    if lane.stream is not None:
+        found.append(lane.stream)
+    return found
 
 
 async def _run_tasks(
     cfg: Config,
-    worker: Worker,
-    sources: list[Source],
-    gate: Gate,
+    lanes: Sequence[Lane],
     stop: asyncio.Event,
     drain: bool,
     max_seconds: float | None,
+    reload: Reload | None,
 ) -> None:
-    """The worker in front, its side tasks beside it; side tasks end when the worker has."""
-    side_stop = asyncio.Event()  # set only once the worker has let go of every job
+    """The workers in front, their side tasks beside them; side tasks end when every worker has."""
+    side_stop = asyncio.Event()  # set only once every worker has let go of every job
+
+    def nudge() -> None:
+        for lane in lanes:
+            lane.gate.nudge()
+
     async with asyncio.TaskGroup() as group:
         side = [
-            group.create_task(listen_for_jobs(cfg.database.direct_dsn, gate.nudge, side_stop)),
+            group.create_task(listen_for_jobs(cfg.database.direct_dsn, nudge, side_stop)),
             group.create_task(
-                lifetime.keep_running(
-                    "heartbeat",
-                    worker.heartbeat,
+                lifetime.keep_running(  # one sweep covers every account's jobs
+                    "housekeeping",
+                    lanes[0].worker.housekeeping,
                     side_stop,
-                    backoff=lifetime.Backoff(1.0, cfg.worker.heartbeat_s),
+                    backoff=lifetime.Backoff(1.0, 300.0),
                 )
             ),
-            group.create_task(
-                lifetime.keep_running(
-                    "housekeeping", worker.housekeeping, side_stop, backoff=lifetime.Backoff(1.0, 300.0)
-                )
-            ),
-            group.create_task(watchdog(lambda: worker.last_tick, side_stop)),
+            group.create_task(watchdog(lambda: min(lane.worker.last_tick for lane in lanes), side_stop)),
+            group.create_task(watch_tokens(cfg, lanes, side_stop, reload)),
         ]
-        side += [group.create_task(source.run(side_stop)) for source in sources]
+        workers = []
+        for lane in lanes:
+            with structlog.contextvars.bound_contextvars(account=lane.name):
+                side.append(
+                    group.create_task(
+                        lifetime.keep_running(
+                            "heartbeat",
+                            lane.worker.heartbeat,
+                            side_stop,
+                            backoff=lifetime.Backoff(1.0, cfg.worker.heartbeat_s),
+                        )
+                    )
+                )
+                side += [group.create_task(source.run(side_stop)) for source in _sources(lane)]
+                workers.append(group.create_task(lane.worker.run(stop, drain=drain)))
         if max_seconds is not None:
             side.append(group.create_task(_stop_after(stop, max_seconds)))
         try:
-            await worker.run(stop, drain=drain)
+            await asyncio.wait(workers)  # each drained or stopped; a failing one fails the group
         finally:
             stop.set()
+            await asyncio.gather(*workers, return_exceptions=True)  # each lets go of its jobs
             side_stop.set()
             for task in side:  # a side task may be waiting for a slot or on the API: no waiting
                 task.cancel()
+
+
+async def watch_tokens(
+    cfg: Config, lanes: Sequence[Lane], stop: asyncio.Event, reload: Reload | None
+) -> None:
+    """Re-read the tokens on SIGHUP (``reload``) and whenever a token file changes."""
+    files = {lane.account.token_file for lane in lanes if lane.account.token_file}
+    seen = {path: _stat(path) for path in files}
+    while not stop.is_set():
+        hup = await _signalled(reload, stop, TOKEN_CHECK_S)
+        changed = {path for path in files if _stat(path) != seen[path]}
+        if not changed and not hup:
+            continue
+        seen.update({path: _stat(path) for path in changed})
+        rotated = await reread_tokens(lanes)
+        log.info("tokens_reread", rotated=rotated, trigger="sighup" if hup else "file")
+
+
+async def _signalled(reload: Reload | None, stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds``; True when a reload was asked for meanwhile."""
+    if reload is None:
+        await lifetime.wait(stop, seconds)
+        return False
+    await lifetime.wait(stop, seconds, reload.event)
+    return reload.take()
+
+
+def _stat(path: str) -> tuple[float, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_mtime, info.st_size
 
 
 @contextlib.contextmanager
@@ -273,24 +347,30 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
 
 
 async def _start_server(
-    cfg: Config, metrics: Metrics, health: Liveness, limiter: SharedLimiter, gate: Gate, pool: asyncpg.Pool
+    cfg: Config, metrics: Metrics, health: Liveness, lanes: Sequence[Lane], pool: asyncpg.Pool
 ) -> server.ServerHandle:
-    refresh_jobs = server.QueueRefresher(pool, metrics, min_interval_s=10.0)
+    refresh_jobs = server.QueueRefresher(pool, metrics, min_interval_s=10.0, accounts=cfg.account_names)
 
     async def refresh() -> None:
-        """Gauges read at scrape time: loop tick, list health, queue counts, limiter, pauses."""
+        """Gauges read at scrape time: the loop's tick, queue counts, each account's list health,
+        limiter and pauses."""
         metrics.set_loop_tick(time.time() - max(0.0, time.monotonic() - health.last_tick))
-        metrics.set_list_healthy(gate.discovery_healthy)
-        brakes = gate.brakes
-        metrics.set_breaker_open(brakes.breaker.is_open(gate.clock()))
-        metrics.set_auth_paused(brakes.auth_failed)
-        with contextlib.suppress(DatabaseError):
-            state = await limiter.state()
-            metrics.set_limiter(state.tokens, state.paused)
+        for lane in lanes:
+            brakes = lane.gate.brakes
+            metrics.set_list_healthy(lane.gate.discovery_healthy, lane.name)
+            metrics.set_breaker_open(brakes.breaker.is_open(lane.gate.clock()), lane.name)
+            metrics.set_auth_paused(brakes.auth_failed, lane.name)
+            with contextlib.suppress(DatabaseError):
+                state = await lane.limiter.state()
+                metrics.set_limiter(state.tokens, state.paused, lane.name)
         await refresh_jobs()
 
     # A loop iteration ends at least every idle_poll_s; allow for a slow store on top.
     stale_after = max(15.0, cfg.worker.idle_poll_s * 3)
+
+    async def accounts() -> dict[str, int]:
+        return queue.unknown_accounts(await queue.pending_by_account(pool), cfg.account_names)
+
     return await server.start_server(
-        cfg.server.listen, metrics, health, stale_after_s=stale_after, refresh=refresh
+        cfg.server.listen, metrics, health, stale_after_s=stale_after, refresh=refresh, accounts=accounts
     )

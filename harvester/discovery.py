@@ -5,8 +5,8 @@ back to the shared watermark (minus an overlap), marks our pending jobs that the
 as due at once (so their results are fetched exactly once) and defers direct polls of jobs it shows
 still running. Jobs the list never shows keep their direct-poll schedule, so nothing is stranded;
 after repeated list failures the gate hears that discovery is unhealthy and the worker falls back
-to plain polling until a pass succeeds again. Only one process per credential reads the list at a
-time (a lease on the discovery row).
+to plain polling until a pass succeeds again. Only one process per account reads the list at a
+time (a lease on the account's discovery row).
 """
 
 from __future__ import annotations
@@ -16,17 +16,18 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from harvester import lifetime, logs, outcomes, policy
-from harvester.config import Config
+from harvester.config import DEFAULT_ACCOUNT, Config
 from harvester.gate import Gate
-from harvester.ports import DiscoveryLease, DiscoveryState, DiscoveryStore, Listed
+from harvester.ports import Adopter, DiscoveryLease, DiscoveryState, DiscoveryStore, Listed
 
 log = logs.get("harvester.discovery")
 PAGE_SIZE = 100
 UNHEALTHY_AFTER = 3
+BACKFILL_PRIORITY = -1  # adopted old jobs wait behind every live job
 QUEUED_SCAN_MIN = 5  # pending jobs seen waiting before a pass lists SpiderIQ's queue
 QUEUED_SCAN_EVERY = 0.8  # of max_interval_s, the defer a queued scan gives: rescan just before it ends
 RATE_WEIGHT = 0.3  # of the newest pass in the learned completion rate
@@ -64,15 +65,17 @@ class Discovery:
         store: DiscoveryStore,
         client: ListClient,
         gate: Gate,
-        token: str,
+        account: str = DEFAULT_ACCOUNT,
         *,
+        adopter: Adopter | None = None,
+        adopt_since: datetime | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.client = client
         self.gate = gate
-        self.key = fingerprint(token)
+        self.key = account  # the account's discovery row: its watermark and lease
         self.clock = clock
         self.failures = 0
         self.passes = 0
@@ -80,6 +83,15 @@ class Discovery:
         self._queued_scanned_at = float("-inf")
         self._reveal_rate: float | None = None  # our jobs seen finished per second, learned
         self._last_pass_at: float | None = None
+        # Adopt mode: every job a page shows that the queue lacks is queued; a backfill reads the
+        # account's jobs back to adopt_since, one page per pass, at a priority below live jobs.
+        self.adopter = adopter
+        self.adopt_since = adopt_since
+        self.backfill_page: int | None = 1 if adopter is not None and adopt_since is not None else None
+        self.adopted = 0
+        # Jobs created before this process started are backlog, whichever page shows them first:
+        # they wait behind the live ones.
+        self.live_since = datetime.now(UTC)
 
     @property
     def healthy(self) -> bool:
@@ -102,7 +114,7 @@ class Discovery:
     async def maybe_pass(self) -> PassResult | None:
         state = await self.store.discovery_state(self.key)
         self.gate.stream_up = state.stream_up
-        if not state.needed:
+        if not state.needed and self.adopter is None:
             if state.stream_up and state.reconcile_pending:
                 await self.store.note_nothing_to_reconcile(self.key)
             return None
@@ -115,6 +127,8 @@ class Discovery:
         # While the event stream is up the list only reconciles what it may have lost: after every
         # (re)connect (the stream asks for that pass) and every list_reconcile_s.
         reconcile = policy.list_retry_interval(cfg.list_reconcile_s, self.failures, cfg)
+        if self.backfill_page is not None:  # an adopt backfill pages on at the list's own pace
+            reconcile = interval
         owner = self.cfg.worker.worker_id
         lease = await self.store.claim_discovery(
             self.key, owner, interval, reconcile, self.cfg.worker.lease_s
@@ -127,6 +141,8 @@ class Discovery:
             result, newest = await self._read_pages(lease)
             if result.ok and lease.gap_since is None and self._queued_scan_due(state):
                 result = await self._scan_queued(result)
+            if result.ok and self.backfill_page is not None:
+                result = await self._backfill(result)
         finally:
             await self.store.finish_discovery(
                 self.key, owner, newest, result.pages, result.finished, full=lease.gap_since is None
@@ -231,7 +247,49 @@ class Discovery:
                 return PassResult(pages, finished, running, True), newest
             page_no += 1
 
-    async def _apply(self, page: outcomes.JobPage) -> tuple[int, int]:
+    async def _backfill(self, result: PassResult) -> PassResult:
+        """One page of the adopt backfill: the account's jobs by ``created_at``, newest first.
+
+        New jobs push older ones to later pages, never earlier, so a page read twice costs a
+        request but skips nothing. Done at the first page reaching back past ``adopt_since``."""
+        assert self.backfill_page is not None and self.adopter is not None
+        page_no = self.backfill_page
+        await self.gate.limiter.acquire()
+        page = await self.client.list_jobs(
+            page=page_no, page_size=PAGE_SIZE, sort_by="created_at", sort_order="desc"
+        )
+        await self.gate.observe("list", page, 0.0)
+        if not isinstance(page, outcomes.JobPage):
+            return result
+        done, running = await self._apply(page, backfill=True)
+        created = [j.created_at for j in page.jobs if j.created_at is not None]
+        reached = bool(created) and self.adopt_since is not None and min(created) < self.adopt_since
+        if reached or page_no >= page.total_pages or len(page.jobs) < PAGE_SIZE:
+            log.info("adopt_backfill_done", pages=page_no, adopted=self.adopted)
+            self.backfill_page = None
+        else:
+            self.backfill_page = page_no + 1
+        return PassResult(result.pages + 1, result.finished + done, result.running + running, True)
+
+    async def _adopt(self, page: outcomes.JobPage, backfill: bool) -> None:
+        """Queue the page's jobs of this account (created since ``adopt_since``) that we lack:
+        those created since this process started at priority 0, older ones below every live job."""
+        if self.adopter is None:
+            return
+        since = self.adopt_since
+        wanted = [j for j in page.jobs if since is None or j.created_at is None or j.created_at >= since]
+        live = [j for j in wanted if j.created_at is None or j.created_at >= self.live_since]
+        old = [j for j in wanted if j not in live]
+        for jobs, priority in ((live, 0), (old, BACKFILL_PRIORITY)):
+            added = await self.adopter.adopt(
+                [Listed(j.job_id, (j.status or "").lower() or None, j.job_type) for j in jobs], priority
+            )
+            if added:
+                self.adopted += len(added)
+                log.info("jobs_adopted", count=len(added), backfill=backfill, priority=priority)
+
+    async def _apply(self, page: outcomes.JobPage, *, backfill: bool = False) -> tuple[int, int]:
+        await self._adopt(page, backfill)
         done: list[Listed] = []
         running: list[Listed] = []
         for job in page.jobs:

@@ -29,12 +29,11 @@ from uuid import UUID
 import aiohttp
 
 from harvester import classify, lifetime, logs, policy
-from harvester.config import Config
-from harvester.discovery import fingerprint
+from harvester.config import DEFAULT_ACCOUNT, Config
 from harvester.errors import DatabaseError
 from harvester.gate import Gate
 from harvester.outcomes import TERMINAL_UPSTREAM, AuthFailed, RateLimited, Transient
-from harvester.ports import Listed, StreamStore
+from harvester.ports import Adopter, Listed, StreamStore
 from harvester.sse import Event, Parser, StreamError
 
 log = logs.get("harvester.events")
@@ -72,18 +71,25 @@ class EventStream:
         cfg: Config,
         store: StreamStore,
         gate: Gate,
-        token: str,
+        token: str | Callable[[], str],
         *,
+        account: str = DEFAULT_ACCOUNT,
+        adopter: Adopter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
+        self.adopter = adopter  # adopt mode: a job an event names that the queue lacks is queued
+        self.adopted = 0
         self.store = store
         self.gate = gate
-        self.key = fingerprint(token)
+        self.key = account  # the account's stream lease lives on its discovery row
         self.owner = cfg.worker.worker_id
         self.clock = clock
-        self._token = token
-        self._scrub = logs.scrubber(token)
+        # A callable gives the current token at each (re)connect: a rotated token is used from
+        # the next connection on.
+        self._token_now: Callable[[], str] = token if callable(token) else (lambda: token)
+        self._token = self._token_now()
+        self._scrub = logs.scrubber(self._token)
         self._url = cfg.api.base_url.rstrip("/") + PATH
         self.dead_after_s = 2 * cfg.local_s(HEARTBEAT_API_S)
         self.connections = 0
@@ -190,6 +196,9 @@ class EventStream:
         started = self.clock()
         await self.gate.limiter.acquire()
         waited = self.clock() - started
+        token = self._token_now()
+        if token != self._token:
+            self._token, self._scrub = token, logs.scrubber(token)
         headers = {
             "Accept": "text/event-stream",
             "User-Agent": self.cfg.api.user_agent,
@@ -297,6 +306,11 @@ class EventStream:
             self._last_seen = stamp
         if event.type in FINISHED or event.type in RUNNING:
             job_id, job_type = _job_fields(event.data)
+            if job_id is not None and self.adopter is not None:
+                status = FINISHED.get(event.type) or RUNNING[event.type]
+                if await self.adopter.adopt([Listed(job_id, status, job_type)]):
+                    self.adopted += 1
+                    log.info("jobs_adopted", count=1, source="stream")
             if job_id is None:
                 log.debug("stream_event_unreadable", type=event.type)
             elif event.type in FINISHED:

@@ -10,6 +10,7 @@ may wait for the list before a direct poll. Nothing here points back at the work
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +111,12 @@ class Gate:
 
     def paused_reason(self) -> str | None:
         return brakes.reason(self.brakes, self.clock())
+
+    def token_rotated(self) -> None:
+        """A new token: a refused credential is re-checked at once instead of at the next recheck."""
+        if self.brakes.auth_failed:
+            self.brakes = dataclasses.replace(self.brakes, auth_paused_until=self.clock())
+        self.nudge()
 
     def poll_factor(self) -> float:
         """While the list works, direct polls of unseen jobs are rarer (``list_poll_factor``);

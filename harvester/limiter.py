@@ -1,7 +1,8 @@
 """The shared rate limiter: one budget per API credential for every harvester process on a database.
 
-The state lives in ``harvester.rate_limits`` (keyed by a sha256 fingerprint of the token, never the
-token), so it is shared across processes and survives restarts. ``acquire`` reserves one request
+The state lives in ``harvester.rate_limits`` (keyed by the account's name, or without one by a sha256
+fingerprint of the token, never the token), so it is shared across processes, survives restarts and
+survives a token rotation. ``acquire`` reserves one request
 slot with a single call of ``harvester.rate_reserve``, which, under the row lock, finds the earliest
 time that satisfies both readings of "N per minute, burst B" at once (a GCRA token bucket and a
 rolling-window cap over the recorded grant times) and any 429 pause, records the grant and returns
@@ -26,7 +27,7 @@ import asyncpg
 
 from harvester import logs
 from harvester.brakes import rate_pause_s
-from harvester.config import RateLimitConfig
+from harvester.config import AccountConfig, RateLimitConfig
 from harvester.db import guard
 from harvester.errors import ConfigError
 from harvester.gate import Usage
@@ -105,7 +106,8 @@ class SharedLimiter:
         self,
         pool: asyncpg.Pool,
         *,
-        token: str,
+        token: str = "",
+        key: str = "",
         requests_per_minute: float,
         burst: int,
         window_s: float,
@@ -116,15 +118,15 @@ class SharedLimiter:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        if not token:
+        if not token and not key:
             raise ConfigError("api.token: the rate limiter needs a credential")
         if not requests_per_minute > 0 or not window_s > 0 or burst < 1:
             raise ConfigError("rate_limit: requests_per_minute, window and burst must be positive")
         if not 0 <= margin < 1 or jitter_s < 0:
             raise ConfigError("rate_limit: margin must be in [0, 1) and jitter_s >= 0")
         self.pool = pool
-        self.key = fingerprint(token)
-        self._scrub = logs.scrubber(token)
+        self.key = key or fingerprint(token)
+        self._scrub = logs.scrubber(token) if token else logs.scrub
         self.interval_s = 60.0 / requests_per_minute
         # the cap of any rolling window: requests_per_minute is already speed-scaled, window_s too
         self.limit = max(1, math.floor(requests_per_minute * window_s / 60.0 + 1e-9))
@@ -144,6 +146,20 @@ class SharedLimiter:
         self._clock = clock
         self._sleep = sleep
         self._wall = wall
+
+    @classmethod
+    def for_account(
+        cls, pool: asyncpg.Pool, account: AccountConfig, default_pause_s: float, window_s: float
+    ) -> SharedLimiter:
+        """An account's budget (keyed by its name): its limit minus its reserve for other users."""
+        return cls(
+            pool,
+            key=account.name,
+            requests_per_minute=account.requests_per_minute - account.reserve_per_minute,
+            burst=account.burst,
+            window_s=window_s,
+            default_pause_s=default_pause_s,
+        )
 
     @classmethod
     def from_config(cls, pool: asyncpg.Pool, token: str, cfg: RateLimitConfig) -> SharedLimiter:
@@ -262,12 +278,15 @@ async def describe_all(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     with guard("rate limiter"):
         rows = await pool.fetch(SQL.describe_limiters)
     return [
-        _state(
-            row,
-            row["credential"],
-            int(row["n_limit"] or 0),
-            float(row["window_s"] or 0.0),
-            int(row["burst"] or 0),
-        ).as_dict()
+        {
+            "account": row["account"],
+            **_state(
+                row,
+                row["credential"],
+                int(row["n_limit"] or 0),
+                float(row["window_s"] or 0.0),
+                int(row["burst"] or 0),
+            ).as_dict(),
+        }
         for row in rows
     ]

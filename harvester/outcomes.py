@@ -92,6 +92,7 @@ class ListedJob:
     job_type: str | None
     status: str | None
     updated_at: datetime | None
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

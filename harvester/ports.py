@@ -119,6 +119,12 @@ class Listings(Protocol):
     async def defer_running(self, jobs: Sequence[Listed]) -> list[UUID]: ...
 
 
+class Adopter(Protocol):
+    """Adopt mode: queue an account's jobs that no producer enqueued."""
+
+    async def adopt(self, jobs: Sequence[Listed], priority: int = 0) -> list[UUID]: ...
+
+
 class DiscoveryStore(Listings, Protocol):
     """The discovery row (watermark and lease, one per credential) and what a page tells."""
 

@@ -20,6 +20,7 @@ from uuid import UUID
 import asyncpg
 
 from harvester import store
+from harvester.config import DEFAULT_ACCOUNT
 from harvester.db import guard, transaction
 from harvester.outcomes import TERMINAL_UPSTREAM, Completed, Gone
 from harvester.ports import (
@@ -36,15 +37,20 @@ from harvester.queries import NamedQueries
 
 class SQL(NamedQueries):
     enqueue_jobs: str
+    adopt_jobs: str
     claim_due_jobs: str
     extend_leases: str
     reschedule_polled_job: str
+    make_auth_held_jobs_due: str
     release_jobs: str
     finish_job: str
     expire_stale_jobs: str
     select_next_due_in: str
     exists_pending_job: str
+    exists_pending_job_of: str
     count_jobs_by_state: str
+    count_jobs_by_account: str
+    select_pending_by_account: str
     select_oldest_pending_age: str
     select_recent_errors: str
     requeue_jobs_by_id: str
@@ -71,13 +77,19 @@ def _count(status: str) -> int:
 
 
 class PgQueue:
-    """The seam's PostgreSQL side, over one pool."""
+    """The seam's PostgreSQL side, over one pool, for one account's jobs."""
 
     def __init__(
-        self, pool: asyncpg.Pool, *, statement_timeout_s: float | None = None, region: str | None = None
+        self,
+        pool: asyncpg.Pool,
+        *,
+        statement_timeout_s: float | None = None,
+        account: str = DEFAULT_ACCOUNT,
+        region: str | None = None,
     ) -> None:
         self.pool = pool
         self.timeout_s = statement_timeout_s
+        self.account = account
         self.region = region  # normalize.default_region, for phones written without +
 
     async def _execute(self, what: str, sql: str, *args: Any) -> str:
@@ -99,7 +111,7 @@ class PgQueue:
     async def claim(self, owner: str, limit: int, lease_s: float) -> list[ClaimedJob]:
         if limit <= 0:
             return []
-        rows = await self._fetch("claim", SQL.claim_due_jobs, owner, limit, lease_s)
+        rows = await self._fetch("claim", SQL.claim_due_jobs, owner, limit, lease_s, self.account)
         return [
             ClaimedJob(
                 job_id=row["job_id"],
@@ -153,6 +165,10 @@ class PgQueue:
         )
         return _count(status) == 1
 
+    async def make_auth_held_due(self) -> int:
+        """This account's jobs held back by a refused credential: due now (a new token)."""
+        return _count(await self._execute("auth held", SQL.make_auth_held_jobs_due, self.account))
+
     async def release(self, owner: str, job_ids: Sequence[UUID], delay_s: float) -> None:
         if job_ids:
             await self._execute("release", SQL.release_jobs, owner, list(job_ids), delay_s)
@@ -186,18 +202,18 @@ class PgQueue:
 
     async def next_due_in(self) -> float | None:
         """Seconds until the earliest pending job is due (negative: overdue), None if none."""
-        value = await self._fetchval("next due", SQL.select_next_due_in)
+        value = await self._fetchval("next due", SQL.select_next_due_in, self.account)
         return None if value is None else float(value)
 
     async def any_pending(self) -> bool:
-        return bool(await self._fetchval("any pending", SQL.exists_pending_job))
+        return bool(await self._fetchval("any pending", SQL.exists_pending_job, self.account))
 
     # ------------------------------------------------------------ DiscoveryStore
     async def ensure_discovery(self, key: str) -> None:
         await self._execute("discovery row", SQL.insert_discovery_row, key)
 
     async def discovery_state(self, key: str) -> DiscoveryState:
-        [row] = await self._fetch("discovery state", SQL.select_discovery_state, key, _TERMINAL)
+        [row] = await self._fetch("discovery state", SQL.select_discovery_state, key, _TERMINAL, self.account)
         return DiscoveryState(
             unfinished=row["unfinished"],
             stream_up=row["stream_up"],
@@ -206,13 +222,20 @@ class PgQueue:
         )
 
     async def note_nothing_to_reconcile(self, key: str) -> None:
-        await self._execute("discovery baseline", SQL.note_nothing_to_reconcile, key)
+        await self._execute("discovery baseline", SQL.note_nothing_to_reconcile, key, self.account)
 
     async def claim_discovery(
         self, key: str, owner: str, min_age_s: float, reconcile_s: float, lease_s: float
     ) -> DiscoveryLease | None:
         rows = await self._fetch(
-            "discovery lease", SQL.claim_discovery_pass, key, owner, min_age_s, lease_s, reconcile_s
+            "discovery lease",
+            SQL.claim_discovery_pass,
+            key,
+            owner,
+            min_age_s,
+            lease_s,
+            reconcile_s,
+            self.account,
         )
         if not rows:
             return None
@@ -236,6 +259,23 @@ class PgQueue:
             [j.job_id for j in jobs],
             [j.status for j in jobs],
             [j.job_type for j in jobs],
+            self.account,
+        )
+        return [row["job_id"] for row in rows]
+
+    async def adopt(self, jobs: Sequence[Listed], priority: int = 0) -> list[UUID]:
+        """Queue the jobs among ``jobs`` that the queue does not have, for this account, tagged
+        ``{"adopted": true}``; returns the ones that were new."""
+        if not jobs:
+            return []
+        rows = await self._fetch(
+            "adopt",
+            SQL.adopt_jobs,
+            [j.job_id for j in jobs],
+            self.account,
+            [j.job_type for j in jobs],
+            [j.status for j in jobs],
+            priority,
         )
         return [row["job_id"] for row in rows]
 
@@ -250,6 +290,7 @@ class PgQueue:
             [j.status for j in jobs],
             [j.job_type for j in jobs],
             [j.defer_s for j in jobs],
+            self.account,
         )
         return [row["job_id"] for row in rows]
 
@@ -286,11 +327,42 @@ async def enqueue(
     *,
     priority: int = 0,
     tags: Mapping[str, str] | None = None,
+    account: str = DEFAULT_ACCOUNT,
 ) -> int:
     """Insert new job IDs; existing ones are left alone. Returns how many were new."""
     with guard("enqueue"):
-        status = await pool.execute(SQL.enqueue_jobs, list(job_ids), priority, json.dumps(dict(tags or {})))
+        status = await pool.execute(
+            SQL.enqueue_jobs, list(job_ids), priority, json.dumps(dict(tags or {})), account
+        )
     return _count(status)
+
+
+async def jobs_by_account(pool: asyncpg.Pool) -> dict[str, dict[str, int]]:
+    """{account: {state: jobs}} over the whole queue, for ``harvester status``."""
+    with guard("status"):
+        rows = await pool.fetch(SQL.count_jobs_by_account)
+    out: dict[str, dict[str, int]] = {}
+    for row in rows:
+        out.setdefault(row["account"], {})[row["state"]] = int(row["jobs"])
+    return out
+
+
+async def any_pending_for(pool: asyncpg.Pool, accounts: Sequence[str]) -> bool:
+    """Whether any job of these accounts is pending (``run --drain`` with several accounts)."""
+    with guard("any pending"):
+        return bool(await pool.fetchval(SQL.exists_pending_job_of, list(accounts)))
+
+
+async def pending_by_account(pool: asyncpg.Pool) -> dict[str, int]:
+    """{account: pending jobs}: what waits for which account (configured or not)."""
+    with guard("status"):
+        rows = await pool.fetch(SQL.select_pending_by_account)
+    return {row["account"]: int(row["pending"]) for row in rows}
+
+
+def unknown_accounts(pending: Mapping[str, int], configured: Sequence[str]) -> dict[str, int]:
+    """The pending jobs whose account no configuration here names: they wait, never polled."""
+    return {name: count for name, count in sorted(pending.items()) if name not in configured and count}
 
 
 async def status(pool: asyncpg.Pool, recent: int = 5) -> QueueStatus:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +40,8 @@ FAILURES: tuple[type[BaseException], ...] = (
 )
 
 Refresh = Callable[[], Awaitable[None]]
+# Pending jobs per account that no configuration of this process names: {account: jobs}.
+UnknownAccounts = Callable[[], Awaitable[dict[str, int]]]
 
 
 class LoopState(Protocol):
@@ -88,9 +90,11 @@ class QueueRefresher:
         metrics: Metrics,
         min_interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        accounts: Sequence[str] | None = None,
     ) -> None:
         self.pool = pool
         self.metrics = metrics
+        self.accounts = accounts  # configured accounts: the others' pending jobs are a gauge
         self.min_interval_s = min_interval_s
         self.clock = clock
         self._last = float("-inf")
@@ -101,6 +105,9 @@ class QueueRefresher:
             return
         status = await queue.status(self.pool, recent=0)
         self.metrics.set_job_counts(status.counts, status.oldest_pending_age_s)
+        if self.accounts is not None:
+            pending = await queue.pending_by_account(self.pool)
+            self.metrics.set_unknown_accounts(queue.unknown_accounts(pending, self.accounts))
         self._last = now
 
 
@@ -117,20 +124,34 @@ class Check:
         return out
 
 
-async def readiness(health: HealthSource) -> list[Check]:
-    """The readiness checks, in a fixed order: database, credential, polling, and discovery (how
-    finished jobs are found: the stream, the list; informative, it never fails readiness)."""
+async def readiness(health: HealthSource, accounts: UnknownAccounts | None = None) -> list[Check]:
+    """The readiness checks, in a fixed order: database, credential, polling, discovery (how
+    finished jobs are found: the stream, the list; informative, it never fails readiness), then
+    (with several accounts in play) which jobs wait for an account this process is not configured
+    for; those wait, never polled with another account's token, and do not make the process
+    unready."""
     try:
         db = await asyncio.wait_for(health.db_ok(), timeout=DB_CHECK_TIMEOUT_S * 2)
     except FAILURES:
         db = False
     reason = health.paused_reason
-    return [
+    refused = getattr(health, "credential_detail", None) or "credential refused"
+    checks = [
         Check("database", db, None if db else "SELECT 1 failed or timed out"),
-        Check("credential", health.auth_ok, None if health.auth_ok else "credential refused"),
+        Check("credential", health.auth_ok, None if health.auth_ok else refused),
         Check("polling", reason is None, reason),
         *([Check("discovery", True, health.discovery_detail)] if health.discovery_detail else []),
     ]
+    if accounts is not None and db:
+        try:
+            waiting = await asyncio.wait_for(accounts(), timeout=DB_CHECK_TIMEOUT_S)
+        except FAILURES:
+            waiting = {}
+        detail = "; ".join(
+            f"{count} pending job(s) wait for unknown account {name!r}" for name, count in waiting.items()
+        )
+        checks.append(Check("accounts", True, detail or None))
+    return checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +161,7 @@ class Handlers:
     stale_after_s: float
     refresh: Refresh | None
     clock: Callable[[], float]
+    accounts: UnknownAccounts | None = None
 
     async def get_metrics(self, _: web.Request) -> web.Response:
         if self.refresh is not None:
@@ -161,7 +183,7 @@ class Handlers:
         return web.json_response(body, status=200 if alive else 503)
 
     async def get_readyz(self, _: web.Request) -> web.Response:
-        checks = await readiness(self.health)
+        checks = await readiness(self.health, self.accounts)
         ready = all(check.ok for check in checks)
         body = {"ready": ready, "checks": {check.name: check.as_json() for check in checks}}
         return web.json_response(body, status=200 if ready else 503)
@@ -196,8 +218,9 @@ def make_app(
     stale_after_s: float = DEFAULT_STALE_AFTER_S,
     refresh: Refresh | None = None,
     clock: Callable[[], float] = time.monotonic,
+    accounts: UnknownAccounts | None = None,
 ) -> web.Application:
-    handlers = Handlers(metrics, health, stale_after_s, refresh, clock)
+    handlers = Handlers(metrics, health, stale_after_s, refresh, clock, accounts)
     app = web.Application()
     app.router.add_get("/metrics", handlers.get_metrics)
     app.router.add_get("/healthz", handlers.get_healthz)
@@ -213,10 +236,13 @@ async def start_server(
     stale_after_s: float = DEFAULT_STALE_AFTER_S,
     refresh: Refresh | None = None,
     clock: Callable[[], float] = time.monotonic,
+    accounts: UnknownAccounts | None = None,
 ) -> ServerHandle:
     """Serve the endpoints on ``listen`` until ``close()``; port 0 picks a free port."""
     host, port = parse_listen(listen)
-    app = make_app(metrics, health, stale_after_s=stale_after_s, refresh=refresh, clock=clock)
+    app = make_app(
+        metrics, health, stale_after_s=stale_after_s, refresh=refresh, clock=clock, accounts=accounts
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -21,6 +21,7 @@ from uuid import UUID
 
 import asyncpg
 
+from harvester.config import DEFAULT_ACCOUNT
 from harvester.db import REFUSED, guard, transaction
 from harvester.errors import BodyError
 from harvester.normalize import Normalized, clean_text, document, failure_hint, normalize
@@ -105,7 +106,7 @@ async def finish_job(
     Without a fence (import) a job the queue does not know yet is created first.
     """
     if fence is None:
-        await conn.execute(SQL.enqueue_jobs, [job_id], 0, "{}")
+        await conn.execute(SQL.enqueue_jobs, [job_id], 0, "{}", DEFAULT_ACCOUNT)
     status = await conn.execute(
         SQL.finish_job,
         job_id,
@@ -269,7 +270,7 @@ async def store_results(
     items = [item for _, item in good]
     try:
         async with writing(pool) as conn:
-            await conn.execute(SQL.enqueue_jobs, [i.job_id for i in items], 0, "{}")
+            await conn.execute(SQL.enqueue_jobs, [i.job_id for i in items], 0, "{}", DEFAULT_ACCOUNT)
             await conn.executemany(
                 SQL.finish_job,
                 [

@@ -19,10 +19,11 @@ from typing import Protocol
 from uuid import UUID
 
 from harvester import lifetime, logs, outcomes, policy
-from harvester.config import Config
+from harvester.config import DEFAULT_ACCOUNT, Config
 from harvester.errors import DatabaseError
 from harvester.gate import Gate
 from harvester.ports import ClaimedJob, Finish, JobStore, Reschedule, StoreOutcome
+from harvester.slots import Slots
 
 log = logs.get("harvester.worker")
 
@@ -52,8 +53,20 @@ class Worker:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        account: str = DEFAULT_ACCOUNT,
+        slots: Slots | None = None,
+        drained: Callable[[], Awaitable[bool]] | None = None,
+        claim_horizon_s: float | None = None,
     ) -> None:
         self.cfg = cfg
+        self.account = account
+        self.slots = slots
+        # How far ahead claims may fill the shared limiter's slots: a lease's third, at most the
+        # time max_in_flight requests take at the account's rate.
+        self.claim_horizon_s = claim_horizon_s or cfg.worker.lease_s / 3
+        # --drain: whether nothing is left to wait for; by default this store's own pending jobs
+        # (with several accounts, every configured account's, so no lane stops while work arrives)
+        self._drained = drained
         self.store = store
         self.client = client
         self.gate = gate
@@ -80,15 +93,25 @@ class Worker:
         backoff = lifetime.Backoff(0.5, 5.0, rng=self.rng)
         while not stop.is_set():
             self.last_tick = self.clock()
-            limit = self.gate.claim_budget(cfg.rate_limit.max_in_flight - len(self.in_flight))
+            limit = self.gate.claim_budget(self._free_slots())
             if limit <= 0:  # wake at least every idle_poll_s so the loop stays visibly alive
                 pause = min(self.gate.hold_back() or 0.5, cfg.worker.idle_poll_s)
-                await lifetime.wait(stop, pause, self._slot_freed)
+                await lifetime.wait(stop, pause, *self._freed_events())
                 continue
             try:
-                limit = min(limit, max(1, await self.gate.limiter.available_slots(cfg.worker.lease_s / 3)))
+                # Claim no more than the shared budget can send soon: every replica's claimed jobs
+                # queue for the same slots, and a job claimed early waits behind all of them (a
+                # live job behind a backlog, too). With nothing in flight one job is claimed anyway,
+                # so a stale reading cannot stall the loop.
+                available = await self.gate.limiter.available_slots(self.claim_horizon_s)
+                if available <= 0 and self.in_flight:
+                    await lifetime.wait(stop, self.claim_horizon_s / 4, *self._freed_events())
+                    continue
+                limit = min(limit, max(1, available))
                 limit = self.gate.claim_limit(limit)
                 jobs = await self.store.claim(self.owner, limit, cfg.worker.lease_s)
+                if self.slots is not None:  # a full claim: more is due than we took
+                    self.slots.want(self.account, len(jobs) >= limit)
             except DatabaseError as exc:
                 self.gate.observer.error("database")
                 delay = backoff.next()
@@ -101,7 +124,7 @@ class Worker:
             if jobs:
                 continue
             try:
-                if drain and not self.in_flight and not await self.store.any_pending():
+                if drain and not self.in_flight and await self._nothing_pending():
                     log.info("queue_drained", harvested=self.harvested)
                     return
                 due_in = await self.store.next_due_in()
@@ -111,9 +134,26 @@ class Worker:
             timeout = cfg.worker.idle_poll_s if due_in is None else due_in
             await lifetime.wait(stop, min(max(timeout, 0.02), cfg.worker.idle_poll_s), self.gate.work)
 
+    async def _nothing_pending(self) -> bool:
+        if self._drained is not None:
+            return await self._drained()
+        return not await self.store.any_pending()
+
+    def _free_slots(self) -> int:
+        if self.slots is None:
+            return self.cfg.rate_limit.max_in_flight - len(self.in_flight)
+        return self.slots.free_for(self.account)
+
+    def _freed_events(self) -> list[asyncio.Event]:
+        if self.slots is None:
+            return [self._slot_freed]
+        return [self._slot_freed, self.slots.freed(self.account)]
+
     def _start(self, job: ClaimedJob, stop: asyncio.Event) -> None:
         self.in_flight[job.job_id] = job
         self.gate.in_flight += 1
+        if self.slots is not None:
+            self.slots.took(self.account)
         task = asyncio.create_task(self._handle(job, stop), name=f"job-{job.job_id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -165,6 +205,8 @@ class Worker:
         finally:
             self.in_flight.pop(job.job_id, None)
             self.gate.in_flight -= 1
+            if self.slots is not None:
+                self.slots.gave_back(self.account)
             self._slot_freed.set()
 
     async def _slot(self) -> bool:

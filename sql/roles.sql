@@ -15,7 +15,8 @@
 --   harvester_daemon    owns schema harvester and everything in it, the migration ledger
 --                       harvester.schema_migrations included: runs `harvester migrate` (or lets an
 --                       administrator do it) and `harvester run` (all DML, sequences, functions).
---   harvester_producer  may only INSERT job ids into harvester.jobs (columns job_id, priority, tags),
+--   harvester_producer  may only INSERT job ids into harvester.jobs (columns job_id, priority, tags,
+--                       account),
 --                       including INSERT ... ON CONFLICT DO NOTHING (no conflict target): what
 --                       `harvester enqueue` sends. No SELECT, UPDATE or DELETE.
 --   harvester_reader    may only SELECT the output tables, harvester.jobs and every view (among
@@ -124,6 +125,12 @@ BEGIN
         -- (revoking a table privilege also revokes its column privileges).
         REVOKE ALL ON ALL TABLES IN SCHEMA harvester FROM harvester_producer;
         GRANT INSERT (job_id, priority, tags) ON harvester.jobs TO harvester_producer;
+        -- migration 010: the account a job belongs to
+        IF EXISTS (SELECT FROM pg_catalog.pg_attribute
+                    WHERE attrelid = 'harvester.jobs'::regclass AND attname = 'account'
+                      AND NOT attisdropped) THEN
+            GRANT INSERT (account) ON harvester.jobs TO harvester_producer;
+        END IF;
     END IF;
 END
 $$;

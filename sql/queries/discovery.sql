@@ -27,7 +27,8 @@ UPDATE harvester.discovery AS d
    AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now() OR d.lease_owner = $2)
    AND (due.full_due OR due.reconcile_requested)
 RETURNING d.watermark,
-          (SELECT min(enqueued_at) FROM harvester.jobs WHERE state = 'pending') AS oldest_pending,
+          (SELECT min(enqueued_at) FROM harvester.jobs WHERE state = 'pending' AND account = $6)
+              AS oldest_pending,
           CASE WHEN due.full_due OR due.reconcile_since IS NULL THEN NULL
                ELSE GREATEST(due.reconcile_since, d.watermark) END AS gap_since
 
@@ -53,6 +54,7 @@ UPDATE harvester.jobs AS j
        updated_at = now()
   FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(job_id, status, job_type)
  WHERE j.job_id = t.job_id
+   AND j.account = $4
    AND j.state = 'pending'
    AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 RETURNING j.job_id
@@ -71,6 +73,7 @@ UPDATE harvester.jobs AS j
        updated_at = now()
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::float8[]) AS t(job_id, status, job_type, defer_s)
  WHERE j.job_id = t.job_id
+   AND j.account = $5
    AND j.state = 'pending'
    AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 RETURNING j.job_id
@@ -80,13 +83,14 @@ RETURNING j.job_id
 -- up to 100)? Only then can a list page tell us anything, and the more the fewer pages it takes. And is the credential's event stream connected (by any
 -- process)?
 SELECT (SELECT count(*) FROM (SELECT 1 FROM harvester.jobs
-                               WHERE state = 'pending'
+                               WHERE state = 'pending' AND account = $3
                                  AND (upstream_status IS NULL OR upstream_status <> ALL($2::text[]))
                                LIMIT 100) AS u)::int AS unfinished,
        COALESCE((SELECT stream_connected_at IS NOT NULL AND stream_expires_at > now()
                    FROM harvester.discovery WHERE credential = $1), false) AS stream_up,
        (SELECT count(*) FROM (SELECT 1 FROM harvester.jobs
-                               WHERE state = 'pending' AND (upstream_status = 'queued' OR polls >= 2)
+                               WHERE state = 'pending' AND account = $3
+                                 AND (upstream_status = 'queued' OR polls >= 2)
                                LIMIT 100) AS w)::int AS waiting,
        COALESCE((SELECT reconcile_requested OR last_pass_at IS NULL
                    FROM harvester.discovery WHERE credential = $1), false) AS reconcile_pending
@@ -114,7 +118,7 @@ UPDATE harvester.discovery
  WHERE credential = $1
    AND (lease_expires_at IS NULL OR lease_expires_at < now())
    AND (reconcile_requested OR last_pass_at IS NULL)
-   AND NOT EXISTS (SELECT 1 FROM harvester.jobs WHERE state = 'pending')
+   AND NOT EXISTS (SELECT 1 FROM harvester.jobs WHERE state = 'pending' AND account = $2)
 
 -- name: request_reconcile_pass
 -- After a (re)connect: events sent meanwhile are lost, so the next list pass covers the gap, from
@@ -134,4 +138,4 @@ UPDATE harvester.discovery
  WHERE credential = $1 AND stream_owner = $2
 
 -- name: select_discovery_status
-SELECT * FROM harvester.discovery_status ORDER BY credential
+SELECT * FROM harvester.discovery_status ORDER BY account

@@ -24,7 +24,7 @@ SELECT paused_until
 
 -- name: describe_limiters
 -- Through the reader-safe view, so that `harvester status` works for the reader role too.
-SELECT credential, n_limit, window_s, interval_s, burst, margin, db_now, next_at, available,
+SELECT account, credential, n_limit, window_s, interval_s, burst, margin, db_now, next_at, available,
        in_window, paused_until, pause_reason, granted_total
   FROM harvester.limiter_status
- ORDER BY credential
+ ORDER BY account

@@ -5,17 +5,28 @@
 -- No conflict target and no RETURNING: both read the table, and the producer role may only
 -- INSERT. job_id is the only unique key, so this skips exactly the known ids; the command tag
 -- counts the new ones.
-INSERT INTO harvester.jobs (job_id, priority, tags)
-SELECT id, $2::smallint, $3::jsonb FROM unnest($1::uuid[]) AS t(id)
+INSERT INTO harvester.jobs (job_id, priority, tags, account)
+SELECT id, $2::smallint, $3::jsonb, $4::text FROM unnest($1::uuid[]) AS t(id)
 ON CONFLICT DO NOTHING
+
+-- name: adopt_jobs
+-- Jobs an account's list or stream showed that no producer enqueued (adopt mode): queued for
+-- that account, tagged, due at once, at priority $5 (a backfill's jobs below the live ones). Known
+-- ids (any account) are left alone; returns the new ones.
+INSERT INTO harvester.jobs (job_id, account, adopted, tags, job_type, upstream_status, priority)
+SELECT id, $2::text, true, '{"adopted": true}'::jsonb, jt, st, $5::smallint
+  FROM unnest($1::uuid[], $3::text[], $4::text[]) AS t(id, jt, st)
+ON CONFLICT DO NOTHING
+RETURNING job_id
 
 -- name: claim_due_jobs
 -- Due pending jobs by priority then due time. The claim moves next_poll_at to the lease expiry,
 -- so a crashed holder's jobs become due again when the lease runs out; lease_token fences writes.
+-- One account's jobs ($4): each account is claimed for with its own budget and token.
 WITH due AS (
     SELECT job_id
       FROM harvester.jobs
-     WHERE state = 'pending' AND next_poll_at <= now()
+     WHERE state = 'pending' AND account = $4 AND next_poll_at <= now()
      ORDER BY priority DESC, next_poll_at
      LIMIT $2
        FOR UPDATE SKIP LOCKED
@@ -54,6 +65,13 @@ UPDATE harvester.jobs
        lease_expires_at = NULL,
        updated_at = now()
  WHERE job_id = $1 AND lease_token = $2 AND state = 'pending'
+
+-- name: make_auth_held_jobs_due
+-- After a token rotation: the account's jobs held back by a refused credential are due again.
+UPDATE harvester.jobs
+   SET next_poll_at = now(), updated_at = now()
+ WHERE account = $1 AND state = 'pending' AND last_http_status IN (401, 402, 403)
+   AND (lease_expires_at IS NULL OR lease_expires_at < now())
 
 -- name: release_jobs
 -- Give leases back without spending anything (shutdown, pauses): due again at the given delay.
@@ -112,16 +130,29 @@ UPDATE harvester.jobs AS j
 -- name: select_next_due_in
 SELECT extract(epoch FROM min(next_poll_at) - now())::float8
   FROM harvester.jobs
- WHERE state = 'pending'
+ WHERE state = 'pending' AND account = $1
 
 -- name: exists_pending_job
 -- Stops at the first pending row instead of counting a backlog.
-SELECT EXISTS (SELECT 1 FROM harvester.jobs WHERE state = 'pending')
+SELECT EXISTS (SELECT 1 FROM harvester.jobs WHERE state = 'pending' AND account = $1)
+
+-- name: exists_pending_job_of
+SELECT EXISTS (SELECT 1 FROM harvester.jobs WHERE state = 'pending' AND account = ANY($1::text[]))
 
 -- name: count_jobs_by_state
 SELECT state, count(*)::bigint AS jobs, COALESCE(sum(polls), 0)::bigint AS polls
   FROM harvester.jobs
  GROUP BY state
+
+-- name: count_jobs_by_account
+-- Jobs per account and state, for `harvester status`; pending ones through the view /readyz reads.
+SELECT account, state, count(*)::bigint AS jobs
+  FROM harvester.jobs
+ GROUP BY account, state
+ ORDER BY account, state
+
+-- name: select_pending_by_account
+SELECT account, pending FROM harvester.pending_by_account ORDER BY account
 
 -- name: select_oldest_pending_age
 SELECT extract(epoch FROM now() - min(enqueued_at))::float8

@@ -177,6 +177,10 @@ async def test_cli_commands_through_the_pooler(pgbouncer: PgBouncer, db_dsn: str
     assert requeued == {"requeued": stored}
     status = ok(await harvester(env, "status", "--json")).json()
     assert status["jobs"]["pending"] == 30 + stored and status["jobs"]["harvested"] == 0
+    other = ok(await harvester(env, "enqueue", str(uuid4()), "--account", "team-b")).json()
+    assert other == {"enqueued": 1, "duplicates": 0}
+    status = ok(await harvester(env, "status", "--json")).json()
+    assert status["waiting_for_unknown_account"] == {"team-b": 1}
     assert through_bouncer(pgbouncer, db_dsn)
 
 

@@ -174,6 +174,19 @@ async def test_producer_enqueues_a_psql_query_piped_to_stdin(roles: Logins) -> N
     assert sorted(r["id"] for r in rows) == sorted(ids)
 
 
+async def test_producer_enqueues_for_an_account(roles: Logins) -> None:
+    job = str(uuid.uuid4())
+    dsn = roles.dsn_for(roles.producer)
+    done = await harvester("enqueue", job, "--account", "team-b", dsn=dsn)
+    assert done.code == 0, done.stderr
+    assert json.loads(done.stdout) == {"enqueued": 1, "duplicates": 0}
+    rows = await fetch(roles.dsn, "SELECT job_id::text AS id, account FROM harvester.jobs")
+    assert [(r["id"], r["account"]) for r in rows] == [(job, "team-b")]
+    bad = await harvester("enqueue", str(uuid.uuid4()), "--account", "Team B", dsn=dsn)
+    assert bad.code == 2 and "--account" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert len(await fetch(roles.dsn, "SELECT 1 FROM harvester.jobs")) == 1
+
+
 # ---------------------------------------------------------------- reader
 
 
@@ -200,6 +213,30 @@ async def test_reader_status_shows_the_queue_and_the_limiter(roles: Logins) -> N
     text = await harvester("status", dsn=roles.dsn_for(roles.reader))
     assert text.code == 0, text.stderr
     assert "pending    2" in text.stdout and "credential=abababababab" in text.stdout
+
+
+async def test_reader_status_shows_each_account_and_what_waits_for_an_unknown_one(roles: Logins) -> None:
+    await execute(
+        roles.dsn,
+        "INSERT INTO harvester.jobs (job_id, account, state) SELECT gen_random_uuid(), a, s FROM "
+        "(VALUES ('acme', 'pending'), ('acme', 'harvested'), ('ghost', 'pending'), ('ghost', 'pending')) "
+        "AS t(a, s)",
+        "SELECT * FROM harvester.rate_reserve('acme', 100, 60, 0.6, 20, 0.02)",
+    )
+    env = {"HARVESTER_ACCOUNTS__ACME__TOKEN": "acme:key:s3cret"}
+    done = await harvester("status", "--json", dsn=roles.dsn_for(roles.reader), env=env)
+    assert done.code == 0, done.stderr
+    report = json.loads(done.stdout)
+    acme, ghost = report["accounts"]["acme"], report["accounts"]["ghost"]
+    assert acme["configured"] and acme["jobs"]["pending"] == 1 and acme["jobs"]["harvested"] == 1
+    assert acme["limiter"]["granted_total"] == 1
+    assert not ghost["configured"] and ghost["jobs"]["pending"] == 2
+    assert report["waiting_for_unknown_account"] == {"ghost": 2}
+    assert "s3cret" not in done.stdout
+    text = await harvester("status", dsn=roles.dsn_for(roles.reader), env=env)
+    assert text.code == 0, text.stderr
+    assert "2 pending job(s) for unknown account 'ghost'" in text.stdout
+    assert "account acme:" in text.stdout
 
 
 async def test_reader_status_without_the_limiter_view_leaves_it_out_and_says_so(roles: Logins) -> None:

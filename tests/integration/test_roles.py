@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import pytest
 
 from harvester import migrate
 from harvester.store_rows import ROW_TABLES
@@ -84,6 +85,27 @@ async def test_producer_inserts_job_ids(logins: Logins) -> None:
         await admin.close()
     assert [(r["state"], r["priority"]) for r in rows] == [("pending", 0), ("pending", 5)]
     assert rows[0]["job_id"] == job
+
+
+async def test_producer_inserts_job_ids_with_their_account(logins: Logins) -> None:
+    job = uuid.uuid4()
+    conn = await logins.connect(logins.producer)
+    try:
+        await conn.execute(
+            "INSERT INTO harvester.jobs (job_id, account) VALUES ($1, 'acme') ON CONFLICT DO NOTHING", job
+        )
+        with pytest.raises(asyncpg.CheckViolationError):  # not an account name
+            await conn.execute(
+                "INSERT INTO harvester.jobs (job_id, account) VALUES ($1, 'A c')", uuid.uuid4()
+            )
+    finally:
+        await conn.close()
+    reader = await logins.connect(logins.reader)
+    try:
+        assert await reader.fetchval("SELECT account FROM harvester.jobs WHERE job_id = $1", job) == "acme"
+        assert await reader.fetchval("SELECT pending FROM harvester.pending_by_account") == 1
+    finally:
+        await reader.close()
 
 
 async def test_producer_can_do_nothing_else(logins: Logins) -> None:

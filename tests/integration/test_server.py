@@ -67,14 +67,14 @@ async def test_metrics_serves_the_registry_as_prometheus_text(server: ServerHand
     assert content_type == CONTENT_TYPE_LATEST
     families = {f.name: f for f in text_string_to_metric_families(text)}
     sample = families["harvester_api_requests"].samples[0]
-    assert sample.labels == {"endpoint": "results", "status": "200"}
+    assert sample.labels == {"account": "default", "endpoint": "results", "status": "200"}
     assert sample.value == 1
 
 
 async def test_metrics_mirror_the_credential_state(server: ServerHandle, health: FakeHealth) -> None:
     health.auth_ok = False
     _, _, text = await get(server, "/metrics")
-    assert "harvester_auth_paused 1.0" in text
+    assert 'harvester_auth_paused{account="default"} 1.0' in text
 
 
 async def test_healthz_is_200_while_the_loop_ticks(server: ServerHandle) -> None:
@@ -145,7 +145,7 @@ async def test_a_failing_refresh_does_not_fail_the_scrape(metrics: Metrics, heal
     finally:
         await handle.close()
     assert status == 200
-    assert 'harvester_errors_total{kind="metrics_refresh"} 1.0' in text
+    assert 'harvester_errors_total{account="default",kind="metrics_refresh"} 1.0' in text
 
 
 async def test_a_busy_port_is_a_harvester_error(
@@ -214,3 +214,35 @@ async def test_queue_refresher_exports_jobs_per_state(db_dsn: str) -> None:
     assert 'harvester_jobs{state="pending"} 2.0' in text
     assert 'harvester_jobs{state="harvested"} 1.0' in text
     assert 'harvester_jobs{state="failed"} 0.0' in text
+
+
+async def test_readyz_names_the_jobs_waiting_for_an_unknown_account_and_stays_ready(
+    metrics: Metrics, health: FakeHealth
+) -> None:
+    async def waiting() -> dict[str, int]:
+        return {"ghost": 3}
+
+    handle = await start_server("127.0.0.1:0", metrics, health, accounts=waiting)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{handle.port}/readyz") as response,
+        ):
+            status, body = response.status, await response.json()
+    finally:
+        await handle.close()
+    assert status == 200 and body["ready"] is True
+    assert body["checks"]["accounts"] == {
+        "ok": True,
+        "detail": "3 pending job(s) wait for unknown account 'ghost'",
+    }
+
+
+async def test_the_refresher_sets_the_unknown_account_gauge(pool: asyncpg.Pool, metrics: Metrics) -> None:
+    await pool.execute(
+        "INSERT INTO harvester.jobs (job_id, account) SELECT gen_random_uuid(), a "
+        "FROM unnest(ARRAY['default', 'ghost', 'ghost']) AS a"
+    )
+    await QueueRefresher(pool, metrics, accounts=("default",))()
+    assert metrics.registry.get_sample_value("harvester_jobs_unknown_account", {"account": "ghost"}) == 2
+    assert metrics.registry.get_sample_value("harvester_jobs_unknown_account", {"account": "default"}) is None

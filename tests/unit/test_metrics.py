@@ -26,7 +26,12 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float | None:
-    return samples(metrics).get((name, tuple(sorted(labels.items()))))
+    """A sample's value; the series the plain Observer methods feed carry account="default"."""
+    found = samples(metrics)
+    exact = found.get((name, tuple(sorted(labels.items()))))
+    if exact is not None or "account" in labels:
+        return exact
+    return found.get((name, tuple(sorted({**labels, "account": "default"}.items()))))
 
 
 def test_each_instance_has_its_own_registry() -> None:
@@ -40,7 +45,7 @@ def test_an_explicit_registry_is_used() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     metrics.set_breaker_open(True)
-    assert registry.get_sample_value("harvester_breaker_open") == 1
+    assert registry.get_sample_value("harvester_breaker_open", {"account": "default"}) == 1
 
 
 def test_every_documented_metric_is_exported() -> None:
@@ -125,14 +130,34 @@ def test_pause_gauges() -> None:
     assert value(metrics, "harvester_auth_paused") == 0
 
 
-def test_labels_are_only_endpoints_codes_states_kinds_and_event_types() -> None:
+def test_labels_are_only_accounts_endpoints_codes_states_kinds_and_event_types() -> None:
     metrics = Metrics()
     metrics.request_done("results", 200, 0.1)
     metrics.job_finished("harvested", 1, 1.0)
     metrics.error("auth")
     metrics.stream_event("campaign.progress", 0)
+    metrics.for_account("acme").request_done("list", 429, 0.0)
     label_names = {name for (_, labels) in samples(metrics) for name, _ in labels}
-    assert label_names <= {"endpoint", "status", "state", "kind", "le", "type"}
+    assert label_names <= {"account", "endpoint", "status", "state", "kind", "le", "type"}
+    accounts = {v for (_, labels) in samples(metrics) for name, v in labels if name == "account"}
+    assert accounts == {"default", "acme"}
+
+
+def test_each_account_counts_its_own_requests_and_429s() -> None:
+    metrics = Metrics()
+    metrics.for_account("a").request_done("results", 200, 0.0)
+    metrics.for_account("b").request_done("results", 429, 0.0)
+    assert value(metrics, "harvester_api_requests_total", account="a", endpoint="results", status="200") == 1
+    assert value(metrics, "harvester_api_rate_limited_total", account="a") == 0
+    assert value(metrics, "harvester_api_rate_limited_total", account="b") == 1
+
+
+def test_jobs_of_unknown_accounts_are_a_gauge_that_returns_to_zero() -> None:
+    metrics = Metrics()
+    metrics.set_unknown_accounts({"ghost": 3})
+    assert value(metrics, "harvester_jobs_unknown_account", account="ghost") == 3
+    metrics.set_unknown_accounts({})
+    assert value(metrics, "harvester_jobs_unknown_account", account="ghost") == 0
 
 
 def test_stream_event_types_are_a_closed_set() -> None:
@@ -158,7 +183,7 @@ class Alive:
 
 async def test_a_fresh_registry_serves_every_known_counter_label_at_zero() -> None:
     """rate() and increase() need a 0 before the first error, or the first one is never seen."""
-    handle = await start_server("127.0.0.1:0", Metrics(), Alive())
+    handle = await start_server("127.0.0.1:0", Metrics(accounts=("default", "team-b")), Alive())
     try:
         async with (
             aiohttp.ClientSession() as session,
@@ -175,16 +200,15 @@ async def test_a_fresh_registry_serves_every_known_counter_label_at_zero() -> No
         for s in family.samples
         if s.name.endswith("_total")
     }
-    for family, known in KNOWN_LABELS.items():
-        for labels in known:
-            assert totals.get((f"{NAMESPACE}_{family}_total", tuple(sorted(labels.items())))) == 0, (
-                family,
-                labels,
-            )
-    labelled = {name for (name, labels) in totals if labels}
-    assert labelled == {f"{NAMESPACE}_{family}_total" for family in KNOWN_LABELS}  # none forgotten
+    for account in ("default", "team-b"):  # every configured account's series, from the start
+        for family, known in KNOWN_LABELS.items():
+            for labels in known:
+                key = tuple(sorted({**labels, "account": account}.items()))
+                assert totals.get((f"{NAMESPACE}_{family}_total", key)) == 0, (family, labels, account)
+    beyond_account = {name for (name, labels) in totals if len(labels) > 1}
+    assert beyond_account == {f"{NAMESPACE}_{family}_total" for family in KNOWN_LABELS}  # none forgotten
     assert all(value == 0 for value in totals.values())
-    assert totals[("harvester_api_rate_limited_total", ())] == 0
+    assert totals[("harvester_api_rate_limited_total", (("account", "team-b"),))] == 0
 
 
 def test_the_known_labels_cover_every_error_kind_and_endpoint_the_code_reports() -> None:

@@ -281,3 +281,22 @@ async def test_housekeeping_expires_in_batches() -> None:
     await parts.worker.housekeeping()
     assert parts.store.calls.count("expire") == 3
     assert set(fakes.states(parts.store).values()) == {"expired"}
+
+
+async def test_with_no_slot_soon_the_worker_claims_no_more_than_the_one_it_holds() -> None:
+    """Every replica's claimed jobs queue for the same slots: a backlog claimed early would hold
+    later (live) jobs back. With the budget taken, one job in flight and nothing more."""
+
+    class Taken(fakes.FakeLimiter):
+        async def available_slots(self, horizon_s: float) -> int:
+            return 0
+
+    parts = Parts(Taken(blocked=True))
+    for _ in range(5):
+        parts.store.add(uuid4())
+    stop = asyncio.Event()
+    run = asyncio.create_task(parts.worker.run(stop))
+    await asyncio.sleep(0.3)
+    assert len(parts.worker.in_flight) == 1
+    stop.set()
+    await asyncio.wait_for(run, 5)
