@@ -18,8 +18,9 @@
 --   harvester_producer  may only INSERT job ids into harvester.jobs (columns job_id, priority, tags),
 --                       including INSERT ... ON CONFLICT DO NOTHING (no conflict target): what
 --                       `harvester enqueue` sends. No SELECT, UPDATE or DELETE.
---   harvester_reader    may only SELECT the output tables, harvester.jobs and every view (among
---                       them harvester.limiter_status, for `harvester status`).
+--   harvester_reader    may only SELECT the output tables, harvester.jobs, the change feed
+--                       harvester.changes and every view (among them harvester.limiter_status,
+--                       for `harvester status`). LISTEN harvester_changes needs no grant.
 --
 -- For example:
 --
@@ -136,7 +137,7 @@ DO $$
 DECLARE
     outputs constant text[] := ARRAY[
         'jobs', 'results', 'sites', 'site_emails', 'site_phones', 'site_addresses', 'site_socials',
-        'team_members', 'maps_searches', 'businesses', 'maps_businesses', 'rejects'];
+        'team_members', 'maps_searches', 'businesses', 'maps_businesses', 'rejects', 'changes'];
     obj record;
 BEGIN
     FOR obj IN
