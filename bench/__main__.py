@@ -1,4 +1,4 @@
-"""``python -m bench [harvest|ingest|queue|memory|events|all] [--quick]``: run, print, save JSON."""
+"""``python -m bench [harvest|ingest|queue|memory|events|notify|all] [--quick]``: run, print, save JSON."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ MODULES = {
     "queue": "bench.claims",
     "memory": "bench.memory",
     "events": "bench.events",
+    "notify": "bench.notify",
 }
 
 
