@@ -34,8 +34,8 @@ async def measure(dsn: str, changes: int, writers: int) -> dict[str, Any]:
     sent: dict[str, float] = {}
     done = asyncio.Event()
 
-    def heard(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        received[str(feed.parse_nudge(payload).job_id)] = time.perf_counter()
+    def heard(_conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        received[str(feed.parse_nudge(str(payload)).job_id)] = time.perf_counter()
         if len(received) >= changes:
             done.set()
 

@@ -34,7 +34,9 @@ async def changes(conn: asyncpg.Connection) -> list[tuple[int, str, str]]:
     return [(r["change_id"], r["state"], r["reason"]) for r in rows]
 
 
-async def finish(conn: asyncpg.Connection, job_id: UUID, state: str = "harvested") -> None:
+async def finish(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, job_id: UUID, state: str = "harvested"
+) -> None:
     await conn.execute(
         "UPDATE harvester.jobs SET state = $2, finished_at = now() WHERE job_id = $1", job_id, state
     )

@@ -11,6 +11,7 @@ polls every ``POLL_S`` as the fallback for a nudge it missed (while it was down,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 import asyncpg
@@ -53,10 +54,8 @@ async def consume(dsn: str) -> None:
         if len(rows) == PAGE:
             continue
         nudged.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(nudged.wait(), POLL_S)
-        except TimeoutError:
-            pass
 
 
 if __name__ == "__main__":
