@@ -330,12 +330,13 @@ async def cmd_export(args: argparse.Namespace) -> int:
     tags = parse_tags(args.tag)
     since = parse_since(args.since)
     cfg = load_config(args)
-    target = export.FileTarget(Path(args.out)) if args.out else None
-    stream = target.stream if target is not None else sys.stdout.buffer
-    if args.bom and args.format == "csv":
-        stream.write(export.BOM)
     pool = await db.open_pool(cfg.database, max_size=1)
+    target = None
     try:
+        target = export.FileTarget(Path(args.out)) if args.out else None
+        stream = target.stream if target is not None else sys.stdout.buffer
+        if args.bom and args.format == "csv":
+            stream.write(export.BOM)
         done = await export.export(
             pool, args.view, fmt=args.format, sink=export.stream_sink(stream), tags=tags, since=since
         )
