@@ -25,6 +25,7 @@ from harvester.queries import NamedQueries
 
 STATES = ("pending", "harvested", "failed", "cancelled", "not_found", "rejected", "expired")
 RATE_WINDOWS_S = (60.0, 300.0)  # harvested per minute over the last minute, and over five
+MIN_SPAN_S = 10.0  # a rate over a few seconds of a just-started feed is noise
 
 
 class SQL(NamedQueries):
@@ -173,19 +174,22 @@ class Snapshot:
     jobs: dict[str, int]
     harvested: dict[float, int]  # window seconds -> harvested in it
     finished: dict[float, int]
-    oldest_pending: tuple[UUID, float] | None
-    limiters: list[dict[str, Any]] | None
-    discovery: list[dict[str, Any]] | None
+    spans: dict[float, float] = field(default_factory=dict)  # window -> seconds of it the feed covers
+    oldest_pending: tuple[UUID, float] | None = None
+    limiters: list[dict[str, Any]] | None = None
+    discovery: list[dict[str, Any]] | None = None
     by_tag: tuple[str, dict[str | None, dict[str, int]]] | None = None
     hidden: dict[str, str] = field(default_factory=dict)
 
     def per_min(self, counts: Mapping[float, int], window_s: float) -> float:
-        return counts.get(window_s, 0) / window_s * 60.0
+        span = max(MIN_SPAN_S, min(window_s, self.spans.get(window_s, window_s)))
+        return counts.get(window_s, 0) / span * 60.0
 
     def rate_for_eta(self) -> float:
-        """Finished per minute over five minutes, or over one when the last five were quiet."""
+        """The current rate: finished per minute over the last minute, or over five when the last
+        minute was quiet (a pause, a slow patch)."""
         long, short = max(RATE_WINDOWS_S), min(RATE_WINDOWS_S)
-        return self.per_min(self.finished, long) or self.per_min(self.finished, short)
+        return self.per_min(self.finished, short) or self.per_min(self.finished, long)
 
 
 def frame(snap: Snapshot, *, title: str, width: int = 100) -> str:
@@ -198,7 +202,7 @@ def frame(snap: Snapshot, *, title: str, width: int = 100) -> str:
     lines.append(
         f"rate:   harvested {snap.per_min(snap.harvested, short):.0f}/min (last min), "
         f"{snap.per_min(snap.harvested, long):.1f}/min (last 5 min); "
-        f"finished {rate:.1f}/min"
+        f"finished {rate:.1f}/min now"
     )
     eta = eta_s(pending, rate)
     oldest = "-"
@@ -326,6 +330,11 @@ async def snapshot(pool: asyncpg.Pool, by_tag: str | None = None) -> Snapshot:
         jobs=dict(queued.counts),
         harvested={w: int(r["harvested"]) for w, r in zip(RATE_WINDOWS_S, windows, strict=True) if r},
         finished={w: int(r["finished"]) for w, r in zip(RATE_WINDOWS_S, windows, strict=True) if r},
+        spans={
+            w: float(r["span_s"])
+            for w, r in zip(RATE_WINDOWS_S, windows, strict=True)
+            if r and r["span_s"] is not None
+        },
         oldest_pending=None if oldest is None else (oldest["job_id"], float(oldest["age_s"])),
         limiters=limiters,
         discovery=discovery,

@@ -20,9 +20,12 @@ SELECT j.job_id, j.state, j.job_type, j.upstream_status, j.priority, j.tags::tex
 
 -- name: select_finished_since
 -- Jobs that finished (first reached a final state) in the last $1 seconds, harvested among them:
--- the rates of `status --watch`, read off the change feed.
+-- the rates of `status --watch`, read off the change feed. span_s is the part of the window the
+-- feed covers: a harvest that began 20 s ago has a rate per 20 s, not per minute.
 SELECT count(*) FILTER (WHERE state = 'harvested')::bigint AS harvested,
-       count(*)::bigint AS finished
+       count(*)::bigint AS finished,
+       least($1::float8, extract(epoch FROM clock_timestamp()
+                                 - (SELECT min(changed_at) FROM harvester.changes)))::float8 AS span_s
   FROM harvester.changes
  WHERE reason = 'finished' AND changed_at > clock_timestamp() - make_interval(secs => $1)
 

@@ -196,7 +196,7 @@ async def test_watch_without_a_terminal_prints_one_frame_per_interval(
     assert done.stdout.count("harvester status") == 3 and "\x1b[" not in done.stdout
     frame = done.stdout.split("\n\nharvester status")[0]
     assert "jobs:   pending 1  harvested 4" in frame
-    assert "(8 d 0 h old)" in frame and "harvested 4/min (last min)" in frame
+    assert "(8 d 0 h old)" in frame and "harvested 24/min (last min)" in frame
     assert "backlog: 1 pending, ETA " in frame
     fall = next(line for line in frame.splitlines() if line.startswith("fall"))
     assert fall.split() == ["fall", "3", "2", "1", "2", "0", "66.7"]

@@ -66,7 +66,7 @@ def snapshot(**changes: object) -> report.Snapshot:
 
 def test_a_frame_shows_rates_the_backlog_eta_and_the_budget() -> None:
     text = report.frame(snapshot(), title="t", width=120)
-    assert "harvested 90/min (last min), 80.0/min (last 5 min); finished 100.0/min" in text
+    assert "harvested 90/min (last min), 80.0/min (last 5 min); finished 100.0/min now" in text
     assert "00000000-0000-0000-0000-000000000007 (8 d 0 h old)" in text
     assert "backlog: 300 pending, ETA 3 min 0 s" in text
     assert "requests: 97 of 100 in the last 60 s (burst 20), 3 available now" in text
@@ -91,3 +91,11 @@ def test_since_is_a_change_number_or_a_time() -> None:
     assert parse_since("2026-12-01 09:00") == Since(time=datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
     with pytest.raises(UsageError, match="--since"):
         parse_since("yesterday")
+
+
+def test_a_harvest_younger_than_the_window_is_rated_over_its_own_age() -> None:
+    young = snapshot(
+        finished={60.0: 20, 300.0: 20}, harvested={60.0: 20, 300.0: 20}, spans={60.0: 20.0, 300.0: 20.0}
+    )
+    assert young.per_min(young.harvested, 300.0) == 60.0
+    assert young.rate_for_eta() == 60.0
