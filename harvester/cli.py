@@ -332,23 +332,22 @@ async def cmd_export(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     pool = await db.open_pool(cfg.database, max_size=1)
     target = None
+    sink = None
     try:
         target = export.FileTarget(Path(args.out)) if args.out else None
-        stream = target.stream if target is not None else sys.stdout.buffer
+        sink = export.StreamSink(target.stream if target is not None else sys.stdout.buffer)
         if args.bom and args.format == "csv":
-            stream.write(export.BOM)
-        done = await export.export(
-            pool, args.view, fmt=args.format, sink=export.stream_sink(stream), tags=tags, since=since
-        )
-        stream.flush()
-    except BrokenPipeError:
-        # `export ... | head`: the reader has what it wanted; stdout is gone, so point it at
-        # /dev/null, or the interpreter's last flush of it fails again on the way out
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
-    except BaseException:
+            sink.stream.write(export.BOM)
+        done = await export.export(pool, args.view, fmt=args.format, sink=sink, tags=tags, since=since)
+        sink.stream.flush()
+    except BaseException as exc:
         if target is not None:
             target.abandon()
+        if sink is not None and (sink.closed or isinstance(exc, BrokenPipeError)):
+            # `export ... | head`: the reader has what it wanted. stdout is gone, so point it at
+            # /dev/null, or the interpreter's last flush of it fails again on the way out.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
         raise
     finally:
         await pool.close()

@@ -136,11 +136,20 @@ async def export(
     return Exported(view, int(status.rsplit(" ", 1)[-1]), last, after)
 
 
-def stream_sink(stream: IO[bytes]) -> Sink:
-    async def write(chunk: bytes) -> None:
-        stream.write(chunk)
+class StreamSink:
+    """Writes COPY's chunks to a binary stream; remembers when the reader went away (``export … |
+    head``), so that the COPY this aborts is not mistaken for a database problem."""
 
-    return write
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.closed = False
+
+    async def __call__(self, chunk: bytes) -> None:
+        try:
+            self.stream.write(chunk)
+        except BrokenPipeError:
+            self.closed = True
+            raise
 
 
 class FileTarget:

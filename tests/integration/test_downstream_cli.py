@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -218,3 +220,22 @@ async def test_tag_containment_uses_the_index(conn: asyncpg.Connection) -> None:
         )
     )
     assert "jobs_tags_idx" in plan
+
+
+async def test_export_into_a_pipe_closed_early_is_not_an_error(conn: asyncpg.Connection, db_dsn: str) -> None:
+    await conn.execute(
+        "INSERT INTO harvester.jobs (job_id, last_error) SELECT gen_random_uuid(), repeat('x', 200)"
+        " FROM generate_series(1, 5000)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
+    env.update({"HARVESTER_DSN": db_dsn, "HARVESTER_SERVER__ENABLED": "false"})
+    proc = await asyncio.create_subprocess_shell(
+        f"{sys.executable} -m harvester.cli export jobs | head -1; exit ${{PIPESTATUS[0]}}",
+        executable="/bin/bash",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().startswith("job_id,state,") and err.decode() == ""
