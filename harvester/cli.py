@@ -182,6 +182,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
     print("jobs:")
     for state in STATES:
         print(f"  {state:<10} {jobs[state]}")
+    from harvester.report import human_duration
+
     print(f"oldest pending: {human_duration(report.oldest_pending_age_s)}")
     print(f"polls spent:    {out['polls_spent']}")
     for entry in limiter_state or []:
@@ -216,20 +218,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def human_duration(seconds: float | None) -> str:
-    from harvester.report import human_duration as human
-
-    return human(seconds)
-
-
 async def watch_status(args: argparse.Namespace) -> int:
-    """``status --watch``: a frame every ``--interval`` seconds until Ctrl-C (exit 0).
-
-    On a terminal each frame redraws the screen in place (cursor home, clear to the end of each
-    line and below), cut to the terminal's size so nothing scrolls. Anything else (a pipe, a
-    file, ``tmux capture-pane`` aside) gets one frame after another, separated by a blank line.
-    """
-    import shutil
+    """``status --watch``: a frame every ``--interval`` seconds until Ctrl-C or SIGTERM (exit 0)."""
     import time
 
     from harvester import db, report
@@ -246,36 +236,23 @@ async def watch_status(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tty = sys.stdout.isatty()
     pool = await db.open_pool(cfg.database, max_size=2)
-    shown = 0
+    screen = report.Screen(sys.stdout, scrub=logs.scrub)
     try:
-        if tty:
-            sys.stdout.write("\x1b[?25l\x1b[2J")  # hide the cursor, clear once
         while not stop.is_set():
             snap = await report.snapshot(pool, args.by_tag)
-            size = shutil.get_terminal_size()
             title = (
                 f"harvester status  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  "
                 f"every {report.human_duration(interval)}, Ctrl-C to stop"
             )
-            text = logs.scrub(report.frame(snap, title=title, width=size.columns if tty else 200))
-            if tty:
-                lines = text.split("\n")[: max(1, size.lines - 1)]
-                sys.stdout.write("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in lines) + "\x1b[J")
-            else:
-                sys.stdout.write(("\n" if shown else "") + text + "\n")
-            sys.stdout.flush()
-            shown += 1
-            if args.count is not None and shown >= args.count:
+            screen.draw(snap, title)
+            if args.count is not None and screen.shown >= args.count:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
     finally:
         await pool.close()
-        if tty:
-            sys.stdout.write("\x1b[?25h")
-            sys.stdout.flush()
+        screen.close()
     return EXIT_OK
 
 
@@ -302,33 +279,13 @@ async def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def parse_since(text: str | None) -> Any:
-    """``--since``: a change number (digits) or an ISO 8601 time (no offset: UTC)."""
-    from datetime import UTC, datetime
-
-    from harvester.export import Since
-
-    if text is None:
-        return Since()
-    value = text.strip()
-    if value.isdigit():
-        return Since(change=int(value))
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageError(
-            f"--since: expected a change number or an ISO 8601 time, got {text[:80]!r}"
-        ) from None
-    return Since(time=when if when.tzinfo else when.replace(tzinfo=UTC))
-
-
 async def cmd_export(args: argparse.Namespace) -> int:
     from harvester import db, export
 
     if args.view not in export.VIEWS:
         raise UsageError(f"export: unknown view {args.view!r} (one of: {', '.join(export.VIEWS)})")
     tags = parse_tags(args.tag)
-    since = parse_since(args.since)
+    since = export.parse_since(args.since)
     cfg = load_config(args)
     pool = await db.open_pool(cfg.database, max_size=1)
     target = None

@@ -21,7 +21,7 @@ import os
 import tempfile
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,7 +29,7 @@ import asyncpg
 
 from harvester import feed
 from harvester.db import guard
-from harvester.errors import HarvesterError
+from harvester.errors import HarvesterError, UsageError
 from harvester.queries import NamedQueries
 
 BOM = "\ufeff".encode()
@@ -86,6 +86,22 @@ class Exported:
             "last_change": self.last_change,
             "since_change": self.since_change,
         }
+
+
+def parse_since(text: str | None) -> Since:
+    """``--since``: a change number (digits) or an ISO 8601 time (no offset: UTC)."""
+    if text is None:
+        return Since()
+    value = text.strip()
+    if value.isdigit():
+        return Since(change=int(value))
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(
+            f"--since: expected a change number or an ISO 8601 time, got {text[:80]!r}"
+        ) from None
+    return Since(time=when if when.tzinfo else when.replace(tzinfo=UTC))
 
 
 def statement(view: str, fmt: str) -> str:

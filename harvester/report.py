@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 from uuid import UUID
 
 import asyncpg
@@ -285,6 +286,37 @@ def tag_table(key: str, groups: Mapping[str | None, Mapping[str, int]]) -> list[
         )
 
     return [fmt(header), *(fmt(r) for r in rows)]
+
+
+class Screen:
+    """Where ``status --watch`` draws. On a terminal each frame redraws the screen in place (cursor
+    home, each line cleared to its end, then everything below), cut to the terminal's size so that
+    nothing scrolls, with the cursor hidden until ``close``. Anything else (a pipe, a file, a log)
+    gets one frame after another, separated by a blank line, with no escape codes."""
+
+    def __init__(self, out: TextIO, scrub: Callable[[str], str] = str) -> None:
+        self.out = out
+        self.scrub = scrub
+        self.tty = out.isatty()
+        self.shown = 0
+        if self.tty:
+            out.write("\x1b[?25l\x1b[2J")
+
+    def draw(self, snap: Snapshot, title: str) -> None:
+        size = shutil.get_terminal_size()
+        text = self.scrub(frame(snap, title=title, width=size.columns if self.tty else 200))
+        if self.tty:
+            lines = text.split("\n")[: max(1, size.lines - 1)]
+            self.out.write("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in lines) + "\x1b[J")
+        else:
+            self.out.write(("\n" if self.shown else "") + text + "\n")
+        self.out.flush()
+        self.shown += 1
+
+    def close(self) -> None:
+        if self.tty:
+            self.out.write("\x1b[?25h")
+            self.out.flush()
 
 
 # ---------------------------------------------------------------- reading

@@ -157,3 +157,30 @@ async def test_last_change_before_a_time(conn: asyncpg.Connection) -> None:
     await finish(conn, b)
     assert await feed.last_change(conn) == 2
     assert await feed.last_change(conn, between) == 1
+
+
+async def test_one_transaction_numbers_its_jobs_once_each_in_order_with_their_final_state(
+    conn: asyncpg.Connection, db_dsn: str
+) -> None:
+    listener = await asyncpg.connect(db_dsn)
+    got: list[str] = []
+    await listener.add_listener(feed.CHANNEL, lambda *args: got.append(args[3]))
+    try:
+        failed = (SEED / "failed-410.json").read_bytes()
+        await store.store_failure(conn, failed, read_body(failed), job_id=MINIMAL_ID, http_status=None)
+        others = [uuid4() for _ in range(5)]
+        await conn.execute("INSERT INTO harvester.jobs (job_id) SELECT unnest($1::uuid[])", others)
+        async with conn.transaction():
+            # the failed job is stored again as harvested (state and body change: one change)...
+            await store_raw(conn, MINIMAL.read_bytes())
+            # ...and five more finish in the same transaction
+            for job_id in others:
+                await finish(conn, job_id)
+        await asyncio.sleep(0.2)
+    finally:
+        await listener.close()
+    assert await changes(conn) == [(1, "failed", "finished"), (2, "harvested", "finished")] + [
+        (n, "harvested", "finished") for n in range(3, 8)
+    ]
+    assert [feed.parse_nudge(p).change for p in got] == list(range(1, 8))
+    assert await conn.fetchval("SELECT count(*) FROM harvester.change_staging") == 0

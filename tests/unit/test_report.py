@@ -8,9 +8,8 @@ from uuid import UUID
 import pytest
 
 from harvester import report
-from harvester.cli import parse_since
 from harvester.errors import UsageError
-from harvester.export import Since
+from harvester.export import Since, parse_since
 
 
 @pytest.mark.parametrize(
