@@ -239,3 +239,33 @@ async def test_export_into_a_pipe_closed_early_is_not_an_error(conn: asyncpg.Con
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     assert out.decode().startswith("job_id,state,") and err.decode() == ""
+
+
+async def test_watch_on_a_terminal_redraws_in_place_and_ctrl_c_exits_0(db_dsn: str) -> None:
+    import pty
+    import signal
+
+    main, replica = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
+    env.update(
+        {"HARVESTER_DSN": db_dsn, "HARVESTER_SERVER__ENABLED": "false", "COLUMNS": "90", "LINES": "30"}
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "harvester.cli", "status", "--watch", "--interval", "0.2",
+        env=env, stdin=replica, stdout=replica, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    os.close(replica)
+    seen = b""
+    loop = asyncio.get_running_loop()
+    try:
+        while seen.count(b"harvester status") < 3:
+            seen += await asyncio.wait_for(loop.run_in_executor(None, os.read, main, 65536), 30)
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        os.close(main)
+    assert code == 0
+    assert b"\x1b[?25l\x1b[2J" in seen and seen.count(b"\x1b[H") >= 3  # hidden cursor, redrawn in place
+    assert b"jobs:   pending 0" in seen
