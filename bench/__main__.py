@@ -1,4 +1,4 @@
-"""``python -m bench [harvest|ingest|queue|memory|events|accounts|all] [--quick]``: run, print, save JSON."""
+"""``python -m bench [NAME|all] [--quick]``: run, print, save JSON (NAME: see MODULES)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ MODULES = {
     "memory": "bench.memory",
     "events": "bench.events",
     "accounts": "bench.accounts",
+    "notify": "bench.notify",
+    "export": "bench.export",
 }
 
 

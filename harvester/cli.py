@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -137,8 +138,13 @@ async def cmd_status(args: argparse.Namespace) -> int:
     from harvester import db, queue
     from harvester import limiter as limiter_mod
 
+    if args.watch:
+        return await watch_status(args)
+    if args.interval is not None or args.count is not None:
+        raise UsageError("--interval and --count go with --watch")
     cfg = load_config(args)
     pool = await db.open_pool(cfg.database, max_size=2)
+    by_tag: list[str] | None = None
     hidden: dict[str, str] = {}
     limiter_state: list[dict[str, Any]] | None = None
     discovery: list[dict[str, Any]] | None = None
@@ -158,6 +164,10 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 limiter_state = found
             else:
                 discovery = found
+        if args.by_tag is not None:
+            from harvester import report as report_mod
+
+            by_tag = report_mod.tag_table(args.by_tag, await report_mod.tag_groups(pool, args.by_tag))
     finally:
         await pool.close()
     jobs = {state: report.counts.get(state, 0) for state in STATES}
@@ -178,14 +188,17 @@ async def cmd_status(args: argparse.Namespace) -> int:
     }
     if hidden:
         out["not_shown"] = hidden
+    if by_tag is not None:
+        out["by_tag"] = {"key": args.by_tag, "table": by_tag}
     if args.json:
         print(logs.scrub(json.dumps(out, indent=2, default=str)))
         return EXIT_OK
     print("jobs:")
     for state in STATES:
         print(f"  {state:<10} {jobs[state]}")
-    age = report.oldest_pending_age_s
-    print(f"oldest pending: {'-' if age is None else f'{age:.0f} s'}")
+    from harvester.report import human_duration
+
+    print(f"oldest pending: {human_duration(report.oldest_pending_age_s)}")
     print(f"polls spent:    {out['polls_spent']}")
     for name, entry in accounts.items():
         counts = " ".join(f"{state}={n}" for state, n in entry["jobs"].items() if n)
@@ -227,6 +240,105 @@ async def cmd_status(args: argparse.Namespace) -> int:
                     f"  {err['at']} {err['job_id']} {err['state']} http={err['http_status']} {err['error']}"
                 )
             )
+    for line in by_tag or []:
+        print(logs.scrub(line))
+    return EXIT_OK
+
+
+async def watch_status(args: argparse.Namespace) -> int:
+    """``status --watch``: a frame every ``--interval`` seconds until Ctrl-C or SIGTERM (exit 0)."""
+    import time
+
+    from harvester import db, report
+
+    interval = 2.0 if args.interval is None else args.interval
+    if not interval >= 0.2:
+        raise UsageError("--interval: must be at least 0.2 seconds")
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count: must be at least 1")
+    if args.json:
+        raise UsageError("--watch draws a screen; use status --json without --watch for JSON")
+    cfg = load_config(args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    pool = await db.open_pool(cfg.database, max_size=2)
+    screen = report.Screen(sys.stdout, scrub=logs.scrub)
+    try:
+        while not stop.is_set():
+            snap = await report.snapshot(pool, args.by_tag)
+            title = (
+                f"harvester status  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  "
+                f"every {report.human_duration(interval)}, Ctrl-C to stop"
+            )
+            screen.draw(snap, title)
+            if args.count is not None and screen.shown >= args.count:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+    finally:
+        await pool.close()
+        screen.close()
+    return EXIT_OK
+
+
+async def cmd_show(args: argparse.Namespace) -> int:
+    from harvester import db, report
+
+    try:
+        job_id = UUID(args.job_id.strip())
+    except ValueError:
+        raise UsageError(f"show: not a UUID: {args.job_id[:80]!r}") from None
+    cfg = load_config(args)
+    pool = await db.open_pool(cfg.database, max_size=1)
+    try:
+        detail = await report.job_detail(pool, job_id)
+    finally:
+        await pool.close()
+    if detail is None:
+        raise HarvesterError(f"show: no job {job_id} in harvester.jobs (enqueue it first)")
+    if args.json:
+        print(logs.scrub(json.dumps(detail.as_dict(), indent=2, ensure_ascii=False)))
+    else:
+        for line in detail.lines():
+            print(logs.scrub(line))
+    return EXIT_OK
+
+
+async def cmd_export(args: argparse.Namespace) -> int:
+    from harvester import db, export
+
+    if args.view not in export.VIEWS:
+        raise UsageError(f"export: unknown view {args.view!r} (one of: {', '.join(export.VIEWS)})")
+    tags = parse_tags(args.tag)
+    since = export.parse_since(args.since)
+    cfg = load_config(args)
+    pool = await db.open_pool(cfg.database, max_size=1)
+    target = None
+    sink = None
+    try:
+        target = export.FileTarget(Path(args.out)) if args.out else None
+        sink = export.StreamSink(target.stream if target is not None else sys.stdout.buffer)
+        if args.bom and args.format == "csv":
+            sink.stream.write(export.BOM)
+        done = await export.export(pool, args.view, fmt=args.format, sink=sink, tags=tags, since=since)
+        sink.stream.flush()
+    except BaseException as exc:
+        if target is not None:
+            target.abandon()
+        if sink is not None and (sink.closed or isinstance(exc, BrokenPipeError)):
+            # `export ... | head`: the reader has what it wanted. stdout is gone, so point it at
+            # /dev/null, or the interpreter's last flush of it fails again on the way out.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
+        raise
+    finally:
+        await pool.close()
+    if target is not None:
+        target.commit()
+    summary = json.dumps(done.as_dict())
+    print(summary, file=sys.stdout if target is not None else sys.stderr)
     return EXIT_OK
 
 
@@ -439,6 +551,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = add("status", cmd_status, "jobs per state, oldest pending, polls, errors, limiter")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", action="store_true", help="a live screen until Ctrl-C")
+    status.add_argument("--interval", type=float, metavar="S", help="seconds between frames (default 2)")
+    status.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N frames")
+    status.add_argument("--by-tag", metavar="KEY", help="progress per value of the tag KEY")
+
+    show = add("show", cmd_show, "one job: state, polls, last HTTP status and error, timings, rows")
+    show.add_argument("job_id", metavar="JOB_ID")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+
+    from harvester import export as export_mod
+
+    exp = add("export", cmd_export, "stream an output view as CSV or JSON Lines (COPY)")
+    exp.add_argument("view", metavar="VIEW", help=f"one of: {', '.join(export_mod.VIEWS)}")
+    exp.add_argument("--format", choices=export_mod.FORMATS, default="csv", help="default csv")
+    exp.add_argument("--since", metavar="N|TIME", help="only jobs changed after change N or after TIME")
+    exp.add_argument(
+        "--tag", action="append", default=[], metavar="K=V", help="only jobs with this tag (repeatable)"
+    )
+    exp.add_argument("--out", metavar="FILE", help="write FILE (replaced when complete) instead of stdout")
+    exp.add_argument("--bom", action="store_true", help="CSV: start with a UTF-8 BOM (for Excel)")
 
     imp = add("import", cmd_import, "store result bodies from files without calling the API")
     imp.add_argument("paths", nargs="+", metavar="PATH", help="JSON or JSON Lines files, or folders")

@@ -9,6 +9,8 @@ transaction; this module only knows rows and SQL names.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -82,6 +84,18 @@ def latest_businesses(items: Sequence[Normalized]) -> list[tuple[BusinessRow, No
     return list(chosen.values())
 
 
+def rows_digest(item: Normalized) -> str:
+    """A fingerprint of the rows a body normalizes to, its raw body aside (PostgreSQL compares that).
+
+    Stored in ``results.rows_digest``: a re-store (import, reprocess) whose rows differ from what
+    the job had is a change in the feed, one that writes the same rows again is not. Keys are
+    sorted: a body read back from jsonb (reprocess) has its objects' keys in jsonb's order.
+    """
+    bare = dataclasses.replace(item, result=dataclasses.replace(item.result, raw={}))
+    text = json.dumps(dataclasses.asdict(bare), sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 async def write_rows(conn: asyncpg.Connection, batch: Sequence[Normalized], *, fetched: bool) -> None:
     """Upsert results and replace the child rows of every job in the batch."""
     items = list({item.job_id: item for item in batch}.values())
@@ -103,7 +117,8 @@ async def write_rows(conn: asyncpg.Connection, batch: Sequence[Normalized], *, f
         )
         for r in (item.result for item in items)
     ]
-    await conn.execute(SQL.upsert_results, *columns(results, 10), fetched)
+    digests = [rows_digest(item) for item in items]
+    await conn.execute(SQL.upsert_results, *columns(results, 10), fetched, digests)
     await conn.execute(SQL.delete_sites, job_ids)
     await conn.execute(SQL.delete_maps_searches, job_ids)
 

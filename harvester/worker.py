@@ -381,16 +381,22 @@ class Worker:
         return self.cfg.worker.heartbeat_s
 
     async def housekeeping(self) -> float:
-        """Expire jobs pending longer than ``give_up_after_s``, in bounded batches."""
+        """Expire jobs pending longer than ``give_up_after_s``, in bounded batches.
+
+        What was expired is logged even when the daemon stops in the middle of a long backlog (the
+        side tasks are cancelled then, possibly during a batch, which rolls back).
+        """
         expired = 0
-        while True:
-            count = await self.store.expire(self.cfg.polling.give_up_after_s, EXPIRE_BATCH)
-            expired += count
-            if count < EXPIRE_BATCH or self._stopping.is_set():
-                break
-            await asyncio.sleep(0)  # let the loop breathe between batches
-        if expired:
-            log.info("jobs_expired", count=expired)
+        try:
+            while True:
+                count = await self.store.expire(self.cfg.polling.give_up_after_s, EXPIRE_BATCH)
+                expired += count
+                if count < EXPIRE_BATCH or self._stopping.is_set():
+                    break
+                await asyncio.sleep(0)  # let the loop breathe between batches
+        finally:
+            if expired:
+                log.info("jobs_expired", count=expired)
         return self.cfg.worker.housekeeping_s
 
     async def _shutdown(self) -> None:

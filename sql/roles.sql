@@ -19,8 +19,9 @@
 --                       account),
 --                       including INSERT ... ON CONFLICT DO NOTHING (no conflict target): what
 --                       `harvester enqueue` sends. No SELECT, UPDATE or DELETE.
---   harvester_reader    may only SELECT the output tables, harvester.jobs and every view (among
---                       them harvester.limiter_status, for `harvester status`).
+--   harvester_reader    may only SELECT the output tables, harvester.jobs, the change feed
+--                       harvester.changes and every view (among them harvester.limiter_status,
+--                       for `harvester status`). LISTEN harvester_changes needs no grant.
 --
 -- For example:
 --
@@ -143,7 +144,7 @@ DO $$
 DECLARE
     outputs constant text[] := ARRAY[
         'jobs', 'results', 'sites', 'site_emails', 'site_phones', 'site_addresses', 'site_socials',
-        'team_members', 'maps_searches', 'businesses', 'maps_businesses', 'rejects'];
+        'team_members', 'maps_searches', 'businesses', 'maps_businesses', 'rejects', 'changes'];
     obj record;
 BEGIN
     FOR obj IN

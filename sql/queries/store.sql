@@ -9,15 +9,16 @@ INSERT INTO harvester.rejects (job_id, reason, body) VALUES ($1, $2, $3)
 -- name: upsert_results
 -- $11: true when the body was just fetched, false when rebuilt from raw. fetched_at moves only
 -- when a fetch brings a different body: storing the same result again leaves the row as it was.
+-- $12: each body's rows_digest; a different body or digest is a 'restored' change (011_changes).
 INSERT INTO harvester.results AS r
        (job_id, job_type, status, success, processing_time_seconds, worker_id, completed_at,
-        message, error_message, raw, fetched_at)
+        message, error_message, raw, fetched_at, rows_digest)
 SELECT t.job_id, t.job_type, t.status, t.success, t.seconds, t.worker_id, t.completed_at,
-       t.message, t.error_message, t.raw::jsonb, now()
+       t.message, t.error_message, t.raw::jsonb, now(), t.rows_digest
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[], $5::float8[], $6::text[],
-              $7::timestamptz[], $8::text[], $9::text[], $10::text[])
+              $7::timestamptz[], $8::text[], $9::text[], $10::text[], $12::text[])
        AS t(job_id, job_type, status, success, seconds, worker_id, completed_at, message,
-            error_message, raw)
+            error_message, raw, rows_digest)
 ON CONFLICT (job_id) DO UPDATE
    SET job_type = EXCLUDED.job_type,
        status = EXCLUDED.status,
@@ -28,6 +29,7 @@ ON CONFLICT (job_id) DO UPDATE
        message = EXCLUDED.message,
        error_message = EXCLUDED.error_message,
        raw = EXCLUDED.raw,
+       rows_digest = EXCLUDED.rows_digest,
        fetched_at = CASE WHEN $11::boolean AND r.raw IS DISTINCT FROM EXCLUDED.raw
                          THEN EXCLUDED.fetched_at ELSE r.fetched_at END
 

@@ -21,7 +21,19 @@ from tests.support.rows import one
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "tests" / "fixtures" / "seed"
 DEAD_DSN = "postgresql://postgres@127.0.0.1:1/nowhere"
-COMMANDS = ("migrate", "run", "enqueue", "status", "import", "reprocess", "requeue", "sim", "demo")
+COMMANDS = (
+    "migrate",
+    "run",
+    "enqueue",
+    "status",
+    "show",
+    "export",
+    "import",
+    "reprocess",
+    "requeue",
+    "sim",
+    "demo",
+)
 
 
 def harvester(

@@ -99,6 +99,16 @@ EXPECTED_COLUMNS = {
         "reason": "text",
         "body": "bytea",
     },
+    # the change feed (011)
+    "changes": {
+        "change_id": "bigint",
+        "job_id": "uuid",
+        "state": "text",
+        "job_type": "text",
+        "account": "text",
+        "reason": "text",
+        "changed_at": "timestamp with time zone",
+    },
     # the migration ledger
     "schema_migrations": {"version": "text", "applied_at": "timestamp with time zone"},
 }

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -60,7 +61,10 @@ def _quote(value: str) -> str:
 class PgBouncer:
     """One PgBouncer process forwarding every database of ``server_dsn``'s server."""
 
-    def __init__(self, binary: str, server_dsn: str, pool_mode: str) -> None:
+    def __init__(
+        self, binary: str, server_dsn: str, pool_mode: str, users: Mapping[str, str] | None = None
+    ) -> None:
+        """``users``: more logins (name → password) PgBouncer accepts besides the server's own."""
         if pool_mode not in MODES:
             raise ValueError(f"pool_mode: {pool_mode!r}")
         self.binary = binary
@@ -69,6 +73,7 @@ class PgBouncer:
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="harvester-pgbouncer-"))
         self.as_postgres = os.geteuid() == 0
+        self.users = dict(users or {})
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -105,8 +110,9 @@ class PgBouncer:
         return "\n".join(lines) + "\n"
 
     def start(self) -> None:
+        logins = {self.user: unquote(self.server.password or ""), **self.users}
         (self.root / "userlist.txt").write_text(
-            f"{_quote(self.user)} {_quote(unquote(self.server.password or ''))}\n"
+            "".join(f"{_quote(name)} {_quote(password)}\n" for name, password in logins.items())
         )
         (self.root / "pgbouncer.ini").write_text(self.config_text())
         if self.as_postgres:
