@@ -182,6 +182,8 @@ async def run(
         resources.push_async_callback(_close_pool, pool)
         metrics = Metrics(accounts=cfg.account_names)
         lanes = build_lanes(cfg, pool, metrics)
+        for lane in lanes:
+            resources.push_async_callback(lane.client.close)
         if cfg.server.enabled:
             handle = await _start_server(cfg, metrics, Liveness(lanes, pool), lanes, pool)
             resources.push_async_callback(handle.close)
@@ -258,7 +260,8 @@ async def _run_tasks(
                         )
                     )
                 )
-                side += [group.create_task(source.run(side_stop)) for source in _sources(lane)]
+                if not (drain and await _nothing_to_drain(lane)):  # a drain of nothing sends nothing
+                    side += [group.create_task(source.run(side_stop)) for source in _sources(lane)]
                 workers.append(group.create_task(lane.worker.run(stop, drain=drain)))
         if max_seconds is not None:
             side.append(group.create_task(_stop_after(stop, max_seconds)))
@@ -336,6 +339,15 @@ def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
     await lifetime.wait(stop, seconds)
     stop.set()
+
+
+async def _nothing_to_drain(lane: Lane) -> bool:
+    """Whether ``--drain`` finds nothing of this account's pending (then its stream and list
+    discovery are not started: they would only spend requests on the way out)."""
+    try:
+        return not await lane.store.any_pending()
+    except DatabaseError:
+        return False  # the worker reports the database; the sources start as usual
 
 
 async def _close_pool(pool: asyncpg.Pool) -> None:

@@ -318,8 +318,15 @@ class AccountMetrics:
         ):
             for labels in known:
                 family.labels(account=account, **labels)
-        for name in (metrics.api_rate_limited, metrics.stream_reconnects, metrics.stream_matched):
-            name.labels(account=account)
+        for name in (
+            metrics.api_rate_limited,
+            metrics.stream_reconnects,
+            metrics.stream_matched,
+            metrics.limiter_wait,
+            metrics.harvest_latency,
+            metrics.polls_per_job,
+        ):
+            name.labels(account=account)  # histograms too: a panel sees their buckets from the start
 
     def request_done(self, endpoint: str, status: int | str, wait_s: float) -> None:
         """One API request finished (``status`` is the HTTP code, or 'error' with no response)."""

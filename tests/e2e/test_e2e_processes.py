@@ -242,4 +242,6 @@ async def test_drain_exits_at_once_when_nothing_is_pending(db_dsn: str, tmp_path
             assert await _all_exit([daemon], 30) == [0]
         finally:
             await daemon.stop()
-        assert sim.stats(per_job=False)["requests_total"] == 0
+        assert sim.stats(per_job=False)["requests_total"] == 0, sim.stats(per_job=False)[
+            "requests_by_endpoint"
+        ]
