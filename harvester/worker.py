@@ -28,6 +28,7 @@ from harvester.slots import Slots
 log = logs.get("harvester.worker")
 
 EXPIRE_BATCH = 1000  # jobs per expiry statement (see sql/queries/queue.sql expire_stale_jobs)
+EXPIRE_FINISH_S = 5.0  # a batch under way when the daemon stops may finish (and be counted) this long
 RELEASE_TIMEOUT_S = 0.5  # what handing back leases may take at the end of a shutdown
 
 
@@ -383,13 +384,22 @@ class Worker:
     async def housekeeping(self) -> float:
         """Expire jobs pending longer than ``give_up_after_s``, in bounded batches.
 
-        What was expired is logged even when the daemon stops in the middle of a long backlog (the
-        side tasks are cancelled then, possibly during a batch, which rolls back).
+        What was expired is logged even when the daemon stops in the middle of a long backlog: the
+        side tasks are cancelled then, possibly while a batch commits, so a batch in progress is
+        let finish (it is bounded by the statement timeout) and counted before the cancel goes on.
         """
         expired = 0
         try:
             while True:
-                count = await self.store.expire(self.cfg.polling.give_up_after_s, EXPIRE_BATCH)
+                batch = asyncio.ensure_future(
+                    self.store.expire(self.cfg.polling.give_up_after_s, EXPIRE_BATCH)
+                )
+                try:
+                    count = await asyncio.shield(batch)
+                except asyncio.CancelledError:
+                    with contextlib.suppress(DatabaseError, TimeoutError):
+                        expired += await asyncio.wait_for(batch, EXPIRE_FINISH_S)
+                    raise
                 expired += count
                 if count < EXPIRE_BATCH or self._stopping.is_set():
                     break
