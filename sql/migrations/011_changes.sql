@@ -1,6 +1,7 @@
 -- The change feed: one row in harvester.changes per change that finishes a job or alters its stored
 -- rows, numbered 1, 2, 3, ... in commit order; NOTIFY harvester_changes with a small JSON payload in
--- the same transaction; the jobs' tags in the output views, with an index for `tags @> '{...}'`.
+-- the same transaction; the jobs' account and tags in the output views, with an index for
+-- `tags @> '{...}'`.
 --
 -- Why a table and a counter row, not a sequence: sequence values are handed out when a transaction
 -- asks, not when it commits, so a consumer reading `change_id > last` can see 8 committed while 7
