@@ -325,8 +325,13 @@ class AccountMetrics:
             metrics.limiter_wait,
             metrics.harvest_latency,
             metrics.polls_per_job,
+            metrics.stream_connected,
+            metrics.breaker_open,
+            metrics.auth_paused,
+            metrics.limiter_paused,
         ):
-            name.labels(account=account)  # histograms too: a panel sees their buckets from the start
+            # histograms and state gauges too: a panel or a rule sees them (at 0) from the start
+            name.labels(account=account)
 
     def request_done(self, endpoint: str, status: int | str, wait_s: float) -> None:
         """One API request finished (``status`` is the HTTP code, or 'error' with no response)."""
