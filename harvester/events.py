@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -301,11 +301,12 @@ class EventStream:
     async def _handle(self, event: Event) -> None:
         self._events += 1
         matched = 0
-        stamp = _event_time(event.data)
+        body = _event_body(event.data)
+        stamp = _event_time(body)
         if stamp is not None and (self._last_seen is None or stamp > self._last_seen):
             self._last_seen = stamp
         if event.type in FINISHED or event.type in RUNNING:
-            job_id, job_type = _job_fields(event.data)
+            job_id, job_type = _job_fields(body)
             if job_id is not None and self.adopter is not None:
                 status = FINISHED.get(event.type) or RUNNING[event.type]
                 if await self.adopter.adopt([Listed(job_id, status, job_type)]):
@@ -381,15 +382,19 @@ class EventStream:
             self.gate.nudge()
 
 
-def _job_fields(data: str) -> tuple[UUID | None, str | None]:
-    """The job id of a job event (``job_id``, or ``jobId`` as campaign events spell it) and its
-    type when the event names one (``job.queued`` does)."""
+def _event_body(data: str) -> dict[str, Any]:
+    """An event's ``data`` as a JSON object, parsed once for everything read from it; ``{}`` when
+    it is not one."""
     try:
         body: Any = json.loads(data)
     except ValueError:
-        return None, None
-    if not isinstance(body, dict):
-        return None, None
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _job_fields(body: dict[str, Any]) -> tuple[UUID | None, str | None]:
+    """The job id of a job event (``job_id``, or ``jobId`` as campaign events spell it) and its
+    type when the event names one (``job.queued`` does)."""
     value = body.get("job_id", body.get("jobId"))
     kind = body.get("type", body.get("job_type"))
     try:
@@ -399,25 +404,13 @@ def _job_fields(data: str) -> tuple[UUID | None, str | None]:
     return job_id, kind if isinstance(kind, str) and kind else None
 
 
-def _event_time(data: str) -> datetime | None:
-    """The API time an event carries (a heartbeat's ``timestamp``, a job's ``created_at`` or
-    ``started_at``), if any and readable; naive times are UTC."""
-    if '"' not in data:
-        return None
-    try:
-        body: Any = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(body, dict):
-        return None
+def _event_time(body: dict[str, Any]) -> datetime | None:
+    """The API time an event carries (a heartbeat's ``timestamp``, a job's ``started_at`` or
+    ``created_at``), if any is readable."""
     for key in ("timestamp", "started_at", "created_at"):
-        value = body.get(key)
-        if isinstance(value, str):
-            try:
-                stamp = datetime.fromisoformat(value)
-            except ValueError:
-                continue
-            return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+        stamp = classify.parse_time(body.get(key))
+        if stamp is not None:
+            return stamp
     return None
 
 
