@@ -196,15 +196,7 @@ class Discovery:
         self._queued_scanned_at = self.clock()
         pages, running = result.pages, result.running
         for page_no in range(1, self.cfg.polling.list_max_pages + 1):
-            await self.gate.limiter.acquire()
-            page = await self.client.list_jobs(
-                page=page_no,
-                page_size=PAGE_SIZE,
-                sort_by="updated_at",
-                sort_order="desc",
-                status_filter="queued",
-            )
-            await self.gate.observe("list", page, 0.0)
+            page = await self._list(page_no, sort_by="updated_at", status_filter="queued")
             if not isinstance(page, outcomes.JobPage):
                 break
             pages += 1
@@ -218,6 +210,23 @@ class Discovery:
                 break
         return PassResult(pages, result.finished, running, result.ok)
 
+    async def _list(
+        self, page_no: int, *, sort_by: str, status_filter: str | None = None
+    ) -> outcomes.JobPage | outcomes.Outcome:
+        """One list page, newest first: a request slot, the request, and the gate hears the answer."""
+        started = self.clock()
+        await self.gate.limiter.acquire()
+        waited = self.clock() - started
+        page = await self.client.list_jobs(
+            page=page_no,
+            page_size=PAGE_SIZE,
+            sort_by=sort_by,
+            sort_order="desc",
+            status_filter=status_filter,
+        )
+        await self.gate.observe("list", page, waited)
+        return page
+
     async def _read_pages(self, lease: DiscoveryLease) -> tuple[PassResult, datetime | None]:
         cfg = self.cfg.polling
         reference = lease.gap_since or lease.watermark or lease.oldest_pending
@@ -226,13 +235,7 @@ class Discovery:
         newest: datetime | None = None
         page_no = 1
         while True:
-            started = self.clock()
-            await self.gate.limiter.acquire()
-            waited = self.clock() - started
-            page = await self.client.list_jobs(
-                page=page_no, page_size=PAGE_SIZE, sort_by="updated_at", sort_order="desc"
-            )
-            await self.gate.observe("list", page, waited)
+            page = await self._list(page_no, sort_by="updated_at")
             if not isinstance(page, outcomes.JobPage):
                 return PassResult(pages, finished, running, False), newest
             pages += 1
@@ -254,11 +257,7 @@ class Discovery:
         request but skips nothing. Done at the first page reaching back past ``adopt_since``."""
         assert self.backfill_page is not None and self.adopter is not None
         page_no = self.backfill_page
-        await self.gate.limiter.acquire()
-        page = await self.client.list_jobs(
-            page=page_no, page_size=PAGE_SIZE, sort_by="created_at", sort_order="desc"
-        )
-        await self.gate.observe("list", page, 0.0)
+        page = await self._list(page_no, sort_by="created_at")
         if not isinstance(page, outcomes.JobPage):
             return result
         done, running = await self._apply(page, backfill=True)
