@@ -22,14 +22,14 @@ from typing import Protocol
 from harvester import lifetime, logs, outcomes, policy
 from harvester.config import DEFAULT_ACCOUNT, Config
 from harvester.gate import Gate
-from harvester.ports import Adopter, DiscoveryLease, DiscoveryState, DiscoveryStore, Listed
+from harvester.ports import Adopter, DiscoveryLease, DiscoveryStore, Listed
 
 log = logs.get("harvester.discovery")
 PAGE_SIZE = 100
 UNHEALTHY_AFTER = 3
 BACKFILL_PRIORITY = -1  # adopted old jobs wait behind every live job
-QUEUED_SCAN_MIN = 5  # pending jobs seen waiting before a pass lists SpiderIQ's queue
-QUEUED_SCAN_EVERY = 0.8  # of max_interval_s, the defer a queued scan gives: rescan just before it ends
+QUEUED_SCAN_MIN = 5  # queued defers running out before a pass lists SpiderIQ's queue again...
+QUEUED_SCAN_AHEAD = 0.2  # ...within this share of the queued defer, at most once that often
 RATE_WEIGHT = 0.3  # of the newest pass in the learned completion rate
 
 
@@ -122,7 +122,9 @@ class Discovery:
         usage = await self.gate.limiter.usage()
         paced = policy.list_pass_interval(usage.in_window, usage.limit, usage.window_s, cfg)
         if not state.stream_up:
-            paced = max(paced, policy.list_info_interval(self._reveal_rate, state.waiting, cfg))
+            paced = max(
+                paced, policy.list_info_interval(self._reveal_rate, state.waiting, cfg, state.youngest_s)
+            )
         interval = policy.list_retry_interval(paced, self.failures, cfg)
         # While the event stream is up the list only reconciles what it may have lost: after every
         # (re)connect (the stream asks for that pass) and every list_reconcile_s.
@@ -139,7 +141,7 @@ class Discovery:
         newest: datetime | None = None
         try:
             result, newest = await self._read_pages(lease)
-            if result.ok and lease.gap_since is None and self._queued_scan_due(state):
+            if result.ok and lease.gap_since is None and await self._queued_scan_due():
                 result = await self._scan_queued(result)
             if result.ok and self.backfill_page is not None:
                 result = await self._backfill(result)
@@ -147,7 +149,7 @@ class Discovery:
             await self.store.finish_discovery(
                 self.key, owner, newest, result.pages, result.finished, full=lease.gap_since is None
             )
-        self._record(result)
+        await self._record(result)
         if result.ok and lease.gap_since is None:
             self._learn_rate(result.finished)
         if result.finished:
@@ -170,38 +172,47 @@ class Discovery:
             self._reveal_rate = rate if last is None else last + RATE_WEIGHT * (rate - last)
         self._last_pass_at = now
 
-    def _record(self, result: PassResult) -> None:
+    async def _record(self, result: PassResult) -> None:
         if not result.ok and self.failures + 1 == UNHEALTHY_AFTER:
             log.warning(
                 "discovery_unhealthy",
                 failures=UNHEALTHY_AFTER,
                 detail="list pages keep failing; direct polls carry every job meanwhile",
             )
+            if not self.gate.stream_up:  # nothing announces the starts now: poll the queued ones
+                spread = self.cfg.polling.max_interval_s
+                moved = await self.store.spread_queued_defers(self.key, spread)
+                if moved:
+                    log.info("queued_defers_spread", jobs=moved, within_s=round(spread, 1))
         elif result.ok and not self.healthy:
             log.info("discovery_restored")
         self.failures = 0 if result.ok else self.failures + 1
         self.passes += 1
         self.gate.discovery_healthy = self.healthy
 
-    def _queued_scan_due(self, state: DiscoveryState) -> bool:
-        """Without the stream, nothing says which jobs still wait in SpiderIQ's queue: their
-        ``updated_at`` stays old, so the newest-first pages never show them. When direct polls
-        have met enough of them, one pass a while lists the queued jobs instead."""
-        if state.stream_up or state.waiting < QUEUED_SCAN_MIN:
+    async def _queued_scan_due(self) -> bool:
+        """A job waiting in SpiderIQ's queue does not change, so its ``updated_at`` stays old and
+        the newest-first pages stop showing it: the queued defer it got is then all that keeps it
+        from direct polls that would answer 202. When enough of those defers run out soon, one
+        pass lists the queued jobs (``status_filter=queued``) and renews them: a page of 100 for
+        what would otherwise be 100 polls."""
+        ahead = QUEUED_SCAN_AHEAD * policy.queued_defer(self.cfg.polling)
+        if self.clock() - self._queued_scanned_at < ahead:
             return False
-        return self.clock() - self._queued_scanned_at >= QUEUED_SCAN_EVERY * self.cfg.polling.max_interval_s
+        return await self.store.queued_expiring(self.key, ahead) >= QUEUED_SCAN_MIN
 
     async def _scan_queued(self, result: PassResult) -> PassResult:
-        """Pages of ``status_filter=queued``: each job on them waits ``max_interval_s`` for a poll."""
+        """Pages of ``status_filter=queued``: each job on them gets the queued defer again."""
         self._queued_scanned_at = self.clock()
         pages, running = result.pages, result.running
+        defer = policy.queued_defer(self.cfg.polling)
         for page_no in range(1, self.cfg.polling.list_max_pages + 1):
             page = await self._list(page_no, sort_by="updated_at", status_filter="queued")
             if not isinstance(page, outcomes.JobPage):
                 break
             pages += 1
             queued = [
-                Listed(job.job_id, "queued", job.job_type, self.cfg.polling.max_interval_s)
+                Listed(job.job_id, "queued", job.job_type, defer)
                 for job in page.jobs
                 if (job.status or "queued").lower() == "queued"
             ]
@@ -295,7 +306,7 @@ class Discovery:
             status = (job.status or "").lower()
             if status in outcomes.TERMINAL_UPSTREAM:
                 done.append(Listed(job.job_id, status, job.job_type))
-            elif status == "queued" and self.gate.stream_up:  # the stream announces its start
+            elif status == "queued":  # its start is announced, or shows on the next pages
                 running.append(
                     Listed(job.job_id, status, job.job_type, policy.queued_defer(self.cfg.polling))
                 )

@@ -33,6 +33,7 @@ from harvester.config import DEFAULT_ACCOUNT, Config
 from harvester.errors import DatabaseError
 from harvester.gate import Gate
 from harvester.outcomes import TERMINAL_UPSTREAM, AuthFailed, RateLimited, Transient
+from harvester.passing import QueueWatch
 from harvester.ports import Adopter, Listed, StreamStore
 from harvester.sse import Event, Parser, StreamError
 
@@ -96,7 +97,7 @@ class EventStream:
         self.connected = False
         self._events = self._matched = 0  # since the last lease renewal
         self._recent: OrderedDict[UUID, tuple[Listed, float]] = OrderedDict()
-        self._types: OrderedDict[UUID, str] = OrderedDict()  # from job.queued, for job.started
+        self.queue = QueueWatch()  # jobs seen queued, in queue order: their type, who passed whom
         self._last_seen: datetime | None = None  # API time of the newest event received
         self._session: aiohttp.ClientSession | None = None
 
@@ -324,6 +325,7 @@ class EventStream:
         self.gate.observer.stream_event(event.type, matched)
 
     async def _finished(self, job: Listed) -> int:
+        self.queue.ended(job.job_id)
         marked = await self.store.mark_finished([job])
         if marked:
             self.gate.nudge()
@@ -336,17 +338,16 @@ class EventStream:
 
         A started job whose end event does not come within twice its type's learned duration (the
         event was lost, or it was cancelled: no event says so) is polled directly then, one
-        request for that one job instead of a list pass.
+        request for that one job instead of a list pass. A start also tells which jobs queued
+        before it the queue went past (``passing``): those are polled one run of their type later.
         """
         polling = self.cfg.polling
-        if job_type is not None:
-            self._types[job_id] = job_type
-            while len(self._types) > RECENT_MAX:
-                self._types.popitem(last=False)
         if status == "queued":  # a busy queue can hold it for many minutes; its start is announced
+            self.queue.queued(job_id, job_type)
             defer = policy.queued_defer(polling)
         else:
-            job_type = job_type or self._types.pop(job_id, None)
+            job_type = job_type or self.queue.type_of(job_id)
+            await self._passed(self.queue.started(job_id))
             kinds = (job_type,) if job_type else (policy.SITE, policy.MAPS)
             defer = 2 * max(policy.typical_duration(t, polling, self.gate.durations.get(t)) for t in kinds)
         job = Listed(job_id, status, job_type, defer)
@@ -354,6 +355,19 @@ class EventStream:
             return 1
         self._remember(job)
         return 0
+
+    async def _passed(self, passed: list[tuple[UUID, str]]) -> None:
+        """Jobs the queue went past: cancelled while they waited, or started with the event lost."""
+        if not passed:
+            return
+        polling = self.cfg.polling
+        jobs = [
+            Listed(job_id, "queued", kind, policy.passed_defer(kind, polling, self.gate.durations.get(kind)))
+            for job_id, kind in passed
+        ]
+        pulled = await self.store.pull_in_queued(jobs)
+        if pulled:
+            log.debug("stream_queue_passed", jobs=len(pulled))
 
     def _remember(self, job: Listed) -> None:
         """An event for a job not (yet) in our queue: the producer may insert it in a moment."""

@@ -179,31 +179,34 @@ def list_pass_interval(used: int, limit: int, window_s: float, cfg: PollingConfi
     return min(cfg.list_max_staleness_s, max(cfg.list_interval_s, interval))
 
 
-WAITING_PER_REVEAL = 10  # a page should show the end of a tenth of the jobs known waiting...
-MAX_REVEAL = 10  # ...up to this many: a page is then at most a tenth of a request per job
+WAITING_PER_REVEAL = 5  # a page should show the end of a fifth of the jobs known waiting...
+MAX_REVEAL = 20  # ...up to this many: a page is then at most a twentieth of a request per job
+AGE_SHARE = 0.1  # a page may wait a tenth of how long the newest unseen job has waited already
 INFO_STALENESS_FACTOR = 2.0
 
 
-def list_info_interval(finished_per_s: float | None, waiting: int, cfg: PollingConfig) -> float:
+def list_info_interval(
+    finished_per_s: float | None, waiting: int, cfg: PollingConfig, youngest_s: float | None = None
+) -> float:
     """Minimum age of the last list pass by what the next page can be expected to reveal.
 
     Without the event stream, a page is worth its request by the finished jobs it shows. A trickle
     of jobs wants each end seen soon (one is enough: ``0``, the spare budget decides). A bulk that
     waits in SpiderIQ's queue (``waiting`` jobs known queued) finishes at the queue's pace whatever
     we do, and the pages are a cost on every one of its jobs: each page should then show the ends
-    of a tenth of the waiting jobs, up to ``MAX_REVEAL``, which at the learned completion rate
-    ``finished_per_s`` takes that long, and at most twice ``list_max_staleness_s`` (a learned rate
-    that dips must not leave ends unseen for minutes).
+    of a fifth of the waiting jobs, up to ``MAX_REVEAL``, which at the learned completion rate
+    ``finished_per_s`` takes that long. And a job that has already waited minutes (the newest one
+    whose end nobody has seen waited ``youngest_s``; the last of a bulk, when few are left) loses
+    little by being seen a tenth of that later. Never more than twice ``list_max_staleness_s``: a
+    learned rate that dips must not leave ends unseen for minutes.
     """
+    by_age = AGE_SHARE * youngest_s if youngest_s and youngest_s > 0 else 0.0
     reveal = min(MAX_REVEAL, waiting / WAITING_PER_REVEAL)
-    if reveal <= 1:
-        return 0.0
-    if not finished_per_s or finished_per_s <= 0:
-        return cfg.list_max_staleness_s
-    return min(
-        INFO_STALENESS_FACTOR * cfg.list_max_staleness_s,
-        max(cfg.list_max_staleness_s, reveal / finished_per_s),
-    )
+    by_reveal = 0.0
+    if reveal > 1:
+        rate = finished_per_s if finished_per_s and finished_per_s > 0 else None
+        by_reveal = cfg.list_max_staleness_s if rate is None else max(cfg.list_max_staleness_s, reveal / rate)
+    return min(INFO_STALENESS_FACTOR * cfg.list_max_staleness_s, max(by_age, by_reveal))
 
 
 def list_retry_interval(interval: float, failures: int, cfg: PollingConfig) -> float:
@@ -220,6 +223,16 @@ def list_retry_interval(interval: float, failures: int, cfg: PollingConfig) -> f
 def running_defer(job_type: str | None, cfg: PollingConfig, learned: float | None = None) -> float:
     """No direct poll for this long once the list has shown a job still running."""
     return max(cfg.list_fallback_s, 3.0 * typical_duration(job_type, cfg, learned))
+
+
+PASSED_RUNS = 1.0
+
+
+def passed_defer(job_type: str | None, cfg: PollingConfig, learned: float | None = None) -> float:
+    """A queued job the queue went past (a job of its type queued later started) is polled after
+    about one run of its type: a start that was only lost has most likely been announced ended by
+    then, and a job cancelled while it waited is found one run after its turn."""
+    return PASSED_RUNS * typical_duration(job_type, cfg, learned)
 
 
 QUEUED_DEFER_RECONCILES = 3

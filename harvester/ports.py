@@ -105,6 +105,7 @@ class DiscoveryState:
     stream_up: bool  # the credential's event stream is connected (in any process)
     waiting: int = 0  # pending jobs a poll found still queued or that took two polls (capped)
     reconcile_pending: bool = False  # the stream asked for a pass, or none has run yet
+    youngest_s: float | None = None  # how long the newest job whose end nobody has seen has waited
 
     @property
     def needed(self) -> bool:
@@ -117,6 +118,7 @@ class Listings(Protocol):
 
     async def mark_finished(self, jobs: Sequence[Listed]) -> list[UUID]: ...
     async def defer_running(self, jobs: Sequence[Listed]) -> list[UUID]: ...
+    async def pull_in_queued(self, jobs: Sequence[Listed]) -> list[UUID]: ...
 
 
 class Adopter(Protocol):
@@ -137,6 +139,8 @@ class DiscoveryStore(Listings, Protocol):
         self, key: str, owner: str, newest: datetime | None, pages: int, finished: int, *, full: bool = True
     ) -> None: ...
     async def note_nothing_to_reconcile(self, key: str) -> None: ...
+    async def queued_expiring(self, key: str, within_s: float) -> int: ...
+    async def spread_queued_defers(self, key: str, within_s: float) -> int: ...
 
 
 class StreamStore(Listings, Protocol):

@@ -62,6 +62,9 @@ class SQL(NamedQueries):
     note_nothing_to_reconcile: str
     make_listed_finished_jobs_due: str
     defer_listed_running_jobs: str
+    pull_in_passed_queued_jobs: str
+    count_queued_defers_ending: str
+    spread_queued_defers: str
     claim_event_stream: str
     request_reconcile_pass: str
     release_event_stream: str
@@ -219,7 +222,19 @@ class PgQueue:
             stream_up=row["stream_up"],
             waiting=row["waiting"],
             reconcile_pending=row["reconcile_pending"],
+            youngest_s=row["youngest_s"],
         )
+
+    async def queued_expiring(self, key: str, within_s: float) -> int:
+        """Our pending jobs known queued whose queued defer ends within ``within_s`` (up to 100)."""
+        [row] = await self._fetch("queued expiring", SQL.count_queued_defers_ending, within_s, self.account)
+        return int(row["expiring"])
+
+    async def spread_queued_defers(self, key: str, within_s: float) -> int:
+        """Polls of our pending jobs known queued that come later than ``within_s`` from now are
+        spread over the next ``within_s``; returns how many moved."""
+        rows = await self._fetch("spread queued", SQL.spread_queued_defers, within_s, self.account)
+        return len(rows)
 
     async def note_nothing_to_reconcile(self, key: str) -> None:
         await self._execute("discovery baseline", SQL.note_nothing_to_reconcile, key, self.account)
@@ -289,6 +304,20 @@ class PgQueue:
             [j.job_id for j in jobs],
             [j.status for j in jobs],
             [j.job_type for j in jobs],
+            [j.defer_s for j in jobs],
+            self.account,
+        )
+        return [row["job_id"] for row in rows]
+
+    async def pull_in_queued(self, jobs: Sequence[Listed]) -> list[UUID]:
+        """Bring forward the next poll of our pending jobs among ``jobs`` still known queued, to
+        ``defer_s`` from now (never later than it was); returns the ones whose poll moved."""
+        if not jobs:
+            return []
+        rows = await self._fetch(
+            "queue passed",
+            SQL.pull_in_passed_queued_jobs,
+            [j.job_id for j in jobs],
             [j.defer_s for j in jobs],
             self.account,
         )

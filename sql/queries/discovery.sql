@@ -78,10 +78,47 @@ UPDATE harvester.jobs AS j
    AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 RETURNING j.job_id
 
+-- name: pull_in_passed_queued_jobs
+-- Jobs still known queued that SpiderIQ's queue went past (a job of their type queued later has
+-- started): cancelled while they waited, or started with the event lost. Their next poll comes
+-- forward to $2 seconds from now; a job already due sooner, or known to have moved on, is left.
+UPDATE harvester.jobs AS j
+   SET next_poll_at = now() + make_interval(secs => t.defer_s),
+       updated_at = now()
+  FROM unnest($1::uuid[], $2::float8[]) AS t(job_id, defer_s)
+ WHERE j.job_id = t.job_id
+   AND j.account = $3
+   AND j.state = 'pending'
+   AND j.upstream_status = 'queued'
+   AND j.next_poll_at > now() + make_interval(secs => t.defer_s)
+   AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
+RETURNING j.job_id
+
+-- name: count_queued_defers_ending
+-- Pending jobs known queued whose deferred poll comes within $1 seconds (not the ones already due:
+-- a backlog due now is the worker's). Counted up to 100: enough to say a queued scan pays.
+SELECT count(*)::int AS expiring
+  FROM (SELECT 1 FROM harvester.jobs
+         WHERE state = 'pending' AND account = $2 AND upstream_status = 'queued'
+           AND next_poll_at > now() AND next_poll_at <= now() + make_interval(secs => $1)
+         LIMIT 100) AS e
+
+-- name: spread_queued_defers
+-- Neither the stream nor the list can announce starts any more: the long defers of the jobs known
+-- queued are cut, their polls spread over the next $1 seconds (a backlog must not all fall due at
+-- once).
+UPDATE harvester.jobs
+   SET next_poll_at = now() + make_interval(secs => $1 * random()),
+       updated_at = now()
+ WHERE state = 'pending' AND account = $2 AND upstream_status = 'queued'
+   AND next_poll_at > now() + make_interval(secs => $1)
+   AND (lease_expires_at IS NULL OR lease_expires_at < now())
+RETURNING job_id
+
 -- name: select_discovery_state
 -- How many pending jobs are not yet known to be finished ($2: the terminal upstream statuses; counted
 -- up to 100)? Only then can a list page tell us anything, and the more the fewer pages it takes. And is the credential's event stream connected (by any
--- process)?
+-- process)? youngest_s: how long the newest of those jobs has waited (the pages' latency allowance).
 SELECT (SELECT count(*) FROM (SELECT 1 FROM harvester.jobs
                                WHERE state = 'pending' AND account = $3
                                  AND (upstream_status IS NULL OR upstream_status <> ALL($2::text[]))
@@ -93,7 +130,11 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM harvester.jobs
                                  AND (upstream_status = 'queued' OR polls >= 2)
                                LIMIT 100) AS w)::int AS waiting,
        COALESCE((SELECT reconcile_requested OR last_pass_at IS NULL
-                   FROM harvester.discovery WHERE credential = $1), false) AS reconcile_pending
+                   FROM harvester.discovery WHERE credential = $1), false) AS reconcile_pending,
+       (SELECT extract(epoch FROM now() - enqueued_at)::float8 FROM harvester.jobs
+         WHERE state = 'pending' AND account = $3
+           AND (upstream_status IS NULL OR upstream_status <> ALL($2::text[]))
+         ORDER BY enqueued_at DESC LIMIT 1) AS youngest_s
 
 -- name: claim_event_stream
 -- The credential's stream lease: free, expired, or already ours. Renewing reports the connection

@@ -17,7 +17,7 @@ from uuid import uuid4
 import pytest
 from aiohttp import web
 
-from harvester import config, logs
+from harvester import config, logs, policy
 from harvester.events import EventStream
 from harvester.gate import Gate
 from tests.support import fakes
@@ -269,3 +269,35 @@ async def test_a_stream_refused_with_503_waits_its_retry_after(standin: StandIn)
     await asyncio.wait_for(task, 5)
     assert len(standin.connections) == 1
     assert gate.paused_reason() is None and not gate.stream_up
+
+
+async def test_a_queued_job_the_queue_went_past_is_polled_one_run_later(standin: StandIn) -> None:
+    """Two jobs queued, then the later one starts: the earlier one was cancelled while it waited or
+    its start was lost. Its queued defer is cut to one run of its type; a job queued after the one
+    that started, or one of another type, keeps waiting for its own start."""
+    stream, store, _ = parts(standin.url)
+    passed, started, later, other_type = uuid4(), uuid4(), uuid4(), uuid4()
+    for job_id in (passed, started, later, other_type):
+        store.add(job_id, due_in_s=1.0)
+
+    async def script(response: web.StreamResponse) -> None:
+        for job_id, kind in ((passed, "spiderSite"), (other_type, "spiderMaps"), (started, "spiderSite")):
+            await response.write(
+                event("job.queued", job_id=str(job_id), type=kind, created_at="2026-12-01T12:00:00Z")
+            )
+        await response.write(
+            event("job.queued", job_id=str(later), type="spiderSite", created_at="2026-12-01T12:00:00Z")
+        )
+        await response.write(event("job.started", job_id=str(started), worker_id="w1"))
+        await standin.hold()
+
+    standin.script = [script]
+    await run_until(stream, lambda: store.rows[started].upstream_status == "processing")
+    now = store.clock()
+    queued_defer = policy.queued_defer(stream.cfg.polling)
+    one_run = policy.passed_defer("spiderSite", stream.cfg.polling)
+    assert now < store.rows[passed].next_poll_at <= now + one_run
+    assert store.rows[passed].upstream_status == "queued"  # nothing is known of it but that it waited
+    for waiting in (later, other_type):
+        assert store.rows[waiting].next_poll_at > now + queued_defer - 5
+    assert len(stream.queue) == 2  # the passed and the started one left the watch

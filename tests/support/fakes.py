@@ -241,7 +241,36 @@ class FakeStore:
         )
         _, last_pass, _ = self.discovery.get(key, (None, None, None))
         pending = self.reconcile_requested or last_pass is None
-        return DiscoveryState(min(unfinished, 100), self.stream_up, min(waiting, 100), pending)
+        enqueued = [
+            r.enqueued_at
+            for r in self.rows.values()
+            if r.state == "pending" and (r.upstream_status or "") not in TERMINAL_UPSTREAM
+        ]
+        youngest = self.clock() - max(enqueued) if enqueued else None
+        return DiscoveryState(min(unfinished, 100), self.stream_up, min(waiting, 100), pending, youngest)
+
+    async def queued_expiring(self, key: str, within_s: float) -> int:
+        self._call("queued_expiring")
+        now = self.clock()
+        return min(
+            100,
+            sum(
+                1
+                for r in self.rows.values()
+                if r.state == "pending"
+                and r.upstream_status == "queued"
+                and now < r.next_poll_at <= now + within_s
+            ),
+        )
+
+    async def spread_queued_defers(self, key: str, within_s: float) -> int:
+        self._call("spread_queued_defers")
+        now, moved = self.clock(), 0
+        for r in self.rows.values():
+            if r.state == "pending" and r.upstream_status == "queued" and r.next_poll_at > now + within_s:
+                r.next_poll_at = now + within_s * ((hash(r.job_id) % 1000) / 1000)
+                moved += 1
+        return moved
 
     async def note_nothing_to_reconcile(self, key: str) -> None:
         self._call("note_nothing_to_reconcile")
@@ -300,6 +329,23 @@ class FakeStore:
                 row.upstream_status = job.status
                 deferred.append(job.job_id)
         return deferred
+
+    async def pull_in_queued(self, jobs: Sequence[Listed]) -> list[UUID]:
+        self._call("pull_in_queued")
+        pulled = []
+        for job in jobs:
+            row = self.rows.get(job.job_id)
+            due = self.clock() + job.defer_s
+            if (
+                row is not None
+                and row.state == "pending"
+                and row.lease_owner is None
+                and row.upstream_status == "queued"
+                and row.next_poll_at > due
+            ):
+                row.next_poll_at = due
+                pulled.append(job.job_id)
+        return pulled
 
 
 @dataclass

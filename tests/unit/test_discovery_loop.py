@@ -101,29 +101,58 @@ async def test_a_database_error_in_a_pass_backs_off_and_never_ends_the_loop() ->
     await asyncio.wait_for(run, 2)
 
 
-async def test_without_the_stream_jobs_met_waiting_in_the_queue_are_listed_and_left_alone() -> None:
+async def test_queued_defers_running_out_are_renewed_by_listing_the_queue() -> None:
+    """A job waiting in SpiderIQ's queue never shows on the newest-first pages again: when the
+    queued defers of enough of them run out soon, one page of the queue renews them all."""
     parts = Parts()
+    defer = policy.queued_defer(CFG.polling)
     waiting = [uuid4() for _ in range(6)]
     for job_id in waiting:
-        parts.store.add(job_id, upstream_status="queued", polls=1)
+        parts.store.add(job_id, upstream_status="queued", polls=1, due_in_s=0.1 * defer)
     parts.api.pages = [page()]
     parts.api.queued_pages = [page(*((job_id, "queued") for job_id in waiting))]
     await parts.pass_now()
     assert parts.api.filtered == ["queued"]
     now = parts.store.clock()
-    assert all(parts.store.rows[j].next_poll_at >= now + CFG.polling.max_interval_s - 1 for j in waiting)
+    assert all(parts.store.rows[j].next_poll_at >= now + defer - 1 for j in waiting)
+    for job_id in waiting:  # running out again at once: still not listed again so soon
+        parts.store.rows[job_id].next_poll_at = now + 1.0
     await parts.pass_now()
-    assert parts.api.filtered == ["queued"]  # not again before most of max_interval_s has passed
+    assert parts.api.filtered == ["queued"]
 
 
-async def test_with_the_stream_up_the_queue_is_not_listed() -> None:
+async def test_the_queue_is_not_listed_while_its_defers_have_long_to_run() -> None:
+    for stream_up in (False, True):
+        parts = Parts()
+        for _ in range(6):
+            parts.store.add(
+                uuid4(), upstream_status="queued", polls=1, due_in_s=policy.queued_defer(CFG.polling)
+            )
+        parts.store.stream_up = stream_up
+        parts.api.pages = [page()]
+        await parts.pass_now()
+        assert parts.api.filtered == [], stream_up
+
+
+async def test_a_few_queued_defers_running_out_are_left_to_direct_polls() -> None:
     parts = Parts()
-    for _ in range(6):
-        parts.store.add(uuid4(), upstream_status="queued", polls=1)
-    parts.store.stream_up = True
+    for _ in range(4):  # fewer than a page is worth
+        parts.store.add(uuid4(), upstream_status="queued", polls=1, due_in_s=5.0)
     parts.api.pages = [page()]
     await parts.pass_now()
     assert parts.api.filtered == []
+
+
+async def test_with_the_stream_up_running_out_queued_defers_are_renewed_too() -> None:
+    parts = Parts()
+    parts.store.stream_up = True
+    waiting = [uuid4() for _ in range(6)]
+    for job_id in waiting:
+        parts.store.add(job_id, upstream_status="queued", polls=1, due_in_s=10.0)
+    parts.api.pages = [page()]
+    parts.api.queued_pages = [page(*((job_id, "queued") for job_id in waiting))]
+    await parts.pass_now()
+    assert parts.api.filtered == ["queued"]
 
 
 async def test_with_the_stream_up_a_job_the_list_shows_queued_waits_for_its_announced_start() -> None:
@@ -140,16 +169,15 @@ async def test_with_the_stream_up_a_job_the_list_shows_queued_waits_for_its_anno
 
 
 async def test_without_the_stream_a_bulk_waiting_in_the_queue_pages_by_the_ends_it_shows() -> None:
-    """100 jobs known queued, ends seen at 0.25 a second: a page waits for about 10 of them (40 s),
-    where a trickle would be listed every list_interval_s."""
+    """60 fresh jobs known queued, ends seen at 0.25 a second: a page waits for a fifth of the 50
+    left (10 ends, 40 s), where a trickle would be listed every list_interval_s."""
     clock = [1000.0]
     parts = Parts()
     parts.store.clock = lambda: clock[0]
     parts.discovery.clock = lambda: clock[0]
-    bulk = [uuid4() for _ in range(120)]
+    bulk = [uuid4() for _ in range(60)]
     for job_id in bulk:
-        parts.store.add(job_id, upstream_status="queued", polls=1)
-    parts.api.queued_pages = [page()]
+        parts.store.add(job_id, upstream_status="queued", polls=1, age_s=0.0, due_in_s=900.0)
     parts.api.pages = [page()]
     await parts.pass_now()  # learns nothing yet: the first pass
     clock[0] += 40.0
@@ -161,6 +189,53 @@ async def test_without_the_stream_a_bulk_waiting_in_the_queue_pages_by_the_ends_
     assert parts.api.listed == listed
     clock[0] += 40.0 - CFG.polling.list_max_staleness_s
     assert await parts.discovery.maybe_pass() is not None
+
+
+async def test_without_the_stream_the_last_jobs_of_a_bulk_are_not_listed_every_few_seconds() -> None:
+    """Two jobs left, both submitted ten minutes ago: a page may wait a tenth of that (capped at
+    twice list_max_staleness_s), not list_interval_s as for jobs just submitted."""
+    clock = [1000.0]
+    parts = Parts()
+    parts.store.clock = lambda: clock[0]
+    parts.discovery.clock = lambda: clock[0]
+    for _ in range(2):
+        parts.store.add(uuid4(), upstream_status="processing", polls=1, age_s=600.0, due_in_s=120.0)
+    parts.api.pages = [page()]
+    await parts.pass_now()
+    listed = parts.api.listed
+    clock[0] += CFG.polling.list_interval_s * 5
+    assert await parts.discovery.maybe_pass() is None
+    assert parts.api.listed == listed
+    clock[0] += 2 * CFG.polling.list_max_staleness_s
+    assert await parts.discovery.maybe_pass() is not None
+
+
+async def test_a_list_failing_while_the_stream_is_down_spreads_the_queued_defers() -> None:
+    """Nothing announces the starts of the jobs known queued any more: their long defers are cut,
+    spread over the next max_interval_s, and direct polls carry them."""
+    parts = Parts()
+    defer = policy.queued_defer(CFG.polling)
+    queued = [uuid4() for _ in range(5)]
+    for job_id in queued:
+        parts.store.add(job_id, upstream_status="queued", polls=1, due_in_s=defer)
+    soon = parts.store.add(uuid4(), upstream_status="queued", polls=1, due_in_s=5.0)
+    parts.api.pages = [Transient(reason="server error http 503", http_status=503)]
+    for _ in range(UNHEALTHY_AFTER):
+        await parts.pass_now()
+    now = parts.store.clock()
+    assert all(parts.store.rows[j].next_poll_at <= now + CFG.polling.max_interval_s for j in queued)
+    assert soon.next_poll_at <= now + 5.0  # a poll already coming sooner stays
+
+
+async def test_a_list_failing_while_the_stream_is_up_leaves_the_queued_defers() -> None:
+    parts = Parts()
+    parts.store.stream_up = True
+    defer = policy.queued_defer(CFG.polling)
+    job = parts.store.add(uuid4(), upstream_status="queued", polls=1, due_in_s=defer)
+    parts.api.pages = [Transient(reason="server error http 503", http_status=503)]
+    for _ in range(UNHEALTHY_AFTER):
+        await parts.pass_now()
+    assert job.next_poll_at > parts.store.clock() + defer - 5  # the stream announces its start
 
 
 def test_the_gate_describes_discovery_for_readyz() -> None:

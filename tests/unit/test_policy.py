@@ -185,11 +185,12 @@ def test_with_the_stream_up_a_job_a_202_shows_queued_waits_for_its_announced_sta
     ("rate", "waiting", "expected"),
     [
         (0.25, 0, 0.0),  # a trickle: one end per page is enough, the spare budget decides
-        (0.25, 10, 0.0),
-        (0.25, 50, 30.0),  # 5 ends at 0.25/s take 20 s: never below list_max_staleness_s
-        (0.25, 100, 40.0),  # a bulk: 10 ends a page
-        (0.25, 1000, 40.0),  # ...and no more than 10
-        (0.01, 100, 60.0),  # a slow queue: capped at twice list_max_staleness_s
+        (0.25, 5, 0.0),
+        (0.25, 25, 30.0),  # 5 ends at 0.25/s take 20 s: never below list_max_staleness_s
+        (0.25, 50, 40.0),  # a bulk: a fifth of it, 10 ends, a page
+        (0.5, 100, 40.0),  # 20 ends a page...
+        (0.5, 1000, 40.0),  # ...and no more than 20
+        (0.25, 100, 60.0),  # a slow queue: capped at twice list_max_staleness_s
         (None, 100, 30.0),  # nothing learned yet
         (0.0, 100, 30.0),
     ],
@@ -198,6 +199,22 @@ def test_list_info_interval_paces_pages_by_the_ends_they_can_show(
     rate: float | None, waiting: int, expected: float
 ) -> None:
     assert policy.list_info_interval(rate, waiting, CFG) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("youngest_s", "expected"),
+    [
+        (None, 0.0),  # nothing pending
+        (5.0, 0.5),  # a fresh job: the spare budget decides, as for a trickle
+        (200.0, 20.0),  # jobs that waited minutes: a page may wait a tenth of that
+        (3600.0, 60.0),  # ...never past twice list_max_staleness_s
+    ],
+)
+def test_list_info_interval_lets_jobs_that_waited_long_wait_a_little_longer(
+    youngest_s: float | None, expected: float
+) -> None:
+    assert policy.list_info_interval(0.25, 0, CFG, youngest_s) == pytest.approx(expected)
+    assert policy.list_info_interval(0.25, 50, CFG, youngest_s) == pytest.approx(max(40.0, expected))
 
 
 def test_with_the_stream_up_a_job_nobody_mentioned_waits_a_reconcile_interval_for_its_first_poll() -> None:
