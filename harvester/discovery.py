@@ -242,6 +242,8 @@ class Discovery:
         cfg = self.cfg.polling
         reference = lease.gap_since or lease.watermark or lease.oldest_pending
         stop_at = policy.list_stop_at(None if reference is None else reference.timestamp(), cfg)
+        seen = lease.gap_since or lease.watermark  # read back from by an earlier pass
+        seen_up_to = None if seen is None else seen.timestamp()
         pages = finished = running = 0
         newest: datetime | None = None
         page_no = 1
@@ -257,7 +259,7 @@ class Discovery:
             finished += done_count
             running += running_count
             oldest = min(stamps).timestamp() if stamps else None
-            if not policy.list_should_continue(page_no, page.total_pages, oldest, stop_at, cfg):
+            if not policy.list_should_continue(page_no, page.total_pages, oldest, stop_at, cfg, seen_up_to):
                 return PassResult(pages, finished, running, True), newest
             page_no += 1
 

@@ -258,10 +258,23 @@ def list_stop_at(reference: float | None, cfg: PollingConfig) -> float | None:
 
 
 def list_should_continue(
-    page: int, total_pages: int, oldest_on_page: float | None, stop_at: float | None, cfg: PollingConfig
+    page: int,
+    total_pages: int,
+    oldest_on_page: float | None,
+    stop_at: float | None,
+    cfg: PollingConfig,
+    seen_up_to: float | None = None,
 ) -> bool:
-    """Page further back while the page still reaches past the watermark (minus the overlap)."""
+    """Page further back while the page still reaches past the watermark (minus the overlap).
+
+    ``seen_up_to`` is the watermark an earlier pass read back from: a page whose oldest row is no
+    newer than it ends the pass, overlap or not. Its rows and everything behind them were read
+    before (the overlap is the rest of that page), and a bulk submitted in one second would
+    otherwise be read again whole by every pass: SpiderIQ's timestamps have whole seconds.
+    """
     if page >= min(total_pages, cfg.list_max_pages) or oldest_on_page is None:
+        return False
+    if seen_up_to is not None and oldest_on_page <= seen_up_to:
         return False
     return stop_at is None or oldest_on_page >= stop_at
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import aiohttp
 import asyncpg
@@ -25,6 +25,7 @@ from harvester.client import SpiderIQ
 from harvester.discovery import UNHEALTHY_AFTER, Discovery
 from harvester.gate import Gate
 from harvester.limiter import SharedLimiter
+from harvester.ports import Listed
 from harvester.queue import PgQueue
 from harvester.sim import SimServer
 
@@ -222,3 +223,50 @@ async def test_with_the_stream_up_and_nothing_pending_the_reconnect_pass_is_met_
         assert sim.stats(per_job=False)["requests_by_endpoint"] == {"list": {"200": 1}}
     finally:
         await parts.client.close()
+
+
+async def test_the_queued_defers_on_postgresql(pool: asyncpg.Pool) -> None:
+    """What the stream and the list do to the defers of jobs known queued, in SQL: a job the queue
+    went past comes forward (never back, and only while it is known queued); a scan is worth it by
+    the defers that run out soon; with nothing to announce starts, long defers are spread."""
+    store = PgQueue(pool)
+    passed, sooner, running, other_account, fresh = (uuid4() for _ in range(5))
+    await queue.enqueue(pool, [passed, sooner, running, fresh])
+    await queue.enqueue(pool, [other_account], account="team-b")
+
+    async def set_job(job_id: UUID, status: str | None, due_in_s: float) -> None:
+        await pool.execute(
+            "UPDATE harvester.jobs SET upstream_status = $2,"
+            " next_poll_at = now() + make_interval(secs => $3) WHERE job_id = $1",
+            job_id,
+            status,
+            due_in_s,
+        )
+
+    for job_id in (passed, other_account):
+        await set_job(job_id, "queued", 900.0)
+    await set_job(sooner, "queued", 5.0)
+    await set_job(running, "processing", 900.0)
+    await set_job(fresh, None, 900.0)
+    jobs = [Listed(j, "queued", "spiderSite", 20.0) for j in (passed, sooner, running, other_account)]
+    assert await store.pull_in_queued(jobs) == [passed]
+
+    async def wait_s(job_id: UUID) -> float:
+        return float(
+            await pool.fetchval(
+                "SELECT extract(epoch FROM next_poll_at - now()) FROM harvester.jobs WHERE job_id = $1",
+                job_id,
+            )
+        )
+
+    assert 15.0 < await wait_s(passed) <= 20.0
+    assert await wait_s(sooner) <= 5.0 and await wait_s(running) > 800.0
+    assert await store.queued_expiring("default", 30.0) == 2  # passed and sooner
+    await set_job(sooner, "queued", -1.0)  # due now: the worker's, not a scan's
+    assert await store.queued_expiring("default", 30.0) == 1
+    state = await store.discovery_state("default")
+    assert state.youngest_s is not None and 0 <= state.youngest_s < 60
+    await set_job(passed, "queued", 900.0)
+    assert await store.spread_queued_defers("default", 60.0) == 1  # passed; not running, not team-b
+    assert await wait_s(passed) <= 60.0
+    assert await wait_s(other_account) > 800.0

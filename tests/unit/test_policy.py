@@ -224,3 +224,16 @@ def test_with_the_stream_up_a_job_nobody_mentioned_waits_a_reconcile_interval_fo
     assert policy.first_poll_wait(unseen, CFG, 6.0) < CFG.list_reconcile_s
     # one the stream showed started is polled when its start-defer ends, not a reconcile later
     assert policy.first_poll_wait(started, CFG, 6.0, stream_up=True) < CFG.list_reconcile_s
+
+
+def test_a_pass_stops_at_the_first_page_reaching_no_further_than_the_last_watermark() -> None:
+    watermark = 1_000_000.0
+    stop_at = policy.list_stop_at(watermark, CFG)
+    # a page still newer than the watermark: the next one may hold more changes
+    assert policy.list_should_continue(1, 5, watermark + 1, stop_at, CFG, watermark)
+    # a page reaching back to it: everything behind was read before, even inside the overlap
+    # (a bulk submitted in one second shares one updated_at: it is not read again whole)
+    assert not policy.list_should_continue(1, 5, watermark, stop_at, CFG, watermark)
+    assert policy.list_should_continue(1, 5, watermark, stop_at, CFG)  # the overlap alone reads on
+    assert not policy.list_should_continue(1, 5, stop_at - 1, stop_at, CFG)
+    assert not policy.list_should_continue(5, 5, watermark + 1, stop_at, CFG, watermark)  # last page
