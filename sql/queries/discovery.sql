@@ -46,7 +46,8 @@ UPDATE harvester.discovery
  WHERE credential = $1 AND lease_owner = $2
 
 -- name: make_listed_finished_jobs_due
--- Jobs the list shows as finished: due at once, ahead of every ordinary poll.
+-- Jobs the list shows as finished: due at once, ahead of every ordinary poll. A job under lease is
+-- marked too: a poll in flight writes its own answer after this, and a hold keeps the job due.
 UPDATE harvester.jobs AS j
    SET next_poll_at = timestamptz '2000-01-01 00:00:00+00',
        upstream_status = t.status,
@@ -56,13 +57,14 @@ UPDATE harvester.jobs AS j
  WHERE j.job_id = t.job_id
    AND j.account = $4
    AND j.state = 'pending'
-   AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 RETURNING j.job_id
 
 -- name: defer_listed_running_jobs
 -- Jobs the list (or the stream) shows as still running: their end will be announced, so no direct
 -- poll soon. A job that was waiting queued and has now started gets its started defer instead of
--- the longer queued one (its end is due sooner).
+-- the longer queued one (its end is due sooner). A job under lease is deferred too: a poll in
+-- flight writes its own answer after this, and the hold of a job claimed too early keeps the
+-- later time.
 UPDATE harvester.jobs AS j
    SET next_poll_at = CASE
            WHEN j.upstream_status = 'queued' AND t.status IS DISTINCT FROM 'queued'
@@ -75,7 +77,6 @@ UPDATE harvester.jobs AS j
  WHERE j.job_id = t.job_id
    AND j.account = $5
    AND j.state = 'pending'
-   AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 RETURNING j.job_id
 
 -- name: pull_in_passed_queued_jobs
@@ -91,7 +92,6 @@ UPDATE harvester.jobs AS j
    AND j.state = 'pending'
    AND j.upstream_status = 'queued'
    AND j.next_poll_at > now() + make_interval(secs => t.defer_s)
-   AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 RETURNING j.job_id
 
 -- name: count_queued_defers_ending

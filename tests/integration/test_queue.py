@@ -13,7 +13,7 @@ from harvester import queue
 from harvester.classify import read_body
 from harvester.errors import DatabaseError
 from harvester.outcomes import Completed
-from harvester.ports import Finish, Reschedule
+from harvester.ports import Finish, Listed, Reschedule
 from harvester.queue import PgQueue
 from tests.support.rows import one
 
@@ -272,3 +272,39 @@ async def test_the_daemon_store_reads_raw_phones_in_its_default_region(pool: asy
     assert outcome.kind == "harvested"
     row = await one(pool, "SELECT phone, e164 FROM harvester.site_phones WHERE job_id = $1", job_id)
     assert tuple(row) == ("(617) 253-1234", "+16172531234")
+
+
+async def test_a_hold_keeps_what_the_list_wrote_while_the_job_was_claimed(pool: asyncpg.Pool) -> None:
+    """The worker claims a fresh job and hands it back unpolled (its first poll is not worth a
+    request yet); a list page that meanwhile showed it queued, or finished, is not undone."""
+    queued, finished, plain = ids(3)
+    await queue.enqueue(pool, [queued, finished, plain])
+    jobs = PgQueue(pool)
+    claimed = {c.job_id: c for c in await jobs.claim("w1", 10, 30)}
+    assert await jobs.defer_running([Listed(queued, "queued", "spiderSite", 900.0)]) == [queued]
+    assert await jobs.mark_finished([Listed(finished, "completed", "spiderSite")]) == [finished]
+    hold = Reschedule(
+        delay_s=60.0, polls_spent=0, http_status=None, not_found_count=0, fault_count=0, error=None
+    )
+    for job_id in (queued, finished, plain):
+        assert await jobs.reschedule(claimed[job_id], hold)
+    waits = {
+        r["job_id"]: r["wait_s"]
+        for r in await pool.fetch(
+            "SELECT job_id, extract(epoch FROM next_poll_at - now())::float8 AS wait_s FROM harvester.jobs"
+        )
+    }
+    assert waits[queued] > 800.0  # the queued defer stays
+    assert waits[finished] < 0  # due at once: its results are one fetch away
+    assert 50.0 < waits[plain] <= 60.0  # nothing written meanwhile: the hold as asked
+    # a poll that spent a request writes its own answer, whatever was written before
+    [again] = [c for c in await jobs.claim("w1", 10, 30) if c.job_id == finished]
+    polled = Reschedule(
+        delay_s=30.0, polls_spent=1, http_status=202, not_found_count=0, fault_count=0, error=None
+    )
+    assert await jobs.reschedule(again, polled)
+    wait = await pool.fetchval(
+        "SELECT extract(epoch FROM next_poll_at - now())::float8 FROM harvester.jobs WHERE job_id = $1",
+        finished,
+    )
+    assert 20.0 < wait <= 30.0

@@ -134,7 +134,11 @@ class FakeStore:
         row = self._holds(job)
         if row is None:
             return False
-        row.next_poll_at = self.clock() + change.delay_s
+        due = self.clock() + change.delay_s
+        if change.polls_spent > 0:
+            row.next_poll_at = due
+        elif (row.upstream_status or "") not in TERMINAL_UPSTREAM:  # a hold keeps what was written
+            row.next_poll_at = max(row.next_poll_at, due)
         row.polls += change.polls_spent
         row.last_http_status = change.http_status or row.last_http_status
         row.upstream_status = change.upstream_status or row.upstream_status
@@ -314,7 +318,7 @@ class FakeStore:
         marked = []
         for job in jobs:
             row = self.rows.get(job.job_id)
-            if row is not None and row.state == "pending" and row.lease_owner is None:
+            if row is not None and row.state == "pending":
                 row.next_poll_at, row.upstream_status = float("-inf"), job.status
                 marked.append(job.job_id)
         return marked
@@ -324,7 +328,7 @@ class FakeStore:
         deferred = []
         for job in jobs:
             row = self.rows.get(job.job_id)
-            if row is not None and row.state == "pending" and row.lease_owner is None:
+            if row is not None and row.state == "pending":
                 row.next_poll_at = max(row.next_poll_at, self.clock() + job.defer_s)
                 row.upstream_status = job.status
                 deferred.append(job.job_id)
@@ -339,7 +343,6 @@ class FakeStore:
             if (
                 row is not None
                 and row.state == "pending"
-                and row.lease_owner is None
                 and row.upstream_status == "queued"
                 and row.next_poll_at > due
             ):
