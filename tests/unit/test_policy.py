@@ -229,6 +229,7 @@ def test_with_the_stream_up_a_job_nobody_mentioned_waits_a_reconcile_interval_fo
 def test_a_pass_stops_at_the_first_page_reaching_no_further_than_the_last_watermark() -> None:
     watermark = 1_000_000.0
     stop_at = policy.list_stop_at(watermark, CFG)
+    assert stop_at is not None
     # a page still newer than the watermark: the next one may hold more changes
     assert policy.list_should_continue(1, 5, watermark + 1, stop_at, CFG, watermark)
     # a page reaching back to it: everything behind was read before, even inside the overlap
