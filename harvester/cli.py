@@ -1,4 +1,5 @@
-"""Command line: arguments, signals and ``asyncio.run``; nothing else.
+"""Command line: arguments, signals and ``asyncio.run``; each command checks its arguments here,
+loads the config and hands over. What ``status``, ``show`` and ``export`` print is ``cli_output``.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error (one line, no traceback).
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from harvester import __version__, config, logs
-from harvester.errors import ConfigError, DatabaseError, HarvesterError, UsageError
+from harvester.errors import ConfigError, HarvesterError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 STATES = ("pending", "harvested", "failed", "cancelled", "not_found", "rejected", "expired")
@@ -133,123 +133,20 @@ async def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    import asyncpg
-
-    from harvester import db, queue
-    from harvester import limiter as limiter_mod
+    from harvester import cli_output
 
     if args.watch:
         return await watch_status(args)
     if args.interval is not None or args.count is not None:
         raise UsageError("--interval and --count go with --watch")
     cfg = load_config(args)
-    pool = await db.open_pool(cfg.database, max_size=2)
-    by_tag: list[str] | None = None
-    hidden: dict[str, str] = {}
-    limiter_state: list[dict[str, Any]] | None = None
-    discovery: list[dict[str, Any]] | None = None
-    try:
-        report = await queue.status(pool)
-        by_account = await queue.jobs_by_account(pool)
-        for part, read in (("limiter", limiter_mod.describe_all), ("discovery", queue.discovery_status)):
-            try:
-                found = await read(pool)
-            except DatabaseError as exc:
-                if not isinstance(exc.__cause__, asyncpg.InsufficientPrivilegeError):
-                    raise
-                # a role that may not see it still gets the queue (said, not crashed)
-                hidden[part] = str(exc.__cause__)
-                continue
-            if part == "limiter":
-                limiter_state = found
-            else:
-                discovery = found
-        if args.by_tag is not None:
-            from harvester import report as report_mod
-
-            by_tag = report_mod.tag_table(args.by_tag, await report_mod.tag_groups(pool, args.by_tag))
-    finally:
-        await pool.close()
-    jobs = {state: report.counts.get(state, 0) for state in STATES}
-    accounts = account_report(by_account, cfg.account_names, limiter_state, discovery)
-    waiting = {
-        name: entry["jobs"].get("pending", 0) for name, entry in accounts.items() if not entry["configured"]
-    }
-    out: dict[str, Any] = {
-        "jobs": jobs,
-        "accounts": accounts,
-        "waiting_for_unknown_account": {name: n for name, n in waiting.items() if n},
-        "oldest_pending_age_s": report.oldest_pending_age_s,
-        "polls_spent": sum(report.polls.values()),
-        "polls_by_state": report.polls,
-        "recent_errors": report.recent_errors,
-        "limiter": limiter_state,
-        "discovery": discovery,
-    }
-    if hidden:
-        out["not_shown"] = hidden
-    if by_tag is not None:
-        out["by_tag"] = {"key": args.by_tag, "table": by_tag}
-    if args.json:
-        print(logs.scrub(json.dumps(out, indent=2, default=str)))
-        return EXIT_OK
-    print("jobs:")
-    for state in STATES:
-        print(f"  {state:<10} {jobs[state]}")
-    from harvester.report import human_duration
-
-    print(f"oldest pending: {human_duration(report.oldest_pending_age_s)}")
-    print(f"polls spent:    {out['polls_spent']}")
-    for name, entry in accounts.items():
-        counts = " ".join(f"{state}={n}" for state, n in entry["jobs"].items() if n)
-        limiter_entry = entry.get("limiter") or {}
-        extra = ""
-        if limiter_entry:
-            extra = f" in_window={limiter_entry['in_window']}/{limiter_entry['limit']}"
-            if limiter_entry.get("paused_until"):
-                extra += f" paused_until={limiter_entry['paused_until']}"
-        where = "" if entry["configured"] else " (not configured here: its jobs wait)"
-        print(logs.scrub(f"account {name}:{where} {counts or 'no jobs'}{extra}"))
-    for name, count in out["waiting_for_unknown_account"].items():
-        print(f"waiting:        {count} pending job(s) for unknown account {name!r}")
-    for entry in limiter_state or []:
-        print(logs.scrub("limiter:        " + ", ".join(f"{k}={v}" for k, v in entry.items())))
-    for entry in discovery or []:
-        stream = (
-            "connected"
-            if entry["stream_connected_at"]
-            else "held, not connected"
-            if entry["stream_held"]
-            else "not held"
-        )
-        print(
-            logs.scrub(
-                f"discovery:      account={entry.get('account', entry['credential'])} "
-                f"list passes={entry['passes']} "
-                f"pages={entry['pages']} last pass={entry['last_pass_at'] or '-'}; event stream {stream}, "
-                f"events={entry['stream_events']} matched={entry['stream_matched']}"
-            )
-        )
-    for part, reason in hidden.items():
-        print(logs.scrub(f"{part + ':':<15} not shown ({reason})"))
-    if report.recent_errors:
-        print("recent errors:")
-        for err in report.recent_errors:
-            print(
-                logs.scrub(
-                    f"  {err['at']} {err['job_id']} {err['state']} http={err['http_status']} {err['error']}"
-                )
-            )
-    for line in by_tag or []:
-        print(logs.scrub(line))
+    await cli_output.print_status(cfg, by_tag_key=args.by_tag, as_json=args.json)
     return EXIT_OK
 
 
 async def watch_status(args: argparse.Namespace) -> int:
     """``status --watch``: a frame every ``--interval`` seconds until Ctrl-C or SIGTERM (exit 0)."""
-    import time
-
-    from harvester import db, report
+    from harvester import cli_output
 
     interval = 2.0 if args.interval is None else args.interval
     if not interval >= 0.2:
@@ -263,105 +160,34 @@ async def watch_status(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    pool = await db.open_pool(cfg.database, max_size=2)
-    screen = report.Screen(sys.stdout, scrub=logs.scrub)
-    try:
-        while not stop.is_set():
-            snap = await report.snapshot(pool, args.by_tag)
-            title = (
-                f"harvester status  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  "
-                f"every {report.human_duration(interval)}, Ctrl-C to stop"
-            )
-            screen.draw(snap, title)
-            if args.count is not None and screen.shown >= args.count:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-    finally:
-        await pool.close()
-        screen.close()
+    await cli_output.watch_status(cfg, stop, interval=interval, count=args.count, by_tag_key=args.by_tag)
     return EXIT_OK
 
 
 async def cmd_show(args: argparse.Namespace) -> int:
-    from harvester import db, report
+    from harvester import cli_output
 
     try:
         job_id = UUID(args.job_id.strip())
     except ValueError:
         raise UsageError(f"show: not a UUID: {args.job_id[:80]!r}") from None
     cfg = load_config(args)
-    pool = await db.open_pool(cfg.database, max_size=1)
-    try:
-        detail = await report.job_detail(pool, job_id)
-    finally:
-        await pool.close()
-    if detail is None:
-        raise HarvesterError(f"show: no job {job_id} in harvester.jobs (enqueue it first)")
-    if args.json:
-        print(logs.scrub(json.dumps(detail.as_dict(), indent=2, ensure_ascii=False)))
-    else:
-        for line in detail.lines():
-            print(logs.scrub(line))
+    await cli_output.print_job(cfg, job_id, as_json=args.json)
     return EXIT_OK
 
 
 async def cmd_export(args: argparse.Namespace) -> int:
-    from harvester import db, export
+    from harvester import cli_output, export
 
     if args.view not in export.VIEWS:
         raise UsageError(f"export: unknown view {args.view!r} (one of: {', '.join(export.VIEWS)})")
     tags = parse_tags(args.tag)
     since = export.parse_since(args.since)
     cfg = load_config(args)
-    pool = await db.open_pool(cfg.database, max_size=1)
-    target = None
-    sink = None
-    try:
-        target = export.FileTarget(Path(args.out)) if args.out else None
-        sink = export.StreamSink(target.stream if target is not None else sys.stdout.buffer)
-        if args.bom and args.format == "csv":
-            sink.stream.write(export.BOM)
-        done = await export.export(pool, args.view, fmt=args.format, sink=sink, tags=tags, since=since)
-        sink.stream.flush()
-    except BaseException as exc:
-        if target is not None:
-            target.abandon()
-        if sink is not None and (sink.closed or isinstance(exc, BrokenPipeError)):
-            # `export ... | head`: the reader has what it wanted. stdout is gone, so point it at
-            # /dev/null, or the interpreter's last flush of it fails again on the way out.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return EXIT_OK
-        raise
-    finally:
-        await pool.close()
-    if target is not None:
-        target.commit()
-    summary = json.dumps(done.as_dict())
-    print(summary, file=sys.stdout if target is not None else sys.stderr)
+    await cli_output.export_view(
+        cfg, args.view, fmt=args.format, out=args.out, bom=args.bom, tags=tags, since=since
+    )
     return EXIT_OK
-
-
-def account_report(
-    by_account: dict[str, dict[str, int]],
-    configured: Sequence[str],
-    limiter_state: list[dict[str, Any]] | None,
-    discovery: list[dict[str, Any]] | None,
-) -> dict[str, dict[str, Any]]:
-    """Per account: its jobs per state, whether this configuration names it, its limiter and
-    discovery rows (what the role may see of them)."""
-    names = sorted({*configured, *by_account})
-    limiters = {entry.get("account"): entry for entry in limiter_state or []}
-    finds = {entry.get("account"): entry for entry in discovery or []}
-    return {
-        name: {
-            "configured": name in configured,
-            "jobs": {state: by_account.get(name, {}).get(state, 0) for state in STATES},
-            "limiter": limiters.get(name),
-            "discovery": finds.get(name),
-        }
-        for name in names
-    }
 
 
 async def cmd_import(args: argparse.Namespace) -> int:

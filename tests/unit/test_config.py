@@ -264,7 +264,7 @@ def test_example_config_documents_every_key() -> None:
     cfg = config.load(example, environ={})
     text = example.read_text()
     for section, cls in config.SECTIONS.items():
-        for name in config._field_types(cls):
+        for name in config.field_types(cls):
             if f"{section}.{name}" in config.DERIVED:
                 continue
             assert f"{name} =" in text or f"# {name} =" in text, f"{section}.{name} undocumented"
