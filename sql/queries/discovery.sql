@@ -46,10 +46,12 @@ UPDATE harvester.discovery
  WHERE credential = $1 AND lease_owner = $2
 
 -- name: make_listed_finished_jobs_due
--- Jobs the list shows as finished: due at once, ahead of every ordinary poll. A job under lease is
--- marked too: a poll in flight writes its own answer after this, and a hold keeps the job due.
+-- Jobs the list shows as finished: due at once, ahead of every ordinary poll. A job under lease
+-- keeps its due time (the lease's end: it must not be claimed twice) and is marked: a poll in
+-- flight writes its own answer after this, and a hold makes the job due at once.
 UPDATE harvester.jobs AS j
-   SET next_poll_at = timestamptz '2000-01-01 00:00:00+00',
+   SET next_poll_at = CASE WHEN j.lease_expires_at > now() THEN j.next_poll_at
+                           ELSE timestamptz '2000-01-01 00:00:00+00' END,
        upstream_status = t.status,
        job_type = COALESCE(t.job_type, j.job_type),
        updated_at = now()
@@ -62,14 +64,15 @@ RETURNING j.job_id
 -- name: defer_listed_running_jobs
 -- Jobs the list (or the stream) shows as still running: their end will be announced, so no direct
 -- poll soon. A job that was waiting queued and has now started gets its started defer instead of
--- the longer queued one (its end is due sooner). A job under lease is deferred too: a poll in
--- flight writes its own answer after this, and the hold of a job claimed too early keeps the
--- later time.
+-- the longer queued one (its end is due sooner). A job under lease is deferred too, never to
+-- before its lease ends (it must not be claimed twice): a poll in flight writes its own answer
+-- after this, and the hold of a job claimed too early keeps the defer.
 UPDATE harvester.jobs AS j
-   SET next_poll_at = CASE
-           WHEN j.upstream_status = 'queued' AND t.status IS DISTINCT FROM 'queued'
-               THEN now() + make_interval(secs => t.defer_s)
-           ELSE GREATEST(j.next_poll_at, now() + make_interval(secs => t.defer_s)) END,
+   SET next_poll_at = GREATEST(
+           CASE WHEN j.upstream_status = 'queued' AND t.status IS DISTINCT FROM 'queued'
+                    THEN now() + make_interval(secs => t.defer_s)
+                ELSE GREATEST(j.next_poll_at, now() + make_interval(secs => t.defer_s)) END,
+           CASE WHEN j.lease_expires_at > now() THEN j.lease_expires_at END),
        upstream_status = t.status,
        job_type = COALESCE(t.job_type, j.job_type),
        updated_at = now()
@@ -92,6 +95,7 @@ UPDATE harvester.jobs AS j
    AND j.state = 'pending'
    AND j.upstream_status = 'queued'
    AND j.next_poll_at > now() + make_interval(secs => t.defer_s)
+   AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 RETURNING j.job_id
 
 -- name: count_queued_defers_ending

@@ -45,19 +45,20 @@ RETURNING j.job_id, j.lease_token, j.job_type, j.upstream_status, j.polls, j.not
 -- name: extend_leases
 UPDATE harvester.jobs
    SET lease_expires_at = now() + make_interval(secs => $3),
-       next_poll_at = now() + make_interval(secs => $3)
+       next_poll_at = GREATEST(next_poll_at, now() + make_interval(secs => $3))
  WHERE job_id = ANY($2::uuid[]) AND lease_owner = $1 AND state = 'pending'
 
 -- name: reschedule_polled_job
 -- After a poll that did not finish the job: count the request, note what was learned, set the
 -- next poll and drop the lease. Fenced by lease_token. A hold (no request spent: $4 = 0, the job
 -- was claimed before its first poll was worth a request) never undoes what a list page or the
--- stream wrote meanwhile: a defer stays (the later time wins), an end seen stays due.
+-- stream wrote meanwhile: an end seen makes it due at once, a defer past the lease's end stays.
 UPDATE harvester.jobs
    SET next_poll_at = CASE
            WHEN $4 > 0 THEN now() + make_interval(secs => $3)
-           WHEN upstream_status IN ('completed', 'failed', 'cancelled') THEN next_poll_at
-           ELSE GREATEST(next_poll_at, now() + make_interval(secs => $3)) END,
+           WHEN upstream_status IN ('completed', 'failed', 'cancelled') THEN now()
+           WHEN next_poll_at > lease_expires_at THEN next_poll_at
+           ELSE now() + make_interval(secs => $3) END,
        polls = polls + $4,
        last_polled_at = CASE WHEN $4 > 0 THEN now() ELSE last_polled_at END,
        last_http_status = COALESCE($5, last_http_status),

@@ -90,6 +90,9 @@ class FakeStore:
             return None
         return row
 
+    def _leased(self, row: Row) -> bool:
+        return row.lease_expires_at is not None and row.lease_expires_at > self.clock()
+
     @staticmethod
     def _drop_lease(row: Row) -> None:
         row.lease_owner = None
@@ -127,7 +130,8 @@ class FakeStore:
         for job_id in job_ids:
             row = self.rows.get(job_id)
             if row is not None and row.lease_owner == owner and row.state == "pending":
-                row.lease_expires_at = row.next_poll_at = self.clock() + lease_s
+                row.lease_expires_at = self.clock() + lease_s
+                row.next_poll_at = max(row.next_poll_at, row.lease_expires_at)
 
     async def reschedule(self, job: ClaimedJob, change: Reschedule) -> bool:
         self._call("reschedule")
@@ -137,8 +141,10 @@ class FakeStore:
         due = self.clock() + change.delay_s
         if change.polls_spent > 0:
             row.next_poll_at = due
-        elif (row.upstream_status or "") not in TERMINAL_UPSTREAM:  # a hold keeps what was written
-            row.next_poll_at = max(row.next_poll_at, due)
+        elif (row.upstream_status or "") in TERMINAL_UPSTREAM:  # an end seen while it was held
+            row.next_poll_at = self.clock()
+        elif row.lease_expires_at is None or row.next_poll_at <= row.lease_expires_at:
+            row.next_poll_at = due  # a hold keeps a defer written while it was held
         row.polls += change.polls_spent
         row.last_http_status = change.http_status or row.last_http_status
         row.upstream_status = change.upstream_status or row.upstream_status
@@ -319,7 +325,9 @@ class FakeStore:
         for job in jobs:
             row = self.rows.get(job.job_id)
             if row is not None and row.state == "pending":
-                row.next_poll_at, row.upstream_status = float("-inf"), job.status
+                if not self._leased(row):  # a leased job keeps its lease's end: no second claim
+                    row.next_poll_at = float("-inf")
+                row.upstream_status = job.status
                 marked.append(job.job_id)
         return marked
 
@@ -343,6 +351,7 @@ class FakeStore:
             if (
                 row is not None
                 and row.state == "pending"
+                and not self._leased(row)
                 and row.upstream_status == "queued"
                 and row.next_poll_at > due
             ):
