@@ -180,10 +180,7 @@ class Discovery:
                 detail="list pages keep failing; direct polls carry every job meanwhile",
             )
             if not self.gate.stream_up:  # nothing announces the starts now: poll the queued ones
-                spread = self.cfg.polling.max_interval_s
-                moved = await self.store.spread_queued_defers(self.key, spread)
-                if moved:
-                    log.info("queued_defers_spread", jobs=moved, within_s=round(spread, 1))
+                await self._spread_queued_defers()
         elif result.ok and not self.healthy:
             log.info("discovery_restored")
         self.failures = 0 if result.ok else self.failures + 1
@@ -260,8 +257,24 @@ class Discovery:
             running += running_count
             oldest = min(stamps).timestamp() if stamps else None
             if not policy.list_should_continue(page_no, page.total_pages, oldest, stop_at, cfg, seen_up_to):
+                if policy.list_cut_short(page_no, page.total_pages, oldest, stop_at, cfg, seen_up_to):
+                    await self._cut_short(page_no)
                 return PassResult(pages, finished, running, True), newest
             page_no += 1
+
+    async def _cut_short(self, pages: int) -> None:
+        """More changed than ``list_max_pages`` pages hold: the starts on the pages left unread are
+        seen by no pass, so without the stream the queued defers must not be trusted."""
+        log.warning("discovery_pass_cut_short", pages=pages, detail="raise polling.list_max_pages")
+        if not self.gate.stream_up:
+            await self._spread_queued_defers()
+
+    async def _spread_queued_defers(self) -> None:
+        """Direct polls for the jobs known queued, spread over the next ``max_interval_s``."""
+        spread = self.cfg.polling.max_interval_s
+        moved = await self.store.spread_queued_defers(self.key, spread)
+        if moved:
+            log.info("queued_defers_spread", jobs=moved, within_s=round(spread, 1))
 
     async def _backfill(self, result: PassResult) -> PassResult:
         """One page of the adopt backfill: the account's jobs by ``created_at``, newest first.

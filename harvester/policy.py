@@ -279,6 +279,23 @@ def list_should_continue(
     return stop_at is None or oldest_on_page >= stop_at
 
 
+def list_cut_short(
+    page: int,
+    total_pages: int,
+    oldest_on_page: float | None,
+    stop_at: float | None,
+    cfg: PollingConfig,
+    seen_up_to: float | None = None,
+) -> bool:
+    """The pass ended at ``list_max_pages`` with pages still reaching back past the watermark:
+    what changed on the pages it did not read is not seen by any pass."""
+    if page < cfg.list_max_pages or page >= total_pages or oldest_on_page is None:
+        return False
+    if seen_up_to is not None and oldest_on_page <= seen_up_to:
+        return False
+    return stop_at is None or oldest_on_page >= stop_at
+
+
 class DurationModel:
     """Typical duration per job type, learned as an exponentially weighted mean."""
 

@@ -247,3 +247,22 @@ def test_the_gate_describes_discovery_for_readyz() -> None:
     assert gate.discovery_detail() == "event stream down; list pages failing: direct polls only"
     off = config.load(environ={}, overrides={"api.token": "t:t:t", "polling.events": "off"})
     assert Gate(off, fakes.FakeLimiter()).discovery_detail() == "list passes carry discovery"
+
+
+async def test_a_pass_cut_short_by_list_max_pages_spreads_the_queued_defers() -> None:
+    """More changed than list_max_pages pages hold: the starts on the unread pages are seen by no
+    pass, so without the stream the jobs known queued get direct polls again."""
+    parts = Parts()
+    cfg = config.load(
+        environ={},
+        overrides={"api.base_url": "http://127.0.0.1:9", "api.token": "t:t:t", "polling.list_max_pages": 1},
+    )
+    parts.discovery = Discovery(cfg, parts.store, parts.api, parts.gate, "t:t:t")
+    job = parts.store.add(
+        uuid4(), upstream_status="queued", polls=1, due_in_s=policy.queued_defer(cfg.polling)
+    )
+    parts.store.discovery[parts.discovery.key] = (NOW - timedelta(hours=1), None, None)
+    parts.api.pages = [page((uuid4(), "completed"), (uuid4(), "processing"), total_pages=3)]
+    await parts.discovery.step()
+    assert parts.api.listed == 1
+    assert job.next_poll_at <= parts.store.clock() + cfg.polling.max_interval_s
