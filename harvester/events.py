@@ -339,7 +339,7 @@ class EventStream:
         A started job whose end event does not come within twice its type's learned duration (the
         event was lost, or it was cancelled: no event says so) is polled directly then, one
         request for that one job instead of a list pass. A start also tells which jobs queued
-        before it the queue went past (``passing``): those are polled one run of their type later.
+        before it the queue went past (``passing``): those are polled 1.5 typical runs later.
         """
         polling = self.cfg.polling
         if status == "queued":  # a busy queue can hold it for many minutes; its start is announced

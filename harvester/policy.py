@@ -205,7 +205,7 @@ def list_info_interval(
     by_reveal = 0.0
     if reveal > 1:
         rate = finished_per_s if finished_per_s and finished_per_s > 0 else None
-        by_reveal = cfg.list_max_staleness_s if rate is None else max(cfg.list_max_staleness_s, reveal / rate)
+        by_reveal = cfg.list_max_staleness_s if rate is None else reveal / rate
     return min(INFO_STALENESS_FACTOR * cfg.list_max_staleness_s, max(by_age, by_reveal))
 
 
@@ -225,13 +225,14 @@ def running_defer(job_type: str | None, cfg: PollingConfig, learned: float | Non
     return max(cfg.list_fallback_s, 3.0 * typical_duration(job_type, cfg, learned))
 
 
-PASSED_RUNS = 1.0
+PASSED_RUNS = 1.5
 
 
 def passed_defer(job_type: str | None, cfg: PollingConfig, learned: float | None = None) -> float:
     """A queued job the queue went past (a job of its type queued later started) is polled after
-    about one run of its type: a start that was only lost has most likely been announced ended by
-    then, and a job cancelled while it waited is found one run after its turn."""
+    one and a half typical runs of its type: a start that was only lost has most likely been
+    announced ended by then (runs vary about their mean), and a job cancelled while it waited is
+    found that long after its turn."""
     return PASSED_RUNS * typical_duration(job_type, cfg, learned)
 
 

@@ -271,9 +271,9 @@ async def test_a_stream_refused_with_503_waits_its_retry_after(standin: StandIn)
     assert gate.paused_reason() is None and not gate.stream_up
 
 
-async def test_a_queued_job_the_queue_went_past_is_polled_one_run_later(standin: StandIn) -> None:
+async def test_a_queued_job_the_queue_went_past_is_polled_a_run_and_a_half_later(standin: StandIn) -> None:
     """Two jobs queued, then the later one starts: the earlier one was cancelled while it waited or
-    its start was lost. Its queued defer is cut to one run of its type; a job queued after the one
+    its start was lost. Its queued defer is cut to 1.5 typical runs of its type; a job queued after the one
     that started, or one of another type, keeps waiting for its own start."""
     stream, store, _ = parts(standin.url)
     passed, started, later, other_type = uuid4(), uuid4(), uuid4(), uuid4()

@@ -186,7 +186,8 @@ def test_with_the_stream_up_a_job_a_202_shows_queued_waits_for_its_announced_sta
     [
         (0.25, 0, 0.0),  # a trickle: one end per page is enough, the spare budget decides
         (0.25, 5, 0.0),
-        (0.25, 25, 30.0),  # 5 ends at 0.25/s take 20 s: never below list_max_staleness_s
+        (0.25, 25, 20.0),  # 5 ends at 0.25/s take 20 s
+        (1.0, 10, 2.0),  # a few waiting at a brisk pace: no slower than the ends come
         (0.25, 50, 40.0),  # a bulk: a fifth of it, 10 ends, a page
         (0.5, 100, 40.0),  # 20 ends a page...
         (0.5, 1000, 40.0),  # ...and no more than 20
