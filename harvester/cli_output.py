@@ -98,13 +98,7 @@ async def print_status(cfg: Config, *, by_tag_key: str | None, as_json: bool) ->
     for entry in limiter_state or []:
         print(logs.scrub("limiter:        " + ", ".join(f"{k}={v}" for k, v in entry.items())))
     for entry in discovery or []:
-        stream = (
-            "connected"
-            if entry["stream_connected_at"]
-            else "held, not connected"
-            if entry["stream_held"]
-            else "not held"
-        )
+        stream = report.stream_state(entry)
         print(
             logs.scrub(
                 f"discovery:      account={entry.get('account', entry['credential'])} "

@@ -273,11 +273,7 @@ def list_should_continue(
     before (the overlap is the rest of that page), and a bulk submitted in one second would
     otherwise be read again whole by every pass: SpiderIQ's timestamps have whole seconds.
     """
-    if page >= min(total_pages, cfg.list_max_pages) or oldest_on_page is None:
-        return False
-    if seen_up_to is not None and oldest_on_page <= seen_up_to:
-        return False
-    return stop_at is None or oldest_on_page >= stop_at
+    return page < min(total_pages, cfg.list_max_pages) and _reaches_back(oldest_on_page, stop_at, seen_up_to)
 
 
 def list_cut_short(
@@ -290,9 +286,12 @@ def list_cut_short(
 ) -> bool:
     """The pass ended at ``list_max_pages`` with pages still reaching back past the watermark:
     what changed on the pages it did not read is not seen by any pass."""
-    if page < cfg.list_max_pages or page >= total_pages or oldest_on_page is None:
-        return False
-    if seen_up_to is not None and oldest_on_page <= seen_up_to:
+    return cfg.list_max_pages <= page < total_pages and _reaches_back(oldest_on_page, stop_at, seen_up_to)
+
+
+def _reaches_back(oldest_on_page: float | None, stop_at: float | None, seen_up_to: float | None) -> bool:
+    """The pages behind this one may hold changes no pass has read."""
+    if oldest_on_page is None or (seen_up_to is not None and oldest_on_page <= seen_up_to):
         return False
     return stop_at is None or oldest_on_page >= stop_at
 

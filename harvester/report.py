@@ -39,6 +39,13 @@ class SQL(NamedQueries):
 # ---------------------------------------------------------------- pure
 
 
+def stream_state(entry: Mapping[str, Any]) -> str:
+    """An account's event stream as ``status`` names it, from its ``discovery_status`` row."""
+    if entry["stream_connected_at"]:
+        return "connected"
+    return "held, not connected" if entry["stream_held"] else "not held"
+
+
 def human_duration(seconds: float | None) -> str:
     """``42 s``, ``3 min 12 s``, ``5 h 3 min``, ``8 d 0 h``: the two largest units, whole."""
     if seconds is None or math.isnan(seconds):
@@ -232,13 +239,7 @@ def frame(snap: Snapshot, *, title: str, width: int = 100) -> str:
             f"(burst {entry['burst']}), {state}; credential {entry['credential']}"
         )
     for entry in snap.discovery or []:
-        stream = (
-            "connected"
-            if entry["stream_connected_at"]
-            else "held, not connected"
-            if entry["stream_held"]
-            else "not held"
-        )
+        stream = stream_state(entry)
         last = entry["last_pass_at"]
         last_text = "never" if last is None else f"{human_duration(_age(last))} ago"
         lines.append(
