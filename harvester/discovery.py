@@ -16,7 +16,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 from harvester import lifetime, logs, outcomes, policy
@@ -119,8 +119,6 @@ class Discovery:
                 await self.store.note_nothing_to_reconcile(self.key)
             return None
         cfg = self.cfg.polling
-        if state.stream_up and state.needed and self.gate.lull.sweep_due(self.clock()):
-            await self.store.request_reconcile(self.key, self._lull_since())
         usage = await self.gate.limiter.usage()
         paced = policy.list_pass_interval(usage.in_window, usage.limit, usage.window_s, cfg)
         if not state.stream_up:
@@ -173,18 +171,6 @@ class Discovery:
             last = self._reveal_rate
             self._reveal_rate = rate if last is None else last + RATE_WEIGHT * (rate - last)
         self._last_pass_at = now
-
-    def _lull_since(self) -> datetime | None:
-        """How far back a pass in a lull reads: the ends of the runs that were still going (two
-        typical runs of the longest type before the newest event; ``None``: a full pass)."""
-        last = self.gate.lull.api_last
-        if last is None:
-            return None
-        cfg = self.cfg.polling
-        runs = (
-            policy.typical_duration(t, cfg, self.gate.durations.get(t)) for t in (policy.SITE, policy.MAPS)
-        )
-        return last - timedelta(seconds=2 * max(runs) * self.cfg.speed)
 
     async def _record(self, result: PassResult) -> None:
         if not result.ok and self.failures + 1 == UNHEALTHY_AFTER:

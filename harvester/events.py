@@ -174,8 +174,6 @@ class EventStream:
             return
         self.connected = connected
         self.gate.stream_up = connected
-        if not connected:
-            self.gate.lull.reset()
         self.gate.observer.stream_state(connected, reconnect=connected and self.connections > 1)
         with contextlib.suppress(DatabaseError):  # else reported at the next renewal
             await self._hold(connected=connected)
@@ -309,7 +307,6 @@ class EventStream:
         if stamp is not None and (self._last_seen is None or stamp > self._last_seen):
             self._last_seen = stamp
         if event.type in FINISHED or event.type in RUNNING:
-            self.gate.lull.event(self.clock(), self._last_seen)
             job_id, job_type = _job_fields(body)
             if job_id is not None and self.adopter is not None:
                 status = FINISHED.get(event.type) or RUNNING[event.type]
@@ -328,8 +325,7 @@ class EventStream:
         self.gate.observer.stream_event(event.type, matched)
 
     async def _finished(self, job: Listed) -> int:
-        if self.queue.ended(job.job_id):  # seen queued, never started: its job.started was lost
-            self.gate.lull.lost(self.clock())
+        self.queue.ended(job.job_id)
         marked = await self.store.mark_finished([job])
         if marked:
             self.gate.nudge()
@@ -351,7 +347,6 @@ class EventStream:
             defer = policy.queued_defer(polling)
         else:
             job_type = job_type or self.queue.type_of(job_id)
-            self.queue.seen_start(job_id)  # a job passed earlier may start after all
             await self._passed(self.queue.started(job_id))
             kinds = (job_type,) if job_type else (policy.SITE, policy.MAPS)
             defer = 2 * max(policy.typical_duration(t, polling, self.gate.durations.get(t)) for t in kinds)

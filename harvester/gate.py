@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from harvester import brakes, logs, outcomes, passing, policy
+from harvester import brakes, logs, outcomes, policy
 from harvester.brakes import Brakes
 from harvester.config import Config
 
@@ -92,11 +92,6 @@ class Gate:
         self.in_flight = 0  # requests the worker has out or waiting for a slot
         self.discovery_healthy = cfg.polling.discovery == "list"
         self.stream_up = False  # the credential's event stream is connected (in any process)
-        # the stream's job events falling silent while it loses some: worth one short list pass
-        self.lull = passing.Lull(
-            floor_s=passing.LULL_FLOOR_API_S / cfg.speed,
-            memory_s=passing.LOSS_MEMORY * cfg.polling.list_reconcile_s,
-        )
         self._work = asyncio.Event()
         self.server_remaining: int | None = None  # the latest X-RateLimit-Remaining
 

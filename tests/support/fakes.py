@@ -259,16 +259,6 @@ class FakeStore:
         youngest = self.clock() - max(enqueued) if enqueued else None
         return DiscoveryState(min(unfinished, 100), self.stream_up, min(waiting, 100), pending, youngest)
 
-    async def request_reconcile(self, key: str, since: datetime | None = None) -> None:
-        self._call("request_reconcile")
-        if since is None or (self.reconcile_requested and self.reconcile_since is None):
-            self.reconcile_since = None  # a full pass stays full
-        elif self.reconcile_requested and self.reconcile_since is not None:
-            self.reconcile_since = min(self.reconcile_since, since)
-        else:
-            self.reconcile_since = since
-        self.reconcile_requested = True
-
     async def queued_expiring(self, key: str, within_s: float) -> int:
         self._call("queued_expiring")
         now = self.clock()
@@ -451,6 +441,16 @@ class FakeStreamStore(FakeStore):
         self.stream_up = connected
         self.stream_reports.append((connected, events, matched))
         return True
+
+    async def request_reconcile(self, key: str, since: datetime | None = None) -> None:
+        self._call("request_reconcile")
+        if since is None or (self.reconcile_requested and self.reconcile_since is None):
+            self.reconcile_since = None  # a full pass stays full
+        elif self.reconcile_requested and self.reconcile_since is not None:
+            self.reconcile_since = min(self.reconcile_since, since)
+        else:
+            self.reconcile_since = since
+        self.reconcile_requested = True
 
     async def release_stream(self, key: str, owner: str) -> None:
         self._call("release_stream")

@@ -266,30 +266,3 @@ async def test_a_pass_cut_short_by_list_max_pages_spreads_the_queued_defers() ->
     await parts.discovery.step()
     assert parts.api.listed == 1
     assert job.next_poll_at <= parts.store.clock() + cfg.polling.max_interval_s
-
-
-async def test_a_lull_in_a_lossy_stream_asks_for_a_short_pass_back_over_the_last_runs() -> None:
-    parts = Parts()
-    parts.store.stream_up = True
-    parts.store.add(uuid4(), upstream_status="processing", polls=0, due_in_s=100.0)
-    parts.store.discovery[parts.discovery.key] = (NOW - timedelta(minutes=2), parts.store.clock(), None)
-    lull = parts.gate.lull
-    now = parts.discovery.clock()
-    for step in range(5):
-        lull.event(now - 60 + step, NOW)
-    lull.lost(now - 58)
-    asked: list[datetime | None] = []
-    request = parts.store.request_reconcile
-
-    async def record(key: str, since: datetime | None = None) -> None:
-        asked.append(since)
-        await request(key, since)
-
-    parts.store.request_reconcile = record  # type: ignore[method-assign]
-    parts.api.pages = [page((uuid4(), "completed"))]
-    result = await parts.discovery.maybe_pass()
-    assert result is not None and result.pages == 1
-    # back over two typical runs of the longest type before the newest event, not a full pass
-    assert asked == [NOW - timedelta(seconds=2 * policy.typical_duration(policy.MAPS, CFG.polling))]
-    assert parts.store.discovery[parts.discovery.key][0] == NOW - timedelta(minutes=2)  # watermark kept
-    assert await parts.discovery.maybe_pass() is None  # once per silence

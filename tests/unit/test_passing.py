@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid import uuid4
 
-from harvester.passing import Lull, QueueWatch
+from harvester.passing import QueueWatch
 
 SITE, MAPS = "spiderSite", "spiderMaps"
 
@@ -51,47 +51,3 @@ def test_the_watch_forgets_the_oldest_jobs_past_its_limit() -> None:
     assert len(watch) == 3
     assert watch.type_of(jobs[0]) is None
     assert watch.started(jobs[4]) == [(jobs[2], SITE), (jobs[3], SITE)]
-
-
-def test_an_end_for_a_job_whose_start_never_came_tells_an_event_was_lost() -> None:
-    watch = QueueWatch()
-    waited, passed, started, later = uuid4(), uuid4(), uuid4(), uuid4()
-    for job_id in (passed, started, waited, later):
-        watch.queued(job_id, SITE)
-    assert watch.started(started) == [(passed, SITE)]
-    assert watch.ended(waited)  # still waiting when it ended: its start was lost
-    assert watch.ended(passed)  # passed, then ended: its start was lost too
-    watch.seen_start(later)
-    assert watch.started(later) == []
-    assert not watch.ended(later)  # its start came
-    assert not watch.ended(started)
-    assert not watch.ended(uuid4())  # never seen queued: nothing to tell
-
-
-def test_a_passed_job_that_starts_after_all_is_not_counted_lost() -> None:
-    watch = QueueWatch()
-    first, second = uuid4(), uuid4()
-    watch.queued(first, SITE)
-    watch.queued(second, SITE)
-    assert watch.started(second) == [(first, SITE)]
-    watch.seen_start(first)  # a queue out of order, not a lost event
-    assert not watch.ended(first)
-
-
-def test_a_lull_asks_for_one_sweep_per_silence_and_only_while_events_are_lost() -> None:
-    lull = Lull(floor_s=5.0, memory_s=900.0)
-    for t in range(10):  # events a second apart
-        lull.event(float(t))
-    assert not lull.sweep_due(100.0)  # silent, but nothing was lost: no sweep
-    lull.lost(9.0)
-    lull.event(10.0)
-    assert not lull.sweep_due(14.0)  # four gaps: not silent yet (at least max(5 s, 10 gaps))
-    assert lull.sweep_due(25.0)
-    assert not lull.sweep_due(30.0)  # once per silence
-    lull.event(31.0)
-    assert lull.sweep_due(200.0)  # the next silence
-    lull.event(1000.0)
-    assert not lull.sweep_due(2000.0)  # the loss is long past
-    lull.lost(2000.0)
-    lull.reset()  # a dropped stream: its reconnect pass covers the gap
-    assert not lull.sweep_due(3000.0)
