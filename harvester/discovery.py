@@ -30,6 +30,10 @@ UNHEALTHY_AFTER = 3
 BACKFILL_PRIORITY = -1  # adopted old jobs wait behind every live job
 QUEUED_SCAN_MIN = 5  # queued defers running out before a pass lists SpiderIQ's queue again...
 QUEUED_SCAN_AHEAD = 0.2  # ...within this share of the queued defer, at most once that often
+# A scan reads the whole queue, past list_max_pages: each page renews 100 defers that would each
+# cost a direct poll answered 202 (a CSV of 5,000 sites is 50 pages every 12 minutes, where the
+# polls would be 5,000). The cap only bounds one pass's time.
+QUEUED_SCAN_MAX_PAGES = 200
 RATE_WEIGHT = 0.3  # of the newest pass in the learned completion rate
 
 
@@ -203,7 +207,7 @@ class Discovery:
         self._queued_scanned_at = self.clock()
         pages, running = result.pages, result.running
         defer = policy.queued_defer(self.cfg.polling)
-        for page_no in range(1, self.cfg.polling.list_max_pages + 1):
+        for page_no in range(1, QUEUED_SCAN_MAX_PAGES + 1):
             page = await self._list(page_no, sort_by="updated_at", status_filter="queued")
             if not isinstance(page, outcomes.JobPage):
                 break

@@ -266,3 +266,25 @@ async def test_a_pass_cut_short_by_list_max_pages_spreads_the_queued_defers() ->
     await parts.discovery.step()
     assert parts.api.listed == 1
     assert job.next_poll_at <= parts.store.clock() + cfg.polling.max_interval_s
+
+
+async def test_a_queue_scan_reads_the_whole_queue_past_list_max_pages() -> None:
+    """Three pages of queued jobs with list_max_pages = 1: each page renews 100 defers that would
+    each cost a direct poll, so the scan reads all three."""
+    parts = Parts()
+    cfg = config.load(
+        environ={},
+        overrides={"api.base_url": "http://127.0.0.1:9", "api.token": "t:t:t", "polling.list_max_pages": 1},
+    )
+    parts.discovery = Discovery(cfg, parts.store, parts.api, parts.gate, "t:t:t")
+    queued = [uuid4() for _ in range(300)]
+    for job_id in queued:
+        parts.store.add(job_id, upstream_status="queued", polls=1, due_in_s=10.0)
+    parts.api.pages = [page()]
+    parts.api.queued_pages = [
+        page(*((job_id, "queued") for job_id in queued[n : n + 100]), total_pages=3) for n in (0, 100, 200)
+    ]
+    await parts.pass_now()
+    assert parts.api.filtered == ["queued"] * 3
+    now = parts.store.clock()
+    assert all(parts.store.rows[j].next_poll_at >= now + policy.queued_defer(cfg.polling) - 1 for j in queued)
