@@ -46,7 +46,7 @@ from uuid import UUID
 import asyncpg
 
 from bench import harvest
-from bench.common import BenchFailed, Databases, databases, percentile, table, write_json
+from bench.common import BenchFailed, Databases, databases, percentile, print_checks, save, table
 from harvester import logs, queue
 from harvester.sim import SimServer
 from harvester.sim.admin import create_jobs
@@ -537,13 +537,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         if args.quick:
             print("  (--quick: short runs, the figures and the checks below are not meaningful)")
-        for c in targets:
-            value = c["value"]
-            shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-            print(
-                f"  {c['run']} / {c['account']}: {c['figure']} {shown} (target {c['target']}) "
-                + ("met" if c["met"] else "MISSED")
-            )
+        print_checks(targets, ("run", "account"))
     for failure in failures:
         print(f"FAILED {failure} (no figure)")
     payload = {
@@ -557,10 +551,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "checks": targets,
         "table": {"headers": list(HEADERS), "rows": rows if not failures else []},
     }
-    path = write_json(NAME, payload, Path(args.out) if args.out else None)
-    print(f"wrote {path}")
-    if failures:
-        raise BenchFailed(NAME, exit_code, "; ".join(failures))
+    save(NAME, payload, args.out, failures, exit_code)
     return payload
 
 

@@ -12,7 +12,7 @@ import os
 import platform
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -159,6 +159,25 @@ class BenchFailed(Exception):
         self.name = name
         self.exit_code = exit_code
         self.reason = reason
+
+
+def print_checks(checks: Sequence[Mapping[str, Any]], where: Sequence[str]) -> None:
+    """One line a target: ``where`` names the keys that say which run it is about."""
+    for check in checks:
+        value = check["value"]
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        place = " / ".join(str(check[key]) for key in where)
+        verdict = "met" if check["met"] else "MISSED"
+        print(f"  {place}: {check['figure']} {shown} (target {check['target']}) {verdict}")
+
+
+def save(
+    name: str, payload: dict[str, Any], out: str | None, failures: Sequence[str], exit_code: int
+) -> None:
+    """Write the JSON and say where; a run whose subject failed then fails the benchmark."""
+    print(f"wrote {write_json(name, payload, Path(out) if out else None)}")
+    if failures:
+        raise BenchFailed(name, exit_code, "; ".join(failures))
 
 
 def subject_failure(exit_code: int | None, ran_s: float, period_s: float) -> tuple[int, str] | None:

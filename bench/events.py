@@ -49,14 +49,13 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from bench import harvest
-from bench.common import BenchFailed, Databases, databases, percentile, table, write_json
+from bench.common import BenchFailed, Databases, databases, percentile, print_checks, save, table
 from harvester import logs
 from harvester.sim import SimServer
 from harvester.sim.admin import create_jobs
@@ -430,12 +429,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(table(HEADERS, rows))
         if args.quick:
             print("  (--quick: short runs, the figures and the checks below are not meaningful)")
-        for check in targets:
-            verdict = "met" if check["met"] else "MISSED"
-            value = check["value"]
-            shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-            where = f"{check['load']} / {check['engine']}"
-            print(f"  {where}: {check['figure']} {shown} (target {check['target']}) {verdict}")
+        print_checks(targets, ("load", "engine"))
     for failure in failures:
         print(f"FAILED {failure} (no figure)")
     payload = {
@@ -455,10 +449,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "checks": targets,
         "table": {"headers": list(HEADERS), "rows": rows},
     }
-    path = write_json(NAME, payload, Path(args.out) if args.out else None)
-    print(f"wrote {path}")
-    if failures:
-        raise BenchFailed(NAME, exit_code, "; ".join(failures))
+    save(NAME, payload, args.out, failures, exit_code)
     return payload
 
 

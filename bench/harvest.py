@@ -22,13 +22,12 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
 
-from bench.common import BenchFailed, Databases, databases, percentile, table, write_json
+from bench.common import BenchFailed, Databases, databases, percentile, save, table
 from bench.seedloop import SeedLoop
 from harvester import config, daemon, logs, queue
 from harvester.limiter import SharedLimiter
@@ -375,10 +374,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "scenarios": results,
         "table": {"headers": list(HEADERS), "rows": rows},
     }
-    path = write_json("harvest", payload, Path(args.out) if args.out else None)
-    print(f"wrote {path}")
-    if failures:
-        raise BenchFailed("harvest", exit_code, "; ".join(failures))
+    save("harvest", payload, args.out, failures, exit_code)
     return payload
 
 
