@@ -317,6 +317,14 @@ class Discovery:
                 self.adopted += len(added)
                 log.info("jobs_adopted", count=len(added), backfill=backfill, priority=priority)
 
+    def _running_defer(self, job_type: str | None) -> float:
+        """A job a page shows running: with the stream up its end is announced, and it is polled
+        when that end is overdue (as if the stream had shown the start now, the latest it can
+        have been); without it, when the pages have had long enough to show its end."""
+        if self.gate.stream_up:
+            return policy.started_defer(job_type, self.cfg.polling, self.gate.durations, self.gate.clock())
+        return policy.running_defer(job_type, self.cfg.polling, self.gate.durations.get(job_type))
+
     async def _apply(self, page: outcomes.JobPage, *, backfill: bool = False) -> tuple[int, int]:
         await self._adopt(page, backfill)
         done: list[Listed] = []
@@ -330,15 +338,11 @@ class Discovery:
                     Listed(job.job_id, status, job.job_type, policy.queued_defer(self.cfg.polling))
                 )
             else:
-                learned = self.gate.durations.get(job.job_type)
                 running.append(
-                    Listed(
-                        job.job_id,
-                        status or None,
-                        job.job_type,
-                        policy.running_defer(job.job_type, self.cfg.polling, learned),
-                    )
+                    Listed(job.job_id, status or None, job.job_type, self._running_defer(job.job_type))
                 )
         marked = await self.store.mark_finished(done)
-        await self.store.defer_running(running)
+        # With the stream up, a job it showed started keeps the due time its start gave (its end
+        # is overdue then); a page showing it running again must not push that back.
+        await self.store.defer_running(running, keep_started=self.gate.stream_up)
         return len(marked), len(running)

@@ -326,6 +326,7 @@ class EventStream:
 
     async def _finished(self, job: Listed) -> int:
         self.queue.ended(job.job_id)
+        self.gate.durations.ended(job.job_id)
         marked = await self.store.mark_finished([job])
         if marked:
             self.gate.nudge()
@@ -336,10 +337,11 @@ class EventStream:
     async def _running(self, job_id: UUID, status: str, job_type: str | None) -> int:
         """A job that started (or waits queued) ends later: its direct polls can wait that long.
 
-        A started job whose end event does not come within twice its type's learned duration (the
-        event was lost, or it was cancelled: no event says so) is polled directly then, one
-        request for that one job instead of a list pass. A start also tells which jobs queued
-        before it the queue went past (``passing``): those are polled 1.5 typical runs later.
+        A started job whose end event does not come by when nearly every run of its type has ended
+        (``policy.started_defer``: the event was lost, or it was cancelled, which no event says) is
+        polled directly then, one request for that one job instead of a list pass. A start also
+        tells which jobs queued before it the queue went past (``passing``): those are polled when
+        they would be overdue.
         """
         polling = self.cfg.polling
         if status == "queued":  # a busy queue can hold it for many minutes; its start is announced
@@ -349,7 +351,10 @@ class EventStream:
             job_type = job_type or self.queue.type_of(job_id)
             await self._passed(self.queue.started(job_id))
             kinds = (job_type,) if job_type else (policy.SITE, policy.MAPS)
-            defer = 2 * max(policy.typical_duration(t, polling, self.gate.durations.get(t)) for t in kinds)
+            now = self.gate.clock()
+            if job_type:
+                self.gate.durations.started(job_id, job_type, now)
+            defer = max(policy.started_defer(t, polling, self.gate.durations, now) for t in kinds)
         job = Listed(job_id, status, job_type, defer)
         if await self.store.defer_running([job]):
             return 1
@@ -360,9 +365,9 @@ class EventStream:
         """Jobs the queue went past: cancelled while they waited, or started with the event lost."""
         if not passed:
             return
-        polling = self.cfg.polling
+        polling, now = self.cfg.polling, self.gate.clock()
         jobs = [
-            Listed(job_id, "queued", kind, policy.passed_defer(kind, polling, self.gate.durations.get(kind)))
+            Listed(job_id, "queued", kind, policy.passed_defer(kind, polling, self.gate.durations, now))
             for job_id, kind in passed
         ]
         pulled = await self.store.pull_in_queued(jobs)

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from harvester import brakes, logs, outcomes, policy
+from harvester import brakes, logs, outcomes
 from harvester.brakes import Brakes
 from harvester.config import Config
+from harvester.durations import DurationModel
 
 log = logs.get("harvester.gate")
 STREAM_POLL_FACTOR = 2.0  # on top of list_poll_factor while the stream is connected
@@ -85,7 +86,7 @@ class Gate:
         self.default_pause_s = cfg.rate_limit.default_pause_s
         self.limiter = limiter
         self.observer: Observer = observer or NullObserver()
-        self.durations = policy.DurationModel()
+        self.durations = DurationModel()
         self.clock = clock
         self.wall = wall
         self.brakes = Brakes()

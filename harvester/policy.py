@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 
 from harvester.config import PollingConfig
-from harvester.outcomes import TERMINAL_UPSTREAM
+from harvester.durations import DurationModel
 
 SITE = "spiderSite"
 MAPS = "spiderMaps"
@@ -68,22 +68,21 @@ def first_poll_wait(
     """Seconds to hold a never-polled job before spending a request on it (0 = poll now).
 
     ``factor`` > 1 while list discovery is healthy: the list, not a poll, should find the job.
-    A job a list page showed finished is fetched at once: that request always harvests. While the
-    event stream is up, a job neither the stream nor the list has mentioned yet (its
-    ``job.queued`` was lost, or it waits deep in a busy queue) waits at least one reconcile
-    interval (and a quarter): its end will be announced, and the next full list pass shows where it
-    is; a poll sooner would most likely answer 202.
+    Only a job nobody has said anything of is held: one a list page or the stream showed finished
+    is fetched at once (that request always harvests), and one they showed queued or started was
+    given its due time by what they showed (a started job's comes when its end is overdue), so
+    holding it longer would only leave a lost end unseen. While the event stream is up, a job
+    neither the stream nor the list has mentioned yet (its ``job.queued`` was lost, or it waits
+    deep in a busy queue) waits at least one reconcile interval (and a quarter): its end will be
+    announced, and the next full list pass shows where it is; a poll sooner would most likely
+    answer 202.
     """
-    if job.polls > 0 or known_finished(job):
+    if job.polls > 0 or job.upstream_status is not None:
         return 0.0
     wait = initial_delay(cfg) * factor
     if stream_up and job.upstream_status is None:  # a little past the pass, which may run late
         wait = max(wait, UNSEEN_RECONCILES * cfg.list_reconcile_s)
     return max(0.0, wait - job.age_s)
-
-
-def known_finished(job: JobView) -> bool:
-    return (job.upstream_status or "").lower() in TERMINAL_UPSTREAM
 
 
 def jittered(value: float, jitter: float, rng: random.Random) -> float:
@@ -221,19 +220,38 @@ def list_retry_interval(interval: float, failures: int, cfg: PollingConfig) -> f
 
 
 def running_defer(job_type: str | None, cfg: PollingConfig, learned: float | None = None) -> float:
-    """No direct poll for this long once the list has shown a job still running."""
+    """No direct poll for this long once the list has shown a job still running (the stream
+    down: the next pages show its end)."""
     return max(cfg.list_fallback_s, 3.0 * typical_duration(job_type, cfg, learned))
 
 
-PASSED_RUNS = 1.5
+OVERDUE_RUNS = 2.0
 
 
-def passed_defer(job_type: str | None, cfg: PollingConfig, learned: float | None = None) -> float:
-    """A queued job the queue went past (a job of its type queued later started) is polled after
-    one and a half typical runs of its type: a start that was only lost has most likely been
-    announced ended by then (runs vary about their mean), and a job cancelled while it waited is
-    found that long after its turn."""
-    return PASSED_RUNS * typical_duration(job_type, cfg, learned)
+def started_defer(
+    job_type: str | None, cfg: PollingConfig, durations: DurationModel | None = None, now: float = 0.0
+) -> float:
+    """With the stream up, a started job whose end was not announced within this long of its
+    start is polled directly: its end event was lost, or it was cancelled (no event says so).
+
+    Learned (``DurationModel.overdue``): a little past the time by which nearly all runs of its
+    type end (a poll sooner would mostly find the job running, one later leaves a lost end unseen
+    longer). Until that is known, twice the typical run, never less than twice the configured
+    one: the first runs to end are the short ones, so the mean learned from them is short too."""
+    if durations is not None and (overdue := durations.overdue(job_type, now)) is not None:
+        return overdue
+    learned = durations.get(job_type) if durations is not None else None
+    return OVERDUE_RUNS * max(typical_duration(job_type, cfg), typical_duration(job_type, cfg, learned))
+
+
+def passed_defer(
+    job_type: str | None, cfg: PollingConfig, durations: DurationModel | None = None, now: float = 0.0
+) -> float:
+    """A queued job the queue went past (a job of its type queued later started) is polled when
+    its end would be overdue had it started then (``started_defer``): a start that was only lost
+    has been announced ended by then (a poll sooner finds it still running), and a job cancelled
+    while it waited is found that long after its turn."""
+    return started_defer(job_type, cfg, durations, now)
 
 
 QUEUED_DEFER_RECONCILES = 3
@@ -294,22 +312,3 @@ def _reaches_back(oldest_on_page: float | None, stop_at: float | None, seen_up_t
     if oldest_on_page is None or (seen_up_to is not None and oldest_on_page <= seen_up_to):
         return False
     return stop_at is None or oldest_on_page >= stop_at
-
-
-class DurationModel:
-    """Typical duration per job type, learned as an exponentially weighted mean."""
-
-    __slots__ = ("_alpha", "_means")
-
-    def __init__(self, alpha: float = 0.1) -> None:
-        self._alpha = alpha
-        self._means: dict[str, float] = {}
-
-    def observe(self, job_type: str | None, seconds: float | None) -> None:
-        if not job_type or seconds is None or not (0 < seconds < 86400):
-            return
-        mean = self._means.get(job_type)
-        self._means[job_type] = seconds if mean is None else mean + self._alpha * (seconds - mean)
-
-    def get(self, job_type: str | None) -> float | None:
-        return self._means.get(job_type) if job_type else None

@@ -148,6 +148,7 @@ class PgQueue:
             change.not_found_count,
             change.fault_count,
             change.error,
+            (job.upstream_status or "").lower() in TERMINAL_UPSTREAM,
         )
         return _count(status) == 1
 
@@ -294,8 +295,9 @@ class PgQueue:
         )
         return [row["job_id"] for row in rows]
 
-    async def defer_running(self, jobs: Sequence[Listed]) -> list[UUID]:
-        """Put off direct polls of our pending jobs among ``jobs``; returns the ones that were ours."""
+    async def defer_running(self, jobs: Sequence[Listed], *, keep_started: bool = False) -> list[UUID]:
+        """Put off direct polls of our pending jobs among ``jobs``; returns the ones that were ours.
+        ``keep_started``: a job already known started keeps its due time."""
         if not jobs:
             return []
         rows = await self._fetch(
@@ -306,6 +308,7 @@ class PgQueue:
             [j.job_type for j in jobs],
             [j.defer_s for j in jobs],
             self.account,
+            keep_started,
         )
         return [row["job_id"] for row in rows]
 

@@ -367,6 +367,7 @@ class Worker:
             return
         if outcome.kind == "harvested":
             self.harvested += 1
+        self.gate.durations.ended(job.job_id)
         if outcome.processing_s is not None:  # API seconds; the schedule runs in scaled seconds
             self.gate.durations.observe(outcome.job_type, outcome.processing_s / self.cfg.speed)
         self.gate.observer.job_finished(

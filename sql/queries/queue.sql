@@ -50,19 +50,23 @@ UPDATE harvester.jobs
 
 -- name: reschedule_polled_job
 -- After a poll that did not finish the job: count the request, note what was learned, set the
--- next poll and drop the lease. Fenced by lease_token. A hold (no request spent: $4 = 0, the job
--- was claimed before its first poll was worth a request) never undoes what a list page or the
--- stream wrote meanwhile: an end seen makes it due at once, a defer past the lease's end stays.
+-- next poll and drop the lease. Fenced by lease_token. Neither a poll nor a hold undoes what a
+-- list page or the stream wrote meanwhile: an end seen while the job was claimed ($11: it was not
+-- known finished when claimed) makes it due at once (the 202 of a poll in flight then is older
+-- than that end), and a hold (no request spent: $4 = 0, the job was claimed before its first
+-- poll was worth a request) keeps a defer past the lease's end.
 UPDATE harvester.jobs
    SET next_poll_at = CASE
+           WHEN NOT $11 AND upstream_status IN ('completed', 'failed', 'cancelled') THEN now()
            WHEN $4 > 0 THEN now() + make_interval(secs => $3)
-           WHEN upstream_status IN ('completed', 'failed', 'cancelled') THEN now()
            WHEN next_poll_at > lease_expires_at THEN next_poll_at
            ELSE now() + make_interval(secs => $3) END,
        polls = polls + $4,
        last_polled_at = CASE WHEN $4 > 0 THEN now() ELSE last_polled_at END,
        last_http_status = COALESCE($5, last_http_status),
-       upstream_status = COALESCE($6, upstream_status),
+       upstream_status = CASE
+           WHEN NOT $11 AND upstream_status IN ('completed', 'failed', 'cancelled') THEN upstream_status
+           ELSE COALESCE($6, upstream_status) END,
        job_type = COALESCE($7, job_type),
        not_found_count = $8,
        fault_count = $9,

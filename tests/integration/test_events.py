@@ -271,10 +271,11 @@ async def test_a_stream_refused_with_503_waits_its_retry_after(standin: StandIn)
     assert gate.paused_reason() is None and not gate.stream_up
 
 
-async def test_a_queued_job_the_queue_went_past_is_polled_a_run_and_a_half_later(standin: StandIn) -> None:
+async def test_a_queued_job_the_queue_went_past_is_polled_when_it_would_be_overdue(standin: StandIn) -> None:
     """Two jobs queued, then the later one starts: the earlier one was cancelled while it waited or
-    its start was lost. Its queued defer is cut to 1.5 typical runs of its type; a job queued after the one
-    that started, or one of another type, keeps waiting for its own start."""
+    its start was lost. Its queued defer is cut to a started job's (twice its type's typical run);
+    a job queued after the one that started, or one of another type, keeps waiting for its own
+    start."""
     stream, store, _ = parts(standin.url)
     passed, started, later, other_type = uuid4(), uuid4(), uuid4(), uuid4()
     for job_id in (passed, started, later, other_type):
@@ -295,8 +296,8 @@ async def test_a_queued_job_the_queue_went_past_is_polled_a_run_and_a_half_later
     await run_until(stream, lambda: store.rows[started].upstream_status == "processing")
     now = store.clock()
     queued_defer = policy.queued_defer(stream.cfg.polling)
-    one_run = policy.passed_defer("spiderSite", stream.cfg.polling)
-    assert now < store.rows[passed].next_poll_at <= now + one_run
+    overdue = policy.passed_defer("spiderSite", stream.cfg.polling)
+    assert now < store.rows[passed].next_poll_at <= now + overdue
     assert store.rows[passed].upstream_status == "queued"  # nothing is known of it but that it waited
     for waiting in (later, other_type):
         assert store.rows[waiting].next_poll_at > now + queued_defer - 5

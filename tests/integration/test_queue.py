@@ -315,3 +315,64 @@ async def test_a_hold_keeps_what_the_list_wrote_while_the_job_was_claimed(pool: 
         finished,
     )
     assert 20.0 < wait <= 30.0
+
+
+async def test_a_started_job_keeps_its_due_time_when_asked_and_is_deferred_again_otherwise(
+    pool: asyncpg.Pool,
+) -> None:
+    """With the stream up a page showing a started job running again keeps the due time its start
+    gave (``keep_started``); without it every page defers it again. A queued job that starts, and
+    a job nobody had shown, get the defer given either way."""
+    started, waiting, unseen = ids(3)
+    await queue.enqueue(pool, [started, waiting, unseen])
+    jobs = PgQueue(pool)
+    await jobs.defer_running([Listed(started, "processing", "spiderSite", 40.0)])
+    await jobs.defer_running([Listed(waiting, "queued", "spiderSite", 900.0)])
+
+    async def waits() -> dict[uuid.UUID, float]:
+        rows = await pool.fetch(
+            "SELECT job_id, extract(epoch FROM next_poll_at - now())::float8 AS wait_s FROM harvester.jobs"
+        )
+        return {r["job_id"]: r["wait_s"] for r in rows}
+
+    again = [Listed(j, "processing", "spiderSite", 120.0) for j in (started, waiting, unseen)]
+    assert sorted(await jobs.defer_running(again, keep_started=True)) == sorted([started, waiting, unseen])
+    kept = await waits()
+    assert 30.0 < kept[started] <= 40.0  # kept: its end is overdue 40 s after its start
+    assert 110.0 < kept[waiting] <= 120.0  # queued, now started: the defer given, not 900 s
+    assert 110.0 < kept[unseen] <= 120.0
+    await jobs.defer_running([Listed(started, "processing", "spiderSite", 120.0)])
+    assert 110.0 < (await waits())[started] <= 120.0  # the stream down: each page defers it again
+
+
+async def test_an_end_seen_while_a_poll_was_in_flight_outlives_its_202(pool: asyncpg.Pool) -> None:
+    """The poll went out, the stream announced the end, then the 202 came back: the 202 is older
+    than the end, so the job is due at once and stays known finished. A job already known finished
+    when it was claimed that still answers 202 (results not ready) waits as the 202 says."""
+    in_flight, known = ids(2)
+    await queue.enqueue(pool, [in_flight, known])
+    jobs = PgQueue(pool)
+    await jobs.mark_finished([Listed(known, "completed", "spiderSite")])
+    claimed = {c.job_id: c for c in await jobs.claim("w1", 10, 30)}
+    assert await jobs.mark_finished([Listed(in_flight, "completed", "spiderSite")]) == [in_flight]
+    answered = Reschedule(
+        delay_s=300.0,
+        polls_spent=1,
+        http_status=202,
+        not_found_count=0,
+        fault_count=0,
+        error=None,
+        upstream_status="processing",
+    )
+    for job_id in (in_flight, known):
+        assert await jobs.reschedule(claimed[job_id], answered)
+    rows = {
+        r["job_id"]: r
+        for r in await pool.fetch(
+            "SELECT job_id, upstream_status, polls,"
+            "       extract(epoch FROM next_poll_at - now())::float8 AS wait_s FROM harvester.jobs"
+        )
+    }
+    assert rows[in_flight]["wait_s"] <= 0 and rows[in_flight]["upstream_status"] == "completed"
+    assert rows[in_flight]["polls"] == 1  # the request is still counted
+    assert 290.0 < rows[known]["wait_s"] <= 300.0 and rows[known]["upstream_status"] == "processing"

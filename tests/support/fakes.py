@@ -139,15 +139,18 @@ class FakeStore:
         if row is None:
             return False
         due = self.clock() + change.delay_s
-        if change.polls_spent > 0:
-            row.next_poll_at = due
-        elif (row.upstream_status or "") in TERMINAL_UPSTREAM:  # an end seen while it was held
+        ended = (row.upstream_status or "") in TERMINAL_UPSTREAM
+        ended_meanwhile = ended and (job.upstream_status or "").lower() not in TERMINAL_UPSTREAM
+        if ended_meanwhile:  # an end seen while it was claimed: newer than a 202 in flight
             row.next_poll_at = self.clock()
+        elif change.polls_spent > 0:
+            row.next_poll_at = due
         elif row.lease_expires_at is None or row.next_poll_at <= row.lease_expires_at:
             row.next_poll_at = due  # a hold keeps a defer written while it was held
         row.polls += change.polls_spent
         row.last_http_status = change.http_status or row.last_http_status
-        row.upstream_status = change.upstream_status or row.upstream_status
+        if not ended_meanwhile:
+            row.upstream_status = change.upstream_status or row.upstream_status
         row.job_type = change.job_type or row.job_type
         row.not_found_count, row.fault_count = change.not_found_count, change.fault_count
         row.last_error = change.error
@@ -331,13 +334,17 @@ class FakeStore:
                 marked.append(job.job_id)
         return marked
 
-    async def defer_running(self, jobs: Sequence[Listed]) -> list[UUID]:
+    async def defer_running(self, jobs: Sequence[Listed], *, keep_started: bool = False) -> list[UUID]:
         self._call("defer_running")
         deferred = []
         for job in jobs:
             row = self.rows.get(job.job_id)
             if row is not None and row.state == "pending":
-                row.next_poll_at = max(row.next_poll_at, self.clock() + job.defer_s)
+                started = row.upstream_status not in (None, "queued") and job.status != "queued"
+                if row.upstream_status == "queued" and job.status != "queued":
+                    row.next_poll_at = self.clock() + job.defer_s
+                elif not (keep_started and started):
+                    row.next_poll_at = max(row.next_poll_at, self.clock() + job.defer_s)
                 row.upstream_status = job.status
                 deferred.append(job.job_id)
         return deferred

@@ -58,6 +58,34 @@ async def test_a_pass_makes_finished_jobs_due_and_defers_running_ones() -> None:
     assert parts.store.discovery[parts.discovery.key][0] == NOW  # the watermark moved
 
 
+async def test_with_the_stream_up_a_page_keeps_a_started_jobs_overdue_time() -> None:
+    """The stream showed the job started: it is polled when its end is overdue, counted from its
+    start. A page showing it still running must not push that back (a lost end would wait a
+    running defer past each page), and a job only the page shows running is overdue as soon."""
+    parts = Parts()
+    parts.store.stream_up = True
+    started, unseen = uuid4(), uuid4()
+    parts.store.add(started, upstream_status="processing", due_in_s=30.0)
+    parts.store.add(unseen, due_in_s=0.0)
+    parts.api.pages = [page((started, "processing"), (unseen, "processing"))]
+    await parts.pass_now()
+    now = parts.store.clock()
+    assert parts.store.rows[started].next_poll_at < now + 30.1
+    overdue = policy.started_defer("spiderSite", CFG.polling)
+    assert now + overdue - 1 < parts.store.rows[unseen].next_poll_at < now + overdue + 1
+    assert overdue < policy.running_defer("spiderSite", CFG.polling)
+
+
+async def test_with_the_stream_down_each_page_showing_a_job_running_defers_it_again() -> None:
+    parts = Parts()
+    running = uuid4()
+    parts.store.add(running, upstream_status="processing", due_in_s=30.0)
+    parts.api.pages = [page((running, "processing"))]
+    await parts.pass_now()
+    defer = policy.running_defer("spiderSite", CFG.polling)
+    assert parts.store.rows[running].next_poll_at >= parts.store.clock() + defer - 1
+
+
 async def test_nothing_to_learn_means_no_list_request() -> None:
     parts = Parts()
     parts.store.add(uuid4(), upstream_status="completed")  # already known finished
