@@ -17,7 +17,9 @@ Conditions for every load, as SpiderIQ may behave:
   the whole run (``light_refused``: it must do no worse than ``light / off``).
 
 Latency is completion to stored for the jobs that ended (completed or failed, the ends the stream
-announces); ``p95 all`` adds the cancelled ones, which no event announces.
+announces); ``p95 all`` adds the cancelled ones, which no event announces. ``late_past_bound``
+counts the ended jobs stored later than twice their type's typical run or one reconcile interval,
+whichever is shorter (how late a lost end may be found; 0 wanted).
 
 Loads: ``light`` (20 jobs/min for 8 min) and ``half`` (50/min for 6 min) arrive live (Poisson) into
 a queue with no limit of its own; ``budget`` submits 400 jobs at once into a queue that starts our
@@ -234,10 +236,23 @@ async def warm_up(sim: SimServer, engine_kind: str, speed: float) -> None:
         await asyncio.sleep(step_s)
 
 
+def typical_runs(sim: SimServer) -> dict[str, float]:
+    """The mean run of each job type over the account's jobs that ran to their end."""
+    runs: dict[str, list[float]] = {}
+    for job in sim.state.jobs.values():
+        if job.cancel_at is None:
+            runs.setdefault(job.type, []).append(job.end_at - job.start_at)
+    return {kind: sum(r) / len(r) for kind, r in runs.items() if r}
+
+
 async def latency_split(pool: asyncpg.Pool, sim: SimServer, speed: float) -> dict[str, Any]:
     """Completion to stored, as bench.harvest measures it, for the jobs that ended (completed or
     failed: SpiderIQ announces those ends) and for the cancelled ones (no event announces a
-    cancellation, only a list page or a poll finds it); and p90 over all."""
+    cancellation, only a list page or a poll finds it); and p90 over all.
+
+    ``late_past_bound``: ended jobs stored later than twice their type's typical run (the mean
+    over the run's jobs) or one reconcile interval, whichever is shorter: how late a job whose end
+    event was lost may be found."""
     rows = await pool.fetch(
         "SELECT j.job_id, j.state, extract(epoch FROM j.enqueued_at)::float8 AS enqueued,"
         "       extract(epoch FROM COALESCE(r.fetched_at, j.finished_at))::float8 AS stored"
@@ -245,16 +260,21 @@ async def latency_split(pool: asyncpg.Pool, sim: SimServer, speed: float) -> dic
         " WHERE j.state <> 'pending'"
     )
     clock = sim.state.clock
+    typical = typical_runs(sim)
     every: list[float] = []
     cancelled: list[float] = []
     others: list[float] = []
+    past_bound = 0
     for row in rows:
         if row["stored"] is None:
             continue
-        done_at = clock.real_wall(sim.state.jobs[str(row["job_id"])].finished_at())
+        job = sim.state.jobs[str(row["job_id"])]
+        done_at = clock.real_wall(job.finished_at())
         latency = (row["stored"] - max(done_at, row["enqueued"])) * speed
         every.append(latency)
         (cancelled if row["state"] == "cancelled" else others).append(latency)
+        if row["state"] != "cancelled" and latency > min(2 * typical.get(job.type, 0.0), RECONCILE_S):
+            past_bound += 1
     return {
         "latency_p90_s": percentile(every, 90),
         "latency_p50_ended_s": percentile(others, 50),
@@ -263,6 +283,7 @@ async def latency_split(pool: asyncpg.Pool, sim: SimServer, speed: float) -> dic
         "latency_p50_cancelled_s": percentile(cancelled, 50),
         "latency_max_cancelled_s": max(cancelled, default=None),
         "over_2s": sum(1 for v in every if v > 2.0),
+        "late_past_bound": past_bound,
     }
 
 
@@ -335,6 +356,7 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
         ("light", "sse", "requests_per_finished", "<=", 1.05),
         ("light", "sse", "latency_p95_ended_s", "<=", 2.0),
         ("light", "sse", "latency_max_ended_s", "<=", RECONCILE_S),
+        ("light", "sse", "late_past_bound", "<=", 0),
         ("budget", "sse", "requests_per_finished", "<=", 1.05),
         ("budget", "sse", "pace", ">=", 0.97),
         ("budget", "sse", "served_429", "<=", 0),
