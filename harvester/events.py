@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import aiohttp
@@ -31,6 +29,7 @@ import aiohttp
 from harvester import classify, lifetime, logs, policy
 from harvester.config import DEFAULT_ACCOUNT, Config
 from harvester.errors import DatabaseError
+from harvester.event_bodies import FINISHED, RUNNING, event_time, job_fields, parse_body
 from harvester.gate import Gate
 from harvester.outcomes import TERMINAL_UPSTREAM, AuthFailed, RateLimited, Transient
 from harvester.passing import QueueWatch
@@ -42,8 +41,6 @@ log = logs.get("harvester.events")
 PATH = "/api/v1/events/stream"
 HEARTBEAT_API_S = 30.0  # the documented heartbeat interval, in the API's time
 RECENT_MAX = 10_000  # ends remembered for jobs not in the queue yet
-FINISHED = {"job.completed": "completed", "job.failed": "failed"}
-RUNNING = {"job.started": "processing", "job.queued": "queued"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,12 +299,12 @@ class EventStream:
     async def _handle(self, event: Event) -> None:
         self._events += 1
         matched = 0
-        body = _event_body(event.data)
-        stamp = _event_time(body)
+        body = parse_body(event.data)
+        stamp = event_time(body)
         if stamp is not None and (self._last_seen is None or stamp > self._last_seen):
             self._last_seen = stamp
         if event.type in FINISHED or event.type in RUNNING:
-            job_id, job_type = _job_fields(body)
+            job_id, job_type = job_fields(body)
             if job_id is not None and self.adopter is not None:
                 status = FINISHED.get(event.type) or RUNNING[event.type]
                 if await self.adopter.adopt([Listed(job_id, status, job_type)]):
@@ -399,38 +396,6 @@ class EventStream:
         self._matched += len(marked) + len(deferred)
         if marked:
             self.gate.nudge()
-
-
-def _event_body(data: str) -> dict[str, Any]:
-    """An event's ``data`` as a JSON object, parsed once for everything read from it; ``{}`` when
-    it is not one."""
-    try:
-        body: Any = json.loads(data)
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _job_fields(body: dict[str, Any]) -> tuple[UUID | None, str | None]:
-    """The job id of a job event (``job_id``, or ``jobId`` as campaign events spell it) and its
-    type when the event names one (``job.queued`` does)."""
-    value = body.get("job_id", body.get("jobId"))
-    kind = body.get("type", body.get("job_type"))
-    try:
-        job_id = UUID(str(value)) if value is not None else None
-    except ValueError:
-        job_id = None
-    return job_id, kind if isinstance(kind, str) and kind else None
-
-
-def _event_time(body: dict[str, Any]) -> datetime | None:
-    """The API time an event carries (a heartbeat's ``timestamp``, a job's ``started_at`` or
-    ``created_at``), if any is readable."""
-    for key in ("timestamp", "started_at", "created_at"):
-        stamp = classify.parse_time(body.get(key))
-        if stamp is not None:
-            return stamp
-    return None
 
 
 async def _read_small(response: aiohttp.ClientResponse) -> bytes:
