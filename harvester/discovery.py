@@ -54,6 +54,10 @@ class ListClient(Protocol):
     ) -> outcomes.JobPage | outcomes.Outcome: ...
 
 
+class LeaseLost(Exception):
+    """Another process took this pass's lease over (this one stalled past it): stop reading."""
+
+
 @dataclass(frozen=True, slots=True)
 class PassResult:
     pages: int
@@ -87,6 +91,7 @@ class Discovery:
         self._queued_scanned_at = float("-inf")
         self._reveal_rate: float | None = None  # our jobs seen finished per second, learned
         self._last_pass_at: float | None = None
+        self._renew_at = float("inf")  # when the lease of the pass being read is renewed
         # Adopt mode: every job a page shows that the queue lacks is queued; a backfill reads the
         # account's jobs back to adopt_since, one page per pass, at a priority below live jobs.
         self.adopter = adopter
@@ -141,6 +146,7 @@ class Discovery:
         )
         if lease is None:
             return None
+        self._renew_at = self.clock() + self.cfg.worker.lease_s / 3
         result = PassResult(0, 0, 0, False)
         newest: datetime | None = None
         try:
@@ -149,7 +155,11 @@ class Discovery:
                 result = await self._scan_queued(result)
             if result.ok and self.backfill_page is not None:
                 result = await self._backfill(result)
+        except LeaseLost:
+            log.warning("discovery_lease_lost", detail="a pass outlasted its lease; another process reads on")
+            return None
         finally:
+            self._renew_at = float("inf")
             await self.store.finish_discovery(
                 self.key, owner, newest, result.pages, result.finished, full=lease.gap_since is None
             )
@@ -226,6 +236,7 @@ class Discovery:
         self, page_no: int, *, sort_by: str, status_filter: str | None = None
     ) -> outcomes.JobPage | outcomes.Outcome:
         """One list page, newest first: a request slot, the request, and the gate hears the answer."""
+        await self._keep_lease()
         started = self.clock()
         await self.gate.limiter.acquire()
         waited = self.clock() - started
@@ -238,6 +249,17 @@ class Discovery:
         )
         await self.gate.observe("list", page, waited)
         return page
+
+    async def _keep_lease(self) -> None:
+        """Renew the pass's lease once a third of it has gone (a queue scan may read 200 pages,
+        minutes at the limit); ``LeaseLost`` when another process has taken it over."""
+        now = self.clock()
+        if now < self._renew_at:
+            return
+        lease_s = self.cfg.worker.lease_s
+        self._renew_at = now + lease_s / 3
+        if not await self.store.renew_discovery(self.key, self.cfg.worker.worker_id, lease_s):
+            raise LeaseLost
 
     async def _read_pages(self, lease: DiscoveryLease) -> tuple[PassResult, datetime | None]:
         cfg = self.cfg.polling

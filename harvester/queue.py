@@ -62,6 +62,7 @@ class SQL(NamedQueries):
     note_nothing_to_reconcile: str
     make_listed_finished_jobs_due: str
     defer_listed_running_jobs: str
+    renew_discovery_lease: str
     pull_in_passed_queued_jobs: str
     count_queued_defers_ending: str
     spread_queued_defers: str
@@ -257,6 +258,9 @@ class PgQueue:
             return None
         row = rows[0]
         return DiscoveryLease(row["watermark"], row["oldest_pending"], row["gap_since"])
+
+    async def renew_discovery(self, key: str, owner: str, lease_s: float) -> bool:
+        return bool(await self._fetch("discovery lease", SQL.renew_discovery_lease, key, owner, lease_s))
 
     async def finish_discovery(
         self, key: str, owner: str, newest: datetime | None, pages: int, finished: int, *, full: bool = True

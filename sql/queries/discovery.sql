@@ -32,6 +32,14 @@ RETURNING d.watermark,
           CASE WHEN due.full_due OR due.reconcile_since IS NULL THEN NULL
                ELSE GREATEST(due.reconcile_since, d.watermark) END AS gap_since
 
+-- name: renew_discovery_lease
+-- A pass still reading pages keeps its lease (a queue scan may read 200 pages, minutes at the
+-- limit): nobody else starts a pass meanwhile. No row: the lease was taken over, stop reading.
+UPDATE harvester.discovery
+   SET lease_expires_at = now() + make_interval(secs => $3)
+ WHERE credential = $1 AND lease_owner = $2
+RETURNING true
+
 -- name: finish_discovery_pass
 -- $6: a full pass (moves the watermark and the time of the last pass); a gap pass only adds its
 -- pages, so the next full pass still reads back to where the last full one stopped.

@@ -270,3 +270,16 @@ async def test_the_queued_defers_on_postgresql(pool: asyncpg.Pool) -> None:
     assert await store.spread_queued_defers("default", 60.0) == 1  # passed; not running, not team-b
     assert await wait_s(passed) <= 60.0
     assert await wait_s(other_account) > 800.0
+
+
+async def test_a_pass_renews_its_lease_and_a_taken_over_one_is_not_renewed(pool: asyncpg.Pool) -> None:
+    store, key = PgQueue(pool), "k" * 32
+    await store.ensure_discovery(key)
+    await queue.enqueue(pool, [uuid4()])
+    assert await store.claim_discovery(key, "w1", 1.0, 300.0, 1.0) is not None
+    assert await store.renew_discovery(key, "w1", 30.0)
+    await asyncio.sleep(1.2)  # the first lease (1 s) would have run out: renewed, it holds
+    assert await store.claim_discovery(key, "w2", 0.0, 0.0, 30.0) is None
+    await pool.execute("UPDATE harvester.discovery SET lease_expires_at = now() - interval '1 s'")
+    assert await store.claim_discovery(key, "w2", 0.0, 0.0, 30.0) is not None  # w1 stalled past it
+    assert not await store.renew_discovery(key, "w1", 30.0)

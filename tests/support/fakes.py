@@ -310,11 +310,17 @@ class FakeStore:
         self.discovery[key] = (watermark, last_pass, owner)
         return DiscoveryLease(watermark=watermark, oldest_pending=None, gap_since=since)
 
+    async def renew_discovery(self, key: str, owner: str, lease_s: float) -> bool:
+        self._call("renew_discovery")
+        return self.discovery[key][2] == owner
+
     async def finish_discovery(
         self, key: str, owner: str, newest: datetime | None, pages: int, finished: int, *, full: bool = True
     ) -> None:
         self._call("finish_discovery")
-        watermark, last_pass, _ = self.discovery[key]
+        watermark, last_pass, holder = self.discovery[key]
+        if holder != owner:  # taken over: the pass's lease is not its to finish
+            return
         if not full:
             self.discovery[key] = (watermark, last_pass, None)
             return

@@ -316,3 +316,62 @@ async def test_a_queue_scan_reads_the_whole_queue_past_list_max_pages() -> None:
     assert parts.api.filtered == ["queued"] * 3
     now = parts.store.clock()
     assert all(parts.store.rows[j].next_poll_at >= now + policy.queued_defer(cfg.polling) - 1 for j in queued)
+
+
+def queue_pages(pages: int) -> list[JobPage]:
+    """A long queue of someone else's jobs, 100 a page."""
+    return [
+        JobPage(
+            total=100 * pages,
+            page=n,
+            page_size=100,
+            total_pages=pages,
+            jobs=tuple(ListedJob(uuid4(), "spiderSite", "queued", NOW) for _ in range(100)),
+        )
+        for n in range(1, pages + 1)
+    ]
+
+
+def scanning(parts: Parts, pages: int) -> list[float]:
+    """Make the next pass scan a queue of ``pages`` pages, on a clock 4 s on at every look."""
+    for _ in range(6):
+        parts.store.add(
+            uuid4(), upstream_status="queued", polls=1, due_in_s=0.1 * policy.queued_defer(CFG.polling)
+        )
+    parts.api.pages = [page()]
+    parts.api.queued_pages = queue_pages(pages)
+    ticks = [0.0]
+
+    def clock() -> float:
+        ticks[0] += 4.0
+        return ticks[0]
+
+    parts.discovery.clock = clock
+    return ticks
+
+
+async def test_a_long_pass_renews_its_lease_so_no_other_process_starts_one_meanwhile() -> None:
+    parts = Parts()
+    scanning(parts, 12)
+    await parts.pass_now()
+    assert parts.api.filtered == ["queued"] * 12  # the whole queue, minutes of pages
+    renewals = parts.store.calls.count("renew_discovery")
+    assert renewals >= 12 * 4 // CFG.worker.lease_s  # about every third of the lease
+    assert parts.store.discovery[parts.discovery.key][2] is None  # released at the end
+
+
+async def test_a_pass_whose_lease_was_taken_over_stops_reading_and_is_no_failure() -> None:
+    parts = Parts()
+    scanning(parts, 12)
+    renew = parts.store.renew_discovery
+
+    async def taken_over(key: str, owner: str, lease_s: float) -> bool:
+        watermark, last_pass, _ = parts.store.discovery[key]
+        parts.store.discovery[key] = (watermark, last_pass, "another-process")
+        return await renew(key, owner, lease_s)
+
+    parts.store.renew_discovery = taken_over  # type: ignore[method-assign]
+    await parts.pass_now()
+    assert len(parts.api.filtered) < 12  # stopped at the first renewal
+    assert parts.discovery.failures == 0 and parts.gate.discovery_healthy
+    assert parts.store.discovery[parts.discovery.key][2] == "another-process"  # its lease, untouched
