@@ -25,23 +25,30 @@ WATCH_MAX = 20_000  # queued jobs remembered (all of the account's, ours or not)
 class QueueWatch:
     """The account's jobs the stream showed queued and not yet started, per type in queue order."""
 
-    __slots__ = ("_known", "_limit", "_waiting")
+    __slots__ = ("_known", "_limit", "_types", "_waiting")
 
     def __init__(self, limit: int = WATCH_MAX) -> None:
         self._limit = limit
         self._known: OrderedDict[UUID, str] = OrderedDict()  # job -> type, in queue order
         self._waiting: dict[str, OrderedDict[UUID, None]] = {}
+        # The type each job.queued named, kept past the job's leaving the watch: a job passed
+        # (or whose start was lost) still starts, and its job.started names no type.
+        self._types: OrderedDict[UUID, str] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._known)
 
     def type_of(self, job_id: UUID) -> str | None:
-        return self._known.get(job_id)
+        return self._types.get(job_id)
 
     def queued(self, job_id: UUID, job_type: str | None) -> None:
         """A ``job.queued``: remember the job until it starts, ends or is passed."""
         if job_type is None or job_id in self._known:
             return
+        self._types[job_id] = job_type
+        self._types.move_to_end(job_id)
+        while len(self._types) > self._limit:
+            self._types.popitem(last=False)
         self._known[job_id] = job_type
         self._waiting.setdefault(job_type, OrderedDict())[job_id] = None
         while len(self._known) > self._limit:

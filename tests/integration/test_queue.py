@@ -376,3 +376,23 @@ async def test_an_end_seen_while_a_poll_was_in_flight_outlives_its_202(pool: asy
     assert rows[in_flight]["wait_s"] <= 0 and rows[in_flight]["upstream_status"] == "completed"
     assert rows[in_flight]["polls"] == 1  # the request is still counted
     assert 290.0 < rows[known]["wait_s"] <= 300.0 and rows[known]["upstream_status"] == "processing"
+
+
+async def test_an_adopted_job_keeps_only_an_end_so_the_defer_after_it_applies(pool: asyncpg.Pool) -> None:
+    """Adopt mode: the page or event that showed a job queued or running defers it right after
+    adopting it; had the insert noted it running, a page with the stream up would keep its due
+    time (now) and it would be polled while it runs. An adopted end is due at once."""
+    running, ended = ids(2)
+    jobs = PgQueue(pool)
+    shown = [Listed(running, "processing", "spiderSite"), Listed(ended, "completed", "spiderSite")]
+    assert sorted(await jobs.adopt(shown)) == sorted([running, ended])
+    await jobs.defer_running([Listed(running, "processing", "spiderSite", 40.0)], keep_started=True)
+    rows = {
+        r["job_id"]: r
+        for r in await pool.fetch(
+            "SELECT job_id, upstream_status, extract(epoch FROM next_poll_at - now())::float8 AS wait_s"
+            "  FROM harvester.jobs"
+        )
+    }
+    assert rows[running]["upstream_status"] == "processing" and 30.0 < rows[running]["wait_s"] <= 40.0
+    assert rows[ended]["upstream_status"] == "completed" and rows[ended]["wait_s"] <= 0

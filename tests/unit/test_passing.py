@@ -29,6 +29,9 @@ def test_each_job_is_passed_once_and_ends_leave_the_watch() -> None:
     assert watch.started(third) == [(second, SITE)]
     assert watch.started(second) == []  # already passed: no second early poll
     assert len(watch) == 0
+    # each still has its type: a passed job's own job.started names none, and its end is
+    # overdue by its type's runs, not the slowest type's
+    assert [watch.type_of(j) for j in (first, second, third)] == [SITE, SITE, SITE]
 
 
 def test_unknown_jobs_and_jobs_without_a_type_tell_nothing() -> None:
