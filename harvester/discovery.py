@@ -240,6 +240,7 @@ class Discovery:
         started = self.clock()
         await self.gate.limiter.acquire()
         waited = self.clock() - started
+        await self._keep_lease()  # the slot may have been a pause away
         page = await self.client.list_jobs(
             page=page_no,
             page_size=PAGE_SIZE,
@@ -351,18 +352,22 @@ class Discovery:
         await self._adopt(page, backfill)
         done: list[Listed] = []
         running: list[Listed] = []
+        defers: dict[str | None, float] = {}  # per type, once a page
+        durations, now = self.gate.durations, self.gate.clock()
         for job in page.jobs:
             status = (job.status or "").lower()
             if status in outcomes.TERMINAL_UPSTREAM:
+                durations.ended(job.job_id)
                 done.append(Listed(job.job_id, status, job.job_type))
             elif status == "queued":  # its start is announced, or shows on the next pages
                 running.append(
                     Listed(job.job_id, status, job.job_type, policy.queued_defer(self.cfg.polling))
                 )
             else:
-                running.append(
-                    Listed(job.job_id, status or None, job.job_type, self._running_defer(job.job_type))
-                )
+                durations.seen_running(job.job_id, job.job_type, now)
+                if job.job_type not in defers:
+                    defers[job.job_type] = self._running_defer(job.job_type)
+                running.append(Listed(job.job_id, status or None, job.job_type, defers[job.job_type]))
         marked = await self.store.mark_finished(done)
         # With the stream up, a job it showed started keeps the due time its start gave (its end
         # is overdue then); a page showing it running again must not push that back.

@@ -6,9 +6,9 @@ submitted: ``created_at`` has whole seconds, too coarse to order a bulk) and eve
 ``job.started``. As far as a client can see, the queue serves each job type in submission order,
 so when a job queued after ours starts while ours has not, ours was either cancelled while it
 waited or started with its ``job.started`` lost. Its long queued defer is wrong either way: the
-job gets a direct poll when its end would be overdue had it started then, twice its type's typical
-run later (by then a start that was only lost has been announced ended, so the poll is spared; a
-cancel is found that long after its turn instead of at the next reconcile).
+job gets a direct poll when its end would be overdue had it started then (``policy.started_defer``:
+by then a start that was only lost has been announced ended, so the poll is spared; a cancel is
+found that long after its turn instead of at the next reconcile).
 
 A queue that does not keep to submission order (priorities) costs at most one early poll per job:
 a job leaves the watch the first time it is passed.

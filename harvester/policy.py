@@ -80,7 +80,7 @@ def first_poll_wait(
     if job.polls > 0 or job.upstream_status is not None:
         return 0.0
     wait = initial_delay(cfg) * factor
-    if stream_up and job.upstream_status is None:  # a little past the pass, which may run late
+    if stream_up:  # a little past the pass, which may run late
         wait = max(wait, UNSEEN_RECONCILES * cfg.list_reconcile_s)
     return max(0.0, wait - job.age_s)
 

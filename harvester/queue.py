@@ -150,6 +150,7 @@ class PgQueue:
             change.fault_count,
             change.error,
             (job.upstream_status or "").lower() in TERMINAL_UPSTREAM,
+            _TERMINAL,
         )
         return _count(status) == 1
 
@@ -296,6 +297,7 @@ class PgQueue:
             [j.job_type for j in jobs],
             [j.status for j in jobs],
             priority,
+            _TERMINAL,
         )
         return [row["job_id"] for row in rows]
 
@@ -313,6 +315,7 @@ class PgQueue:
             [j.defer_s for j in jobs],
             self.account,
             keep_started,
+            _TERMINAL,
         )
         return [row["job_id"] for row in rows]
 

@@ -71,21 +71,26 @@ RETURNING j.job_id
 
 -- name: defer_listed_running_jobs
 -- Jobs the list (or the stream) shows as still running: their end will be announced, so no direct
--- poll soon. A job that was waiting queued and has now started gets its started defer instead of
--- the longer queued one (its end is due sooner). $6: a job already known started keeps its due
--- time (with the stream up that is when its end is overdue, counted from its start; a page showing
--- it running again must not push that back). A job under lease is deferred too, never to before
--- its lease ends (it must not be claimed twice): a poll in flight writes its own answer after
--- this, and the hold of a job claimed too early keeps the defer.
+-- poll soon. The first news of a job (nothing known, never polled: its due time is at most a
+-- first-poll hold), and a job that was waiting queued and has now started, get the defer given
+-- (a started job's end is due sooner than a queued one's, or an unseen one's). $6: a job already
+-- known started keeps its due time (with the stream up that is when its end is overdue, counted
+-- from its start; a page showing it running again must not push that back). A job known ended
+-- ($7, the upstream ends) is left as it is: a late start or a page read before the end does not
+-- undo it. A job under lease is deferred too, never to before its lease ends (it must not be
+-- claimed twice): a poll in flight writes its own answer after this, and the hold of a job
+-- claimed too early keeps the defer.
 UPDATE harvester.jobs AS j
-   SET next_poll_at = GREATEST(
-           CASE WHEN j.upstream_status = 'queued' AND t.status IS DISTINCT FROM 'queued'
+   SET next_poll_at = CASE WHEN j.upstream_status = ANY($7::text[]) THEN j.next_poll_at ELSE GREATEST(
+           CASE WHEN (j.upstream_status = 'queued' OR (j.upstream_status IS NULL AND j.polls = 0))
+                     AND t.status IS DISTINCT FROM 'queued'
                     THEN now() + make_interval(secs => t.defer_s)
                 WHEN $6 AND j.upstream_status <> 'queued' AND t.status IS DISTINCT FROM 'queued'
                     THEN j.next_poll_at
                 ELSE GREATEST(j.next_poll_at, now() + make_interval(secs => t.defer_s)) END,
-           CASE WHEN j.lease_expires_at > now() THEN j.lease_expires_at END),
-       upstream_status = t.status,
+           CASE WHEN j.lease_expires_at > now() THEN j.lease_expires_at END) END,
+       upstream_status = CASE WHEN j.upstream_status = ANY($7::text[]) THEN j.upstream_status
+                              ELSE t.status END,
        job_type = COALESCE(t.job_type, j.job_type),
        updated_at = now()
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::float8[]) AS t(job_id, status, job_type, defer_s)

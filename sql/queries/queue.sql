@@ -12,12 +12,13 @@ ON CONFLICT DO NOTHING
 -- name: adopt_jobs
 -- Jobs an account's list or stream showed that no producer enqueued (adopt mode): queued for
 -- that account, tagged, due at once, at priority $5 (a backfill's jobs below the live ones). Known
--- ids (any account) are left alone; returns the new ones. Only an end is noted as their upstream
--- status: what showed a job queued or running defers it right after (as for any job of ours), and
--- a job claimed before that is held as one nobody has mentioned, not polled while it runs.
+-- ids (any account) are left alone; returns the new ones. Only an end (one of $6) is noted as
+-- their upstream status: what showed a job queued or running defers it right after (as for any
+-- job of ours), and a job claimed before that is held as one nobody has mentioned, not polled
+-- while it runs.
 INSERT INTO harvester.jobs (job_id, account, adopted, tags, job_type, upstream_status, priority)
 SELECT id, $2::text, true, '{"adopted": true}'::jsonb, jt,
-       CASE WHEN st IN ('completed', 'failed', 'cancelled') THEN st END, $5::smallint
+       CASE WHEN st = ANY($6::text[]) THEN st END, $5::smallint
   FROM unnest($1::uuid[], $3::text[], $4::text[]) AS t(id, jt, st)
 ON CONFLICT DO NOTHING
 RETURNING job_id
@@ -54,21 +55,23 @@ UPDATE harvester.jobs
 -- name: reschedule_polled_job
 -- After a poll that did not finish the job: count the request, note what was learned, set the
 -- next poll and drop the lease. Fenced by lease_token. Neither a poll nor a hold undoes what a
--- list page or the stream wrote meanwhile: an end seen while the job was claimed ($11: it was not
--- known finished when claimed) makes it due at once (the 202 of a poll in flight then is older
--- than that end), and a hold (no request spent: $4 = 0, the job was claimed before its first
--- poll was worth a request) keeps a defer past the lease's end.
+-- list page or the stream wrote meanwhile. An end seen while the job was claimed (its status is
+-- now one of $12, the upstream ends, and NOT $11: it was not known finished when claimed) makes
+-- it due at once: the 202 of a poll in flight then is older than that end. A hold (no request
+-- spent: $4 = 0, the job was claimed before its first poll was worth a request, so nothing was
+-- known of it) keeps whatever due time news of it written meanwhile gave, or a defer past the
+-- lease's end.
 UPDATE harvester.jobs
    SET next_poll_at = CASE
-           WHEN NOT $11 AND upstream_status IN ('completed', 'failed', 'cancelled') THEN now()
+           WHEN NOT $11 AND upstream_status = ANY($12::text[]) THEN now()
            WHEN $4 > 0 THEN now() + make_interval(secs => $3)
-           WHEN next_poll_at > lease_expires_at THEN next_poll_at
+           WHEN upstream_status IS NOT NULL OR next_poll_at > lease_expires_at THEN next_poll_at
            ELSE now() + make_interval(secs => $3) END,
        polls = polls + $4,
        last_polled_at = CASE WHEN $4 > 0 THEN now() ELSE last_polled_at END,
        last_http_status = COALESCE($5, last_http_status),
        upstream_status = CASE
-           WHEN NOT $11 AND upstream_status IN ('completed', 'failed', 'cancelled') THEN upstream_status
+           WHEN NOT $11 AND upstream_status = ANY($12::text[]) THEN upstream_status
            ELSE COALESCE($6, upstream_status) END,
        job_type = COALESCE($7, job_type),
        not_found_count = $8,

@@ -273,9 +273,9 @@ async def test_a_stream_refused_with_503_waits_its_retry_after(standin: StandIn)
 
 async def test_a_queued_job_the_queue_went_past_is_polled_when_it_would_be_overdue(standin: StandIn) -> None:
     """Two jobs queued, then the later one starts: the earlier one was cancelled while it waited or
-    its start was lost. Its queued defer is cut to a started job's (twice its type's typical run);
-    a job queued after the one that started, or one of another type, keeps waiting for its own
-    start."""
+    its start was lost. Its queued defer is cut to when it would be overdue had it started then
+    (``policy.started_defer``); a job queued after the one that started, or one of another type,
+    keeps waiting for its own start."""
     stream, store, _ = parts(standin.url)
     passed, started, later, other_type = uuid4(), uuid4(), uuid4(), uuid4()
     for job_id in (passed, started, later, other_type):

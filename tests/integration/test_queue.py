@@ -396,3 +396,72 @@ async def test_an_adopted_job_keeps_only_an_end_so_the_defer_after_it_applies(po
     }
     assert rows[running]["upstream_status"] == "processing" and 30.0 < rows[running]["wait_s"] <= 40.0
     assert rows[ended]["upstream_status"] == "completed" and rows[ended]["wait_s"] <= 0
+
+
+async def _waits(pool: asyncpg.Pool) -> dict[uuid.UUID, tuple[float, str | None]]:
+    rows = await pool.fetch(
+        "SELECT job_id, upstream_status, extract(epoch FROM next_poll_at - now())::float8 AS wait_s"
+        "  FROM harvester.jobs"
+    )
+    return {r["job_id"]: (r["wait_s"], r["upstream_status"]) for r in rows}
+
+
+def _hold(delay_s: float) -> Reschedule:
+    return Reschedule(
+        delay_s=delay_s, polls_spent=0, http_status=None, not_found_count=0, fault_count=0, error=None
+    )
+
+
+async def test_the_first_news_of_a_job_replaces_its_first_poll_hold(pool: asyncpg.Pool) -> None:
+    """A job nobody had mentioned was claimed and held (375 s with the stream up); then its start
+    arrives: it is overdue 40 s after that start, not when the hold ends. News that came while it
+    was held is kept by the hold too, even a defer shorter than the lease."""
+    held_first, news_first = ids(2)
+    await queue.enqueue(pool, [held_first, news_first])
+    jobs = PgQueue(pool)
+    claimed = {c.job_id: c for c in await jobs.claim("w1", 10, 30)}
+    assert await jobs.reschedule(claimed[held_first], _hold(375.0))
+    await jobs.defer_running([Listed(news_first, "processing", "spiderSite", 10.0)])  # under lease
+    assert await jobs.reschedule(claimed[news_first], _hold(375.0))
+    await jobs.defer_running([Listed(held_first, "processing", "spiderSite", 40.0)])
+    waits = await _waits(pool)
+    assert 30.0 < waits[held_first][0] <= 40.0
+    assert waits[news_first][0] <= 30.0 and waits[news_first][1] == "processing"  # the lease's end
+
+
+async def test_an_end_is_not_undone_by_a_late_start_or_a_page_read_before_it(pool: asyncpg.Pool) -> None:
+    ended, leased = ids(2)
+    await queue.enqueue(pool, [ended, leased])
+    jobs = PgQueue(pool)
+    await jobs.mark_finished([Listed(ended, "canceled", "spiderSite")])  # the docs' other spelling
+    for keep in (False, True):
+        await jobs.defer_running([Listed(ended, "processing", "spiderSite", 40.0)], keep_started=keep)
+    assert (await _waits(pool))[ended][1] == "canceled" and (await _waits(pool))[ended][0] <= 0
+    # a poll in flight whose 202 comes back after a "canceled" page: due at once, still ended
+    await pool.execute("UPDATE harvester.jobs SET upstream_status = NULL WHERE job_id = $1", ended)
+    [claimed] = [c for c in await jobs.claim("w1", 10, 30) if c.job_id == ended]
+    await jobs.mark_finished([Listed(ended, "canceled", "spiderSite")])
+    answered = Reschedule(
+        delay_s=300.0,
+        polls_spent=1,
+        http_status=202,
+        not_found_count=0,
+        fault_count=0,
+        error=None,
+        upstream_status="processing",
+    )
+    assert await jobs.reschedule(claimed, answered)
+    wait, status = (await _waits(pool))[ended]
+    assert wait <= 0 and status == "canceled"
+
+
+async def test_a_started_job_under_lease_keeps_at_least_its_lease_end(pool: asyncpg.Pool) -> None:
+    job_id = ids(1)[0]
+    await queue.enqueue(pool, [job_id])
+    jobs = PgQueue(pool)
+    await jobs.defer_running([Listed(job_id, "processing", "spiderSite", 1.0)])
+    await asyncio.sleep(1.1)
+    assert [c.job_id for c in await jobs.claim("w1", 10, 30)] == [job_id]
+    await jobs.defer_running([Listed(job_id, "processing", "spiderSite", 1.0)], keep_started=True)
+    assert await PgQueue(pool).claim("w2", 10, 30) == []  # not claimable twice
+    assert 25.0 < (await _waits(pool))[job_id][0] <= 30.0

@@ -145,8 +145,10 @@ class FakeStore:
             row.next_poll_at = self.clock()
         elif change.polls_spent > 0:
             row.next_poll_at = due
-        elif row.lease_expires_at is None or row.next_poll_at <= row.lease_expires_at:
-            row.next_poll_at = due  # a hold keeps a defer written while it was held
+        elif row.upstream_status is None and (
+            row.lease_expires_at is None or row.next_poll_at <= row.lease_expires_at
+        ):
+            row.next_poll_at = due  # a hold keeps what news of the job written meanwhile gave
         row.polls += change.polls_spent
         row.last_http_status = change.http_status or row.last_http_status
         if not ended_meanwhile:
@@ -345,14 +347,20 @@ class FakeStore:
         deferred = []
         for job in jobs:
             row = self.rows.get(job.job_id)
-            if row is not None and row.state == "pending":
-                started = row.upstream_status not in (None, "queued") and job.status != "queued"
-                if row.upstream_status == "queued" and job.status != "queued":
-                    row.next_poll_at = self.clock() + job.defer_s
-                elif not (keep_started and started):
-                    row.next_poll_at = max(row.next_poll_at, self.clock() + job.defer_s)
-                row.upstream_status = job.status
-                deferred.append(job.job_id)
+            if row is None or row.state != "pending":
+                continue
+            deferred.append(job.job_id)
+            if (row.upstream_status or "") in TERMINAL_UPSTREAM:
+                continue  # an end is not undone by a late start
+            first_news = row.upstream_status == "queued" or (row.upstream_status is None and row.polls == 0)
+            started = row.upstream_status not in (None, "queued") and job.status != "queued"
+            if first_news and job.status != "queued":
+                row.next_poll_at = self.clock() + job.defer_s
+            elif not (keep_started and started):
+                row.next_poll_at = max(row.next_poll_at, self.clock() + job.defer_s)
+            if self._leased(row):  # never due before its lease ends: no second claim
+                row.next_poll_at = max(row.next_poll_at, row.lease_expires_at or row.next_poll_at)
+            row.upstream_status = job.status
         return deferred
 
     async def pull_in_queued(self, jobs: Sequence[Listed]) -> list[UUID]:

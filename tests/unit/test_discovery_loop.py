@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 from harvester import config, policy
 from harvester.discovery import UNHEALTHY_AFTER, Discovery
 from harvester.gate import Gate
-from harvester.outcomes import AuthFailed, JobPage, ListedJob, Transient
+from harvester.outcomes import AuthFailed, JobPage, ListedJob, Outcome, Transient
 from tests.support import fakes
 
 CFG = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9", "api.token": "t:t:t"})
@@ -318,7 +318,7 @@ async def test_a_queue_scan_reads_the_whole_queue_past_list_max_pages() -> None:
     assert all(parts.store.rows[j].next_poll_at >= now + policy.queued_defer(cfg.polling) - 1 for j in queued)
 
 
-def queue_pages(pages: int) -> list[JobPage]:
+def queue_pages(pages: int) -> list[JobPage | Outcome]:
     """A long queue of someone else's jobs, 100 a page."""
     return [
         JobPage(
@@ -352,11 +352,20 @@ def scanning(parts: Parts, pages: int) -> list[float]:
 
 async def test_a_long_pass_renews_its_lease_so_no_other_process_starts_one_meanwhile() -> None:
     parts = Parts()
-    scanning(parts, 12)
+    ticks = scanning(parts, 12)
+    renewed_at: list[float] = []
+    renew = parts.store.renew_discovery
+
+    async def renewing(key: str, owner: str, lease_s: float) -> bool:
+        renewed_at.append(ticks[0])
+        return await renew(key, owner, lease_s)
+
+    parts.store.renew_discovery = renewing  # type: ignore[method-assign]
     await parts.pass_now()
     assert parts.api.filtered == ["queued"] * 12  # the whole queue, minutes of pages
-    renewals = parts.store.calls.count("renew_discovery")
-    assert renewals >= 12 * 4 // CFG.worker.lease_s  # about every third of the lease
+    assert ticks[0] > 5 * CFG.worker.lease_s and len(renewed_at) >= 10
+    gaps = [b - a for a, b in zip([0.0, *renewed_at], renewed_at, strict=False)]
+    assert max(gaps) < CFG.worker.lease_s / 3 + 16  # a third of the lease, and a page's clock at most
     assert parts.store.discovery[parts.discovery.key][2] is None  # released at the end
 
 

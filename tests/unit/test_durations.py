@@ -107,3 +107,20 @@ def test_nonsense_durations_and_untyped_runs_are_ignored() -> None:
     model.observe(None, 10.0)
     model.started(uuid4(), None, now=0.0)
     assert model.get(MAPS) is None and model.overdue(MAPS, 0.0) is None
+
+
+def test_a_page_showing_a_run_adds_it_once_and_keeps_a_start_already_known() -> None:
+    """A process that does not hold the stream learns the runs going from its pages; the start a
+    stream showed is more exact than the page that showed the run later, and stays."""
+    model = DurationModel()
+    ended_runs(model, spread(30.0, 45.0, 40))
+    wave = [uuid4() for _ in range(100)]
+    for job_id in wave:
+        model.started(job_id, MAPS, now=0.0)
+        model.seen_running(job_id, MAPS, now=40.0)  # a page later: the start at 0 stays
+    assert model.overdue(MAPS, now=50.0) is None  # they have run 50 s, not 10
+    for job_id in wave:
+        model.ended(job_id)
+    for job_id in wave:
+        model.seen_running(job_id, MAPS, now=50.0)  # shown running from 50 s
+    assert model.overdue(MAPS, now=60.0) is not None  # 10 s so far: nothing against the quantile
