@@ -355,17 +355,8 @@ async def test_an_end_seen_while_a_poll_was_in_flight_outlives_its_202(pool: asy
     await jobs.mark_finished([Listed(known, "completed", "spiderSite")])
     claimed = {c.job_id: c for c in await jobs.claim("w1", 10, 30)}
     assert await jobs.mark_finished([Listed(in_flight, "completed", "spiderSite")]) == [in_flight]
-    answered = Reschedule(
-        delay_s=300.0,
-        polls_spent=1,
-        http_status=202,
-        not_found_count=0,
-        fault_count=0,
-        error=None,
-        upstream_status="processing",
-    )
     for job_id in (in_flight, known):
-        assert await jobs.reschedule(claimed[job_id], answered)
+        assert await jobs.reschedule(claimed[job_id], ANSWERED_202)
     rows = {
         r["job_id"]: r
         for r in await pool.fetch(
@@ -406,6 +397,18 @@ async def _waits(pool: asyncpg.Pool) -> dict[uuid.UUID, tuple[float, str | None]
     return {r["job_id"]: (r["wait_s"], r["upstream_status"]) for r in rows}
 
 
+# A poll answered 202, still processing: next poll in 300 s.
+ANSWERED_202 = Reschedule(
+    delay_s=300.0,
+    polls_spent=1,
+    http_status=202,
+    not_found_count=0,
+    fault_count=0,
+    error=None,
+    upstream_status="processing",
+)
+
+
 def _hold(delay_s: float) -> Reschedule:
     return Reschedule(
         delay_s=delay_s, polls_spent=0, http_status=None, not_found_count=0, fault_count=0, error=None
@@ -441,16 +444,7 @@ async def test_an_end_is_not_undone_by_a_late_start_or_a_page_read_before_it(poo
     await pool.execute("UPDATE harvester.jobs SET upstream_status = NULL WHERE job_id = $1", ended)
     [claimed] = [c for c in await jobs.claim("w1", 10, 30) if c.job_id == ended]
     await jobs.mark_finished([Listed(ended, "canceled", "spiderSite")])
-    answered = Reschedule(
-        delay_s=300.0,
-        polls_spent=1,
-        http_status=202,
-        not_found_count=0,
-        fault_count=0,
-        error=None,
-        upstream_status="processing",
-    )
-    assert await jobs.reschedule(claimed, answered)
+    assert await jobs.reschedule(claimed, ANSWERED_202)
     wait, status = (await _waits(pool))[ended]
     assert wait <= 0 and status == "canceled"
 

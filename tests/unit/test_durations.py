@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -17,6 +17,14 @@ MAPS = "spiderMaps"
 def ended_runs(model: DurationModel, runs: list[float], job_type: str = MAPS) -> None:
     for seconds in runs:
         model.observe(job_type, seconds)
+
+
+def going(model: DurationModel, n: int, at: float) -> list[UUID]:
+    """``n`` Maps runs that started at ``at``."""
+    runs = [uuid4() for _ in range(n)]
+    for job_id in runs:
+        model.started(job_id, MAPS, now=at)
+    return runs
 
 
 def spread(lo: float, hi: float, n: int) -> list[float]:
@@ -58,8 +66,7 @@ def test_the_first_wave_of_a_bulk_still_running_keeps_the_quantile_of_its_short_
     go. The quantile of the ended ones (45 s) would poll the whole wave while it runs."""
     model = DurationModel()
     ended_runs(model, spread(30.0, 45.0, 40))
-    for _ in range(100):
-        model.started(uuid4(), MAPS, now=0.0)
+    going(model, 100, at=0.0)
     assert model.overdue(MAPS, now=40.0) is not None  # none has run longer than 45 s yet...
     assert model.overdue(MAPS, now=50.0) is None  # ...now they all have: not known
     assert policy.started_defer(MAPS, CFG, model, now=50.0) >= 2 * CFG.first_poll_maps_s
@@ -76,13 +83,9 @@ def test_runs_going_younger_than_the_quantile_say_nothing_against_it() -> None:
 def test_a_few_lost_ends_do_not_unsettle_it_and_are_forgotten_when_long_silent() -> None:
     model = DurationModel()
     ended_runs(model, spread(30.0, 90.0, 200))
-    lost = [uuid4() for _ in range(5)]
-    for job_id in lost:
-        model.started(job_id, MAPS, now=0.0)
+    going(model, 5, at=0.0)
     assert model.overdue(MAPS, now=150.0) is not None  # 5 of 205 known lasted longer: fine
-    many = [uuid4() for _ in range(20)]
-    for job_id in many:
-        model.started(job_id, MAPS, now=0.0)
+    going(model, 20, at=0.0)
     assert model.overdue(MAPS, now=150.0) is None  # 25 of 225: more than the runs' own tail
     assert model.overdue(MAPS, now=FORGET_RUNS * 90.0) is not None  # silent that long: over
 
@@ -90,10 +93,7 @@ def test_a_few_lost_ends_do_not_unsettle_it_and_are_forgotten_when_long_silent()
 def test_an_end_seen_takes_the_run_off_the_ones_going() -> None:
     model = DurationModel()
     ended_runs(model, spread(30.0, 45.0, 40))
-    wave = [uuid4() for _ in range(100)]
-    for job_id in wave:
-        model.started(job_id, MAPS, now=0.0)
-    for job_id in wave:
+    for job_id in going(model, 100, at=0.0):
         model.ended(job_id)
     assert model.overdue(MAPS, now=50.0) == pytest.approx(OVERDUE_MARGIN * 45.0, rel=0.01)
     model.started(uuid4(), "spiderSite", now=0.0)  # another type's runs count for their type only
