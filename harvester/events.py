@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import aiohttp
@@ -61,6 +62,38 @@ class Refused:
 
     http_status: int
     retry_after_s: float | None  # local seconds, from its Retry-After
+
+
+class Chunks:
+    """A stream's bytes as they come, each wait bounded. The read in flight outlives a wait that
+    timed out, so nothing is lost between waits."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self._read: asyncio.Future[bytes] | None = None
+
+    async def next(self, stop: asyncio.Event, timeout_s: float) -> bytes | None:
+        """The next bytes; ``b""`` when the server closed the stream; None when ``timeout_s``
+        passed first or we stop."""
+        if self._read is None:
+            self._read = asyncio.ensure_future(self._response.content.readany())
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        waiting: set[asyncio.Future[Any]] = {self._read, stopping}
+        try:
+            done, _ = await asyncio.wait(
+                waiting, timeout=max(0.0, timeout_s), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopping.cancel()
+        if self._read not in done:
+            return None
+        read, self._read = self._read, None
+        return read.result()
+
+    def close(self) -> None:
+        if self._read is not None and not self._read.done():
+            self._read.cancel()
+        self._read = None
 
 
 class EventStream:
@@ -242,10 +275,15 @@ class EventStream:
 
     # ------------------------------------------------------------ reading
     async def _read(self, response: aiohttp.ClientResponse, stop: asyncio.Event) -> None:
+        """Read until the stream ends, goes silent for ``dead_after_s`` or we stop. The lease is
+        renewed every third of it on a clock, not only when bytes come: a quiet stream (a
+        heartbeat every 30 s, the lease's own length by default) must not lapse and be taken by
+        another process while this one still reads."""
         parser = Parser()
+        chunks = Chunks(response)
         renew_every = self.cfg.worker.lease_s / 3
         renew_at = self.clock() + renew_every
-        replay_at = self.clock()
+        replay_at = heard = self.clock()
         try:
             await self._set_connected(True)
             # The gap before this connection: back to the last event the previous one received
@@ -253,12 +291,20 @@ class EventStream:
             await self.store.request_reconcile(self.key, self._last_seen)
             log.info("stream_connected", connections=self.connections)
             while not stop.is_set():
-                chunk = await self._next_chunk(response, stop)
-                if chunk is None:
-                    return
-                for event in parser.feed(chunk):
-                    await self._handle(event)
+                chunk = await chunks.next(stop, min(renew_at, heard + self.dead_after_s) - self.clock())
                 now = self.clock()
+                if chunk == b"":
+                    log.info("stream_ended", reason="closed by the server")
+                    return
+                if chunk is not None:
+                    heard = now
+                    for event in parser.feed(chunk):
+                        await self._handle(event)
+                elif stop.is_set():
+                    return
+                elif now - heard >= self.dead_after_s:
+                    log.warning("stream_silent", seconds=round(self.dead_after_s, 2))
+                    return
                 if now >= replay_at and self._recent:
                     await self._replay_recent()
                     replay_at = now + self.cfg.polling.list_tick_s * 4
@@ -272,29 +318,8 @@ class EventStream:
         except (aiohttp.ClientError, OSError) as exc:
             log.info("stream_ended", reason=self._scrub(f"{type(exc).__name__}: {exc}"))
         finally:
+            chunks.close()
             response.close()
-
-    async def _next_chunk(self, response: aiohttp.ClientResponse, stop: asyncio.Event) -> bytes | None:
-        """The next bytes, or None when the stream ended, went silent too long, or we stop."""
-        read = asyncio.ensure_future(response.content.readany())
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {read, stopping}, timeout=self.dead_after_s, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            stopping.cancel()
-            if not read.done():
-                read.cancel()
-        if read not in done:
-            if not stop.is_set():
-                log.warning("stream_silent", seconds=round(self.dead_after_s, 2))
-            return None
-        chunk = read.result()
-        if not chunk:
-            log.info("stream_ended", reason="closed by the server")
-            return None
-        return chunk
 
     async def _handle(self, event: Event) -> None:
         self._events += 1

@@ -241,6 +241,25 @@ async def test_export_into_a_pipe_closed_early_is_not_an_error(conn: asyncpg.Con
     assert out.decode().startswith("job_id,state,") and err.decode() == ""
 
 
+@pytest.mark.parametrize("command", ["status", "status --json", f"show {CHAMP_ID}"])
+async def test_status_and_show_into_a_pipe_nobody_reads_are_not_an_error(
+    conn: asyncpg.Connection, db_dsn: str, command: str
+) -> None:
+    """`harvester status | head -1` with the reader gone before anything is written (``true``
+    reads nothing): not a database error, nothing on stderr, exit 0 as for ``export``."""
+    await conn.execute("INSERT INTO harvester.jobs (job_id) VALUES ($1)", CHAMP_ID)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
+    env.update({"HARVESTER_DSN": db_dsn, "HARVESTER_SERVER__ENABLED": "false"})
+    proc = await asyncio.create_subprocess_shell(
+        f"{sys.executable} -m harvester.cli {command} | true; exit ${{PIPESTATUS[0]}}",
+        executable="/bin/bash",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0 and err.decode() == "", err.decode()
+
+
 async def test_watch_on_a_terminal_redraws_in_place_and_ctrl_c_exits_0(db_dsn: str) -> None:
     import pty
     import signal

@@ -152,6 +152,19 @@ async def test_silence_for_two_heartbeats_means_dead_and_it_reconnects(standin: 
     assert [report[0] for report in store.stream_reports].count(True) >= 1
 
 
+async def test_a_quiet_stream_keeps_its_lease_between_heartbeats(standin: StandIn) -> None:
+    """No byte for longer than the lease, still short of dead: the lease is renewed on a clock,
+    every third of it, so no other process takes the stream from a holder that still reads."""
+    stream, store, _ = parts(standin.url, **{"worker.lease_s": 0.6})  # heartbeat 30 s API = 1 s
+    assert stream.dead_after_s == pytest.approx(2.0)
+
+    def renewed() -> int:
+        return [connected for connected, _, _ in store.stream_reports].count(True)
+
+    await run_until(stream, lambda: renewed() >= 6, within_s=1.8)
+    assert len(standin.connections) == 1  # the same connection throughout: nothing went silent
+
+
 async def test_a_refused_stream_goes_through_the_brakes_and_backs_off(standin: StandIn) -> None:
     stream, store, gate = parts(standin.url)
     standin.script = [401]
