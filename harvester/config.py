@@ -64,6 +64,7 @@ from harvester.config_types import (
     WorkerConfig,
     coerce,
     field_types,
+    unknown_key,
 )
 from harvester.errors import ConfigError
 
@@ -149,14 +150,16 @@ def _flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
             flat["accounts"] = account_tables(value)
             continue
         if name not in SECTIONS:
-            raise ConfigError(f"unknown config key: {name}")
+            raise unknown_key(name, [*SECTIONS, "speed", "accounts"])
         if not isinstance(value, Mapping):
             raise ConfigError(f"{name}: expected a table")
-        known = field_types(SECTIONS[name])
+        known = [f"{name}.{key}" for key in field_types(SECTIONS[name])]
         for key, item in value.items():
             dotted = f"{name}.{key}"
-            if key not in known or dotted in DERIVED:
-                raise ConfigError(f"unknown config key: {dotted}")
+            if dotted in DERIVED:
+                raise ConfigError(f"{dotted}: derived from other settings, not set directly")
+            if dotted not in known:
+                raise unknown_key(dotted, [k for k in known if k not in DERIVED])
             flat[dotted] = item
     return flat
 

@@ -25,6 +25,7 @@ from harvester.config_types import (
     Config,
     Secret,
     coerce,
+    unknown_key,
 )
 from harvester.errors import ConfigError
 
@@ -39,7 +40,7 @@ def account_tables(value: Any) -> list[dict[str, Any]]:
     for n, table in enumerate(value):
         for key in table:
             if key not in ACCOUNT_KEYS:
-                raise ConfigError(f"unknown config key: accounts[{n}].{key}")
+                raise unknown_key(f"accounts[{n}].{key}", [f"accounts[{n}].{k}" for k in ACCOUNT_KEYS])
         if "name" not in table:
             raise ConfigError(f"accounts[{n}].name: required")
         tables.append(dict(table))

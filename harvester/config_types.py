@@ -10,6 +10,7 @@ can all import it.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import typing
@@ -223,6 +224,12 @@ DERIVED = {
     "polling.list_overlap_api_s",
     "worker.housekeeping_s",
 }
+
+
+def unknown_key(dotted: str, known: typing.Iterable[str]) -> ConfigError:
+    """``unknown config key: polling.list_reconcile: did you mean polling.list_reconcile_s?``"""
+    close = difflib.get_close_matches(dotted, list(known), n=1)
+    return ConfigError(f"unknown config key: {dotted}" + (f": did you mean {close[0]}?" if close else ""))
 
 
 def field_types(cls: type[Any]) -> dict[str, Any]:

@@ -81,6 +81,32 @@ def test_bad_file_values_name_the_key(tmp_path: Path, text: str, key: str) -> No
         config.load(write(tmp_path, text), environ={})
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[polling]\nlist_reconcile = 10\n",
+            "polling.list_reconcile: did you mean polling.list_reconcile_s?",
+        ),
+        ("[poling]\nevents = 'sse'\n", "poling: did you mean polling?"),
+        (
+            '[[accounts]]\nname = "a"\ntoken_fil = "t"\n',
+            "accounts[0].token_fil: did you mean accounts[0].token_file?",
+        ),
+        (
+            "[polling]\nlist_tick_s = 1\n",
+            "polling.list_tick_s: derived from other settings, not set directly",
+        ),
+        ("[polling]\nzzzzzz = 1\n", "unknown config key: polling.zzzzzz"),
+    ],
+)
+def test_a_mistyped_file_key_gets_the_nearest_real_one(tmp_path: Path, text: str, message: str) -> None:
+    """As a mistyped HARVESTER_* name does: one line, the nearest key when there is one."""
+    with pytest.raises(ConfigError) as raised:
+        config.load(write(tmp_path, text), environ={})
+    assert str(raised.value).endswith(message)
+
+
 def test_token_file_from_the_environment_beats_a_token_in_the_file(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("env:file:token\n")
