@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import os
-import select
 import signal
 import sys
 import typing
@@ -446,23 +445,6 @@ def describe_db_failure(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def stdout_gone() -> bool:
-    """Has the reader of our output gone away (``harvester status | head -1``)? A pipe with no
-    reader polls as an error (a broken pipe from the database's socket leaves stdout alone).
-    Then stdout is pointed at /dev/null, or the interpreter's last flush of it fails again on the
-    way out."""
-    try:
-        fd = sys.stdout.fileno()
-    except (OSError, ValueError):
-        return True  # no stdout left at all
-    poller = select.poll()
-    poller.register(fd, select.POLLOUT)
-    if not any(events & select.POLLERR for _, events in poller.poll(0)):
-        return False
-    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
-    return True
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -471,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a reader gone shows here, inside the handling below
         return code
     except BrokenPipeError as exc:
+        from harvester.cli_output import stdout_gone
+
         if stdout_gone():  # the reader has what it wanted, as for `export ... | head`
             return EXIT_OK
         print(f"harvester: {logs.scrub(describe_db_failure(exc))}", file=sys.stderr)

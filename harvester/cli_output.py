@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import sys
 import time
 from collections.abc import Sequence
@@ -220,3 +221,20 @@ async def export_view(
         target.commit()
     summary = json.dumps(done.as_dict())
     print(summary, file=sys.stdout if target is not None else sys.stderr)
+
+
+def stdout_gone() -> bool:
+    """Has the reader of our output gone away (``harvester status | head -1``)? A pipe with no
+    reader polls as an error (a broken pipe from the database's socket leaves stdout alone).
+    Then stdout is pointed at /dev/null, or the interpreter's last flush of it fails again on the
+    way out."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return True  # no stdout left at all
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    if not any(events & select.POLLERR for _, events in poller.poll(0)):
+        return False
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return True
