@@ -222,23 +222,30 @@ async def test_tag_containment_uses_the_index(conn: asyncpg.Connection) -> None:
     assert "jobs_tags_idx" in plan
 
 
-async def test_export_into_a_pipe_closed_early_is_not_an_error(conn: asyncpg.Connection, db_dsn: str) -> None:
-    await conn.execute(
-        "INSERT INTO harvester.jobs (job_id, last_error) SELECT gen_random_uuid(), repeat('x', 200)"
-        " FROM generate_series(1, 5000)"
-    )
+async def piped(db_dsn: str, command: str, reader: str) -> tuple[int | None, str, str]:
+    """``harvester COMMAND | READER`` in bash: harvester's exit code, what the reader printed,
+    and harvester's stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
     env.update({"HARVESTER_DSN": db_dsn, "HARVESTER_SERVER__ENABLED": "false"})
     proc = await asyncio.create_subprocess_shell(
-        f"{sys.executable} -m harvester.cli export jobs | head -1; exit ${{PIPESTATUS[0]}}",
+        f"{sys.executable} -m harvester.cli {command} | {reader}; exit ${{PIPESTATUS[0]}}",
         executable="/bin/bash",
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    assert out.decode().startswith("job_id,state,") and err.decode() == ""
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_export_into_a_pipe_closed_early_is_not_an_error(conn: asyncpg.Connection, db_dsn: str) -> None:
+    await conn.execute(
+        "INSERT INTO harvester.jobs (job_id, last_error) SELECT gen_random_uuid(), repeat('x', 200)"
+        " FROM generate_series(1, 5000)"
+    )
+    code, out, err = await piped(db_dsn, "export jobs", "head -1")
+    assert code == 0, err
+    assert out.startswith("job_id,state,") and err == ""
 
 
 @pytest.mark.parametrize("command", ["status", "status --json", f"show {CHAMP_ID}"])
@@ -248,16 +255,8 @@ async def test_status_and_show_into_a_pipe_nobody_reads_are_not_an_error(
     """`harvester status | head -1` with the reader gone before anything is written (``true``
     reads nothing): not a database error, nothing on stderr, exit 0 as for ``export``."""
     await conn.execute("INSERT INTO harvester.jobs (job_id) VALUES ($1)", CHAMP_ID)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
-    env.update({"HARVESTER_DSN": db_dsn, "HARVESTER_SERVER__ENABLED": "false"})
-    proc = await asyncio.create_subprocess_shell(
-        f"{sys.executable} -m harvester.cli {command} | true; exit ${{PIPESTATUS[0]}}",
-        executable="/bin/bash",
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0 and err.decode() == "", err.decode()
+    code, _, err = await piped(db_dsn, command, "true")
+    assert code == 0 and err == "", err
 
 
 async def test_watch_on_a_terminal_redraws_in_place_and_ctrl_c_exits_0(db_dsn: str) -> None:
