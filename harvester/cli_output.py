@@ -210,9 +210,8 @@ async def export_view(
         if target is not None:
             target.abandon()
         if sink is not None and (sink.closed or isinstance(exc, BrokenPipeError)):
-            # `export ... | head`: the reader has what it wanted. stdout is gone, so point it at
-            # /dev/null, or the interpreter's last flush of it fails again on the way out.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            # `export ... | head`: the reader has what it wanted.
+            silence_stdout(sys.stdout.fileno())
             return
         raise
     finally:
@@ -226,8 +225,7 @@ async def export_view(
 def stdout_gone() -> bool:
     """Has the reader of our output gone away (``harvester status | head -1``)? A pipe with no
     reader polls as an error (a broken pipe from the database's socket leaves stdout alone).
-    Then stdout is pointed at /dev/null, or the interpreter's last flush of it fails again on the
-    way out."""
+    Then stdout is silenced."""
     try:
         fd = sys.stdout.fileno()
     except (OSError, ValueError):
@@ -236,5 +234,11 @@ def stdout_gone() -> bool:
     poller.register(fd, select.POLLOUT)
     if not any(events & select.POLLERR for _, events in poller.poll(0)):
         return False
-    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    silence_stdout(fd)
     return True
+
+
+def silence_stdout(fd: int) -> None:
+    """Point stdout at /dev/null: its reader is gone, and the interpreter's last flush of it
+    would fail again on the way out."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)

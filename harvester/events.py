@@ -374,8 +374,7 @@ class EventStream:
             await self._passed(self.queue.started(job_id))
             kinds = (job_type,) if job_type else (policy.SITE, policy.MAPS)
             now = self.gate.clock()
-            if job_type:
-                self.gate.durations.started(job_id, job_type, now)
+            self.gate.durations.started(job_id, job_type, now)
             defer = max(policy.started_defer(t, polling, self.gate.durations, now) for t in kinds)
         job = Listed(job_id, status, job_type, defer)
         if await self.store.defer_running([job]):
@@ -384,12 +383,15 @@ class EventStream:
         return 0
 
     async def _passed(self, passed: list[tuple[UUID, str]]) -> None:
-        """Jobs the queue went past: cancelled while they waited, or started with the event lost."""
+        """Jobs the queue went past: cancelled while they waited, or started with the event lost.
+        Each is polled when its end would be overdue had it started now (``policy.started_defer``):
+        a start that was only lost has been announced ended by then (a poll sooner finds it still
+        running), and a job cancelled while it waited is found that long after its turn."""
         if not passed:
             return
         polling, now = self.cfg.polling, self.gate.clock()
         jobs = [
-            Listed(job_id, "queued", kind, policy.passed_defer(kind, polling, self.gate.durations, now))
+            Listed(job_id, "queued", kind, policy.started_defer(kind, polling, self.gate.durations, now))
             for job_id, kind in passed
         ]
         pulled = await self.store.pull_in_queued(jobs)

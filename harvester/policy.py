@@ -244,16 +244,6 @@ def started_defer(
     return OVERDUE_RUNS * max(typical_duration(job_type, cfg), typical_duration(job_type, cfg, learned))
 
 
-def passed_defer(
-    job_type: str | None, cfg: PollingConfig, durations: DurationModel | None = None, now: float = 0.0
-) -> float:
-    """A queued job the queue went past (a job of its type queued later started) is polled when
-    its end would be overdue had it started then (``started_defer``): a start that was only lost
-    has been announced ended by then (a poll sooner finds it still running), and a job cancelled
-    while it waited is found that long after its turn."""
-    return started_defer(job_type, cfg, durations, now)
-
-
 QUEUED_DEFER_RECONCILES = 3
 UNSEEN_RECONCILES = 1.25
 

@@ -309,7 +309,7 @@ async def test_a_queued_job_the_queue_went_past_is_polled_when_it_would_be_overd
     await run_until(stream, lambda: store.rows[started].upstream_status == "processing")
     now = store.clock()
     queued_defer = policy.queued_defer(stream.cfg.polling)
-    overdue = policy.passed_defer("spiderSite", stream.cfg.polling)
+    overdue = policy.started_defer("spiderSite", stream.cfg.polling)
     assert now < store.rows[passed].next_poll_at <= now + overdue
     assert store.rows[passed].upstream_status == "queued"  # nothing is known of it but that it waited
     for waiting in (later, other_type):
