@@ -148,13 +148,16 @@ async def test_two_processes_share_the_limit_and_harvest_each_job_once(db_dsn: s
 
 
 async def test_survivor_takes_over_the_jobs_of_a_killed_process(db_dsn: str, tmp_path: Path) -> None:
-    lease_s = 90.0 / SPEED  # worker.lease_s = 90 at this speed
+    """Two processes share the limit here too, so it runs at LIMIT_SPEED (a window of 101 at x30)."""
+    lease_s = 90.0 / LIMIT_SPEED  # worker.lease_s = 90 at this speed
     extra = {"HARVESTER_WORKER__LEASE_S": "90", "HARVESTER_WORKER__HEARTBEAT_S": "30"}
-    async with SimServer(speed=SPEED, seed=32, tokens=[TOKEN]) as sim:
+    async with SimServer(speed=LIMIT_SPEED, seed=32, tokens=[TOKEN]) as sim:
         ids = await sim_jobs(sim, 300, "spiderSite", duration_s=[5, 60])
         await enqueue(db_dsn, ids)
-        survivor = await start_daemon(daemon_env(db_dsn, sim, SPEED, "survivor", extra), tmp_path, "--drain")
-        victim = await start_daemon(daemon_env(db_dsn, sim, SPEED, "victim", extra), tmp_path)
+        survivor = await start_daemon(
+            daemon_env(db_dsn, sim, LIMIT_SPEED, "survivor", extra), tmp_path, "--drain"
+        )
+        victim = await start_daemon(daemon_env(db_dsn, sim, LIMIT_SPEED, "victim", extra), tmp_path)
         try:
             await wait_for(lambda: _harvested_at_least(db_dsn, 40), 60, "40 jobs harvested")
             held: dict[UUID, Lease] = {}
