@@ -31,7 +31,7 @@ from harvester.report import STATES
 
 async def print_status(cfg: Config, *, by_tag_key: str | None, as_json: bool) -> None:
     """``status``: jobs per state and per account, the limiter and discovery rows, recent errors."""
-    pool = await db.open_pool(cfg.database, max_size=2)
+    pool = await db.open_pool(cfg.database, max_size=2, read_only=True)
     by_tag: list[str] | None = None
     hidden: dict[str, str] = {}
     limiter_state: list[dict[str, Any]] | None = None
@@ -149,7 +149,7 @@ async def watch_status(
 ) -> None:
     """``status --watch``: a frame every ``interval`` seconds until ``stop`` is set (Ctrl-C or
     SIGTERM, which ``cli`` wires to it) or ``count`` frames are drawn."""
-    pool = await db.open_pool(cfg.database, max_size=2)
+    pool = await db.open_pool(cfg.database, max_size=2, read_only=True)
     screen = report.Screen(sys.stdout, scrub=logs.scrub)
     try:
         while not stop.is_set():
@@ -170,7 +170,7 @@ async def watch_status(
 
 async def print_job(cfg: Config, job_id: UUID, *, as_json: bool) -> None:
     """``show``: one job's state, polls, last HTTP status and error, timings and stored rows."""
-    pool = await db.open_pool(cfg.database, max_size=1)
+    pool = await db.open_pool(cfg.database, max_size=1, read_only=True)
     try:
         detail = await report.job_detail(pool, job_id)
     finally:
@@ -196,7 +196,7 @@ async def export_view(
 ) -> None:
     """``export``: the view streamed to ``out`` (replaced only when complete) or to stdout, and a
     one-line JSON summary (on stderr when the rows went to stdout)."""
-    pool = await db.open_pool(cfg.database, max_size=1)
+    pool = await db.open_pool(cfg.database, max_size=1, read_only=True)
     target = None
     sink = None
     try:

@@ -220,8 +220,9 @@ def _build(values: Mapping[str, tuple[Any, bool]]) -> Config:
         api["token"] = Secret(read_token_file(api["token_file"]))
 
     database = sections["database"]
-    if not database.get("direct_dsn"):
-        database["direct_dsn"] = database.get("dsn", DatabaseConfig().dsn)
+    for derived in ("direct_dsn", "read_dsn"):
+        if not database.get(derived):
+            database[derived] = database.get("dsn", DatabaseConfig().dsn)
     normalize = sections["normalize"]
     if normalize.get("default_region"):
         normalize["default_region"] = _region(normalize["default_region"])
@@ -282,7 +283,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("polling.list_max_pages: must be at least 1")
     _validate_base_url(config)
     _validate_listen(config.server.listen)
-    for key in ("dsn", "direct_dsn"):
+    for key in ("dsn", "direct_dsn", "read_dsn"):
         if not getattr(config.database, key).startswith(("postgresql://", "postgres://")):
             raise ConfigError(f"database.{key}: must be a postgresql:// URL")
 

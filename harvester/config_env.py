@@ -20,6 +20,7 @@ from harvester.errors import ConfigError
 ENV_NAMES = {
     "HARVESTER_DSN": "database.dsn",
     "HARVESTER_DIRECT_DSN": "database.direct_dsn",
+    "HARVESTER_READ_DSN": "database.read_dsn",
     "HARVESTER_API_TOKEN": "api.token",
     "HARVESTER_API_TOKEN_FILE": "api.token_file",
     "HARVESTER_API_BASE_URL": "api.base_url",

@@ -55,11 +55,19 @@ class DatabaseConfig:
     # Migrations (a session advisory lock) and LISTEN need a session of their own, which a pooler
     # in transaction mode does not give; "" means the same as ``dsn``.
     direct_dsn: str = ""
+    # `status`, `show`, `export` (and the console) only read: a hot standby serves them; "" = dsn.
+    read_dsn: str = ""
     pool_min: int = 1
     pool_max: int = 10
     connect_timeout_s: float = 10.0
     statement_timeout_s: float = 30.0
     startup_wait_s: float = 10.0
+    # A peer that vanished without a reset: TCP keepalive probes start after this much silence on
+    # a connection (then every half of it, three of them), and data left unacknowledged this long
+    # three times over ends the connection.
+    keepalive_s: float = 10.0
+    # The LISTEN connection only receives: it is asked to answer within this long, this often.
+    listen_check_s: float = 15.0
     # `harvester run` applies pending migrations instead of refusing to start (also `run --migrate`)
     migrate_on_start: bool = False
 

@@ -62,9 +62,13 @@ def free_port() -> int:
 class TempPostgres:
     """One disposable cluster. Use as a context manager or call ``start``/``stop``."""
 
-    def __init__(self, settings: dict[str, str] | None = None) -> None:
-        """``settings`` override ``SERVER_SETTINGS`` (e.g. durable commits for crash tests)."""
+    def __init__(
+        self, settings: dict[str, str] | None = None, *, primary: TempPostgres | None = None
+    ) -> None:
+        """``settings`` override ``SERVER_SETTINGS`` (e.g. durable commits for crash tests);
+        ``primary`` makes this a streaming standby of that running server (see ``standby``)."""
         self.settings = {**SERVER_SETTINGS, **(settings or {})}
+        self.primary = primary
         self.bindir = find_bindir()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="harvester-pg-"))
@@ -85,6 +89,14 @@ class TempPostgres:
     def start(self) -> str:
         if self.as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
+        if self.primary is not None:
+            self._clone(self.primary)
+        else:
+            self._initdb()
+        self._spawn()
+        return self.dsn
+
+    def _initdb(self) -> None:
         subprocess.run(  # noqa: S603 - fixed argv, no shell
             self._argv(
                 str(self.bindir / "initdb"),
@@ -103,8 +115,55 @@ class TempPostgres:
             capture_output=True,
             timeout=120,
         )
-        self._spawn()
-        return self.dsn
+
+    def _clone(self, primary: TempPostgres) -> None:
+        """A streaming standby of ``primary``: a base backup with ``-R`` (standby.signal and
+        primary_conninfo), as an operator sets one up."""
+        subprocess.run(  # noqa: S603 - fixed argv, no shell
+            self._argv(
+                str(self.bindir / "pg_basebackup"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(primary.port),
+                "-U",
+                "postgres",
+                "-D",
+                str(self.datadir),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def standby(self, settings: dict[str, str] | None = None) -> TempPostgres:
+        """A new, not yet started streaming standby of this (running) server."""
+        return TempPostgres({**self.settings, **(settings or {})}, primary=self)
+
+    def promote(self, timeout: float = 60.0) -> None:
+        """Promote this standby (``pg_ctl promote``) and wait until it accepts writes."""
+        subprocess.run(  # noqa: S603 - fixed argv, no shell
+            self._argv(
+                str(self.bindir / "pg_ctl"), "promote", "-w", "-t", str(int(timeout)), "-D", str(self.datadir)
+            ),
+            check=True,
+            capture_output=True,
+            timeout=timeout + 10,
+        )
+
+    def kill(self) -> None:
+        """Stop the server the way a crash does (``immediate``: no checkpoint, clients cut)."""
+        self._signal_stop("immediate")
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server and leave it stopped (``smart``, ``fast`` or ``immediate``)."""
+        self._signal_stop(mode)
 
     def _spawn(self) -> None:
         settings = [f"-c{key}={value}" for key, value in self.settings.items()]

@@ -20,8 +20,9 @@
 --                       including INSERT ... ON CONFLICT DO NOTHING (no conflict target): what
 --                       `harvester enqueue` sends. No SELECT, UPDATE or DELETE.
 --   harvester_reader    may only SELECT the output tables, harvester.jobs, the change feed
---                       harvester.changes and every view (among them harvester.limiter_status,
---                       for `harvester status`). LISTEN harvester_changes needs no grant.
+--                       harvester.changes and its declared jumps harvester.change_jumps, and every
+--                       view (among them harvester.limiter_status, for `harvester status`).
+--                       LISTEN harvester_changes needs no grant.
 --
 -- For example:
 --
@@ -144,7 +145,8 @@ DO $$
 DECLARE
     outputs constant text[] := ARRAY[
         'jobs', 'results', 'sites', 'site_emails', 'site_phones', 'site_addresses', 'site_socials',
-        'team_members', 'maps_searches', 'businesses', 'maps_businesses', 'rejects', 'changes'];
+        'team_members', 'maps_searches', 'businesses', 'maps_businesses', 'rejects', 'changes',
+        'change_jumps'];
     obj record;
 BEGIN
     FOR obj IN

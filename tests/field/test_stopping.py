@@ -234,9 +234,6 @@ async def drain_finishes_everything(
 class StoppablePostgres(TempPostgres):
     """A throwaway cluster that can be stopped and started again on the same port and data."""
 
-    def halt(self) -> None:
-        self._signal_stop("fast")
-
     def resume(self) -> None:
         self._spawn()
 

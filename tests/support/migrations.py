@@ -21,3 +21,14 @@ async def migrate_like_older_versions(conn: asyncpg.Connection, versions: list[s
                 "INSERT INTO public.harvester_migrations VALUES ($1, '2024-01-02T03:04:05Z')",
                 migration.version,
             )
+
+
+async def migrate_until(conn: asyncpg.Connection, last: str) -> None:
+    """The schema as the release whose newest migration was ``last`` left it (``NNN``)."""
+    await conn.execute("CREATE SCHEMA harvester")
+    await conn.execute(migrate.SQL.create_migrations_table)
+    for migration in migrate.available():
+        if migration.version.split("_", 1)[0] > last:
+            break
+        await conn.execute(migration.path.read_text(encoding="utf-8"))
+        await conn.execute(migrate.SQL.insert_migration, migration.version)

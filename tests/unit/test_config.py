@@ -329,3 +329,24 @@ def test_direct_dsn_has_a_documented_environment_name() -> None:
 def test_bad_direct_dsn_is_named() -> None:
     with pytest.raises(ConfigError, match=r"database\.direct_dsn"):
         config.load(environ={"HARVESTER_DIRECT_DSN": "db-primary:5432"})
+
+
+def test_read_dsn_defaults_to_the_main_dsn() -> None:
+    cfg = config.load(environ={"HARVESTER_DSN": "postgresql://db1,db2/db?target_session_attrs=read-write"})
+    assert cfg.database.read_dsn == "postgresql://db1,db2/db?target_session_attrs=read-write"
+
+
+def test_read_dsn_has_a_documented_environment_name() -> None:
+    cfg = config.load(
+        environ={
+            "HARVESTER_DSN": "postgresql://db1,db2/db?target_session_attrs=read-write",
+            "HARVESTER_READ_DSN": "postgresql://db2/db",
+        }
+    )
+    assert cfg.database.read_dsn == "postgresql://db2/db"
+    assert cfg.database.direct_dsn == cfg.database.dsn
+
+
+def test_bad_read_dsn_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"database\.read_dsn"):
+        config.load(environ={"HARVESTER_READ_DSN": "replica:5432"})
