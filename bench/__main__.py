@@ -21,6 +21,7 @@ MODULES = {
     "accounts": "bench.accounts",
     "notify": "bench.notify",
     "export": "bench.export",
+    "expiry": "bench.expiry",
 }
 
 

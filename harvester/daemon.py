@@ -62,8 +62,9 @@ class DaemonError(HarvesterError):
     """The daemon ended because of an error; each one was logged."""
 
 
-# A node that takes writes: the primary, and not one made read-only (demoted behind an address).
-SQL_WRITABLE = "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'"
+# The check asks again for what the connection already has: a round trip that fails on a node in
+# recovery, and leaves the session showing what it is for (pg_stat_activity's query).
+LISTEN_AGAIN = f'LISTEN "{CHANNEL}"'
 
 
 class ReadOnlyNode(HarvesterError):
@@ -93,14 +94,17 @@ async def listen_for_jobs(database: DatabaseConfig, nudge: Callable[[], None], s
             await conn.add_listener(CHANNEL, lambda *_: nudge())
             nudge()  # catch anything inserted while we were not listening
             while not conn.is_closed():
-                if not await conn.fetchval(SQL_WRITABLE, timeout=check_s):
+                await conn.execute(LISTEN_AGAIN, timeout=check_s)
+                if db.read_only(conn):
                     raise ReadOnlyNode(f"{await db.describe_node(conn)} no longer takes writes")
                 backoff.reset()
                 if await lifetime.wait(stop, check_s):
                     break
         except LISTEN_ERRORS as exc:
             delay = backoff.next()
-            log.info("listener_reconnect", error=logs.scrub(str(exc)), retry_in_s=round(delay, 2))
+            (log.warning if isinstance(exc, ReadOnlyNode) else log.info)(
+                "listener_reconnect", error=logs.scrub(str(exc)), retry_in_s=round(delay, 2)
+            )
             await lifetime.wait(stop, delay)
         finally:
             if conn is not None and not conn.is_closed():

@@ -133,6 +133,16 @@ def leave_node(exc: BaseException, node: str | None = None) -> None:
         log.warning("database_node_lost", node=node, sqlstate=sqlstate, error=str(exc), action="reconnecting")
 
 
+def read_only(conn: asyncpg.Connection) -> bool:
+    """Whether the server says it takes no writes: in recovery, or read-only by default (both are
+    reported to the client as they change, PostgreSQL 14 on; asyncpg's own read-write test)."""
+    settings = conn.get_settings()
+    return (
+        getattr(settings, "in_hot_standby", "off") == "on"
+        or getattr(settings, "default_transaction_read_only", "off") == "on"
+    )
+
+
 async def describe_node(conn: asyncpg.Connection) -> str:
     """Which server ``conn`` reaches, as it says itself (through a pooler too), else its address."""
     address = getattr(conn, "_addr", None)
@@ -246,6 +256,28 @@ def guard(what: str, *, refusals: bool = False) -> Iterator[None]:
 
 
 @asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of ``pool``, for every statement of the seam.
+
+    A statement whose answer did not come in time (the client-side ``command_timeout``) leaves a
+    connection that may be dead without a reset (a black-holed network): asyncpg would wait for its
+    cancellation before handing it back, for ever, and the pool would run dry. It is cut instead,
+    and the next acquire opens a fresh one. A write refused as read-only leaves the node, named.
+    """
+    async with pool.acquire() as proxy:
+        conn: asyncpg.Connection = proxy  # type: ignore[assignment]
+        try:
+            yield conn
+        except TimeoutError:
+            with contextlib.suppress(asyncpg.InterfaceError):  # asyncpg may have cut it already
+                conn.terminate()
+            raise
+        except asyncpg.ReadOnlySQLTransactionError as exc:
+            leave_node(exc, await describe_node(conn))  # named while the connection lives
+            raise
+
+
+@asynccontextmanager
 async def transaction(
     target: asyncpg.Pool | asyncpg.Connection, timeout_s: float | None
 ) -> AsyncIterator[asyncpg.Connection]:
@@ -257,15 +289,9 @@ async def transaction(
     ``guard``.
     """
     if isinstance(target, asyncpg.Pool):
-        async with target.acquire() as proxy:
-            conn: asyncpg.Connection = proxy  # type: ignore[assignment]
-            try:
-                async with conn.transaction():
-                    await _set_timeout(conn, timeout_s)
-                    yield conn
-            except asyncpg.ReadOnlySQLTransactionError as exc:
-                leave_node(exc, await describe_node(conn))  # named while the connection lives
-                raise
+        async with connection(target) as conn, conn.transaction():
+            await _set_timeout(conn, timeout_s)
+            yield conn
         return
     async with target.transaction():
         await _set_timeout(target, timeout_s)
@@ -273,5 +299,11 @@ async def transaction(
 
 
 async def _set_timeout(conn: asyncpg.Connection, timeout_s: float | None) -> None:
+    """Bound each statement, and the transaction's idle time too: a transaction whose client went
+    silent (a half-open connection) would otherwise hold its row locks for ever, since the server
+    waits for the client's next word; with the timeout the server ends it."""
     if timeout_s is not None:
-        await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
+        ms = int(timeout_s * 1000)
+        await conn.execute(
+            f"SET LOCAL statement_timeout = {ms}; SET LOCAL idle_in_transaction_session_timeout = {ms}"
+        )

@@ -28,7 +28,7 @@ import asyncpg
 from harvester import logs
 from harvester.brakes import rate_pause_s
 from harvester.config import AccountConfig, RateLimitConfig
-from harvester.db import guard
+from harvester.db import connection, guard
 from harvester.errors import ConfigError
 from harvester.gate import Usage
 from harvester.queries import NamedQueries
@@ -191,7 +191,8 @@ class SharedLimiter:
     async def reserve(self) -> Grant:
         """Reserve the next free slot for this credential (shared by every process)."""
         with guard("rate limiter"):
-            row = await self.pool.fetchrow(SQL.reserve_slot, *self._params())
+            async with connection(self.pool) as conn:
+                row = await conn.fetchrow(SQL.reserve_slot, *self._params())
         assert row is not None
         return Grant(at=row["granted_at"], db_now=row["db_now"])
 
@@ -205,7 +206,8 @@ class SharedLimiter:
             await self._sleep(max(0.0, deadline - self._clock()))
             # A 429 seen by any process while we slept pauses us too: take a new slot after it.
             with guard("rate limiter"):
-                paused_until = await self.pool.fetchval(SQL.select_paused_until, self.key)
+                async with connection(self.pool) as conn:
+                    paused_until = await conn.fetchval(SQL.select_paused_until, self.key)
             if paused_until is not None and paused_until > grant.at:
                 log.info(
                     "limiter_slot_dropped",
@@ -226,7 +228,8 @@ class SharedLimiter:
         length = rate_pause_s(retry_after_s, reset_at, self._wall(), self.default_pause_s)
         reason = self._scrub(reason)[:200]
         with guard("rate limiter"):
-            remaining = await self.pool.fetchval(SQL.pause_limiter, self.key, length, reason)
+            async with connection(self.pool) as conn:
+                remaining = await conn.fetchval(SQL.pause_limiter, self.key, length, reason)
         effective = max(0.0, float(remaining)) if remaining is not None else length
         log.warning(
             "limiter_paused", pause_s=round(effective, 3), requested_s=round(length, 3), reason=reason
@@ -235,7 +238,8 @@ class SharedLimiter:
 
     async def _peek(self, horizon_s: float, max_count: int) -> asyncpg.Record:
         with guard("rate limiter"):
-            row = await self.pool.fetchrow(SQL.peek_limiter, *self._params(), max(0.0, horizon_s), max_count)
+            async with connection(self.pool) as conn:
+                row = await conn.fetchrow(SQL.peek_limiter, *self._params(), max(0.0, horizon_s), max_count)
         assert row is not None
         return row
 
@@ -276,7 +280,8 @@ def _state(
 async def describe_all(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     """Every credential's limiter state, for ``harvester status`` (no token, only a fingerprint)."""
     with guard("rate limiter"):
-        rows = await pool.fetch(SQL.describe_limiters)
+        async with connection(pool) as conn:
+            rows = await conn.fetch(SQL.describe_limiters)
     return [
         {
             "account": row["account"],

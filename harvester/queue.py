@@ -21,7 +21,7 @@ import asyncpg
 
 from harvester import store
 from harvester.config import DEFAULT_ACCOUNT
-from harvester.db import guard, transaction
+from harvester.db import connection, guard, transaction
 from harvester.outcomes import TERMINAL_UPSTREAM, Completed, Gone
 from harvester.ports import (
     ClaimedJob,
@@ -370,16 +370,18 @@ async def enqueue(
 ) -> int:
     """Insert new job IDs; existing ones are left alone. Returns how many were new."""
     with guard("enqueue"):
-        status = await pool.execute(
-            SQL.enqueue_jobs, list(job_ids), priority, json.dumps(dict(tags or {})), account
-        )
+        async with connection(pool) as conn:
+            status = await conn.execute(
+                SQL.enqueue_jobs, list(job_ids), priority, json.dumps(dict(tags or {})), account
+            )
     return _count(status)
 
 
 async def jobs_by_account(pool: asyncpg.Pool) -> dict[str, dict[str, int]]:
     """{account: {state: jobs}} over the whole queue, for ``harvester status``."""
     with guard("status"):
-        rows = await pool.fetch(SQL.count_jobs_by_account)
+        async with connection(pool) as conn:
+            rows = await conn.fetch(SQL.count_jobs_by_account)
     out: dict[str, dict[str, int]] = {}
     for row in rows:
         out.setdefault(row["account"], {})[row["state"]] = int(row["jobs"])
@@ -389,13 +391,15 @@ async def jobs_by_account(pool: asyncpg.Pool) -> dict[str, dict[str, int]]:
 async def any_pending_for(pool: asyncpg.Pool, accounts: Sequence[str]) -> bool:
     """Whether any job of these accounts is pending (``run --drain`` with several accounts)."""
     with guard("any pending"):
-        return bool(await pool.fetchval(SQL.exists_pending_job_of, list(accounts)))
+        async with connection(pool) as conn:
+            return bool(await conn.fetchval(SQL.exists_pending_job_of, list(accounts)))
 
 
 async def pending_by_account(pool: asyncpg.Pool) -> dict[str, int]:
     """{account: pending jobs}: what waits for which account (configured or not)."""
     with guard("status"):
-        rows = await pool.fetch(SQL.select_pending_by_account)
+        async with connection(pool) as conn:
+            rows = await conn.fetch(SQL.select_pending_by_account)
     return {row["account"]: int(row["pending"]) for row in rows}
 
 
@@ -406,9 +410,10 @@ def unknown_accounts(pending: Mapping[str, int], configured: Sequence[str]) -> d
 
 async def status(pool: asyncpg.Pool, recent: int = 5) -> QueueStatus:
     with guard("status"):
-        rows = await pool.fetch(SQL.count_jobs_by_state)
-        oldest = await pool.fetchval(SQL.select_oldest_pending_age)
-        errors = await pool.fetch(SQL.select_recent_errors, recent) if recent else []
+        async with connection(pool) as conn:
+            rows = await conn.fetch(SQL.count_jobs_by_state)
+            oldest = await conn.fetchval(SQL.select_oldest_pending_age)
+            errors = await conn.fetch(SQL.select_recent_errors, recent) if recent else []
     return QueueStatus(
         counts={row["state"]: int(row["jobs"]) for row in rows},
         polls={row["state"]: int(row["polls"]) for row in rows},
@@ -429,14 +434,16 @@ async def status(pool: asyncpg.Pool, recent: int = 5) -> QueueStatus:
 async def discovery_status(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     """Each credential's list discovery and event stream, for ``harvester status``."""
     with guard("status"):
-        rows = await pool.fetch(SQL.select_discovery_status)
+        async with connection(pool) as conn:
+            rows = await conn.fetch(SQL.select_discovery_status)
     return [dict(row) for row in rows]
 
 
 async def requeue(pool: asyncpg.Pool, job_ids: Sequence[UUID], state: str | None) -> int:
     with guard("requeue"):
-        if job_ids:
-            return _count(await pool.execute(SQL.requeue_jobs_by_id, list(job_ids), state))
-        if state is not None:
-            return _count(await pool.execute(SQL.requeue_jobs_by_state, state))
+        async with connection(pool) as conn:
+            if job_ids:
+                return _count(await conn.execute(SQL.requeue_jobs_by_id, list(job_ids), state))
+            if state is not None:
+                return _count(await conn.execute(SQL.requeue_jobs_by_state, state))
     return 0

@@ -20,7 +20,7 @@ from uuid import UUID
 import asyncpg
 
 from harvester import limiter, queue
-from harvester.db import guard
+from harvester.db import connection, guard
 from harvester.errors import DatabaseError
 from harvester.queries import NamedQueries
 
@@ -325,14 +325,16 @@ class Screen:
 
 async def job_detail(pool: asyncpg.Pool, job_id: UUID) -> JobDetail | None:
     with guard("show"):
-        row = await pool.fetchrow(SQL.select_job_detail, job_id)
+        async with connection(pool) as conn:
+            row = await conn.fetchrow(SQL.select_job_detail, job_id)
     return None if row is None else JobDetail(dict(row))
 
 
 async def tag_groups(pool: asyncpg.Pool, key: str) -> dict[str | None, dict[str, int]]:
     """Jobs per state for each value of the tag ``key`` (None: jobs without it)."""
     with guard("status"):
-        rows = await pool.fetch(SQL.count_jobs_by_tag, key)
+        async with connection(pool) as conn:
+            rows = await conn.fetch(SQL.count_jobs_by_tag, key)
     groups: dict[str | None, dict[str, int]] = {}
     for row in rows:
         groups.setdefault(row["value"], {})[row["state"]] = int(row["jobs"])
@@ -354,8 +356,9 @@ async def snapshot(pool: asyncpg.Pool, by_tag: str | None = None) -> Snapshot:
     hidden: dict[str, str] = {}
     queued = await queue.status(pool, recent=0)
     with guard("status"):
-        windows = [await pool.fetchrow(SQL.select_finished_since, w) for w in RATE_WINDOWS_S]
-        oldest = await pool.fetchrow(SQL.select_oldest_pending_job)
+        async with connection(pool) as conn:
+            windows = [await conn.fetchrow(SQL.select_finished_since, w) for w in RATE_WINDOWS_S]
+            oldest = await conn.fetchrow(SQL.select_oldest_pending_job)
     groups = await tag_groups(pool, by_tag) if by_tag is not None else {}
     limiters = await _optional("limiter", limiter.describe_all, pool, hidden)
     discovery = await _optional("discovery", queue.discovery_status, pool, hidden)

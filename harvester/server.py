@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from harvester import logs, queue
-from harvester.db import DB_ERRORS
+from harvester.db import DB_ERRORS, connection
 from harvester.errors import HarvesterError
 from harvester.metrics import Metrics
 
@@ -73,7 +73,8 @@ class PoolHealth:
     async def db_ok(self) -> bool:
         try:
             async with asyncio.timeout(self.timeout_s):
-                return bool(await self.pool.fetchval("SELECT 1") == 1)
+                async with connection(self.pool) as conn:
+                    return bool(await conn.fetchval("SELECT 1") == 1)
         except FAILURES:
             return False
 

@@ -193,6 +193,7 @@ async def test_the_limiter_counts_grants_lost_in_a_failover_as_made(pair: Cluste
         for j in range(i, len(grants))
     )
     assert excess <= 0.01, excess
-    # and it does not stall: the first grant after the promotion is at most a few intervals away
+    # and it does not stall: the first new grant waits only for the ten slots a daemon may still
+    # have been waiting for when the old primary died
     first_wait = (after[0]["granted_at"] - after[0]["db_now"]).total_seconds()
-    assert first_wait < 3 * 0.6 + 0.1
+    assert first_wait <= 11 * 0.6, first_wait

@@ -29,10 +29,10 @@ class Cluster:
         self.standby = standby
         self._stopped_walsender: int | None = None
 
-    def dsn(self, database: str = "postgres", attrs: str = "read-write") -> str:
-        """Both hosts, primary first; libpq's and asyncpg's form."""
+    def dsn(self, database: str = "postgres", attrs: str = "read-write", login: str = "postgres") -> str:
+        """Both hosts, primary first; libpq's and asyncpg's form. ``login``: ``user[:password]``."""
         hosts = f"127.0.0.1:{self.primary.port},127.0.0.1:{self.standby.port}"
-        return f"postgresql://postgres@{hosts}/{database}?target_session_attrs={attrs}"
+        return f"postgresql://{login}@{hosts}/{database}?target_session_attrs={attrs}"
 
     def standby_dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.standby.port}/{database}"

@@ -4,13 +4,17 @@
         dsn = f"postgresql://postgres@127.0.0.1:{proxy.port}/db"
         proxy.delay(0.2)        # every chunk, each way, this much later
         proxy.blackhole()       # every connection goes silent: bytes are taken and held, no reset
+        proxy.sever()           # ... and the server's side of each silent one is closed
         proxy.heal()            # held bytes flow again (as TCP retransmits would deliver them)
         proxy.reset()           # every open connection is cut with a RST
         proxy.retarget(port)    # new connections go elsewhere (a virtual IP that moved)
 
 A black hole here is the peer's application going silent: the kernel still acknowledges bytes and
 answers keepalives, so only an application's own timeouts can notice it, which is what this proxy
-checks. Loopback cannot lose packets, so TCP keepalives are not what a test here sees working.
+checks. Loopback cannot lose packets, so TCP keepalives are not what a test here sees working. In a
+real network partition the server, too, stops hearing the client and its keepalives end the
+session (releasing its locks) while the client may still wait: ``sever`` plays that part, closing
+the server's side of every silent connection and leaving the client's side open and silent.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class Link:
     server: asyncio.StreamWriter
     flowing: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    severed: bool = False
 
     def cut(self) -> None:
         """Close both sides with a RST (SO_LINGER 0), as a crashed middlebox or peer does."""
@@ -76,6 +81,13 @@ class FaultyProxy:
             link.flowing.clear()
         self._new_flow = not new
 
+    def sever(self) -> None:
+        """Close the server's side of every silent connection; the client's side stays silent."""
+        for link in self.links:
+            if not link.flowing.is_set():
+                link.severed = True
+                link.server.transport.abort()
+
     def heal(self) -> None:
         self._new_flow = True
         self._delay_s = 0.0
@@ -107,6 +119,8 @@ class FaultyProxy:
             asyncio.create_task(self._pump(link, up_reader, writer)),
         ]
         await asyncio.gather(*link.tasks, return_exceptions=True)
+        if link.severed:
+            return  # the client's side stays open, and silent, until the proxy closes
         self.links.discard(link)
         for w in (writer, up_writer):
             w.transport.abort()
@@ -122,5 +136,7 @@ class FaultyProxy:
                     await asyncio.sleep(self._delay_s)
                 sink.write(data)
                 await sink.drain()
-        # one side ended: end the other (a half-close is not what a proxy failure looks like)
-        link.cut()
+        # one side ended: end the other (a half-close is not what a proxy failure looks like),
+        # unless the server's side was severed on purpose: then the client hears nothing
+        if not link.severed:
+            link.cut()
