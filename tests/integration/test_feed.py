@@ -184,3 +184,38 @@ async def test_one_transaction_numbers_its_jobs_once_each_in_order_with_their_fi
     ]
     assert [feed.parse_nudge(p).change for p in got] == list(range(1, 8))
     assert await conn.fetchval("SELECT count(*) FROM harvester.change_staging") == 0
+
+
+async def test_claims_renewals_and_reschedules_stage_nothing(conn: asyncpg.Connection) -> None:
+    """Only statements that set ``state`` (jobs) or ``raw``/``rows_digest`` (results) reach the feed's
+    triggers, and among their rows only those whose value changed are staged."""
+    jobs = [uuid4() for _ in range(3)]
+    await conn.execute("INSERT INTO harvester.jobs (job_id) SELECT unnest($1::uuid[])", jobs)
+    staged = "SELECT count(*) FROM harvester.change_staging WHERE xid = pg_current_xact_id()"
+    noted = "SELECT count(*) FROM harvester.change_transactions WHERE xid = pg_current_xact_id()"
+    async with conn.transaction():
+        await conn.execute(  # a claim and a lease renewal
+            "UPDATE harvester.jobs SET lease_owner = 'w', lease_expires_at = now() + interval '1 minute', "
+            "next_poll_at = now() + interval '1 minute', polls = polls + 1 WHERE job_id = ANY($1::uuid[])",
+            jobs,
+        )
+        assert (await conn.fetchval(staged), await conn.fetchval(noted)) == (0, 0)
+        await conn.execute("UPDATE harvester.jobs SET state = 'pending' WHERE job_id = ANY($1::uuid[])", jobs)
+        assert await conn.fetchval(staged) == 0  # named, but nothing changed
+        await conn.execute("UPDATE harvester.jobs SET state = 'failed' WHERE job_id = $1", jobs[0])
+        assert await conn.fetchval(staged) == 1
+    assert [c[1:] for c in await changes(conn)] == [("failed", "finished")]
+    assert await conn.fetchval("SELECT count(*) FROM harvester.change_transactions") == 0
+
+
+async def test_a_batch_of_a_thousand_after_single_rows_is_numbered_in_order(conn: asyncpg.Connection) -> None:
+    """The plan a session keeps from its first one-row updates does not make a batch quadratic:
+    one row each, then a thousand in one statement, all numbered in order of staging."""
+    jobs = [uuid4() for _ in range(1005)]
+    await conn.execute("INSERT INTO harvester.jobs (job_id) SELECT unnest($1::uuid[])", jobs)
+    for job in jobs[:5]:
+        await finish(conn, job, "failed")
+    await conn.execute("UPDATE harvester.jobs SET state = 'expired' WHERE job_id = ANY($1::uuid[])", jobs[5:])
+    numbered = await changes(conn)
+    assert [n for n, _, _ in numbered] == list(range(1, 1006))
+    assert [s for _, s, _ in numbered] == ["failed"] * 5 + ["expired"] * 1000

@@ -19,9 +19,16 @@ from tests.support.migrations import migrate_like_older_versions
 from tests.support.roles import Logins, apply_roles, drop_logins, make_logins, refused
 from tests.support.rows import one
 
-OUTPUT_TABLES = ("jobs", *ROW_TABLES, "rejects", "changes")
+OUTPUT_TABLES = ("jobs", *ROW_TABLES, "rejects", "changes", "change_jumps")
 VIEWS = ("site_contacts", "leads", "latest_sites", "limiter_status")
-INTERNAL_TABLES = ("rate_limits", "discovery", "schema_migrations", "change_counter")
+INTERNAL_TABLES = (
+    "rate_limits",
+    "discovery",
+    "schema_migrations",
+    "change_counter",
+    "change_staging",
+    "change_transactions",
+)
 
 
 async def seed_outputs(dsn: str) -> uuid.UUID:
