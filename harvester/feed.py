@@ -1,15 +1,19 @@
 """The change feed's reading side: ``harvester.changes`` after a number, and the NOTIFY nudge.
 
-Writers never call this module: the triggers of migration 011 number each finishing change (and
-each re-store that changes a job's rows) at commit, from one counter row whose lock orders the
-commits, and send ``NOTIFY harvester_changes`` in the same transaction. A consumer keeps the last
-number it processed and asks for everything after it (``changes_after``); numbers are contiguous
-and become visible in order, so that is the whole protocol. The nudge only says "read now".
+Writers never call this module: the triggers of migrations 011 and 014 number each finishing
+change (and each re-store that changes a job's rows) at commit, from one counter row whose lock
+orders the commits, and send ``NOTIFY harvester_changes`` in the same transaction. A consumer keeps
+the last number it processed and asks for everything after it (``changes_after``); numbers become
+visible in order and have no gap except a declared one, so that is the whole protocol. The one
+gap: the first change after a failover jumps past every number the old primary may have handed out
+in commits the promotion lost, and ``harvester.change_jumps`` records it (``jumps``,
+``undeclared_gaps``). The nudge only says "read now".
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +31,17 @@ class SQL(NamedQueries):
     select_changes_after: str
     select_last_change: str
     select_last_change_before: str
+    select_change_jumps: str
+
+
+@dataclass(frozen=True, slots=True)
+class Jump:
+    """A declared gap: from ``last_before`` the numbers go on at ``first_change`` (a new timeline)."""
+
+    timeline: int
+    first_change: int
+    last_before: int
+    jumped_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +91,24 @@ async def last_change(db: asyncpg.Pool | asyncpg.Connection, before: datetime | 
         if before is None:
             return int(await db.fetchval(SQL.select_last_change))
         return int(await db.fetchval(SQL.select_last_change_before, before))
+
+
+async def jumps(db: asyncpg.Pool | asyncpg.Connection) -> list[Jump]:
+    """Every declared gap, oldest first."""
+    with guard("feed"):
+        rows = await db.fetch(SQL.select_change_jumps)
+    return [Jump(**dict(row)) for row in rows]
+
+
+def undeclared_gaps(
+    numbers: Sequence[int], declared: Sequence[Jump], start: int = 0
+) -> list[tuple[int, int]]:
+    """The gaps in ascending ``numbers`` (after ``start``) that no jump declares, as (after, next)."""
+    firsts = {jump.first_change for jump in declared}
+    gaps = []
+    previous = start
+    for number in numbers:
+        if number != previous + 1 and number not in firsts:
+            gaps.append((previous, number))
+        previous = number
+    return gaps

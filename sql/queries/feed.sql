@@ -15,3 +15,7 @@ SELECT COALESCE(max(change_id), 0)::bigint FROM harvester.changes
 -- name: select_last_change_before
 -- The last change number committed before a time: `--since TIME` as a change number.
 SELECT COALESCE(max(change_id), 0)::bigint FROM harvester.changes WHERE changed_at <= $1
+
+-- name: select_change_jumps
+-- The declared gaps: each failover's first number (014).
+SELECT timeline, first_change, last_before, jumped_at FROM harvester.change_jumps ORDER BY first_change

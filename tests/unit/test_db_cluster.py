@@ -82,3 +82,15 @@ def test_a_unix_socket_is_left_alone() -> None:
     with left, right:
         db.tune_socket(left, 10.0)  # no TCP options to set, and no error
         assert left.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+
+
+def test_only_a_declared_jump_is_a_gap_a_consumer_may_pass() -> None:
+    from datetime import UTC, datetime
+
+    from harvester.feed import Jump, undeclared_gaps
+
+    jump = Jump(timeline=2, first_change=2 << 40, last_before=4, jumped_at=datetime.now(UTC))
+    assert undeclared_gaps([1, 2, 3, 4, 2 << 40, (2 << 40) + 1], [jump]) == []
+    assert undeclared_gaps([1, 2, 4], [jump]) == [(2, 4)]
+    assert undeclared_gaps([1, 2, 3, (2 << 40) + 1], [jump]) == [(3, (2 << 40) + 1)]
+    assert undeclared_gaps([6, 7], [], start=5) == []
