@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,12 +64,19 @@ class TempPostgres:
     """One disposable cluster. Use as a context manager or call ``start``/``stop``."""
 
     def __init__(
-        self, settings: dict[str, str] | None = None, *, primary: TempPostgres | None = None
+        self,
+        settings: dict[str, str] | None = None,
+        *,
+        primary: TempPostgres | None = None,
+        seed: Path | None = None,
     ) -> None:
         """``settings`` override ``SERVER_SETTINGS`` (e.g. durable commits for crash tests);
-        ``primary`` makes this a streaming standby of that running server (see ``standby``)."""
+        ``primary`` makes this a streaming standby of that running server (see ``standby``);
+        ``seed`` starts from a copy of that stopped data directory instead of ``initdb`` (or a base
+        backup: a standby's copy is pointed at ``primary``), which is several times faster."""
         self.settings = {**SERVER_SETTINGS, **(settings or {})}
         self.primary = primary
+        self.seed = seed
         self.bindir = find_bindir()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="harvester-pg-"))
@@ -89,7 +97,9 @@ class TempPostgres:
     def start(self) -> str:
         if self.as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
-        if self.primary is not None:
+        if self.seed is not None:
+            self._copy(self.seed)
+        elif self.primary is not None:
             self._clone(self.primary)
         else:
             self._initdb()
@@ -142,6 +152,17 @@ class TempPostgres:
             timeout=120,
         )
 
+    def _copy(self, seed: Path) -> None:
+        subprocess.run(  # noqa: S603 - fixed argv, no shell
+            ["cp", "-a", str(seed), str(self.datadir)],  # noqa: S607 - coreutils
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        if self.primary is not None:  # the base backup's primary_conninfo names the seed's primary
+            auto = self.datadir / "postgresql.auto.conf"
+            auto.write_text(re.sub(r"\bport=\d+", f"port={self.primary.port}", auto.read_text()))
+
     def standby(self, settings: dict[str, str] | None = None) -> TempPostgres:
         """A new, not yet started streaming standby of this (running) server."""
         return TempPostgres({**self.settings, **(settings or {})}, primary=self)
@@ -162,8 +183,12 @@ class TempPostgres:
         self._signal_stop("immediate")
 
     def halt(self, mode: str = "fast") -> None:
-        """Stop the server and leave it stopped (``smart``, ``fast`` or ``immediate``)."""
+        """Stop the server and leave it stopped (``smart``, ``fast`` or ``immediate``), its data
+        kept; ``restart`` or ``stop`` may follow."""
         self._signal_stop(mode)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def _spawn(self) -> None:
         settings = [f"-c{key}={value}" for key, value in self.settings.items()]
