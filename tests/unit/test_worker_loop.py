@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from harvester import brakes, config
+from harvester.errors import DatabaseError
 from harvester.gate import Gate
 from harvester.outcomes import (
     AuthFailed,
@@ -279,8 +280,22 @@ async def test_housekeeping_expires_in_batches() -> None:
     for _ in range(2500):
         parts.store.add(uuid4(), age_s=OLD, due_in_s=3600)
     await parts.worker.housekeeping()
-    assert parts.store.calls.count("expire") == 3
+    # two lanes: 1000 and 1000, then each stops at its first short batch (500, then 0)
+    assert parts.store.calls.count("expire") == 4
     assert set(fakes.states(parts.store).values()) == {"expired"}
+
+
+async def test_a_database_error_in_one_expiry_lane_reaches_the_retry_as_itself() -> None:
+    """``keep_running`` retries a ``DatabaseError``; two lanes must not turn it into a group."""
+
+    class Failing(fakes.FakeStore):
+        async def expire(self, give_up_after_s: float, batch: int) -> int:
+            raise DatabaseError("expire: database unavailable: ConnectionRefusedError")
+
+    parts = Parts()
+    parts.worker.store = Failing()
+    with pytest.raises(DatabaseError, match="expire: database unavailable"):
+        await parts.worker.housekeeping()
 
 
 async def test_with_no_slot_soon_the_worker_claims_no_more_than_the_one_it_holds() -> None:
