@@ -143,10 +143,13 @@ def on_pending(
 
 
 def on_not_found(job: JobView, cfg: PollingConfig, rng: random.Random) -> Decision:
-    """A new job can be briefly unknown: retry a few times over minutes before giving up."""
+    """A new job can be briefly unknown: retry a few times over minutes before giving up; one
+    pending past ``give_up_after`` already gets no more tries (as after a 202 or a fault)."""
     count = job.not_found_count + 1
     if count > cfg.not_found_retries:
         return Decision(NOT_FOUND, 0.0, count, 0, "404: job not found")
+    if expired(job, cfg):
+        return Decision(EXPIRED, 0.0, count, 0, "gave up: 404: job not found")
     spacing = cfg.not_found_grace_s / max(1, cfg.not_found_retries)
     delay = max(cfg.min_interval_s, jittered(spacing, cfg.jitter, rng))
     return Decision(None, delay, count, 0, "404: job not found (yet)")

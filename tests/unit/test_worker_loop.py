@@ -86,6 +86,7 @@ def body(job_id: UUID) -> Completed:
         (lambda j: Pending(upstream_status="processing"), 3600.0, "pending", 1, None),
         (lambda j: Pending(upstream_status="processing"), OLD, "expired", 1, "gave up: still not finished"),
         (lambda j: NotFound(), 3600.0, "pending", 1, "404: job not found (yet)"),
+        (lambda j: NotFound(), OLD, "expired", 1, "gave up: 404: job not found"),
         (
             lambda j: Transient(reason="server error http 503", http_status=503),
             3600.0,
