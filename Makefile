@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench chaos clean
+.PHONY: venv test test-fast lint demo bench chaos clean
 
 venv: $(STAMP)
 
@@ -14,9 +14,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Starts a throwaway PostgreSQL unless HARVESTER_TEST_DSN is set (tests/conftest.py).
+# Starts a throwaway PostgreSQL unless HARVESTER_TEST_DSN is set (tests/conftest.py). The fast tiers
+# (pure and single-process tests, a fresh database each) run on TEST_WORKERS processes at once, each
+# with its own server; the end-to-end and field tiers measure rate limits and timings, so they run
+# one at a time, after. Every other directory under tests/ belongs to the second run.
+TEST_WORKERS ?= 2
+FAST_TIERS := tests/unit tests/integration tests/hostile
+
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(FAST_TIERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests $(addprefix --ignore=,$(FAST_TIERS)) $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(FAST_TIERS) $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check harvester tests bench
