@@ -24,14 +24,13 @@ from typing import Protocol
 import asyncpg
 import structlog
 
-from harvester import db, lifetime, logs, migrate, notify, queue, server
-from harvester.config import Config, DatabaseConfig, require_tokens
+from harvester import db, lifetime, listener, logs, migrate, notify, queue, server
+from harvester.config import Config, require_tokens
 from harvester.errors import DatabaseError, HarvesterError
 from harvester.lanes import Lane, build_lanes, reread_tokens
 from harvester.metrics import Metrics
 
 log = logs.get("harvester.daemon")
-CHANNEL = "harvester_jobs"
 POOL_CLOSE_TIMEOUT_S = 1.0
 TOKEN_CHECK_S = 2.0  # how often token files are looked at for a change (real seconds)
 
@@ -60,55 +59,6 @@ class Reload:
 
 class DaemonError(HarvesterError):
     """The daemon ended because of an error; each one was logged."""
-
-
-# The check asks again for what the connection already has: a round trip that fails on a node in
-# recovery, and leaves the session showing what it is for (pg_stat_activity's query).
-LISTEN_AGAIN = f'LISTEN "{CHANNEL}"'
-
-
-class ReadOnlyNode(HarvesterError):
-    """The LISTEN connection reaches a node that can no longer take writes."""
-
-
-LISTEN_ERRORS: tuple[type[BaseException], ...] = (*db.DB_OR_SQL_ERRORS, ReadOnlyNode)
-
-
-async def listen_for_jobs(database: DatabaseConfig, nudge: Callable[[], None], stop: asyncio.Event) -> None:
-    """Nudge the worker on every insert; reconnect with backoff when the connection drops.
-
-    A LISTEN connection only receives, so a peer that vanished (a black-holed network, a node
-    powered off) would never be noticed by reading: every ``database.listen_check_s`` it must
-    answer a question within that long (a dead connection is seen within twice it), with TCP
-    keepalives behind that. A node in recovery refuses LISTEN, and one that became read-only
-    (demoted behind a virtual IP) would never see another insert: both are left, and the connect
-    is retried until the DSN leads to the primary.
-    """
-    dsn, check_s = database.direct_dsn, database.listen_check_s
-    backoff = lifetime.Backoff(0.5, 30.0)
-    while not stop.is_set():
-        conn: asyncpg.Connection | None = None
-        try:
-            conn = await asyncpg.connect(dsn, timeout=database.connect_timeout_s)
-            db.tune_connection(conn, database.keepalive_s)
-            await conn.add_listener(CHANNEL, lambda *_: nudge())
-            nudge()  # catch anything inserted while we were not listening
-            while not conn.is_closed():
-                await conn.execute(LISTEN_AGAIN, timeout=check_s)
-                if db.read_only(conn):
-                    raise ReadOnlyNode(f"{await db.describe_node(conn)} no longer takes writes")
-                backoff.reset()
-                if await lifetime.wait(stop, check_s):
-                    break
-        except LISTEN_ERRORS as exc:
-            delay = backoff.next()
-            (log.warning if isinstance(exc, ReadOnlyNode) else log.info)(
-                "listener_reconnect", error=logs.scrub(str(exc)), retry_in_s=round(delay, 2)
-            )
-            await lifetime.wait(stop, delay)
-        finally:
-            if conn is not None and not conn.is_closed():
-                conn.terminate()  # closing politely waits on a peer that may be gone
 
 
 async def watchdog(last_tick: Callable[[], float], stop: asyncio.Event) -> None:
@@ -262,7 +212,7 @@ async def _run_tasks(
 
     async with asyncio.TaskGroup() as group:
         side = [
-            group.create_task(listen_for_jobs(cfg.database, nudge, side_stop)),
+            group.create_task(listener.listen_for_jobs(cfg.database, nudge, side_stop)),
             group.create_task(
                 lifetime.keep_running(  # one sweep covers every account's jobs
                     "housekeeping",
