@@ -390,33 +390,42 @@ class Worker:
 
         What was expired is logged even when the daemon stops in the middle of a long backlog: the
         side tasks are cancelled then, possibly while a batch commits, so a batch in progress is
-        let finish (it is bounded by the statement timeout) and counted before the cancel goes on.
+        let finish (it is bounded by the statement timeout) and counted before the log line.
         ``EXPIRE_LANES`` batches run at once (``SKIP LOCKED`` keeps them apart): a batch's own
         statement and its commit, where the change feed numbers it under one lock, overlap.
         """
         expired = [0]
+        batches: set[asyncio.Future[int]] = set()
         try:
             async with asyncio.TaskGroup() as lanes:
                 for _ in range(EXPIRE_LANES):
-                    lanes.create_task(self._expire_batches(expired))
+                    lanes.create_task(self._expire_batches(expired, batches))
         except* DatabaseError as failed:  # the caller retries a database error, one like any other
             raise failed.exceptions[0] from None
         finally:
-            if expired[0]:
-                log.info("jobs_expired", count=expired[0])
+            try:
+                if batches:  # stopped mid-batch: each commits or fails on its own, and counts itself
+                    await asyncio.wait(set(batches), timeout=EXPIRE_FINISH_S)
+            finally:
+                if expired[0]:
+                    log.info("jobs_expired", count=expired[0])
         return self.cfg.worker.housekeeping_s
 
-    async def _expire_batches(self, expired: list[int]) -> None:
-        """Expire batch after batch until one comes back short, adding to ``expired[0]``."""
+    async def _expire_batches(self, expired: list[int], batches: set[asyncio.Future[int]]) -> None:
+        """Expire batch after batch until one comes back short. Each batch adds its own count to
+        ``expired[0]`` when it ends, whoever still waits for it: a cancelled wait leaves the batch
+        running (it is never cancelled: its commit may already be on the way)."""
+
+        def counted(batch: asyncio.Future[int]) -> None:
+            batches.discard(batch)
+            if not batch.cancelled() and batch.exception() is None:
+                expired[0] += batch.result()
+
         while True:
             batch = asyncio.ensure_future(self.store.expire(self.cfg.polling.give_up_after_s, EXPIRE_BATCH))
-            try:
-                count = await asyncio.shield(batch)
-            except asyncio.CancelledError:
-                with contextlib.suppress(DatabaseError, TimeoutError):
-                    expired[0] += await asyncio.wait_for(batch, EXPIRE_FINISH_S)
-                raise
-            expired[0] += count
+            batches.add(batch)
+            batch.add_done_callback(counted)
+            count = await asyncio.shield(batch)
             if count < EXPIRE_BATCH or self._stopping.is_set():
                 return
             await asyncio.sleep(0)  # let the loop breathe between batches
