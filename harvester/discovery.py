@@ -241,6 +241,7 @@ class Discovery:
         await self.gate.limiter.acquire()
         waited = self.clock() - started
         await self._keep_lease()  # the slot may have been a pause away
+        sent_with = self.gate.rotations
         page = await self.client.list_jobs(
             page=page_no,
             page_size=PAGE_SIZE,
@@ -248,7 +249,7 @@ class Discovery:
             sort_order="desc",
             status_filter=status_filter,
         )
-        await self.gate.observe("list", page, waited)
+        await self.gate.observe("list", page, waited, sent_with)
         return page
 
     async def _keep_lease(self) -> None:

@@ -227,6 +227,7 @@ class EventStream:
         started = self.clock()
         await self.gate.limiter.acquire()
         waited = self.clock() - started
+        sent_with = self.gate.rotations
         token = self._token_now()
         if token != self._token:
             self._token, self._scrub = token, logs.scrubber(token)
@@ -261,7 +262,7 @@ class EventStream:
                 http_status=outcome.http_status,
             )
         if isinstance(outcome, AuthFailed | RateLimited):
-            await self.gate.observe("stream", outcome, waited)  # the credential's brakes
+            await self.gate.observe("stream", outcome, waited, sent_with)  # the credential's brakes
         else:  # the stream failing must not open the breaker that pauses polling
             self.gate.observer.request_done("stream", response.status, waited)
         reason = outcome.reason if isinstance(outcome, Transient) else getattr(outcome, "detail", "")

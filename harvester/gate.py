@@ -93,6 +93,9 @@ class Gate:
         self.in_flight = 0  # requests the worker has out or waiting for a slot
         self.discovery_healthy = cfg.polling.discovery == "list"
         self.stream_up = False  # the credential's event stream is connected (in any process)
+        # Tokens rotated in so far: a request notes it when it leaves, so that a refusal of the
+        # token it carried, arriving after a rotation, is not taken for a refusal of the new one.
+        self.rotations = 0
         self._work = asyncio.Event()
         self.server_remaining: int | None = None  # the latest X-RateLimit-Remaining
 
@@ -115,6 +118,7 @@ class Gate:
 
     def token_rotated(self) -> None:
         """A new token: a refused credential is re-checked at once instead of at the next recheck."""
+        self.rotations += 1
         if self.brakes.auth_failed:
             self.brakes = dataclasses.replace(self.brakes, auth_paused_until=self.clock())
         self.nudge()
@@ -162,10 +166,17 @@ class Gate:
             return limit
         return max(1, min(limit, self.server_remaining))
 
-    async def observe(self, endpoint: str, outcome: object, waited_s: float) -> None:
-        """Process-wide consequences of any response: metrics, 429 pause, credential, breaker."""
+    async def observe(
+        self, endpoint: str, outcome: object, waited_s: float, sent_with: int | None = None
+    ) -> None:
+        """Process-wide consequences of any response: metrics, 429 pause, credential, breaker.
+        ``sent_with``: ``rotations`` when the request left; a refusal of a token replaced since
+        then says nothing about the new one."""
         status = getattr(outcome, "http_status", None)
         self.observer.request_done(endpoint, status if status is not None else "error", waited_s)
+        if isinstance(outcome, outcomes.AuthFailed) and sent_with is not None and sent_with != self.rotations:
+            log.info("api_auth_failed_old_token", endpoint=endpoint, http_status=outcome.http_status)
+            return
         pause = 0.0
         if isinstance(outcome, outcomes.RateLimited):
             pause = await self.limiter.pause(

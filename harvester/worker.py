@@ -193,8 +193,9 @@ class Worker:
                 await self.store.release(self.owner, [job.job_id], held)
                 return
             waited = self.clock() - started
+            sent_with = self.gate.rotations
             outcome = await self.client.fetch_result(job.job_id)
-            await self.gate.observe("results", outcome, waited)
+            await self.gate.observe("results", outcome, waited, sent_with)
             await self._apply(job, view, outcome, stop)
         except asyncio.CancelledError:
             raise
