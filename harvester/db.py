@@ -226,8 +226,12 @@ RECOVERY_CONFLICT_HINT = (
 
 
 def recovery_conflict(exc: BaseException) -> bool:
-    """A hot standby cancelled the statement to replay WAL (``max_standby_streaming_delay``)."""
-    return getattr(exc, "sqlstate", None) in ("40001", "40P01") and "conflict with recovery" in str(exc)
+    """A hot standby cancelled the statement to replay WAL (``max_standby_streaming_delay``), or
+    ended the whole session for it when the client was not reading (the connection then closes
+    with the server's message)."""
+    if "conflict with recovery" not in str(exc):
+        return False
+    return getattr(exc, "sqlstate", None) in ("40001", "40P01") or isinstance(exc, DB_ERRORS)
 
 
 @contextmanager
@@ -243,7 +247,8 @@ def guard(what: str, *, refusals: bool = False) -> Iterator[None]:
     except DB_ERRORS as exc:
         if node_lost(exc):
             leave_node(exc)
-        raise DatabaseError(f"{what}: database unavailable: {type(exc).__name__}: {exc}") from exc
+        hint = RECOVERY_CONFLICT_HINT if recovery_conflict(exc) else ""
+        raise DatabaseError(f"{what}: database unavailable: {type(exc).__name__}: {exc}{hint}") from exc
     except asyncpg.PostgresError as exc:
         if node_lost(exc):
             leave_node(exc)

@@ -49,6 +49,12 @@ def test_a_recovery_conflict_is_told_from_other_serialization_failures() -> None
     assert db.recovery_conflict(conflict)
     assert not db.recovery_conflict(asyncpg.SerializationError("could not serialize access"))
     assert not db.recovery_conflict(asyncpg.QueryCanceledError("conflict with recovery"))
+    # a session the standby ended while its client was not reading
+    ended = asyncpg.ConnectionDoesNotExistError(
+        "connection was closed in the middle of operation: "
+        "terminating connection due to conflict with recovery"
+    )
+    assert db.recovery_conflict(ended)
 
 
 def test_the_guard_names_the_standby_settings_for_a_recovery_conflict() -> None:
