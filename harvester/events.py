@@ -237,9 +237,13 @@ class EventStream:
             "Cache-Control": "no-cache",
         }
         try:
-            response = await self._get_session().get(
-                self._url, params={"token": self._token}, headers=headers, allow_redirects=False
-            )
+            # A server that takes the request and never answers would hold this attempt for good:
+            # the headers get ``api.read_timeout_s``, as a poll's answer does. The body is the
+            # stream and has no deadline; its silence is watched while reading.
+            async with asyncio.timeout(self.cfg.api.read_timeout_s):
+                response = await self._get_session().get(
+                    self._url, params={"token": self._token}, headers=headers, allow_redirects=False
+                )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             reason = self._scrub(f"connection error: {type(exc).__name__}: {exc}")
             self.gate.observer.request_done("stream", "error", waited)

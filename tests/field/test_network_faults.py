@@ -205,6 +205,7 @@ async def test_a_black_holed_then_reset_api_loses_no_job(db_dsn: str, tmp_path: 
             daemon = await start_daemon(env, tmp_path)
             try:
                 await wait_for(lambda: _at_least(db_dsn, 20), 60, "first stores")
+                await wait_for(lambda: _stream_open(daemon), 30, "the stream open")
                 holed_at = time.time()
                 proxy.blackhole()
                 await asyncio.sleep(8.0)
@@ -218,24 +219,32 @@ async def test_a_black_holed_then_reset_api_loses_no_job(db_dsn: str, tmp_path: 
         stats = sim.stats(per_job=True)
         jobs = await fetch_jobs(db_dsn)
     silent = [_unix(e["timestamp"]) - holed_at for e in log_events(daemon, "stream_silent")]
-    timeouts = [e for e in _all_events(daemon) if "timeout" in str(e.get("reason", e.get("error", "")))]
     print(
-        f"\nblack-holed then reset API: the stream was found silent {silent[0] if silent else None:.1f} s "
-        f"after the hole opened; {len(timeouts)} requests timed out; every job finished {took:.1f} s "
-        f"after the reset; {stats['requests_total']} requests for {len(ids)} jobs"
+        f"\nblack-holed then reset API: the stream was found silent "
+        f"{', '.join(f'{s:.1f}' for s in silent) or 'never'} s after the hole opened; every job "
+        f"finished {took:.1f} s after the reset; {stats['requests_total']} requests for {len(ids)} jobs"
     )
     assert code == 0, daemon.log_tail()
     assert mismatched_states(sim, jobs) == []
-    assert silent and silent[0] <= 2 * 30 / SPEED + 1  # twice the documented heartbeat, scaled
+    # twice the documented heartbeat, scaled, after the last byte heard before the hole
+    assert silent and 0 < silent[0] <= 2 * 30 / SPEED + 1, daemon.log_tail(60)
 
 
 def _unix(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
+async def _stream_open(daemon: Daemon) -> bool:
+    """Whether the daemon's log says its event stream is connected now."""
+    kinds = ("stream_connected", "stream_silent", "stream_ended", "stream_malformed", "stream_lease_lost")
+    said = [e["event"] for e in _all_events(daemon) if e.get("event") in kinds]
+    return bool(said) and said[-1] == "stream_connected"
+
+
 def _all_events(daemon: Daemon) -> list[dict[str, Any]]:
+    """The daemon's JSON log lines so far (a line still being written is left for the next read)."""
     lines = daemon.log_path.read_text(errors="replace").splitlines()
-    return [json.loads(line) for line in lines if line.startswith("{")]
+    return [json.loads(line) for line in lines if line.startswith("{") and line.endswith("}")]
 
 
 async def _at_least(dsn: str, n: int) -> bool:

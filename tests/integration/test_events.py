@@ -198,6 +198,32 @@ async def test_the_token_never_reaches_a_log_line_when_the_connection_fails() ->
         assert secret not in text
 
 
+async def test_a_server_that_never_answers_the_request_times_out_and_is_tried_again() -> None:
+    """The request is taken and no header ever comes (an overloaded balancer, a black-holed
+    upstream): the attempt ends after ``api.read_timeout_s`` and the next one goes out."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read(65536)  # the request, never answered
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    stream, store, _ = parts(f"http://127.0.0.1:{port}", **{"api.read_timeout_s": 0.3})
+    out = io.StringIO()
+    logs.setup("json", "debug", stream=out)
+    try:
+        await run_until(stream, lambda: len(accepted) >= 2, within_s=5)
+    finally:
+        server.close()
+        for writer in accepted:
+            writer.transport.abort()
+    failed = [json.loads(line) for line in out.getvalue().splitlines() if "stream_connect_failed" in line]
+    assert failed and "TimeoutError" in failed[0]["reason"]
+    assert TOKEN not in out.getvalue()
+    assert not store.stream_up
+
+
 async def test_only_one_process_holds_the_stream(standin: StandIn) -> None:
     stream, store, _ = parts(standin.url)
     store.stream_holder = "another-process"
