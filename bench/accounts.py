@@ -47,7 +47,8 @@ import asyncpg
 
 from bench import harvest
 from bench.common import BenchFailed, Databases, databases, percentile, print_checks, save, table
-from harvester import logs, queue
+from harvester import logs
+from harvester.db import queue
 from harvester.sim import SimServer
 from harvester.sim.admin import create_jobs
 from harvester.sim.jobs import MAPS, SITE, Plan
@@ -159,7 +160,7 @@ class Replicas:
                     await asyncio.create_subprocess_exec(
                         sys.executable,
                         "-m",
-                        "harvester.cli",
+                        "harvester",
                         "run",
                         env={**self.env, "HARVESTER_WORKER__WORKER_ID": f"replica-{n}"},
                         cwd=str(ROOT),

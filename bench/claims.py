@@ -1,7 +1,7 @@
 """Queue benchmark: claim latency with 10 thousand against 1 million pending jobs.
 
 Pending rows are bulk-loaded with ``generate_series``, all due (the worst case: every claim has a
-choice of the whole backlog), then ``harvester.queue.claim`` is called back to back, as the worker
+choice of the whole backlog), then ``harvester.db.queue.claim`` is called back to back, as the worker
 does, each call taking up to ``max_in_flight`` jobs. A claim moves its jobs' due time past the lease,
 so the measured calls also pay for the dead index entries that earlier claims leave behind.
 """
@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 
 from bench.common import databases, percentile, table, write_json
-from harvester import queue
 from harvester.config import RateLimitConfig
+from harvester.db import queue
 
 SIZES = (10_000, 1_000_000)
 QUICK_SIZES = (1_000, 20_000)

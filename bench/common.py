@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from harvester import migrate
+from harvester.db import migrate
 from harvester.pgtemp import TempPostgres
 
 RESULTS = Path(__file__).resolve().parent / "results"

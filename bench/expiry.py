@@ -109,7 +109,7 @@ async def migrate(code_root: Path, dsn: str) -> list[str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "harvester.cli",
+        "harvester",
         "migrate",
         cwd=code_root,
         env=code_env(code_root, dsn),
@@ -154,7 +154,7 @@ async def run_daemon(code_root: Path, env: dict[str, str], seconds: float) -> di
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "harvester.cli",
+            "harvester",
             "run",
             "--max-seconds",
             f"{seconds:g}",

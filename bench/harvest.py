@@ -29,8 +29,10 @@ import asyncpg
 
 from bench.common import BenchFailed, Databases, databases, percentile, save, table
 from bench.seedloop import SeedLoop
-from harvester import config, daemon, logs, queue
-from harvester.limiter import SharedLimiter
+from harvester import config, logs
+from harvester.daemon import run as daemon
+from harvester.db import queue
+from harvester.db.limiter import SharedLimiter
 from harvester.sim import SimServer
 from harvester.sim.admin import create_jobs
 from harvester.sim.jobs import MAPS, SITE, Plan

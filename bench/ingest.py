@@ -24,15 +24,15 @@ from typing import Any
 import asyncpg
 
 from bench.common import databases, table, write_json
-from harvester import store
-from harvester.classify import read_body
+from harvester.api.classify import read_body
+from harvester.db import store
+from harvester.db.rows import ROW_TABLES, write_rows
 from harvester.sim.admin import create_jobs
 from harvester.sim.bodies import results_body
 from harvester.sim.clock import ManualClock
 from harvester.sim.jobs import MAPS, SITE, Plan
 from harvester.sim.settings import SimSettings
 from harvester.sim.state import SimState
-from harvester.store_rows import ROW_TABLES, write_rows
 
 TABLES = ROW_TABLES
 BATCH = 200

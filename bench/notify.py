@@ -19,7 +19,7 @@ from uuid import uuid4
 import asyncpg
 
 from bench.common import databases, percentile, table, write_json
-from harvester import feed
+from harvester.db import feed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

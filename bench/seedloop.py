@@ -18,9 +18,9 @@ from uuid import UUID
 import aiohttp
 import asyncpg
 
-from harvester import store
-from harvester.classify import read_body
-from harvester.limiter import SharedLimiter
+from harvester.api.classify import read_body
+from harvester.db import store
+from harvester.db.limiter import SharedLimiter
 
 POLL_EVERY_S = 3.0  # the seed's time.sleep(3) after a 202
 MAX_RETRIES = 60  # the seed's max_retries default

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from harvester.outcomes import Completed, Gone
+from harvester.api.outcomes import Completed, Gone
 
 
 @dataclass(frozen=True, slots=True)

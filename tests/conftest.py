@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 import structlog
 
-from harvester import migrate
+from harvester.db import migrate
 from harvester.pgtemp import TempPostgres
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from harvester.store_rows import ROW_TABLES
+from harvester.db.rows import ROW_TABLES
 
 OUTPUT_TABLES = (*ROW_TABLES, "rejects")
 # Columns that are bookkeeping, not output: they differ between any two runs.

@@ -23,7 +23,7 @@ def harvester_command() -> list[str]:
     script = Path(sys.executable).with_name("harvester")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from harvester.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from harvester.commands.cli import main; sys.exit(main())"]
 
 
 def daemon_env(dsn: str, base_url: str, token: str, speed: float, listen: str) -> dict[str, str]:

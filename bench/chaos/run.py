@@ -35,7 +35,7 @@ import asyncpg
 
 from bench.chaos.checks import diff, find_secrets, judge_states, read_logs, snapshot
 from bench.chaos.fleet import Fleet, daemon_env, harvester_command
-from harvester.daemon import migrate_with_retry
+from harvester.daemon.run import migrate_with_retry
 from harvester.pgtemp import TempPostgres, free_port
 from harvester.sim import SimServer, submit_mix
 from harvester.sim.clock import SimClock

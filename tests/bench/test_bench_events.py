@@ -17,7 +17,7 @@ import pytest
 
 from bench import events
 from bench.common import BenchFailed
-from harvester import daemon
+from harvester.daemon import run as daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = {

@@ -9,7 +9,7 @@ import re
 import asyncpg
 import pytest
 
-from harvester import cli
+from harvester.commands import cli
 
 
 async def national_phones_read_in_us(dsn: str) -> int:

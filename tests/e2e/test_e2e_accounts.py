@@ -17,7 +17,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from harvester import config, daemon
+from harvester import config
+from harvester.daemon import run as daemon
 from harvester.sim import SimServer
 from tests.support.e2e import daemon_env, fetch_jobs, sim_admin, start_daemon, unknown_ids, wait_for
 

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from bench.chaos.checks import secret_forms
-from harvester import daemon
+from harvester.daemon import run as daemon
 from harvester.sim import SimServer
 from tests.support.e2e import TOKEN, daemon_config, daemon_env, enqueue, sim_admin, sim_jobs, start_daemon
 
@@ -116,7 +116,7 @@ async def test_the_token_in_the_stream_url_never_reaches_any_output(db_dsn: str,
     status = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "harvester.cli",
+        "harvester",
         "status",
         "--json",
         env=env,

@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from harvester import feed
+from harvester.db import feed
 from harvester.sim import SimServer
 from tests.support.e2e import ROOT, TOKEN, daemon_env, enqueue, sim_jobs, start_daemon, wait_for
 

@@ -15,7 +15,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from harvester import daemon
+from harvester.daemon import run as daemon
 from harvester.sim import SimServer
 from tests.support.e2e import (
     TOKEN,

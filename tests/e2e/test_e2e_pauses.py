@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from harvester import daemon
 from harvester.config import Config
+from harvester.daemon import run as daemon
 from harvester.sim import SimServer
 from tests.support.e2e import (
     TOKEN,

@@ -21,7 +21,8 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from harvester import config, daemon
+from harvester import config
+from harvester.daemon import run as daemon
 from tests.support.e2e import TOKEN
 from tests.support.rows import one
 

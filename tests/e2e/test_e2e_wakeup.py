@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harvester import daemon
+from harvester.daemon import run as daemon
 from harvester.sim import SimServer
 from tests.support.e2e import TOKEN, all_claimed, daemon_config, enqueue, listening, sim_jobs, wait_for
 

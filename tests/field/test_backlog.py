@@ -76,7 +76,7 @@ def test_status_answers_over_a_million_jobs_under_a_2_s_timeout(db_dsn: str) -> 
     env.update({"HARVESTER_DSN": db_dsn, **TIMEOUT_ENV})
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "harvester.cli", "status", "--json"],
+        [sys.executable, "-m", "harvester", "status", "--json"],
         env=env,
         cwd=str(ROOT),
         capture_output=True,

@@ -24,8 +24,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from harvester import feed, migrate
-from harvester.db import DB_OR_SQL_ERRORS
+from harvester.db import DB_OR_SQL_ERRORS, feed, migrate
 from harvester.sim import SimServer
 from tests.support.cluster import Cluster, cluster
 from tests.support.e2e import (
@@ -219,7 +218,7 @@ async def _rebuilt_counts(dsn: str) -> dict[str, int]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "harvester.cli",
+        "harvester",
         "reprocess",
         "--all",
         env=env,

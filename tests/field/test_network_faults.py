@@ -26,8 +26,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from harvester import migrate
-from harvester.db import DB_OR_SQL_ERRORS
+from harvester.db import DB_OR_SQL_ERRORS, migrate
 from harvester.sim import SimServer
 from tests.support.cluster import Cluster, cluster
 from tests.support.e2e import (

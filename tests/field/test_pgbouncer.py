@@ -25,8 +25,9 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from harvester import db, migrate
+from harvester import db
 from harvester.config import DatabaseConfig
+from harvester.db import migrate
 from harvester.sim import SimServer
 from tests.support import bouncer as bouncer_module
 from tests.support.bouncer import MODES, PgBouncer, require_pgbouncer, version
@@ -101,7 +102,7 @@ async def harvester(env: Mapping[str, str], *args: str, stdin: str = "") -> Run:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "harvester.cli",
+        "harvester",
         *args,
         env=dict(env),
         cwd=str(ROOT),

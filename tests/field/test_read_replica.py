@@ -19,7 +19,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from harvester import migrate
+from harvester.db import migrate
 from harvester.pgtemp import free_port
 from harvester.sim import SimServer
 from tests.support.cluster import Cluster, cluster
@@ -59,7 +59,7 @@ async def reader(
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "harvester.cli",
+        "harvester",
         *args,
         env=env,
         cwd=str(ROOT),

@@ -14,8 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from harvester import feed, store
-from harvester.classify import read_body
+from harvester.api.classify import read_body
+from harvester.db import feed, store
 from tests.field.test_roles_cli import harvester
 from tests.support.bouncer import PgBouncer, require_pgbouncer
 from tests.support.roles import Logins, apply_roles_with_psql, drop_logins, make_logins

@@ -22,7 +22,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from harvester import migrate
+from harvester.db import migrate
 from harvester.sim import SimServer
 from tests.support.roles import (
     ROOT,
@@ -59,7 +59,7 @@ async def harvester(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "harvester.cli",
+        "harvester",
         *args,
         env=clean,
         cwd=str(ROOT),

@@ -28,7 +28,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from harvester import migrate
+from harvester.db import migrate
 from harvester.errors import HarvesterError
 from harvester.pgtemp import TempPostgres, find_bindir
 from harvester.sim import SimServer

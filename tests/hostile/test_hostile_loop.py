@@ -14,7 +14,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from harvester import config, daemon
+from harvester import config
+from harvester.daemon import run as daemon
 from tests.support.hostile import HAND_CASES, REJECTED, generated_cases
 
 TOKEN = "loop:sk_loop_123456:secret_loop_123456"  # a test credential, not a secret

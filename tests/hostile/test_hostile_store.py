@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from harvester import store
-from harvester.classify import read_body
+from harvester.api.classify import read_body
+from harvester.db import store
 from tests.support.hostile import HAND_CASES, REJECTED, body_strategy
 
 CHILD_TABLES = (

@@ -14,12 +14,13 @@ import aiohttp
 import asyncpg
 import pytest
 
-from harvester import config, migrate, queue
-from harvester.client import SpiderIQ
-from harvester.discovery import Discovery
-from harvester.gate import Gate
-from harvester.limiter import SharedLimiter, fingerprint
-from harvester.queue import PgQueue
+from harvester import config
+from harvester.api.client import SpiderIQ
+from harvester.db import migrate, queue
+from harvester.db.limiter import SharedLimiter, fingerprint
+from harvester.db.queue import PgQueue
+from harvester.discovery.listing import Discovery
+from harvester.scheduling.gate import Gate
 from harvester.sim import SimServer
 
 A, B = "acme:key:secret", "bravo:key:secret"
@@ -108,7 +109,7 @@ async def test_each_account_has_its_own_limiter_row_keyed_by_name(pool: asyncpg.
     assert rows["a"]["granted_total"] == 3 and rows["a"]["paused_until"] is None
     assert rows["b"]["paused_until"] is not None  # a 429 on b pauses b only
     assert (await limiters[0].state()).paused is False
-    described = await __import__("harvester.limiter", fromlist=["describe_all"]).describe_all(pool)
+    described = await __import__("harvester.db.limiter", fromlist=["describe_all"]).describe_all(pool)
     assert [d["account"] for d in described] == ["a", "b"]
 
 

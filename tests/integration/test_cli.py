@@ -43,7 +43,7 @@ def harvester(
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
     clean.update({"HARVESTER_DSN": dsn, "HARVESTER_SERVER__ENABLED": "false", **(env or {})})
     return subprocess.run(  # noqa: S603 - our own entry point
-        [sys.executable, "-m", "harvester.cli", *args],
+        [sys.executable, "-m", "harvester", *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""``harvester.client.SpiderIQ`` over real sockets: a small raw HTTP server that can also misbehave.
+"""``harvester.api.client.SpiderIQ`` over real sockets: a small raw HTTP server that can also misbehave.
 
 The server is plain asyncio so a test controls every byte: declared lengths that are never sent,
 connections aborted mid-body, answers that never come.
@@ -16,8 +16,8 @@ from uuid import UUID
 import aiohttp
 import pytest
 
-from harvester.client import SpiderIQ
-from harvester.outcomes import (
+from harvester.api.client import SpiderIQ
+from harvester.api.outcomes import (
     AuthFailed,
     Completed,
     Gone,

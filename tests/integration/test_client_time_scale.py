@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import uuid
 
-from harvester.client import SpiderIQ
-from harvester.outcomes import Outcome, RateLimited
+from harvester.api.client import SpiderIQ
+from harvester.api.outcomes import Outcome, RateLimited
 from harvester.sim import SimServer
 
 TOKEN = "scale:sk_scale_1:secret_scale_1"  # the simulator's own credential, not a secret

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
-from harvester import migrate
+from harvester.db import migrate
 from tests.support.cluster import Cluster, cluster
 from tests.support.migrations import migrate_until
 

@@ -12,7 +12,8 @@ import asyncpg
 import pytest
 from asyncpg.exceptions._base import InternalClientError
 
-from harvester import db, store
+from harvester import db
+from harvester.db import store
 from harvester.errors import DatabaseError
 
 

@@ -20,13 +20,15 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from harvester import config, policy, queue
-from harvester.client import SpiderIQ
-from harvester.discovery import UNHEALTHY_AFTER, Discovery
-from harvester.gate import Gate
-from harvester.limiter import SharedLimiter
+from harvester import config
+from harvester.api.client import SpiderIQ
+from harvester.db import queue
+from harvester.db.limiter import SharedLimiter
+from harvester.db.queue import PgQueue
+from harvester.discovery.listing import UNHEALTHY_AFTER, Discovery
 from harvester.ports import Listed
-from harvester.queue import PgQueue
+from harvester.scheduling import policy
+from harvester.scheduling.gate import Gate
 from harvester.sim import SimServer
 
 TOKEN = "disc:key:secret"

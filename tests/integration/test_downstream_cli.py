@@ -15,8 +15,8 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from harvester import store
-from harvester.classify import read_body
+from harvester.api.classify import read_body
+from harvester.db import store
 from tests.integration.test_cli import assert_one_line_error, harvester
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
@@ -228,7 +228,7 @@ async def piped(db_dsn: str, command: str, reader: str) -> tuple[int | None, str
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
     env.update({"HARVESTER_DSN": db_dsn, "HARVESTER_SERVER__ENABLED": "false"})
     proc = await asyncio.create_subprocess_shell(
-        f"{sys.executable} -m harvester.cli {command} | {reader}; exit ${{PIPESTATUS[0]}}",
+        f"{sys.executable} -m harvester {command} | {reader}; exit ${{PIPESTATUS[0]}}",
         executable="/bin/bash",
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -269,7 +269,7 @@ async def test_watch_on_a_terminal_redraws_in_place_and_ctrl_c_exits_0(db_dsn: s
         {"HARVESTER_DSN": db_dsn, "HARVESTER_SERVER__ENABLED": "false", "COLUMNS": "90", "LINES": "30"}
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "harvester.cli", "status", "--watch", "--interval", "0.2",
+        sys.executable, "-m", "harvester", "status", "--watch", "--interval", "0.2",
         env=env, stdin=replica, stdout=replica, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     os.close(replica)

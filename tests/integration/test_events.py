@@ -17,9 +17,10 @@ from uuid import uuid4
 import pytest
 from aiohttp import web
 
-from harvester import config, logs, policy
-from harvester.events import EventStream
-from harvester.gate import Gate
+from harvester import config, logs
+from harvester.discovery.stream import EventStream
+from harvester.scheduling import policy
+from harvester.scheduling.gate import Gate
 from tests.support import fakes
 
 TOKEN = "cli_stream:sk_streamkey:secret_streamsecret"

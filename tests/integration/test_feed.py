@@ -11,8 +11,8 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from harvester import feed, store
-from harvester.classify import read_body
+from harvester.api.classify import read_body
+from harvester.db import feed, store
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
 MINIMAL = SEED / "site-minimal-200.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
-from harvester.imports import import_paths
+from harvester.commands.imports import import_paths
 from tests.support.rows import one
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"

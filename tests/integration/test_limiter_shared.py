@@ -16,7 +16,7 @@ from typing import Any, TypedDict, Unpack
 import asyncpg
 import pytest
 
-from harvester import limiter
+from harvester.db import limiter
 from harvester.errors import DatabaseError
 
 TOKEN = "cli_limitertest:sk_limiterkey_0123456789:secret_limitersecret_abcdef"

@@ -8,7 +8,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from harvester import migrate
+from harvester.db import migrate
 from harvester.errors import SchemaError
 from tests.support.migrations import migrate_like_older_versions
 from tests.support.rows import one

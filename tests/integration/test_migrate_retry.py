@@ -11,7 +11,7 @@ import asyncio
 
 import asyncpg
 
-from harvester import daemon
+from harvester.daemon import run as daemon
 
 WAITING = (
     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "

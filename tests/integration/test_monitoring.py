@@ -24,8 +24,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from harvester import daemon
-from harvester.metrics import KNOWN_LABELS, NAMESPACE
+from harvester.daemon import run as daemon
+from harvester.daemon.metrics import KNOWN_LABELS, NAMESPACE
 from harvester.sim import SimServer
 from tests.support.e2e import TOKEN, daemon_config
 

@@ -9,12 +9,12 @@ import uuid
 import asyncpg
 import pytest
 
-from harvester import queue
-from harvester.classify import read_body
+from harvester.api.classify import read_body
+from harvester.api.outcomes import Completed
+from harvester.db import queue
+from harvester.db.queue import PgQueue
 from harvester.errors import DatabaseError
-from harvester.outcomes import Completed
 from harvester.ports import Finish, Listed, Reschedule
-from harvester.queue import PgQueue
 from tests.support.rows import one
 
 

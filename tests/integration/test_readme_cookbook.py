@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from harvester.imports import import_paths
+from harvester.commands.imports import import_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "tests" / "fixtures" / "seed"

@@ -13,8 +13,8 @@ import uuid
 import asyncpg
 import pytest
 
-from harvester import migrate
-from harvester.store_rows import ROW_TABLES
+from harvester.db import migrate
+from harvester.db.rows import ROW_TABLES
 from tests.support.migrations import migrate_like_older_versions
 from tests.support.roles import Logins, apply_roles, drop_logins, make_logins, refused
 from tests.support.rows import one

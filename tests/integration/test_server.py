@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
+from harvester.daemon.health import PoolHealth, QueueRefresher, ServerHandle, start_server
+from harvester.daemon.metrics import Metrics
 from harvester.errors import HarvesterError
-from harvester.metrics import Metrics
-from harvester.server import PoolHealth, QueueRefresher, ServerHandle, start_server
 
 
 @dataclass

@@ -10,11 +10,11 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from harvester import store
-from harvester.classify import read_body
+from harvester.api.classify import read_body
+from harvester.db import store
+from harvester.db.rows import ROW_TABLES
 from harvester.errors import DatabaseError
 from harvester.ports import StoreOutcome
-from harvester.store_rows import ROW_TABLES
 from tests.support.rows import one
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"

@@ -12,8 +12,8 @@ import uuid
 
 import asyncpg
 
-from harvester import store
-from harvester.classify import read_body
+from harvester.api.classify import read_body
+from harvester.db import store
 
 COMPLETED = "2025-10-27T14:45:10Z"
 

@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 
 from harvester import config
-from harvester.client import SpiderIQ
+from harvester.api.client import SpiderIQ
+from harvester.api.outcomes import Pending, Transient
 from harvester.errors import ConfigError
-from harvester.outcomes import Pending, Transient
 
 TOKEN = "tls_client:sk_tls_abcdef12:tls_secret_abcdef12"  # a test credential, not a secret
 NOT_LOOPBACK = [

@@ -9,12 +9,13 @@ from uuid import uuid4
 
 import asyncpg
 
-from harvester import config, logs, queue
-from harvester.client import SpiderIQ
+from harvester import config, logs
+from harvester.api.client import SpiderIQ
+from harvester.daemon.worker import Worker
+from harvester.db import queue
+from harvester.db.queue import PgQueue
 from harvester.errors import DatabaseError
-from harvester.gate import Gate, Usage
-from harvester.queue import PgQueue
-from harvester.worker import Worker
+from harvester.scheduling.gate import Gate, Usage
 from tests.support.rows import one
 
 TOKEN = "wk:key:secret"

@@ -95,7 +95,7 @@ async def start_daemon(env: Mapping[str, str], log_dir: Path, *args: str) -> Dae
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "harvester.cli",
+            "harvester",
             "run",
             *args,
             env=dict(env),

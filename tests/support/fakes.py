@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from harvester.errors import DatabaseError
-from harvester.gate import Usage
-from harvester.outcomes import (
+from harvester.api.outcomes import (
     CANCELLED_UPSTREAM,
     TERMINAL_UPSTREAM,
     Completed,
@@ -27,6 +25,7 @@ from harvester.outcomes import (
     Pending,
     Unreadable,
 )
+from harvester.errors import DatabaseError
 from harvester.ports import (
     ClaimedJob,
     DiscoveryLease,
@@ -36,6 +35,7 @@ from harvester.ports import (
     Reschedule,
     StoreOutcome,
 )
+from harvester.scheduling.gate import Usage
 
 
 @dataclass(slots=True)
@@ -396,7 +396,7 @@ class FakeLimiter:
         self.granted += 1
 
     async def pause(self, *, retry_after_s: float | None, reset_at: float | None, reason: str) -> float:
-        from harvester.brakes import rate_pause_s
+        from harvester.scheduling.brakes import rate_pause_s
 
         length = rate_pause_s(retry_after_s, reset_at, time.time(), 60.0)
         self.pauses.append(length)

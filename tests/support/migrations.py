@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from harvester import migrate
+from harvester.db import migrate
 
 
 async def migrate_like_older_versions(conn: asyncpg.Connection, versions: list[str]) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from harvester import brakes, config, outcomes
-from harvester.brakes import Brakes, Breaker
+from harvester import config
+from harvester.api import outcomes
 from harvester.config import PollingConfig
+from harvester.scheduling import brakes
+from harvester.scheduling.brakes import Brakes, Breaker
 
 CFG = PollingConfig(breaker_threshold=3, breaker_pause_s=10.0, auth_recheck_s=300.0)
 NOW = 1_000.0
@@ -181,13 +183,13 @@ def test_breaker_opens_after_threshold_and_closes_on_success() -> None:
 def test_the_servers_remaining_requests_are_read_from_its_header(
     headers: dict[str, str], expected: int | None
 ) -> None:
-    from harvester.classify import remaining
+    from harvester.api.classify import remaining
 
     assert remaining(headers) == expected
 
 
 def test_the_gate_never_plans_past_what_the_server_says_is_left() -> None:
-    from harvester.gate import Gate
+    from harvester.scheduling.gate import Gate
     from tests.support.fakes import FakeLimiter
 
     cfg = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9"})
@@ -204,7 +206,7 @@ def test_the_gate_never_plans_past_what_the_server_says_is_left() -> None:
 async def test_a_refusal_of_a_token_rotated_out_meanwhile_does_not_pause_the_new_one() -> None:
     """SIGHUP while a request with the old token is in flight: its 401 arrives after the rotation
     and must not park the new token until the next recheck; a refusal of the new token does."""
-    from harvester.gate import Gate
+    from harvester.scheduling.gate import Gate
     from tests.support.fakes import FakeLimiter
 
     cfg = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9"})

@@ -9,8 +9,9 @@ from uuid import UUID
 
 import pytest
 
-from harvester import classify, logs
-from harvester.outcomes import (
+from harvester import logs
+from harvester.api import classify
+from harvester.api.outcomes import (
     AuthFailed,
     Completed,
     Gone,

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from harvester import classify
-from harvester.outcomes import Completed, Gone, Outcome, Pending, RateLimited, Unreadable
+from harvester.api import classify
+from harvester.api.outcomes import Completed, Gone, Outcome, Pending, RateLimited, Unreadable
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 DEEP_OBJECT = b'{"a":' * 50_000 + b"1" + b"}" * 50_000

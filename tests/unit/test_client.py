@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harvester import logs
-from harvester.client import SpiderIQ
+from harvester.api.client import SpiderIQ
 from harvester.config import ApiConfig, Secret
 from harvester.errors import ConfigError
 

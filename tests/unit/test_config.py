@@ -210,7 +210,7 @@ def test_a_typo_in_the_environment_stops_the_cli_with_exit_2_and_one_line() -> N
         }
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "harvester.cli", "status"],
+        [sys.executable, "-m", "harvester", "status"],
         capture_output=True,
         text=True,
         env=env,

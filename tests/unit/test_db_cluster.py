@@ -93,7 +93,7 @@ def test_a_unix_socket_is_left_alone() -> None:
 def test_only_a_declared_jump_is_a_gap_a_consumer_may_pass() -> None:
     from datetime import UTC, datetime
 
-    from harvester.feed import Jump, undeclared_gaps
+    from harvester.db.feed import Jump, undeclared_gaps
 
     jump = Jump(timeline=2, first_change=2 << 40, last_before=4, jumped_at=datetime.now(UTC))
     assert undeclared_gaps([1, 2, 3, 4, 2 << 40, (2 << 40) + 1], [jump]) == []

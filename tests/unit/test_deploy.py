@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from harvester import config
-from harvester.metrics import Metrics
-from harvester.server import start_server
+from harvester.daemon.health import start_server
+from harvester.daemon.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNIT = DEPLOY / "harvester.service"

@@ -6,10 +6,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
-from harvester import config, policy
-from harvester.discovery import UNHEALTHY_AFTER, Discovery
-from harvester.gate import Gate
-from harvester.outcomes import AuthFailed, JobPage, ListedJob, Outcome, Transient
+from harvester import config
+from harvester.api.outcomes import AuthFailed, JobPage, ListedJob, Outcome, Transient
+from harvester.discovery.listing import UNHEALTHY_AFTER, Discovery
+from harvester.scheduling import policy
+from harvester.scheduling.gate import Gate
 from tests.support import fakes
 
 CFG = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9", "api.token": "t:t:t"})

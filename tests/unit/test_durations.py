@@ -7,8 +7,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from harvester import config, policy
-from harvester.durations import FORGET_RUNS, OVERDUE_MARGIN, OVERDUE_SAMPLES, DurationModel
+from harvester import config
+from harvester.scheduling import policy
+from harvester.scheduling.durations import FORGET_RUNS, OVERDUE_MARGIN, OVERDUE_SAMPLES, DurationModel
 
 CFG = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9", "api.token": "t:t:t"}).polling
 MAPS = "spiderMaps"

@@ -7,7 +7,7 @@ from uuid import uuid4
 
 import pytest
 
-from harvester.event_bodies import event_time, job_fields, parse_body
+from harvester.api.event_bodies import event_time, job_fields, parse_body
 
 
 def test_a_job_event_names_its_job_and_its_type() -> None:

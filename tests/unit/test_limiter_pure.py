@@ -9,7 +9,7 @@ from typing import Any, cast
 import asyncpg
 import pytest
 
-from harvester import limiter
+from harvester.db import limiter
 from harvester.errors import ConfigError
 
 NOW = 1_760_000_000.0

@@ -83,7 +83,7 @@ def limited(clock: FakeClock) -> Iterator[io.StringIO]:
 
 
 def outage(clock: FakeClock, seconds: float, every_s: float, *events: str) -> None:
-    log = logs.get("harvester.worker")
+    log = logs.get("harvester.daemon.worker")
     for tick in range(int(seconds / every_s)):
         clock.now = tick * every_s
         for event in events:

@@ -10,8 +10,8 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from harvester.metrics import ENDPOINTS, ERROR_KINDS, JOB_STATES, KNOWN_LABELS, NAMESPACE, Metrics
-from harvester.server import start_server
+from harvester.daemon.health import start_server
+from harvester.daemon.metrics import ENDPOINTS, ERROR_KINDS, JOB_STATES, KNOWN_LABELS, NAMESPACE, Metrics
 
 SOURCES = Path(__file__).resolve().parents[2] / "harvester"
 
@@ -212,7 +212,7 @@ async def test_a_fresh_registry_serves_every_known_counter_label_at_zero() -> No
 
 
 def test_the_known_labels_cover_every_error_kind_and_endpoint_the_code_reports() -> None:
-    text = "\n".join(path.read_text() for path in SOURCES.glob("*.py"))
+    text = "\n".join(path.read_text() for path in SOURCES.rglob("*.py"))
     kinds = set(re.findall(r"\.error\(\"(\w+)\"\)", text)) - {"name"}
     endpoints = set(re.findall(r"\.(?:observe|request_done)\(\"(\w+)\"", text))
     assert kinds and kinds <= set(ERROR_KINDS)

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from harvester.errors import BodyError
 from harvester.normalize import Normalized, PhoneRow, SocialRow, normalize, parse_body
-from harvester.normalize_maps import fallback_place_id
-from harvester.normalize_site import domain_of
+from harvester.normalize.maps import fallback_place_id
+from harvester.normalize.site import domain_of
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
 JOB = "550e8400-e29b-41d4-a716-446655440000"

@@ -11,7 +11,7 @@ import random
 import uuid
 
 from harvester import normalize
-from harvester import normalize_values as v
+from harvester.normalize import values as v
 
 
 def noise(size: int) -> str:

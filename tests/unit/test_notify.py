@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harvester import notify
+from harvester.daemon import sd_notify as notify
 
 
 @pytest.fixture

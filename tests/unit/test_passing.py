@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid import uuid4
 
-from harvester.passing import QueueWatch
+from harvester.scheduling.queue_watch import QueueWatch
 
 SITE, MAPS = "spiderSite", "spiderMaps"
 

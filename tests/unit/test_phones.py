@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harvester import config, phones
+from harvester import config
 from harvester.errors import ConfigError
-from harvester.normalize import document, normalize
+from harvester.normalize import document, normalize, phones
 
 CASES: list[tuple[str, str | None, str | None]] = [
     # (raw text, default region, expected E.164)

@@ -6,8 +6,9 @@ import random
 
 import pytest
 
-from harvester import config, policy
+from harvester import config
 from harvester.config import PollingConfig
+from harvester.scheduling import policy
 
 CFG = PollingConfig()
 

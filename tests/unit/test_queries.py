@@ -12,7 +12,7 @@ import pkgutil
 import pytest
 
 import harvester
-from harvester import queries
+from harvester.db import queries
 from harvester.errors import HarvesterError
 
 

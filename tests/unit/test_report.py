@@ -7,9 +7,9 @@ from uuid import UUID
 
 import pytest
 
-from harvester import report
+from harvester.commands import report
+from harvester.commands.export import Since, parse_since
 from harvester.errors import UsageError
-from harvester.export import Since, parse_since
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harvester.slots import Slots, fair_share
+from harvester.scheduling.slots import Slots, fair_share
 
 ACCOUNTS = ("a", "b", "c")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harvester.sse import Event, Parser, StreamError
+from harvester.api.sse import Event, Parser, StreamError
 
 
 def parse(raw: bytes) -> list[Event]:

@@ -13,10 +13,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from harvester import brakes, config
-from harvester.errors import DatabaseError
-from harvester.gate import Gate
-from harvester.outcomes import (
+from harvester import config
+from harvester.api.outcomes import (
     AuthFailed,
     Completed,
     Gone,
@@ -27,7 +25,10 @@ from harvester.outcomes import (
     Transient,
     Unreadable,
 )
-from harvester.worker import Worker
+from harvester.daemon.worker import Worker
+from harvester.errors import DatabaseError
+from harvester.scheduling import brakes
+from harvester.scheduling.gate import Gate
 from tests.support import fakes
 
 CFG = config.load(
