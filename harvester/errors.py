@@ -29,3 +29,8 @@ class ApiError(HarvesterError):
 
 class SchemaError(HarvesterError):
     """The database schema is missing or behind this version: `harvester migrate` fixes it."""
+
+
+class MigrationHistoryError(SchemaError):
+    """The migration files and the database's ledger disagree about the past: an applied migration
+    was edited, or a file appeared out of order. No command fixes it; a person must (exit code 2)."""

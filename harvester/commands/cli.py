@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from harvester import __version__, config, logs
-from harvester.errors import ConfigError, HarvesterError, UsageError
+from harvester.errors import ConfigError, HarvesterError, MigrationHistoryError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 STATES = ("pending", "harvested", "failed", "cancelled", "not_found", "rejected", "expired")
@@ -463,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         print(f"harvester: {logs.scrub(describe_db_failure(exc))}", file=sys.stderr)
         return EXIT_FAILURE
-    except (ConfigError, UsageError) as exc:
+    except (ConfigError, UsageError, MigrationHistoryError) as exc:
         print(f"harvester: {logs.scrub(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except HarvesterError as exc:
