@@ -26,7 +26,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -35,6 +35,11 @@ from harvester.config import DatabaseConfig
 from harvester.errors import DatabaseError
 
 log = logs.get("harvester.db")
+
+# The driver's handles, named here so that the rest of harvester can annotate what it passes along
+# without importing the driver: only this package speaks to PostgreSQL.
+Pool: TypeAlias = asyncpg.Pool
+Connection: TypeAlias = asyncpg.Connection
 
 DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
