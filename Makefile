@@ -33,6 +33,7 @@ lint: venv
 	$(BIN)/ruff check harvester tests bench
 	$(BIN)/ruff format --check harvester tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 demo: venv
 	$(BIN)/harvester demo
