@@ -27,6 +27,20 @@ SEED_SAMPLES = Path(__file__).resolve().parent / "fixtures" / "seed"
 API_SAMPLES = Path(__file__).resolve().parent / "fixtures" / "spideriq"
 
 
+# Every test gets a minute (pyproject's ``timeout``); the tiers that run whole daemons against the
+# time-scaled simulator get five unless a test declares its own ``@pytest.mark.timeout``.
+LONG_TIERS = frozenset({"e2e", "field", "bench", "chaos"})
+LONG_TIER_TIMEOUT_S = 300
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        parts = item.path.resolve().relative_to(tests).parts
+        if parts[0] in LONG_TIERS and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(LONG_TIER_TIMEOUT_S))
+
+
 def with_database(dsn: str, name: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/" + name))
