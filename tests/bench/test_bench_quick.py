@@ -1,4 +1,4 @@
-"""The quick harvest benchmark runs end to end and writes the figures the README quotes.
+"""The quick harvest benchmark runs end to end and writes the figures docs/performance.md quotes.
 
 Only the shape is checked: benchmark figures are measurements, never timed assertions.
 """

@@ -66,7 +66,7 @@ async def count(dsn: str, sql: str, *args: Any) -> int:
 
 
 class Consumer:
-    """The README's consumer, its cursor kept outside the cluster (here, in memory): it reads
+    """The consumer of docs/downstream.md, its cursor kept outside the cluster (here, in memory): it reads
     ``change_id > cursor`` from whichever host is primary and rides out the failover."""
 
     def __init__(self, dsn: str) -> None:

@@ -1,10 +1,10 @@
 """Harvester behind a real PgBouncer (stock ``pgbouncer.ini``), in transaction and session mode.
 
-The main DSN goes through PgBouncer, ``HARVESTER_DIRECT_DSN`` straight to PostgreSQL, as the README
-tells users to set it up. Every command runs as a subprocess, configured only through the
-environment: concurrent migrations, the CLI commands one after another (each a fresh client on
-pooled server connections, which is what used to collide on prepared statements), a harvest against
-the simulator, and the NOTIFY wake-up through the direct connection.
+The main DSN goes through PgBouncer, ``HARVESTER_DIRECT_DSN`` straight to PostgreSQL, as
+docs/operations.md tells users to set it up. Every command runs as a subprocess, configured only
+through the environment: concurrent migrations, the CLI commands one after another (each a fresh
+client on pooled server connections, which is what used to collide on prepared statements), a
+harvest against the simulator, and the NOTIFY wake-up through the direct connection.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The README's cookbook queries run against a database holding the seed examples.
+"""The queries users copy from the docs run against a database holding the seed examples: the
+cookbook of docs/downstream.md and the first queries of README.md's quick start.
 
 Users copy these queries into their own SQL; a renamed column or view must fail here first.
 """
@@ -19,9 +20,21 @@ SEED = ROOT / "tests" / "fixtures" / "seed"
 
 
 def cookbook_queries() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Cookbook", 1)[1].split("\n## ", 1)[0]
+    text = (ROOT / "docs" / "downstream.md").read_text()
+    section = text.split("\n## Cookbook\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```sql\n(.*?)```", section, flags=re.S)
+
+
+def quick_start_queries() -> list[str]:
+    """The SELECTs of README.md's quick start (its INSERT enqueues a job: not for a seeded database)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    queries = re.findall(r"```sql\n(.*?)```", section, flags=re.S)
+    return [query for query in queries if re.search(r"^SELECT", query, flags=re.M)]
+
+
+def test_the_quick_start_reads_results_with_sql() -> None:
+    assert len(quick_start_queries()) >= 2
 
 
 def test_the_cookbook_has_at_least_six_queries() -> None:
@@ -44,6 +57,11 @@ async def seeded(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest.mark.parametrize("index", range(len(cookbook_queries())))
 async def test_cookbook_query_runs(seeded: asyncpg.Connection, index: int) -> None:
     await seeded.fetch(cookbook_queries()[index])
+
+
+@pytest.mark.parametrize("index", range(len(quick_start_queries())))
+async def test_quick_start_query_answers(seeded: asyncpg.Connection, index: int) -> None:
+    assert await seeded.fetch(quick_start_queries()[index])
 
 
 async def test_cookbook_answers_from_the_seed_examples(seeded: asyncpg.Connection) -> None:

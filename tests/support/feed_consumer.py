@@ -1,4 +1,4 @@
-"""A change-feed consumer as README describes it, run as its own process by the feed tests.
+"""A change-feed consumer as docs/downstream.md describes it, run as its own process by the feed tests.
 
     python -m tests.support.feed_consumer DSN
 
@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS sink.seen (change_id bigint NOT NULL, job_id uuid NOT
                                       state text NOT NULL, pid integer NOT NULL);
 """
 
-# The consumer pattern of README: lock my cursor, read what follows it, record, move the cursor.
+# The consumer pattern of docs/downstream.md: lock my cursor, read what follows it, record, move the cursor.
 READ = """
 SELECT change_id, job_id, state FROM harvester.changes
  WHERE change_id > $1 ORDER BY change_id LIMIT $2
