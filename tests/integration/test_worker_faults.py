@@ -15,7 +15,8 @@ from harvester.daemon.worker import Worker
 from harvester.db import queue
 from harvester.db.queue import PgQueue
 from harvester.errors import DatabaseError
-from harvester.scheduling.gate import Gate, Usage
+from harvester.ports import Usage
+from harvester.scheduling.gate import Gate
 from tests.support.rows import one
 
 TOKEN = "wk:key:secret"

@@ -34,8 +34,8 @@ from harvester.ports import (
     Listed,
     Reschedule,
     StoreOutcome,
+    Usage,
 )
-from harvester.scheduling.gate import Usage
 
 
 @dataclass(slots=True)
