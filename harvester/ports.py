@@ -1,9 +1,11 @@
-"""The persistence seam: what the worker and discovery need from the database, as Protocols.
+"""The persistence seam: what the worker, discovery and the gate need from the database, as Protocols.
 
-The loops depend only on these; ``queue.PgQueue`` is the PostgreSQL side and the tests have an
-in-memory fake of the same shape, so the loops can be driven through every outcome without a
-database. The values that cross the seam are defined here too. Every method raises
-``DatabaseError`` (never a driver exception) when the database is away or refuses a statement.
+The loops depend only on these. The PostgreSQL sides are ``db.jobs.PgJobStore`` (``JobStore``),
+``db.listings`` (``PgDiscoveryStore``, ``PgStreamStore``, ``PgAdopter``) and
+``db.limiter.SharedLimiter`` (``Limiter``); the tests have in-memory fakes of the same shapes, so
+the loops can be driven through every outcome without a database. The values that cross the seam
+are defined here too. Every method raises ``DatabaseError`` (never a driver exception) when the
+database is away or refuses a statement.
 """
 
 from __future__ import annotations
