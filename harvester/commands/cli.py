@@ -211,7 +211,7 @@ async def cmd_import(args: argparse.Namespace) -> int:
 
 async def cmd_reprocess(args: argparse.Namespace) -> int:
     from harvester import db
-    from harvester.db import store
+    from harvester.db import bulk
 
     ids, problems = parse_job_ids((f"argument {n}", t) for n, t in enumerate(args.ids, 1))
     if problems:
@@ -223,7 +223,7 @@ async def cmd_reprocess(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     pool = await db.open_pool(cfg.database, max_size=2)
     try:
-        report = await store.reprocess(pool, None if args.all else ids, cfg.normalize.default_region or None)
+        report = await bulk.reprocess(pool, None if args.all else ids, cfg.normalize.default_region or None)
     finally:
         await pool.close()
     print(json.dumps(report.as_dict() if hasattr(report, "as_dict") else vars_of(report)))
