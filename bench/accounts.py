@@ -48,7 +48,7 @@ import asyncpg
 from bench import harvest
 from bench.common import BenchFailed, Databases, databases, percentile, print_checks, save, table
 from harvester import logs
-from harvester.db import queue
+from harvester.db import admin
 from harvester.sim import SimServer
 from harvester.sim.admin import create_jobs
 from harvester.sim.jobs import MAPS, SITE, Plan
@@ -248,7 +248,7 @@ async def drive(
                 batches.setdefault(a.account, []).extend(UUID(j) for j in ids)
             i += 1
         for account, ids_ in batches.items():
-            task = asyncio.create_task(queue.enqueue(pool, ids_, account=account))
+            task = asyncio.create_task(admin.enqueue(pool, ids_, account=account))
             inserts.add(task)
             task.add_done_callback(inserts.discard)
         if replicas.early_exit() is not None:

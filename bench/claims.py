@@ -1,7 +1,7 @@
 """Queue benchmark: claim latency with 10 thousand against 1 million pending jobs.
 
 Pending rows are bulk-loaded with ``generate_series``, all due (the worst case: every claim has a
-choice of the whole backlog), then ``harvester.db.queue.claim`` is called back to back, as the worker
+choice of the whole backlog), then ``db.jobs.PgJobStore.claim`` is called back to back, as the worker
 does, each call taking up to ``max_in_flight`` jobs. A claim moves its jobs' due time past the lease,
 so the measured calls also pay for the dead index entries that earlier claims leave behind.
 """
@@ -18,7 +18,7 @@ import asyncpg
 
 from bench.common import databases, percentile, table, write_json
 from harvester.config import RateLimitConfig
-from harvester.db import queue
+from harvester.db.jobs import PgJobStore
 
 SIZES = (10_000, 1_000_000)
 QUICK_SIZES = (1_000, 20_000)
@@ -48,7 +48,7 @@ async def measure_claims(pool: asyncpg.Pool, calls: int, limit: int) -> list[flo
     latencies = []
     for _ in range(calls):
         began = time.perf_counter()
-        jobs = await queue.PgQueue(pool).claim("bench", limit, 300.0)
+        jobs = await PgJobStore(pool).claim("bench", limit, 300.0)
         latencies.append((time.perf_counter() - began) * 1000)
         assert len(jobs) == limit
     return latencies

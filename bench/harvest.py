@@ -31,7 +31,8 @@ from bench.common import BenchFailed, Databases, databases, percentile, save, ta
 from bench.seedloop import SeedLoop
 from harvester import config, logs
 from harvester.daemon import run as daemon
-from harvester.db import queue
+from harvester.db import admin
+from harvester.db.jobs import PgJobStore
 from harvester.db.limiter import SharedLimiter
 from harvester.sim import SimServer
 from harvester.sim.admin import create_jobs
@@ -124,14 +125,14 @@ class HarvesterEngine:
         self.task = asyncio.create_task(daemon.run(self.cfg, self.stop_event))
 
     def arrive(self, job_ids: list[UUID]) -> None:
-        task = asyncio.create_task(queue.enqueue(self.pool, job_ids))
+        task = asyncio.create_task(admin.enqueue(self.pool, job_ids))
         self.inserts.add(task)
         task.add_done_callback(self.inserts.discard)
 
     async def idle(self) -> bool:
         if self.task is not None and self.task.done():
             return True
-        return not self.inserts and not await queue.PgQueue(self.pool).any_pending()
+        return not self.inserts and not await PgJobStore(self.pool).any_pending()
 
     async def stop(self) -> None:
         """Stop the daemon; it must still have been running and must exit 0, or the run fails."""
@@ -173,7 +174,7 @@ class SeedEngine:
         task.add_done_callback(self.inserts.discard)
 
     async def _arrive(self, job_ids: list[UUID]) -> None:
-        await queue.enqueue(self.pool, job_ids)  # so the store finds the jobs row, as for the harvester
+        await admin.enqueue(self.pool, job_ids)  # so the store finds the jobs row, as for the harvester
         self.loop.arrive(job_ids)
 
     async def idle(self) -> bool:

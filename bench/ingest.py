@@ -25,7 +25,7 @@ import asyncpg
 
 from bench.common import databases, table, write_json
 from harvester.api.classify import read_body
-from harvester.db import store
+from harvester.db import bulk, store
 from harvester.db.rows import ROW_TABLES, write_rows
 from harvester.sim.admin import create_jobs
 from harvester.sim.bodies import results_body
@@ -99,7 +99,7 @@ async def per_body(pool: asyncpg.Pool, bodies: Sequence[bytes]) -> None:
 async def batched(pool: asyncpg.Pool, bodies: Sequence[bytes]) -> None:
     """What ``harvester import`` does: ``store_results`` on BATCH bodies per transaction."""
     for start in range(0, len(bodies), BATCH):
-        outcomes = await store.store_results(
+        outcomes = await bulk.store_results(
             pool, [(raw, read_body(raw)) for raw in bodies[start : start + BATCH]]
         )
         if any(o.kind != "harvested" for o in outcomes):

@@ -1,9 +1,11 @@
-"""The persistence seam: what the worker and discovery need from the database, as Protocols.
+"""The persistence seam: what the worker, discovery and the gate need from the database, as Protocols.
 
-The loops depend only on these; ``queue.PgQueue`` is the PostgreSQL side and the tests have an
-in-memory fake of the same shape, so the loops can be driven through every outcome without a
-database. The values that cross the seam are defined here too. Every method raises
-``DatabaseError`` (never a driver exception) when the database is away or refuses a statement.
+The loops depend only on these. The PostgreSQL sides are ``db.jobs.PgJobStore`` (``JobStore``),
+``db.listings`` (``PgDiscoveryStore``, ``PgStreamStore``, ``PgAdopter``) and
+``db.limiter.SharedLimiter`` (``Limiter``); the tests have in-memory fakes of the same shapes, so
+the loops can be driven through every outcome without a database. The values that cross the seam
+are defined here too. Every method raises ``DatabaseError`` (never a driver exception) when the
+database is away or refuses a statement.
 """
 
 from __future__ import annotations
@@ -153,3 +155,21 @@ class StreamStore(Listings, Protocol):
     ) -> bool: ...
     async def request_reconcile(self, key: str, since: datetime | None = None) -> None: ...
     async def release_stream(self, key: str, owner: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """How much of the rolling window is spent: ``in_window`` of ``limit`` per ``window_s``."""
+
+    in_window: int
+    limit: int
+    window_s: float
+
+
+class Limiter(Protocol):
+    """The shared request budget of one credential (``db.limiter.SharedLimiter``), as the gate holds it."""
+
+    async def acquire(self) -> None: ...
+    async def pause(self, *, retry_after_s: float | None, reset_at: float | None, reason: str) -> float: ...
+    async def available_slots(self, horizon_s: float) -> int: ...
+    async def usage(self) -> Usage: ...

@@ -98,7 +98,7 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
 
 async def cmd_enqueue(args: argparse.Namespace) -> int:
     from harvester import db
-    from harvester.db import queue
+    from harvester.db import admin
 
     items = [(f"argument {n}", text) for n, text in enumerate(args.ids, 1)]
     if args.file:
@@ -125,7 +125,7 @@ async def cmd_enqueue(args: argparse.Namespace) -> int:
         return EXIT_OK
     pool = await db.open_pool(cfg.database, max_size=2)
     try:
-        added = await queue.enqueue(pool, ids, priority=args.priority, tags=tags, account=args.account)
+        added = await admin.enqueue(pool, ids, priority=args.priority, tags=tags, account=args.account)
     finally:
         await pool.close()
     print(json.dumps({"enqueued": added, "duplicates": len(ids) - added}))
@@ -211,7 +211,7 @@ async def cmd_import(args: argparse.Namespace) -> int:
 
 async def cmd_reprocess(args: argparse.Namespace) -> int:
     from harvester import db
-    from harvester.db import store
+    from harvester.db import bulk
 
     ids, problems = parse_job_ids((f"argument {n}", t) for n, t in enumerate(args.ids, 1))
     if problems:
@@ -223,7 +223,7 @@ async def cmd_reprocess(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     pool = await db.open_pool(cfg.database, max_size=2)
     try:
-        report = await store.reprocess(pool, None if args.all else ids, cfg.normalize.default_region or None)
+        report = await bulk.reprocess(pool, None if args.all else ids, cfg.normalize.default_region or None)
     finally:
         await pool.close()
     print(json.dumps(report.as_dict() if hasattr(report, "as_dict") else vars_of(report)))
@@ -237,7 +237,7 @@ def vars_of(value: Any) -> dict[str, Any]:
 
 async def cmd_requeue(args: argparse.Namespace) -> int:
     from harvester import db
-    from harvester.db import queue
+    from harvester.db import admin
 
     ids, problems = parse_job_ids((f"argument {n}", t) for n, t in enumerate(args.ids, 1))
     if problems:
@@ -251,7 +251,7 @@ async def cmd_requeue(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     pool = await db.open_pool(cfg.database, max_size=2)
     try:
-        count = await queue.requeue(pool, ids, args.state)
+        count = await admin.requeue(pool, ids, args.state)
     finally:
         await pool.close()
     print(json.dumps({"requeued": count}))

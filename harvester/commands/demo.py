@@ -20,7 +20,7 @@ import asyncpg
 
 from harvester import config, db, logs
 from harvester.daemon import run as daemon
-from harvester.db import queue
+from harvester.db import admin
 from harvester.db.rows import ROW_TABLES
 from harvester.errors import DatabaseError
 from harvester.pgtemp import TempPostgres
@@ -80,7 +80,7 @@ async def _harvest(args: argparse.Namespace, dsn: str, sim: Any, started: float)
     ids = [UUID(i) for i in await submit_mix(sim.url, TOKEN, args.jobs)]
     pool = await db.open_pool(cfg.database, max_size=3)
     try:
-        await queue.enqueue(pool, ids, tags={"source": "demo"})
+        await admin.enqueue(pool, ids, tags={"source": "demo"})
         print(f"submitted {len(ids)} jobs to the simulator and enqueued their IDs", flush=True)
         stop = asyncio.Event()
         progress = asyncio.create_task(_progress(pool, sim, stop, started))
@@ -96,7 +96,7 @@ async def _harvest(args: argparse.Namespace, dsn: str, sim: Any, started: float)
 
 
 async def _counts(pool: asyncpg.Pool) -> dict[str, int]:
-    report = await queue.status(pool)
+    report = await admin.status(pool)
     return report.counts
 
 

@@ -23,7 +23,7 @@ from uuid import UUID
 
 from harvester.api import classify
 from harvester.api.outcomes import Completed, Document, Gone, Pending
-from harvester.db import store
+from harvester.db import bulk, store
 
 PATTERNS = ("*.json", "*.jsonl")
 BATCH = 200  # bodies per transaction: set-based writes, few round trips
@@ -118,7 +118,7 @@ async def import_paths(pool: store.Target, paths: Sequence[Path], region: str | 
                     stored += 1
                 else:
                     completed.append((line, raw, doc))
-            outcomes = await store.store_results(pool, [(raw, doc) for _, raw, doc in completed], region)
+            outcomes = await bulk.store_results(pool, [(raw, doc) for _, raw, doc in completed], region)
             for (line, _, _), outcome in zip(completed, outcomes, strict=True):
                 if outcome.kind == "harvested":
                     stored += 1

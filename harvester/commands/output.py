@@ -27,7 +27,7 @@ from harvester import db, logs
 from harvester.commands import export, report
 from harvester.commands.report import STATES
 from harvester.config import Config
-from harvester.db import limiter, queue
+from harvester.db import admin, limiter
 from harvester.errors import DatabaseError, HarvesterError
 
 
@@ -39,9 +39,9 @@ async def print_status(cfg: Config, *, by_tag_key: str | None, as_json: bool) ->
     limiter_state: list[dict[str, Any]] | None = None
     discovery: list[dict[str, Any]] | None = None
     try:
-        queued = await queue.status(pool)
-        by_account = await queue.jobs_by_account(pool)
-        for part, read in (("limiter", limiter.describe_all), ("discovery", queue.discovery_status)):
+        queued = await admin.status(pool)
+        by_account = await admin.jobs_by_account(pool)
+        for part, read in (("limiter", limiter.describe_all), ("discovery", admin.discovery_status)):
             try:
                 found = await read(pool)
             except DatabaseError as exc:

@@ -19,7 +19,7 @@ from uuid import UUID
 
 import asyncpg
 
-from harvester.db import connection, guard, limiter, queue
+from harvester.db import admin, connection, guard, limiter
 from harvester.db.queries import NamedQueries
 from harvester.errors import DatabaseError
 
@@ -353,14 +353,14 @@ async def _optional(part: str, read: Any, pool: asyncpg.Pool, hidden: dict[str, 
 
 async def snapshot(pool: asyncpg.Pool, by_tag: str | None = None) -> Snapshot:
     hidden: dict[str, str] = {}
-    queued = await queue.status(pool, recent=0)
+    queued = await admin.status(pool, recent=0)
     with guard("status"):
         async with connection(pool) as conn:
             windows = [await conn.fetchrow(SQL.select_finished_since, w) for w in RATE_WINDOWS_S]
             oldest = await conn.fetchrow(SQL.select_oldest_pending_job)
     groups = await tag_groups(pool, by_tag) if by_tag is not None else {}
     limiters = await _optional("limiter", limiter.describe_all, pool, hidden)
-    discovery = await _optional("discovery", queue.discovery_status, pool, hidden)
+    discovery = await _optional("discovery", admin.discovery_status, pool, hidden)
     return Snapshot(
         jobs=dict(queued.counts),
         harvested={w: int(r["harvested"]) for w, r in zip(RATE_WINDOWS_S, windows, strict=True) if r},

@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from harvester import logs
 from harvester.daemon.metrics import Metrics
-from harvester.db import DB_ERRORS, connection, queue
+from harvester.db import DB_ERRORS, admin, connection
 from harvester.errors import HarvesterError
 
 log = logs.get("harvester.daemon.health")
@@ -104,11 +104,11 @@ class QueueRefresher:
         now = self.clock()
         if now - self._last < self.min_interval_s:
             return
-        status = await queue.status(self.pool, recent=0)
+        status = await admin.status(self.pool, recent=0)
         self.metrics.set_job_counts(status.counts, status.oldest_pending_age_s)
         if self.accounts is not None:
-            pending = await queue.pending_by_account(self.pool)
-            self.metrics.set_unknown_accounts(queue.unknown_accounts(pending, self.accounts))
+            pending = await admin.pending_by_account(self.pool)
+            self.metrics.set_unknown_accounts(admin.unknown_accounts(pending, self.accounts))
         self._last = now
 
 

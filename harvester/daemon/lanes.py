@@ -22,9 +22,10 @@ from harvester.api.client import SpiderIQ
 from harvester.config import AccountConfig, Config, Secret, reread_token
 from harvester.daemon.metrics import Metrics
 from harvester.daemon.worker import Worker
-from harvester.db import queue
+from harvester.db import jobs
+from harvester.db.jobs import PgJobStore
 from harvester.db.limiter import SharedLimiter
-from harvester.db.queue import PgQueue
+from harvester.db.listings import PgAdopter, PgDiscoveryStore, PgStreamStore
 from harvester.discovery.listing import Discovery
 from harvester.discovery.stream import EventStream
 from harvester.errors import ConfigError, DatabaseError
@@ -41,7 +42,7 @@ class Lane:
     limiter: SharedLimiter
     gate: Gate
     client: SpiderIQ
-    store: PgQueue
+    store: PgJobStore
     worker: Worker
     discovery: Discovery | None
     stream: EventStream | None
@@ -69,7 +70,7 @@ def build_lanes(cfg: Config, pool: asyncpg.Pool, metrics: Metrics) -> list[Lane]
     slots = Slots(cfg.rate_limit.max_in_flight, cfg.account_names)
 
     async def drained() -> bool:
-        return not await queue.any_pending_for(pool, cfg.account_names)
+        return not await jobs.any_pending_for(pool, cfg.account_names)
 
     return [build_lane(cfg, pool, metrics, account, slots, drained) for account in cfg.accounts]
 
@@ -91,12 +92,14 @@ def build_lane(
     client = SpiderIQ.from_config(
         cfg.api, token.reveal(), time_scale=cfg.speed, on_remaining=gate.note_remaining
     )
-    store = PgQueue(
+    timeout_s = cfg.database.statement_timeout_s
+    store = PgJobStore(
         pool,
-        statement_timeout_s=cfg.database.statement_timeout_s,
+        statement_timeout_s=timeout_s,
         account=account.name,
         region=cfg.normalize.default_region or None,
     )
+    adopter = PgAdopter(pool, statement_timeout_s=timeout_s, account=account.name) if account.adopt else None
     # Per real minute, as rate() over the request counter measures it (scaled by --speed).
     metrics.set_rate_limit(account.requests_per_minute, account.reserve_per_minute, account.name)
     rate = account.requests_per_minute - account.reserve_per_minute
@@ -115,21 +118,21 @@ def build_lane(
     if cfg.polling.discovery == "list" or account.adopt:
         lane.discovery = Discovery(
             cfg,
-            store,
+            PgDiscoveryStore(pool, statement_timeout_s=timeout_s, account=account.name),
             client,
             gate,
             account.name,
-            adopter=store if account.adopt else None,
+            adopter=adopter,
             adopt_since=account.adopt_since_at,
         )
     if cfg.polling.events == "sse":
         lane.stream = EventStream(
             cfg,
-            store,
+            PgStreamStore(pool, statement_timeout_s=timeout_s, account=account.name),
             gate,
             lane.current_token,
             account=account.name,
-            adopter=store if account.adopt else None,
+            adopter=adopter,
         )
     return lane
 

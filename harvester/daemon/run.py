@@ -29,7 +29,7 @@ from harvester.config import Config, require_tokens
 from harvester.daemon import health, sd_notify, wakeup
 from harvester.daemon.lanes import Lane, build_lanes, reread_tokens
 from harvester.daemon.metrics import Metrics
-from harvester.db import migrate, queue
+from harvester.db import admin, migrate
 from harvester.errors import DatabaseError, HarvesterError
 
 log = logs.get("harvester.daemon.run")
@@ -360,7 +360,7 @@ async def _start_server(
     stale_after = max(15.0, cfg.worker.idle_poll_s * 3)
 
     async def accounts() -> dict[str, int]:
-        return queue.unknown_accounts(await queue.pending_by_account(pool), cfg.account_names)
+        return admin.unknown_accounts(await admin.pending_by_account(pool), cfg.account_names)
 
     return await health.start_server(
         cfg.server.listen, metrics, liveness, stale_after_s=stale_after, refresh=refresh, accounts=accounts

@@ -29,7 +29,7 @@ from harvester.scheduling.slots import Slots
 
 log = logs.get("harvester.daemon.worker")
 
-EXPIRE_BATCH = 1000  # jobs per expiry statement (see sql/queries/queue.sql expire_stale_jobs)
+EXPIRE_BATCH = 1000  # jobs per expiry statement (see sql/queries/jobs.sql expire_stale_jobs)
 # Expiry statements at once: two keep a two-core server busy through each other's commit; a
 # million stale jobs then expire in half a minute (bench/expiry.py).
 EXPIRE_LANES = 2

@@ -30,8 +30,8 @@ from harvester.config import AccountConfig, RateLimitConfig
 from harvester.db import connection, guard
 from harvester.db.queries import NamedQueries
 from harvester.errors import ConfigError
+from harvester.ports import Usage
 from harvester.scheduling.brakes import rate_pause_s
-from harvester.scheduling.gate import Usage
 
 log = logs.get("harvester.db.limiter")
 

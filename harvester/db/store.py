@@ -1,22 +1,21 @@
-"""Storing result bodies: the job's final state, its results row and normalized rows, in one go.
+"""Storing one result body: the job's final state, its results row and normalized rows, in one go.
 
 ``store_result`` (HTTP 200) normalizes a parsed body, then in one transaction moves the job to
-``harvested`` and writes ``results`` plus the child rows (``store_rows``). With a ``Fence`` the
-state change names the claimer's lease token, and a lost lease rolls everything back ("fenced").
+``harvested`` and writes ``results`` plus the child rows (``rows.write_rows``). With a ``Fence``
+(the daemon's path, ``jobs.PgJobStore``) the state change names the claimer's lease token, and a
+lost lease rolls everything back ("fenced"); without one (import) a job the queue lacks is created.
 A body that cannot be parsed, belongs to another job, or that PostgreSQL refuses is kept byte for
 byte in ``rejects`` and the job becomes ``rejected``, in a transaction of its own. ``store_failure``
-(HTTP 410) records ``failed`` or ``cancelled``; ``reprocess`` rebuilds normalized rows from the
-stored raw bodies. ``region`` is ``normalize.default_region``, handed on to ``normalize``. A
-database that cannot be reached raises ``DatabaseError``; it is never a reject.
+(HTTP 410) records ``failed`` or ``cancelled``. Batches without a lease (import, reprocess) are
+``bulk``'s. ``region`` is ``normalize.default_region``, handed on to ``normalize``. A database
+that cannot be reached raises ``DatabaseError``; it is never a reject.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
@@ -31,7 +30,6 @@ from harvester.normalize import Normalized, clean_text, document, failure_hint, 
 from harvester.ports import StoreOutcome
 
 MAX_REASON = 2000
-REPROCESS_BATCH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,22 +38,6 @@ class Fence:
 
     job_id: UUID
     lease_token: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReprocessReport:
-    processed: int = 0
-    rejected: int = 0
-    missing: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "processed": self.processed,
-            "rejected": self.rejected,
-            "missing": self.missing,
-            "problems": self.problems,
-        }
 
 
 class Fenced(Exception):
@@ -69,7 +51,6 @@ class SQL(NamedQueries):
     finish_job: str
     enqueue_jobs: str
     insert_reject: str
-    select_raw_results: str
 
 
 @asynccontextmanager
@@ -249,59 +230,6 @@ async def store_result(
     return stored("harvested", item)
 
 
-async def store_results(
-    pool: Target, bodies: Sequence[tuple[bytes, Document]], region: str | None = None
-) -> list[StoreOutcome]:
-    """Store many completed bodies ``(raw, doc)`` without a lease (import): one transaction for
-    the whole batch.
-
-    Bodies that do not parse are rejected one by one; if the database refuses the batch, each body
-    is stored on its own so that only the offending ones end up rejected.
-    """
-    outcomes: list[StoreOutcome | None] = [None] * len(bodies)
-    good: list[tuple[int, Normalized]] = []
-    for index, (raw, doc) in enumerate(bodies):
-        try:
-            good.append((index, prepare(doc, None, region)))
-        except BodyError as exc:
-            outcomes[index] = await reject(
-                pool, raw, job_id=None, reason=str(exc), fence=None, http_status=None, polls_spent=0
-            )
-    items = [item for _, item in good]
-    try:
-        async with writing(pool) as conn:
-            await conn.execute(SQL.enqueue_jobs, [i.job_id for i in items], 0, "{}", DEFAULT_ACCOUNT)
-            await conn.executemany(
-                SQL.finish_job,
-                [
-                    (
-                        i.job_id,
-                        None,
-                        "harvested",
-                        i.result.job_type,
-                        i.result.status,
-                        None,
-                        0,
-                        None,
-                        None,
-                        None,
-                    )
-                    for i in items
-                ],
-            )
-            await write_rows(conn, items, fetched=True)
-    except REFUSED:
-        for index, _ in good:
-            raw, doc = bodies[index]
-            outcomes[index] = await store_result(
-                pool, raw, doc, http_status=None, polls_spent=0, region=region
-            )
-    else:
-        for index, item in good:
-            outcomes[index] = stored("harvested", item)
-    return [outcome for outcome in outcomes if outcome is not None]
-
-
 async def store_failure(
     pool_or_conn: Target,
     raw: bytes,
@@ -373,59 +301,3 @@ async def store_failure(
             timeout_s=statement_timeout_s,
         )
     return stored(state, bare, error)
-
-
-async def reprocess(
-    pool: Target, job_ids: Sequence[UUID] | None, region: str | None = None
-) -> ReprocessReport:
-    """Rebuild normalized rows of harvested jobs from ``results.raw`` (None = all), no API calls.
-
-    Bodies are re-normalized and written in batches, one transaction per batch; a batch the
-    database refuses is retried body by body so one bad row cannot block the rest.
-    """
-    wanted = None if job_ids is None else sorted(set(job_ids))
-    processed = rejected = 0
-    seen: set[UUID] = set()
-    problems: list[str] = []
-    after: UUID | None = None
-    while True:
-        async with writing(pool) as conn:
-            rows = await conn.fetch(SQL.select_raw_results, wanted, after, REPROCESS_BATCH)
-        if not rows:
-            break
-        after = rows[-1]["job_id"]
-        items: list[Normalized] = []
-        for row in rows:
-            seen.add(row["job_id"])
-            try:
-                items.append(normalize(json.loads(row["raw"]), region))
-            except (BodyError, ValueError) as exc:
-                rejected += 1
-                problems.append(f"{row['job_id']}: {exc}")
-        done, failed = await rewrite(pool, items)
-        processed += done
-        rejected += len(failed)
-        problems.extend(failed)
-    missing = [str(j) for j in (wanted or []) if j not in seen]
-    return ReprocessReport(processed, rejected, missing, problems)
-
-
-async def rewrite(pool: Target, items: Sequence[Normalized]) -> tuple[int, list[str]]:
-    if not items:
-        return 0, []
-    try:
-        async with writing(pool) as conn:
-            await write_rows(conn, items, fetched=False)
-        return len(items), []
-    except REFUSED as exc:
-        if len(items) == 1:
-            return 0, [f"{items[0].job_id}: database refused: {type(exc).__name__}: {exc}"]
-    done, failed = 0, []
-    for item in items:  # the slow path only after a refusal, to find the culprit
-        try:
-            async with writing(pool) as conn:
-                await write_rows(conn, [item], fetched=False)
-            done += 1
-        except REFUSED as exc:
-            failed.append(f"{item.job_id}: database refused: {type(exc).__name__}: {exc}")
-    return done, failed

@@ -13,34 +13,18 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from harvester import logs
 from harvester.api import outcomes
 from harvester.config import Config
+from harvester.ports import Limiter
 from harvester.scheduling import brakes
 from harvester.scheduling.brakes import Brakes
 from harvester.scheduling.durations import DurationModel
 
 log = logs.get("harvester.scheduling.gate")
 STREAM_POLL_FACTOR = 2.0  # on top of list_poll_factor while the stream is connected
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """How much of the rolling window is spent: ``in_window`` of ``limit`` per ``window_s``."""
-
-    in_window: int
-    limit: int
-    window_s: float
-
-
-class Limiter(Protocol):
-    async def acquire(self) -> None: ...
-    async def pause(self, *, retry_after_s: float | None, reset_at: float | None, reason: str) -> float: ...
-    async def available_slots(self, horizon_s: float) -> int: ...
-    async def usage(self) -> Usage: ...
 
 
 class Observer(Protocol):

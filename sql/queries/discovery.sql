@@ -115,6 +115,20 @@ UPDATE harvester.jobs AS j
    AND (j.lease_expires_at IS NULL OR j.lease_expires_at < now())
 RETURNING j.job_id
 
+-- name: adopt_jobs
+-- Jobs an account's list or stream showed that no producer enqueued (adopt mode): queued for
+-- that account, tagged, due at once, at priority $5 (a backfill's jobs below the live ones). Known
+-- ids (any account) are left alone; returns the new ones. Only an end (one of $6) is noted as
+-- their upstream status: what showed a job queued or running defers it right after (as for any
+-- job of ours), and a job claimed before that is held as one nobody has mentioned, not polled
+-- while it runs.
+INSERT INTO harvester.jobs (job_id, account, adopted, tags, job_type, upstream_status, priority)
+SELECT id, $2::text, true, '{"adopted": true}'::jsonb, jt,
+       CASE WHEN st = ANY($6::text[]) THEN st END, $5::smallint
+  FROM unnest($1::uuid[], $3::text[], $4::text[]) AS t(id, jt, st)
+ON CONFLICT DO NOTHING
+RETURNING job_id
+
 -- name: count_queued_defers_ending
 -- Pending jobs known queued whose deferred poll comes within $1 seconds (not the ones already due:
 -- a backlog due now is the worker's). Counted up to 100: enough to say a queued scan pays.

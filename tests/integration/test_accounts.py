@@ -16,9 +16,10 @@ import pytest
 
 from harvester import config
 from harvester.api.client import SpiderIQ
-from harvester.db import migrate, queue
+from harvester.db import admin, jobs, migrate
+from harvester.db.jobs import PgJobStore
 from harvester.db.limiter import SharedLimiter, fingerprint
-from harvester.db.queue import PgQueue
+from harvester.db.listings import PgAdopter, PgDiscoveryStore
 from harvester.discovery.listing import Discovery
 from harvester.scheduling.gate import Gate
 from harvester.sim import SimServer
@@ -33,8 +34,8 @@ def ids(n: int) -> list[UUID]:
 
 async def test_enqueue_names_the_account_and_default_is_default(pool: asyncpg.Pool) -> None:
     plain, acme = ids(1), ids(2)
-    await queue.enqueue(pool, plain)
-    await queue.enqueue(pool, acme, account="acme")
+    await admin.enqueue(pool, plain)
+    await admin.enqueue(pool, acme, account="acme")
     rows = {r["job_id"]: r["account"] for r in await pool.fetch("SELECT job_id, account FROM harvester.jobs")}
     assert rows == {plain[0]: "default", acme[0]: "acme", acme[1]: "acme"}
 
@@ -48,14 +49,14 @@ async def test_an_account_name_that_is_no_slug_is_refused_by_the_table(pool: asy
 
 async def test_claims_take_only_the_accounts_own_jobs(pool: asyncpg.Pool) -> None:
     mine, theirs = ids(3), ids(4)
-    await queue.enqueue(pool, mine, account="a")
-    await queue.enqueue(pool, theirs, account="b", priority=9)
-    claimed = await PgQueue(pool, account="a").claim("w", 10, 30)
+    await admin.enqueue(pool, mine, account="a")
+    await admin.enqueue(pool, theirs, account="b", priority=9)
+    claimed = await PgJobStore(pool, account="a").claim("w", 10, 30)
     assert sorted(c.job_id for c in claimed) == sorted(mine)
-    assert await PgQueue(pool, account="c").claim("w", 10, 30) == []
-    assert await PgQueue(pool, account="c").any_pending() is False
-    assert await PgQueue(pool, account="b").any_pending() is True
-    assert await PgQueue(pool, account="c").next_due_in() is None
+    assert await PgJobStore(pool, account="c").claim("w", 10, 30) == []
+    assert await PgJobStore(pool, account="c").any_pending() is False
+    assert await PgJobStore(pool, account="b").any_pending() is True
+    assert await PgJobStore(pool, account="c").next_due_in() is None
 
 
 async def test_a_fresh_job_is_claimed_at_once_beside_a_large_backlog(pool: asyncpg.Pool) -> None:
@@ -66,9 +67,9 @@ async def test_a_fresh_job_is_claimed_at_once_beside_a_large_backlog(pool: async
     )
     await pool.execute("ANALYZE harvester.jobs")
     fresh = ids(1)
-    await queue.enqueue(pool, fresh, account="b")
+    await admin.enqueue(pool, fresh, account="b")
     started = time.monotonic()
-    claimed = await PgQueue(pool, account="b").claim("w", 8, 30)
+    claimed = await PgJobStore(pool, account="b").claim("w", 8, 30)
     elapsed = time.monotonic() - started
     assert [c.job_id for c in claimed] == fresh
     assert elapsed < 0.5
@@ -83,12 +84,12 @@ async def test_a_fresh_job_is_claimed_at_once_beside_a_large_backlog(pool: async
 
 
 async def test_pending_jobs_of_unknown_accounts_are_counted(pool: asyncpg.Pool) -> None:
-    await queue.enqueue(pool, ids(2), account="default")
-    await queue.enqueue(pool, ids(3), account="ghost")
-    pending = await queue.pending_by_account(pool)
+    await admin.enqueue(pool, ids(2), account="default")
+    await admin.enqueue(pool, ids(3), account="ghost")
+    pending = await admin.pending_by_account(pool)
     assert pending == {"default": 2, "ghost": 3}
-    assert queue.unknown_accounts(pending, ("default", "acme")) == {"ghost": 3}
-    by_account = await queue.jobs_by_account(pool)
+    assert admin.unknown_accounts(pending, ("default", "acme")) == {"ghost": 3}
+    by_account = await admin.jobs_by_account(pool)
     assert by_account == {"default": {"pending": 2}, "ghost": {"pending": 3}}
 
 
@@ -115,7 +116,7 @@ async def test_each_account_has_its_own_limiter_row_keyed_by_name(pool: asyncpg.
 
 async def test_output_views_carry_the_account(pool: asyncpg.Pool) -> None:
     job = uuid.uuid4()
-    await queue.enqueue(pool, [job], account="acme")
+    await admin.enqueue(pool, [job], account="acme")
     await pool.execute("INSERT INTO harvester.results (job_id, raw) VALUES ($1, '{}')", job)
     await pool.execute(
         "INSERT INTO harvester.sites (job_id, url, domain) VALUES ($1, 'https://x.io', 'x.io')", job
@@ -182,8 +183,9 @@ def lane_parts(db_dsn: str, sim: SimServer, pool: asyncpg.Pool, name: str, token
     gate = Gate(
         cfg, SharedLimiter.for_account(pool, account, cfg.rate_limit.default_pause_s, cfg.rate_limit.window_s)
     )
-    store = PgQueue(pool, account=name)
-    discovery = Discovery(cfg, store, client, gate, name, adopter=store if adopt else None, **adopt)
+    store = PgDiscoveryStore(pool, account=name)
+    adopter = PgAdopter(pool, account=name) if adopt else None
+    discovery = Discovery(cfg, store, client, gate, name, adopter=adopter, **adopt)
     return client, store, discovery
 
 
@@ -198,8 +200,8 @@ async def test_each_accounts_list_pass_marks_only_its_own_jobs(
 ) -> None:
     jobs_a = await sim_jobs(sim, A, 5, duration_s=1)
     jobs_b = await sim_jobs(sim, B, 4, duration_s=1)
-    await queue.enqueue(pool, jobs_a, account="a")
-    await queue.enqueue(pool, jobs_b, account="b")
+    await admin.enqueue(pool, jobs_a, account="a")
+    await admin.enqueue(pool, jobs_b, account="b")
     await asyncio.sleep(10 / SPEED + 0.3)
     client_a, store_a, disc_a = lane_parts(db_dsn, sim, pool, "a", A)
     client_b, store_b, disc_b = lane_parts(db_dsn, sim, pool, "b", B)
@@ -253,7 +255,7 @@ async def test_adopt_mode_queues_the_accounts_jobs_and_backfills_to_adopt_since(
 
 
 async def test_drain_waits_for_every_configured_account_and_no_other(pool: asyncpg.Pool) -> None:
-    await queue.enqueue(pool, ids(1), account="ghost")
-    assert await queue.any_pending_for(pool, ["a", "b"]) is False  # a ghost's job never holds a drain
-    await queue.enqueue(pool, ids(1), account="b")
-    assert await queue.any_pending_for(pool, ["a", "b"]) is True
+    await admin.enqueue(pool, ids(1), account="ghost")
+    assert await jobs.any_pending_for(pool, ["a", "b"]) is False  # a ghost's job never holds a drain
+    await admin.enqueue(pool, ids(1), account="b")
+    assert await jobs.any_pending_for(pool, ["a", "b"]) is True

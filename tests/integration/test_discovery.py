@@ -22,9 +22,9 @@ from aiohttp import web
 
 from harvester import config
 from harvester.api.client import SpiderIQ
-from harvester.db import queue
+from harvester.db import admin
 from harvester.db.limiter import SharedLimiter
-from harvester.db.queue import PgQueue
+from harvester.db.listings import PgDiscoveryStore, PgStreamStore
 from harvester.discovery.listing import UNHEALTHY_AFTER, Discovery
 from harvester.ports import Listed
 from harvester.scheduling import policy
@@ -53,7 +53,8 @@ class Parts:
         self.cfg = cfg
         self.client = SpiderIQ.from_config(cfg.api, TOKEN)
         self.gate = Gate(cfg, SharedLimiter.from_config(pool, TOKEN, cfg.rate_limit))
-        self.store = PgQueue(pool)
+        self.store = PgDiscoveryStore(pool)
+        self.stream = PgStreamStore(pool)
         self.discovery = Discovery(cfg, self.store, self.client, self.gate, TOKEN)
 
     async def ensure(self) -> None:
@@ -82,7 +83,7 @@ async def test_a_pass_marks_finished_jobs_due_and_defers_running_ones(
 ) -> None:
     quick = await sim_jobs(sim, 12, duration_s=1)
     slow = await sim_jobs(sim, 8, duration_s=3000)
-    await queue.enqueue(pool, quick + slow)
+    await admin.enqueue(pool, quick + slow)
     await asyncio.sleep(10 / SPEED + 0.3)  # queue wait plus one simulated second, and margin
     parts = Parts(make_config(db_dsn, sim.url), pool)
     await parts.ensure()
@@ -140,7 +141,7 @@ async def test_a_failing_list_endpoint_backs_off_and_leaves_jobs_to_direct_polls
     await site.start()
     port = runner.addresses[0][1]
     ids = [UUID(int=n) for n in range(1, 6)]
-    await queue.enqueue(pool, ids)
+    await admin.enqueue(pool, ids)
     before = {
         r["job_id"]: r["next_poll_at"]
         for r in await pool.fetch("SELECT job_id, next_poll_at FROM harvester.jobs")
@@ -174,16 +175,16 @@ async def test_a_reconnect_asks_for_a_gap_pass_that_leaves_the_full_passes_sched
     """The stream's reconnect pass reads back only to the last event its previous connection got
     (or the watermark, if newer); it moves neither the watermark nor the time of the last full
     pass, so the periodic reconcile still covers what the stream lost before the cut."""
-    store, key, owner = PgQueue(pool), "k" * 32, "w1"
+    store, stream, key, owner = PgDiscoveryStore(pool), PgStreamStore(pool), "k" * 32, "w1"
     await store.ensure_discovery(key)
     t0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     assert await store.claim_discovery(key, owner, 1.0, 300.0, 30.0) is not None  # the first: full
     await store.finish_discovery(key, owner, t0, 1, 0)
-    assert await store.claim_stream(key, owner, 30.0, connected=True, events=0, matched=0)
+    assert await stream.claim_stream(key, owner, 30.0, connected=True, events=0, matched=0)
     assert await store.claim_discovery(key, owner, 1.0, 300.0, 30.0) is None  # nothing due
     last_pass = await pool.fetchval("SELECT last_pass_at FROM harvester.discovery")
 
-    await store.request_reconcile(key, t0 + timedelta(seconds=100))
+    await stream.request_reconcile(key, t0 + timedelta(seconds=100))
     lease = await store.claim_discovery(key, owner, 1.0, 300.0, 30.0)
     assert lease is not None and lease.gap_since == t0 + timedelta(seconds=100)
     await store.finish_discovery(key, owner, t0 + timedelta(seconds=200), 1, 0, full=False)
@@ -192,13 +193,13 @@ async def test_a_reconnect_asks_for_a_gap_pass_that_leaves_the_full_passes_sched
     assert (row["watermark"], row["last_pass_at"], row["reconcile_requested"]) == (t0, last_pass, False)
 
     # Requests add up: the earliest start wins, never before the watermark; a full one stays full.
-    await store.request_reconcile(key, t0 + timedelta(seconds=300))
-    await store.request_reconcile(key, t0 - timedelta(seconds=50))
+    await stream.request_reconcile(key, t0 + timedelta(seconds=300))
+    await stream.request_reconcile(key, t0 - timedelta(seconds=50))
     lease = await store.claim_discovery(key, owner, 1.0, 300.0, 30.0)
     assert lease is not None and lease.gap_since == t0
     await store.finish_discovery(key, owner, None, 1, 0, full=False)
-    await store.request_reconcile(key, None)
-    await store.request_reconcile(key, t0 + timedelta(seconds=400))
+    await stream.request_reconcile(key, None)
+    await stream.request_reconcile(key, t0 + timedelta(seconds=400))
     lease = await store.claim_discovery(key, owner, 1.0, 300.0, 30.0)
     assert lease is not None and lease.gap_since is None  # a full pass: the first connection's
 
@@ -212,14 +213,14 @@ async def test_with_the_stream_up_and_nothing_pending_the_reconnect_pass_is_met_
     await parts.ensure()
     key = parts.discovery.key
     try:
-        assert await parts.store.claim_stream(key, "w1", 30.0, connected=True, events=0, matched=0)
-        await parts.store.request_reconcile(key, None)
+        assert await parts.stream.claim_stream(key, "w1", 30.0, connected=True, events=0, matched=0)
+        await parts.stream.request_reconcile(key, None)
         assert await parts.discovery.maybe_pass() is None
         row = await pool.fetchrow("SELECT reconcile_requested, last_pass_at FROM harvester.discovery")
         assert row is not None and not row["reconcile_requested"] and row["last_pass_at"] is not None
-        await queue.enqueue(pool, await sim_jobs(sim, 3, duration_s=3000))
+        await admin.enqueue(pool, await sim_jobs(sim, 3, duration_s=3000))
         assert await parts.discovery.maybe_pass() is None  # the next full pass is not due yet
-        await parts.store.request_reconcile(key, None)  # a reconnect with jobs pending: a pass
+        await parts.stream.request_reconcile(key, None)  # a reconnect with jobs pending: a pass
         result = await parts.discovery.maybe_pass()
         assert result is not None and result.pages == 1
         assert sim.stats(per_job=False)["requests_by_endpoint"] == {"list": {"200": 1}}
@@ -231,10 +232,10 @@ async def test_the_queued_defers_on_postgresql(pool: asyncpg.Pool) -> None:
     """What the stream and the list do to the defers of jobs known queued, in SQL: a job the queue
     went past comes forward (never back, and only while it is known queued); a scan is worth it by
     the defers that run out soon; with nothing to announce starts, long defers are spread."""
-    store = PgQueue(pool)
+    store = PgDiscoveryStore(pool)
     passed, sooner, running, other_account, fresh = (uuid4() for _ in range(5))
-    await queue.enqueue(pool, [passed, sooner, running, fresh])
-    await queue.enqueue(pool, [other_account], account="team-b")
+    await admin.enqueue(pool, [passed, sooner, running, fresh])
+    await admin.enqueue(pool, [other_account], account="team-b")
 
     async def set_job(job_id: UUID, status: str | None, due_in_s: float) -> None:
         await pool.execute(
@@ -275,9 +276,9 @@ async def test_the_queued_defers_on_postgresql(pool: asyncpg.Pool) -> None:
 
 
 async def test_a_pass_renews_its_lease_and_a_taken_over_one_is_not_renewed(pool: asyncpg.Pool) -> None:
-    store, key = PgQueue(pool), "k" * 32
+    store, key = PgDiscoveryStore(pool), "k" * 32
     await store.ensure_discovery(key)
-    await queue.enqueue(pool, [uuid4()])
+    await admin.enqueue(pool, [uuid4()])
     assert await store.claim_discovery(key, "w1", 1.0, 300.0, 1.0) is not None
     assert await store.renew_discovery(key, "w1", 30.0)
     await asyncio.sleep(1.2)  # the first lease (1 s) would have run out: renewed, it holds

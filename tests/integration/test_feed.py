@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from harvester.api.classify import read_body
-from harvester.db import feed, store
+from harvester.db import bulk, feed, store
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
 MINIMAL = SEED / "site-minimal-200.json"
@@ -60,14 +60,14 @@ async def test_finishing_a_job_is_one_change_and_one_nudge(conn: asyncpg.Connect
 async def test_a_re_store_is_a_change_only_when_the_rows_change(conn: asyncpg.Connection) -> None:
     await store_raw(conn, MINIMAL.read_bytes())
     await store_raw(conn, MINIMAL.read_bytes())  # the same body again: nothing new downstream
-    assert (await store.reprocess(conn, None)).processed == 1  # same rows from the same raw
+    assert (await bulk.reprocess(conn, None)).processed == 1  # same rows from the same raw
     assert await changes(conn) == [(1, "harvested", "finished")]
     await store_raw(conn, with_data(MINIMAL, emails=["new@example.com"]))
     assert await changes(conn) == [(1, "harvested", "finished"), (2, "harvested", "restored")]
     # rows that differ from what a reprocess builds now (an older normalizer wrote them)
     await conn.execute("UPDATE harvester.results SET rows_digest = 'old' WHERE job_id = $1", MINIMAL_ID)
     await conn.execute("DELETE FROM harvester.changes WHERE change_id > 2")
-    assert (await store.reprocess(conn, [MINIMAL_ID])).processed == 1
+    assert (await bulk.reprocess(conn, [MINIMAL_ID])).processed == 1
     assert [c[2] for c in await changes(conn)][-1] == "restored"
 
 

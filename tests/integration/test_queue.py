@@ -1,4 +1,5 @@
-"""The queue: claim order, SKIP LOCKED, leases, fencing, NOTIFY on insert, requeue, expiry."""
+"""The queue: claim order, SKIP LOCKED, leases, fencing, NOTIFY on insert, requeue, expiry, and what
+the listing rules (``db.listings``) do to claimed and held jobs."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 
 from harvester.api.classify import read_body
 from harvester.api.outcomes import Completed
-from harvester.db import queue
-from harvester.db.queue import PgQueue
+from harvester.db import admin
+from harvester.db.jobs import PgJobStore
+from harvester.db.listings import PgAdopter, PgListings
 from harvester.errors import DatabaseError
 from harvester.ports import Finish, Listed, Reschedule
 from tests.support.rows import one
@@ -24,58 +26,58 @@ def ids(n: int) -> list[uuid.UUID]:
 
 async def test_enqueue_ignores_duplicates_and_keeps_tags(pool: asyncpg.Pool) -> None:
     jobs = ids(3)
-    assert await queue.enqueue(pool, jobs, priority=5, tags={"campaign": "q1"}) == 3
-    assert await queue.enqueue(pool, jobs[:2] + ids(1)) == 1
+    assert await admin.enqueue(pool, jobs, priority=5, tags={"campaign": "q1"}) == 3
+    assert await admin.enqueue(pool, jobs[:2] + ids(1)) == 1
     row = await one(pool, "SELECT priority, tags::text FROM harvester.jobs WHERE job_id=$1", jobs[0])
     assert row["priority"] == 5 and '"campaign": "q1"' in row["tags"]
 
 
 async def test_claim_orders_by_priority_then_due_time(pool: asyncpg.Pool) -> None:
     low, high, older = ids(3)
-    await queue.enqueue(pool, [low])
-    await queue.enqueue(pool, [high], priority=9)
-    await queue.enqueue(pool, [older])
+    await admin.enqueue(pool, [low])
+    await admin.enqueue(pool, [high], priority=9)
+    await admin.enqueue(pool, [older])
     await pool.execute(
         "UPDATE harvester.jobs SET next_poll_at = now() - interval '1 hour' WHERE job_id = $1", older
     )
-    claimed = await PgQueue(pool).claim("w1", 10, 30)
+    claimed = await PgJobStore(pool).claim("w1", 10, 30)
     assert [c.job_id for c in claimed][:1] == [high]
     assert [c.job_id for c in claimed][1:] == [older, low]
 
 
 async def test_claim_skips_jobs_not_yet_due_and_finished_ones(pool: asyncpg.Pool) -> None:
     due, later, done = ids(3)
-    await queue.enqueue(pool, [due, later, done])
+    await admin.enqueue(pool, [due, later, done])
     await pool.execute(
         "UPDATE harvester.jobs SET next_poll_at = now() + interval '1 hour' WHERE job_id = $1", later
     )
     await pool.execute("UPDATE harvester.jobs SET state = 'harvested' WHERE job_id = $1", done)
-    assert [c.job_id for c in await PgQueue(pool).claim("w1", 10, 30)] == [due]
+    assert [c.job_id for c in await PgJobStore(pool).claim("w1", 10, 30)] == [due]
 
 
 async def test_concurrent_claims_never_share_a_job(pool: asyncpg.Pool) -> None:
-    await queue.enqueue(pool, ids(200))
-    batches = await asyncio.gather(*(PgQueue(pool).claim(f"w{i}", 30, 30) for i in range(6)))
+    await admin.enqueue(pool, ids(200))
+    batches = await asyncio.gather(*(PgJobStore(pool).claim(f"w{i}", 30, 30) for i in range(6)))
     claimed = [c.job_id for batch in batches for c in batch]
     assert len(claimed) == len(set(claimed)) == 180
 
 
 async def test_a_claimed_job_is_not_claimable_until_its_lease_expires(pool: asyncpg.Pool) -> None:
-    await queue.enqueue(pool, ids(1))
-    [first] = await PgQueue(pool).claim("crashed", 1, 0.2)
-    assert await PgQueue(pool).claim("other", 1, 30) == []
+    await admin.enqueue(pool, ids(1))
+    [first] = await PgJobStore(pool).claim("crashed", 1, 0.2)
+    assert await PgJobStore(pool).claim("other", 1, 30) == []
     await asyncio.sleep(0.3)
-    [again] = await PgQueue(pool).claim("other", 1, 30)
+    [again] = await PgJobStore(pool).claim("other", 1, 30)
     assert again.job_id == first.job_id
     assert again.lease_token == first.lease_token + 1
 
 
 async def test_a_taken_over_lease_cannot_write(pool: asyncpg.Pool) -> None:
-    await queue.enqueue(pool, ids(1))
-    [stale] = await PgQueue(pool).claim("slow", 1, 0.1)
+    await admin.enqueue(pool, ids(1))
+    [stale] = await PgJobStore(pool).claim("slow", 1, 0.1)
     await asyncio.sleep(0.2)
-    [fresh] = await PgQueue(pool).claim("fast", 1, 30)
-    jobs = PgQueue(pool)
+    [fresh] = await PgJobStore(pool).claim("fast", 1, 30)
+    jobs = PgJobStore(pool)
     assert not await jobs.reschedule(
         stale,
         Reschedule(
@@ -106,9 +108,9 @@ async def test_a_taken_over_lease_cannot_write(pool: asyncpg.Pool) -> None:
 
 
 async def test_reschedule_counts_the_request_and_sets_the_next_poll(pool: asyncpg.Pool) -> None:
-    await queue.enqueue(pool, ids(1))
-    [job] = await PgQueue(pool).claim("w", 1, 30)
-    assert await PgQueue(pool).reschedule(
+    await admin.enqueue(pool, ids(1))
+    [job] = await PgJobStore(pool).claim("w", 1, 30)
+    assert await PgJobStore(pool).reschedule(
         job,
         Reschedule(
             delay_s=60,
@@ -137,19 +139,19 @@ async def test_reschedule_counts_the_request_and_sets_the_next_poll(pool: asyncp
 
 
 async def test_heartbeat_extends_only_our_leases(pool: asyncpg.Pool) -> None:
-    await queue.enqueue(pool, ids(2))
-    mine, theirs = await PgQueue(pool).claim("me", 1, 0.3), await PgQueue(pool).claim("them", 1, 0.3)
-    await PgQueue(pool).extend_leases("me", [mine[0].job_id, theirs[0].job_id], 30)
+    await admin.enqueue(pool, ids(2))
+    mine, theirs = await PgJobStore(pool).claim("me", 1, 0.3), await PgJobStore(pool).claim("them", 1, 0.3)
+    await PgJobStore(pool).extend_leases("me", [mine[0].job_id, theirs[0].job_id], 30)
     await asyncio.sleep(0.4)
-    [reclaimed] = await PgQueue(pool).claim("third", 5, 30)
+    [reclaimed] = await PgJobStore(pool).claim("third", 5, 30)
     assert reclaimed.job_id == theirs[0].job_id
 
 
 async def test_release_hands_jobs_back_without_spending(pool: asyncpg.Pool) -> None:
-    await queue.enqueue(pool, ids(3))
-    claimed = await PgQueue(pool).claim("w", 3, 30)
-    await PgQueue(pool).release("w", [c.job_id for c in claimed], 0.0)
-    assert len(await PgQueue(pool).claim("w2", 5, 30)) == 3
+    await admin.enqueue(pool, ids(3))
+    claimed = await PgJobStore(pool).claim("w", 3, 30)
+    await PgJobStore(pool).release("w", [c.job_id for c in claimed], 0.0)
+    assert len(await PgJobStore(pool).claim("w2", 5, 30)) == 3
     assert await pool.fetchval("SELECT sum(polls) FROM harvester.jobs") == 0
 
 
@@ -166,11 +168,11 @@ async def test_insert_notifies_listeners(pool: asyncpg.Pool, db_dsn: str) -> Non
 
 async def test_expire_gives_up_on_old_pending_jobs_only(pool: asyncpg.Pool) -> None:
     old, new = ids(2)
-    await queue.enqueue(pool, [old, new])
+    await admin.enqueue(pool, [old, new])
     await pool.execute(
         "UPDATE harvester.jobs SET enqueued_at = now() - interval '8 days' WHERE job_id = $1", old
     )
-    assert await PgQueue(pool).expire(7 * 86400, 1000) == 1
+    assert await PgJobStore(pool).expire(7 * 86400, 1000) == 1
     rows = await pool.fetch("SELECT job_id, state FROM harvester.jobs")
     states = {row["job_id"]: row["state"] for row in rows}
     assert states == {old: "expired", new: "pending"}
@@ -178,13 +180,13 @@ async def test_expire_gives_up_on_old_pending_jobs_only(pool: asyncpg.Pool) -> N
 
 async def test_requeue_by_state_and_by_id(pool: asyncpg.Pool) -> None:
     a, b, c = ids(3)
-    await queue.enqueue(pool, [a, b, c])
+    await admin.enqueue(pool, [a, b, c])
     await pool.execute(
         "UPDATE harvester.jobs SET state='failed', finished_at=now() WHERE job_id = ANY($1)", [a, b]
     )
     await pool.execute("UPDATE harvester.jobs SET state='not_found' WHERE job_id = $1", c)
-    assert await queue.requeue(pool, [c], None) == 1
-    assert await queue.requeue(pool, [], "failed") == 2
+    assert await admin.requeue(pool, [c], None) == 1
+    assert await admin.requeue(pool, [], "failed") == 2
     assert (
         await pool.fetchval(
             "SELECT count(*) FROM harvester.jobs WHERE state='pending' AND finished_at IS NULL"
@@ -195,11 +197,11 @@ async def test_requeue_by_state_and_by_id(pool: asyncpg.Pool) -> None:
 
 async def test_status_reports_states_and_oldest_pending(pool: asyncpg.Pool) -> None:
     a, b = ids(2)
-    await queue.enqueue(pool, [a, b])
+    await admin.enqueue(pool, [a, b])
     await pool.execute(
         "UPDATE harvester.jobs SET state='failed', last_error='boom', polls=3 WHERE job_id=$1", a
     )
-    report = await queue.status(pool)
+    report = await admin.status(pool)
     assert report.counts == {"pending": 1, "failed": 1}
     assert report.polls["failed"] == 3
     assert report.oldest_pending_age_s is not None and report.oldest_pending_age_s >= 0
@@ -208,7 +210,7 @@ async def test_status_reports_states_and_oldest_pending(pool: asyncpg.Pool) -> N
 
 async def test_expiry_works_in_bounded_batches_oldest_first(pool: asyncpg.Pool) -> None:
     stale = ids(5)
-    await queue.enqueue(pool, stale + ids(1))
+    await admin.enqueue(pool, stale + ids(1))
     await pool.execute(
         "UPDATE harvester.jobs SET enqueued_at = now() - interval '8 days' "
         "- (random() * interval '1 hour') WHERE job_id = ANY($1)",
@@ -217,9 +219,9 @@ async def test_expiry_works_in_bounded_batches_oldest_first(pool: asyncpg.Pool) 
     await pool.execute(
         "UPDATE harvester.jobs SET next_poll_at = now() + interval '1 hour' WHERE job_id <> $1", stale[0]
     )
-    leased = await PgQueue(pool).claim("w", 5, 30)
+    leased = await PgJobStore(pool).claim("w", 5, 30)
     assert [job.job_id for job in leased] == [stale[0]]
-    jobs = PgQueue(pool)
+    jobs = PgJobStore(pool)
     assert [await jobs.expire(7 * 86400, 2) for _ in range(4)] == [2, 2, 0, 0]
     expired = {
         r["job_id"] for r in await pool.fetch("SELECT job_id FROM harvester.jobs WHERE state = 'expired'")
@@ -229,7 +231,7 @@ async def test_expiry_works_in_bounded_batches_oldest_first(pool: asyncpg.Pool) 
 
 async def test_the_statement_timeout_applies_inside_every_seam_call(pool: asyncpg.Pool) -> None:
     """Set per transaction (SET LOCAL), so it holds behind a pooler that refuses startup settings."""
-    jobs = PgQueue(pool, statement_timeout_s=0.05)
+    jobs = PgJobStore(pool, statement_timeout_s=0.05)
     await pool.execute(
         "CREATE FUNCTION harvester.slow() RETURNS trigger LANGUAGE plpgsql AS "
         "$$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$"
@@ -237,7 +239,7 @@ async def test_the_statement_timeout_applies_inside_every_seam_call(pool: asyncp
     await pool.execute(
         "CREATE TRIGGER slow BEFORE UPDATE ON harvester.jobs FOR EACH ROW EXECUTE FUNCTION harvester.slow()"
     )
-    await queue.enqueue(pool, ids(1))
+    await admin.enqueue(pool, ids(1))
     with pytest.raises(DatabaseError, match="QueryCanceledError"):
         await jobs.claim("w", 1, 30)
     assert await pool.fetchval("SELECT count(*) FROM harvester.jobs WHERE lease_owner IS NULL") == 1
@@ -249,7 +251,7 @@ async def test_a_missing_schema_is_a_database_error_naming_the_fix(empty_db_dsn:
     assert pool is not None
     try:
         with pytest.raises(DatabaseError, match="run `harvester migrate` first"):
-            await PgQueue(pool).claim("w", 1, 30)
+            await PgJobStore(pool).claim("w", 1, 30)
     finally:
         await pool.close()
 
@@ -257,8 +259,8 @@ async def test_a_missing_schema_is_a_database_error_naming_the_fix(empty_db_dsn:
 async def test_the_daemon_store_reads_raw_phones_in_its_default_region(pool: asyncpg.Pool) -> None:
     """What the worker stores goes through the region the daemon was configured with."""
     job_id = uuid.uuid4()
-    await queue.enqueue(pool, [job_id])
-    jobs = PgQueue(pool, region="US")
+    await admin.enqueue(pool, [job_id])
+    jobs = PgJobStore(pool, region="US")
     [job] = await jobs.claim("w", 1, 30)
     body = json.dumps(
         {
@@ -278,17 +280,17 @@ async def test_a_hold_keeps_what_the_list_wrote_while_the_job_was_claimed(pool: 
     """The worker claims a fresh job and hands it back unpolled (its first poll is not worth a
     request yet); a list page that meanwhile showed it queued, or finished, is not undone."""
     queued, finished, plain = ids(3)
-    await queue.enqueue(pool, [queued, finished, plain])
-    jobs = PgQueue(pool)
+    await admin.enqueue(pool, [queued, finished, plain])
+    jobs, listings = PgJobStore(pool), PgListings(pool)
     claimed = {c.job_id: c for c in await jobs.claim("w1", 10, 30)}
-    assert await jobs.defer_running([Listed(queued, "queued", "spiderSite", 900.0)]) == [queued]
-    assert await jobs.mark_finished([Listed(finished, "completed", "spiderSite")]) == [finished]
+    assert await listings.defer_running([Listed(queued, "queued", "spiderSite", 900.0)]) == [queued]
+    assert await listings.mark_finished([Listed(finished, "completed", "spiderSite")]) == [finished]
     # still under lease: nothing became claimable a second time
-    assert await PgQueue(pool).claim("w2", 10, 30) == []
+    assert await PgJobStore(pool).claim("w2", 10, 30) == []
     short = [Listed(plain, "processing", "spiderSite", 1.0)]
-    assert await jobs.defer_running(short) == [plain]  # a defer shorter than the lease: the lease's end
+    assert await listings.defer_running(short) == [plain]  # a defer shorter than the lease: the lease's end
     await asyncio.sleep(1.2)
-    assert await PgQueue(pool).claim("w2", 10, 30) == []
+    assert await PgJobStore(pool).claim("w2", 10, 30) == []
     await pool.execute("UPDATE harvester.jobs SET upstream_status = NULL WHERE job_id = $1", plain)
     hold = Reschedule(
         delay_s=60.0, polls_spent=0, http_status=None, not_found_count=0, fault_count=0, error=None
@@ -324,10 +326,10 @@ async def test_a_started_job_keeps_its_due_time_when_asked_and_is_deferred_again
     gave (``keep_started``); without it every page defers it again. A queued job that starts, and
     a job nobody had shown, get the defer given either way."""
     started, waiting, unseen = ids(3)
-    await queue.enqueue(pool, [started, waiting, unseen])
-    jobs = PgQueue(pool)
-    await jobs.defer_running([Listed(started, "processing", "spiderSite", 40.0)])
-    await jobs.defer_running([Listed(waiting, "queued", "spiderSite", 900.0)])
+    await admin.enqueue(pool, [started, waiting, unseen])
+    listings = PgListings(pool)
+    await listings.defer_running([Listed(started, "processing", "spiderSite", 40.0)])
+    await listings.defer_running([Listed(waiting, "queued", "spiderSite", 900.0)])
 
     async def waits() -> dict[uuid.UUID, float]:
         rows = await pool.fetch(
@@ -336,12 +338,13 @@ async def test_a_started_job_keeps_its_due_time_when_asked_and_is_deferred_again
         return {r["job_id"]: r["wait_s"] for r in rows}
 
     again = [Listed(j, "processing", "spiderSite", 120.0) for j in (started, waiting, unseen)]
-    assert sorted(await jobs.defer_running(again, keep_started=True)) == sorted([started, waiting, unseen])
+    deferred = await listings.defer_running(again, keep_started=True)
+    assert sorted(deferred) == sorted([started, waiting, unseen])
     kept = await waits()
     assert 30.0 < kept[started] <= 40.0  # kept: its end is overdue 40 s after its start
     assert 110.0 < kept[waiting] <= 120.0  # queued, now started: the defer given, not 900 s
     assert 110.0 < kept[unseen] <= 120.0
-    await jobs.defer_running([Listed(started, "processing", "spiderSite", 120.0)])
+    await listings.defer_running([Listed(started, "processing", "spiderSite", 120.0)])
     assert 110.0 < (await waits())[started] <= 120.0  # the stream down: each page defers it again
 
 
@@ -350,11 +353,11 @@ async def test_an_end_seen_while_a_poll_was_in_flight_outlives_its_202(pool: asy
     than the end, so the job is due at once and stays known finished. A job already known finished
     when it was claimed that still answers 202 (results not ready) waits as the 202 says."""
     in_flight, known = ids(2)
-    await queue.enqueue(pool, [in_flight, known])
-    jobs = PgQueue(pool)
-    await jobs.mark_finished([Listed(known, "completed", "spiderSite")])
+    await admin.enqueue(pool, [in_flight, known])
+    jobs, listings = PgJobStore(pool), PgListings(pool)
+    await listings.mark_finished([Listed(known, "completed", "spiderSite")])
     claimed = {c.job_id: c for c in await jobs.claim("w1", 10, 30)}
-    assert await jobs.mark_finished([Listed(in_flight, "completed", "spiderSite")]) == [in_flight]
+    assert await listings.mark_finished([Listed(in_flight, "completed", "spiderSite")]) == [in_flight]
     for job_id in (in_flight, known):
         assert await jobs.reschedule(claimed[job_id], ANSWERED_202)
     rows = {
@@ -374,10 +377,10 @@ async def test_an_adopted_job_keeps_only_an_end_so_the_defer_after_it_applies(po
     adopting it; had the insert noted it running, a page with the stream up would keep its due
     time (now) and it would be polled while it runs. An adopted end is due at once."""
     running, ended = ids(2)
-    jobs = PgQueue(pool)
+    listings = PgListings(pool)
     shown = [Listed(running, "processing", "spiderSite"), Listed(ended, "completed", "spiderSite")]
-    assert sorted(await jobs.adopt(shown)) == sorted([running, ended])
-    await jobs.defer_running([Listed(running, "processing", "spiderSite", 40.0)], keep_started=True)
+    assert sorted(await PgAdopter(pool).adopt(shown)) == sorted([running, ended])
+    await listings.defer_running([Listed(running, "processing", "spiderSite", 40.0)], keep_started=True)
     rows = {
         r["job_id"]: r
         for r in await pool.fetch(
@@ -420,13 +423,13 @@ async def test_the_first_news_of_a_job_replaces_its_first_poll_hold(pool: asyncp
     arrives: it is overdue 40 s after that start, not when the hold ends. News that came while it
     was held is kept by the hold too, even a defer shorter than the lease."""
     held_first, news_first = ids(2)
-    await queue.enqueue(pool, [held_first, news_first])
-    jobs = PgQueue(pool)
+    await admin.enqueue(pool, [held_first, news_first])
+    jobs, listings = PgJobStore(pool), PgListings(pool)
     claimed = {c.job_id: c for c in await jobs.claim("w1", 10, 30)}
     assert await jobs.reschedule(claimed[held_first], _hold(375.0))
-    await jobs.defer_running([Listed(news_first, "processing", "spiderSite", 10.0)])  # under lease
+    await listings.defer_running([Listed(news_first, "processing", "spiderSite", 10.0)])  # under lease
     assert await jobs.reschedule(claimed[news_first], _hold(375.0))
-    await jobs.defer_running([Listed(held_first, "processing", "spiderSite", 40.0)])
+    await listings.defer_running([Listed(held_first, "processing", "spiderSite", 40.0)])
     waits = await _waits(pool)
     assert 30.0 < waits[held_first][0] <= 40.0
     assert waits[news_first][0] <= 30.0 and waits[news_first][1] == "processing"  # the lease's end
@@ -434,16 +437,16 @@ async def test_the_first_news_of_a_job_replaces_its_first_poll_hold(pool: asyncp
 
 async def test_an_end_is_not_undone_by_a_late_start_or_a_page_read_before_it(pool: asyncpg.Pool) -> None:
     ended, leased = ids(2)
-    await queue.enqueue(pool, [ended, leased])
-    jobs = PgQueue(pool)
-    await jobs.mark_finished([Listed(ended, "canceled", "spiderSite")])  # the docs' other spelling
+    await admin.enqueue(pool, [ended, leased])
+    jobs, listings = PgJobStore(pool), PgListings(pool)
+    await listings.mark_finished([Listed(ended, "canceled", "spiderSite")])  # the docs' other spelling
     for keep in (False, True):
-        await jobs.defer_running([Listed(ended, "processing", "spiderSite", 40.0)], keep_started=keep)
+        await listings.defer_running([Listed(ended, "processing", "spiderSite", 40.0)], keep_started=keep)
     assert (await _waits(pool))[ended][1] == "canceled" and (await _waits(pool))[ended][0] <= 0
     # a poll in flight whose 202 comes back after a "canceled" page: due at once, still ended
     await pool.execute("UPDATE harvester.jobs SET upstream_status = NULL WHERE job_id = $1", ended)
     [claimed] = [c for c in await jobs.claim("w1", 10, 30) if c.job_id == ended]
-    await jobs.mark_finished([Listed(ended, "canceled", "spiderSite")])
+    await listings.mark_finished([Listed(ended, "canceled", "spiderSite")])
     assert await jobs.reschedule(claimed, ANSWERED_202)
     wait, status = (await _waits(pool))[ended]
     assert wait <= 0 and status == "canceled"
@@ -451,11 +454,11 @@ async def test_an_end_is_not_undone_by_a_late_start_or_a_page_read_before_it(poo
 
 async def test_a_started_job_under_lease_keeps_at_least_its_lease_end(pool: asyncpg.Pool) -> None:
     job_id = ids(1)[0]
-    await queue.enqueue(pool, [job_id])
-    jobs = PgQueue(pool)
-    await jobs.defer_running([Listed(job_id, "processing", "spiderSite", 1.0)])
+    await admin.enqueue(pool, [job_id])
+    jobs, listings = PgJobStore(pool), PgListings(pool)
+    await listings.defer_running([Listed(job_id, "processing", "spiderSite", 1.0)])
     await asyncio.sleep(1.1)
     assert [c.job_id for c in await jobs.claim("w1", 10, 30)] == [job_id]
-    await jobs.defer_running([Listed(job_id, "processing", "spiderSite", 1.0)], keep_started=True)
-    assert await PgQueue(pool).claim("w2", 10, 30) == []  # not claimable twice
+    await listings.defer_running([Listed(job_id, "processing", "spiderSite", 1.0)], keep_started=True)
+    assert await PgJobStore(pool).claim("w2", 10, 30) == []  # not claimable twice
     assert 25.0 < (await _waits(pool))[job_id][0] <= 30.0

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from harvester.api.classify import read_body
-from harvester.db import store
+from harvester.db import bulk, store
 from harvester.db.rows import ROW_TABLES
 from harvester.errors import DatabaseError
 from harvester.ports import StoreOutcome
@@ -129,8 +129,8 @@ async def test_the_same_result_stored_again_leaves_every_column_as_it_was(
     await store_result(conn, read(path))
     before = await whole_rows(conn)
     await store_result(conn, read(path))
-    await store.store_results(conn, [(read(path), read_body(read(path)))])
-    await store.reprocess(conn, None)
+    await bulk.store_results(conn, [(read(path), read_body(read(path)))])
+    await bulk.reprocess(conn, None)
     assert await whole_rows(conn) == before
     await store_result(conn, body(path, message="fetched again, a different body"))
     after = json.loads((await whole_rows(conn))["results"][0])
@@ -457,7 +457,7 @@ async def test_reprocess_rebuilds_identical_rows(conn: asyncpg.Connection) -> No
     await conn.execute(
         "DELETE FROM harvester.sites; DELETE FROM harvester.maps_searches; DELETE FROM harvester.businesses"
     )
-    report = await store.reprocess(conn, None)
+    report = await bulk.reprocess(conn, None)
     assert (report.processed, report.rejected) == (3, 0)
     assert await dump(conn) == before
 
@@ -465,7 +465,7 @@ async def test_reprocess_rebuilds_identical_rows(conn: asyncpg.Connection) -> No
 async def test_reprocess_by_id_reports_unknown_ids(conn: asyncpg.Connection) -> None:
     await store_result(conn, read(MINIMAL))
     await conn.execute("DELETE FROM harvester.site_emails")
-    report = await store.reprocess(conn, [MINIMAL_ID, MAPS_ID])
+    report = await bulk.reprocess(conn, [MINIMAL_ID, MAPS_ID])
     assert (report.processed, report.missing) == (1, [str(MAPS_ID)])
     assert await count(conn, "site_emails") == 2
 

@@ -12,10 +12,11 @@ import asyncpg
 from harvester import config, logs
 from harvester.api.client import SpiderIQ
 from harvester.daemon.worker import Worker
-from harvester.db import queue
-from harvester.db.queue import PgQueue
+from harvester.db import admin
+from harvester.db.jobs import PgJobStore
 from harvester.errors import DatabaseError
-from harvester.scheduling.gate import Gate, Usage
+from harvester.ports import Usage
+from harvester.scheduling.gate import Gate
 from tests.support.rows import one
 
 TOKEN = "wk:key:secret"
@@ -57,11 +58,11 @@ async def test_database_error_while_waiting_for_a_slot_releases_the_job(db_dsn: 
     client = SpiderIQ(cfg.api.base_url, TOKEN, connect_timeout_s=1, read_timeout_s=1, total_timeout_s=2)
     job_id = uuid4()
     try:
-        await queue.enqueue(pool, [job_id])
+        await admin.enqueue(pool, [job_id])
         # due now and past its first-poll wait, so the worker goes straight for a request slot
         await pool.execute("UPDATE harvester.jobs SET enqueued_at = now() - interval '1 hour'")
         limiter = LimiterWhoseDatabaseIsGone()
-        store = PgQueue(pool)
+        store = PgJobStore(pool)
         worker = Worker(cfg, store, client, Gate(cfg, limiter))
         [claimed] = await store.claim(worker.owner, 1, 30.0)
         await worker._handle(claimed, asyncio.Event())

@@ -2,8 +2,11 @@
 
 ``FakeStore`` implements ``ports.JobStore`` and ``ports.DiscoveryStore`` over a dict, with the same
 rules as the SQL (due order, leases, fencing tokens, bounded expiry), so the worker and discovery
-loops can be driven through every outcome without PostgreSQL. The integration tests run the same
-loops against the real database.
+loops can be driven through every outcome without PostgreSQL; ``FakeStreamStore`` adds
+``ports.StreamStore``. In PostgreSQL these are separate classes over the same tables
+(``db.jobs.PgJobStore``, ``db.listings``); one fake holding the rows stands for all of them, so
+what discovery writes is what the worker claims. The integration tests run the same loops against
+the real database.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from harvester.ports import (
     Listed,
     Reschedule,
     StoreOutcome,
+    Usage,
 )
-from harvester.scheduling.gate import Usage
 
 
 @dataclass(slots=True)
