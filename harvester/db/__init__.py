@@ -1,10 +1,12 @@
 """Persistence: everything harvester keeps in PostgreSQL, and the only package that speaks to it.
 
-``pool`` opens connections and turns driver errors into ``DatabaseError``; the other modules each
-own a part of the schema (``queue`` the jobs' leases, ``store`` the results, ``rows`` the output
-tables, ``feed`` the change feed, ``limiter`` the shared rate limit, ``migrate`` the schema itself)
-and run the named statements of ``sql/queries``. The rest of harvester reaches PostgreSQL through
-what this package exports and the Protocols of ``harvester.ports``, never through the driver.
+``pool`` opens connections and turns driver errors into ``DatabaseError``; ``seam`` runs one call in
+one transaction. Each other module owns a part of the schema: ``jobs`` the jobs' leases (the
+``JobStore`` of ``harvester.ports``), ``listings`` what the job list and the event stream say about
+them, ``admin`` enqueueing and the counts commands read, ``store`` one result body to rows through
+``rows``, ``bulk`` import and reprocess, ``feed`` the change feed, ``limiter`` the shared rate limit,
+``migrate`` the schema itself. SQL lives in ``sql/queries`` (``queries``). The rest of harvester
+reaches PostgreSQL through this package and the Protocols of ``harvester.ports``, never the driver.
 """
 
 from harvester.db.pool import (
