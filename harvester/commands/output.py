@@ -231,4 +231,6 @@ def stdout_gone() -> bool:
 def silence_stdout(fd: int) -> None:
     """Point stdout at /dev/null: its reader is gone, and the interpreter's last flush of it
     would fail again on the way out."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
