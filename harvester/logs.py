@@ -164,7 +164,8 @@ class LimitRepeats:
 
 
 class _LimitRecords(logging.Filter):
-    """The same for library records (asyncpg, aiohttp): keyed by logger, level and message template."""
+    """The same for library records (the database driver, aiohttp): keyed by logger, level and
+    message template."""
 
     def __init__(self, limiter: RepeatLimiter) -> None:
         super().__init__()
@@ -236,7 +237,7 @@ def setup(
 
 
 def _route_stdlib(renderer: Any, stream: Any) -> None:
-    """Libraries (asyncpg, aiohttp) log through ``logging``: same format, same redaction.
+    """Libraries (the database driver, aiohttp) log through ``logging``: same format, same redaction.
 
     Only warnings and above: their debug chatter is not ours to publish.
     """

@@ -16,18 +16,15 @@ import time
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from harvester import config, db, logs
 from harvester.daemon import run as daemon
 from harvester.db import admin
-from harvester.db.rows import ROW_TABLES
+from harvester.db import demo as reads
 from harvester.errors import DatabaseError
 from harvester.pgtemp import TempPostgres
 from harvester.sim import SimServer, submit_mix
 
 TOKEN = "demo:demo:demo"  # noqa: S105 - the simulator's own credential, not a secret
-TABLES = ("jobs", *ROW_TABLES, "rejects")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,12 +92,12 @@ async def _harvest(args: argparse.Namespace, dsn: str, sim: Any, started: float)
     return 0
 
 
-async def _counts(pool: asyncpg.Pool) -> dict[str, int]:
+async def _counts(pool: db.Pool) -> dict[str, int]:
     report = await admin.status(pool)
     return report.counts
 
 
-async def _progress(pool: asyncpg.Pool, sim: Any, stop: asyncio.Event, started: float) -> None:
+async def _progress(pool: db.Pool, sim: Any, stop: asyncio.Event, started: float) -> None:
     """One line every few seconds, with the rolling-minute count the rate limit is about."""
     interactive = sys.stdout.isatty()
     last_print = 0.0
@@ -138,8 +135,8 @@ def _requests(stats: dict[str, Any]) -> int:
     return int(stats.get("requests_total", 0))
 
 
-async def _summary(pool: asyncpg.Pool, sim: Any, started: float, region: str) -> None:
-    rows = {t: await pool.fetchval(f"SELECT count(*) FROM harvester.{t}") for t in TABLES}
+async def _summary(pool: db.Pool, sim: Any, started: float, region: str) -> None:
+    rows = await reads.rows_per_table(pool)
     counts = await _counts(pool)
     stats = sim.stats(per_job=False)
     harvested = counts.get("harvested", 0)
@@ -149,27 +146,21 @@ async def _summary(pool: asyncpg.Pool, sim: Any, started: float, region: str) ->
     for table, n in rows.items():
         print(f"  harvester.{table:<16} {n:6d}")
     print("\njobs by state: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    leads = await pool.fetch(
-        "SELECT company, domain, icp_fit_score, decision_maker FROM harvester.leads "
-        "WHERE icp_fit_score IS NOT NULL ORDER BY icp_fit_score DESC LIMIT 3"
-    )
+    leads = await reads.sample_leads(pool)
     print("\nsample leads:")
     for lead in leads:
         print(
             f"  {lead['company']!s:<28} {lead['domain']!s:<24} ICP {lead['icp_fit_score']!s:<5} "
             f"{lead['decision_maker'] or '-'}"
         )
-    places = await pool.fetch(
-        "SELECT name, rating, reviews_count, categories[1] AS category FROM harvester.businesses "
-        "ORDER BY reviews_count DESC NULLS LAST LIMIT 3"
-    )
+    places = await reads.sample_businesses(pool)
     print("\nsample businesses:")
     for place in places:
         print(
             f"  {place['name']!s:<32} {place['rating']!s:>4} ({place['reviews_count']} reviews) "
             f"{place['category']}"
         )
-    raw_phones, with_e164 = await _raw_phones(pool)
+    raw_phones, with_e164 = await reads.raw_phones(pool)
     print("\nphones the API gave as raw text (site phone strings, Maps phones without phone_e164):")
     print(f"  raw phones              {raw_phones}")
     print(f"  with an E.164 form      {with_e164} (default region {region or 'none'})")
@@ -191,26 +182,6 @@ async def _summary(pool: asyncpg.Pool, sim: Any, started: float, region: str) ->
         "raw_phones_e164": with_e164,
     }
     print(json.dumps(summary), file=sys.stderr)
-
-
-# Phones whose raw text is what the API gave (a site phone string; a Maps phone without the API's
-# own phone_e164), and how many of them have an E.164 form now.
-RAW_PHONES = """
-SELECT count(*), count(p.e164)
-  FROM harvester.site_phones p JOIN harvester.results r USING (job_id)
- WHERE COALESCE(r.raw->'data'->'phones', r.raw->'data'->'contact_info'->'phones') @> to_jsonb(p.phone)
-UNION ALL
-SELECT count(*), count(b.phone_e164)
-  FROM harvester.businesses b JOIN harvester.results r ON r.job_id = b.last_job_id
- WHERE b.phone IS NOT NULL
-   AND EXISTS (SELECT 1 FROM jsonb_array_elements(r.raw->'data'->'businesses') AS item
-                WHERE item->>'place_id' = b.place_id AND item->>'phone_e164' IS NULL)
-"""
-
-
-async def _raw_phones(pool: asyncpg.Pool) -> tuple[int, int]:
-    rows = await pool.fetch(RAW_PHONES)
-    return sum(int(r[0]) for r in rows), sum(int(r[1]) for r in rows)
 
 
 def _worst_window(stats: dict[str, Any]) -> int:

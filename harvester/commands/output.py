@@ -1,10 +1,12 @@
-"""What the read commands print once ``cli`` has checked their arguments and loaded the config:
-``status`` (text, or ``--json``), the ``status --watch`` loop, ``show`` and ``export``.
+"""What ``status`` (text, or ``--json``), the ``status --watch`` loop and ``show`` print once
+``read`` has checked their arguments and loaded the config; and what becomes of stdout when its
+reader goes away.
 
-Each opens a small pool of its own and writes to stdout; everything printed that may hold a token
-or a DSN passes through ``logs.scrub``. A role that may not read the limiter or discovery rows
-still gets the queue, with the part it cannot see named, not a crash. The frames, the job detail
-and the tag table are built in ``report``; the COPY in ``export``.
+Each opens a small pool of its own on ``database.read_dsn`` and writes to stdout; everything
+printed that may hold a token or a DSN passes through ``logs.scrub``. A role that may not read the
+limiter or discovery rows still gets the queue, with the part it cannot see named, not a crash.
+The reads are ``db.status``'s (and ``db.admin``'s and the limiter's own); the frames, the job detail
+and the tag table are built in ``report``.
 """
 
 from __future__ import annotations
@@ -16,19 +18,20 @@ import os
 import select
 import sys
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from harvester import db, logs
-from harvester.commands import export, report
-from harvester.commands.report import STATES
+from harvester.commands import report
+from harvester.commands.report import RATE_WINDOWS_S, STATES
 from harvester.config import Config
 from harvester.db import admin, limiter
+from harvester.db import status as reads
+from harvester.db.pool import privilege_refused
 from harvester.errors import DatabaseError, HarvesterError
+
+Part = Callable[[db.Pool], Awaitable[list[dict[str, Any]]]]
 
 
 async def print_status(cfg: Config, *, by_tag_key: str | None, as_json: bool) -> None:
@@ -36,26 +39,13 @@ async def print_status(cfg: Config, *, by_tag_key: str | None, as_json: bool) ->
     pool = await db.open_pool(cfg.database, max_size=2, read_only=True)
     by_tag: list[str] | None = None
     hidden: dict[str, str] = {}
-    limiter_state: list[dict[str, Any]] | None = None
-    discovery: list[dict[str, Any]] | None = None
     try:
         queued = await admin.status(pool)
         by_account = await admin.jobs_by_account(pool)
-        for part, read in (("limiter", limiter.describe_all), ("discovery", admin.discovery_status)):
-            try:
-                found = await read(pool)
-            except DatabaseError as exc:
-                if not isinstance(exc.__cause__, asyncpg.InsufficientPrivilegeError):
-                    raise
-                # a role that may not see it still gets the queue (said, not crashed)
-                hidden[part] = str(exc.__cause__)
-                continue
-            if part == "limiter":
-                limiter_state = found
-            else:
-                discovery = found
+        limiter_state = await readable("limiter", limiter.describe_all, pool, hidden)
+        discovery = await readable("discovery", admin.discovery_status, pool, hidden)
         if by_tag_key is not None:
-            by_tag = report.tag_table(by_tag_key, await report.tag_groups(pool, by_tag_key))
+            by_tag = report.tag_table(by_tag_key, await reads.tag_groups(pool, by_tag_key))
     finally:
         await pool.close()
     jobs = {state: queued.counts.get(state, 0) for state in STATES}
@@ -124,6 +114,20 @@ async def print_status(cfg: Config, *, by_tag_key: str | None, as_json: bool) ->
         print(logs.scrub(line))
 
 
+async def readable(
+    part: str, read: Part, pool: db.Pool, hidden: dict[str, str]
+) -> list[dict[str, Any]] | None:
+    """A part a role may not be allowed to read (the limiter, discovery): None, and the reason
+    in ``hidden``, so that the rest is still shown (said, not crashed)."""
+    try:
+        return await read(pool)
+    except DatabaseError as exc:
+        if not privilege_refused(exc.__cause__):
+            raise
+        hidden[part] = str(exc.__cause__)
+        return None
+
+
 def account_report(
     by_account: dict[str, dict[str, int]],
     configured: Sequence[str],
@@ -150,12 +154,12 @@ async def watch_status(
     cfg: Config, stop: asyncio.Event, *, interval: float, count: int | None, by_tag_key: str | None
 ) -> None:
     """``status --watch``: a frame every ``interval`` seconds until ``stop`` is set (Ctrl-C or
-    SIGTERM, which ``cli`` wires to it) or ``count`` frames are drawn."""
+    SIGTERM, which ``read`` wires to it) or ``count`` frames are drawn."""
     pool = await db.open_pool(cfg.database, max_size=2, read_only=True)
     screen = report.Screen(sys.stdout, scrub=logs.scrub)
     try:
         while not stop.is_set():
-            snap = await report.snapshot(pool, by_tag_key)
+            snap = await snapshot(pool, by_tag_key)
             title = (
                 f"harvester status  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  "
                 f"every {report.human_duration(interval)}, Ctrl-C to stop"
@@ -170,58 +174,42 @@ async def watch_status(
         screen.close()
 
 
+async def snapshot(pool: db.Pool, by_tag: str | None = None) -> report.Snapshot:
+    """What one ``status --watch`` frame shows, read now."""
+    hidden: dict[str, str] = {}
+    queued = await admin.status(pool, recent=0)
+    windows, oldest = await reads.recent(pool, RATE_WINDOWS_S)
+    groups = await reads.tag_groups(pool, by_tag) if by_tag is not None else {}
+    limiters = await readable("limiter", limiter.describe_all, pool, hidden)
+    discovery = await readable("discovery", admin.discovery_status, pool, hidden)
+    return report.Snapshot(
+        jobs=dict(queued.counts),
+        harvested={w.window_s: w.harvested for w in windows},
+        finished={w.window_s: w.finished for w in windows},
+        spans={w.window_s: w.span_s for w in windows if w.span_s is not None},
+        oldest_pending=oldest,
+        limiters=limiters,
+        discovery=discovery,
+        by_tag=None if by_tag is None else (by_tag, groups),
+        hidden=hidden,
+    )
+
+
 async def print_job(cfg: Config, job_id: UUID, *, as_json: bool) -> None:
     """``show``: one job's state, polls, last HTTP status and error, timings and stored rows."""
     pool = await db.open_pool(cfg.database, max_size=1, read_only=True)
     try:
-        detail = await report.job_detail(pool, job_id)
+        row = await reads.job_detail(pool, job_id)
     finally:
         await pool.close()
-    if detail is None:
+    if row is None:
         raise HarvesterError(f"show: no job {job_id} in harvester.jobs (enqueue it first)")
+    detail = report.JobDetail(row)
     if as_json:
         print(logs.scrub(json.dumps(detail.as_dict(), indent=2, ensure_ascii=False)))
     else:
         for line in detail.lines():
             print(logs.scrub(line))
-
-
-async def export_view(
-    cfg: Config,
-    view: str,
-    *,
-    fmt: str,
-    out: str | None,
-    bom: bool,
-    tags: dict[str, str],
-    since: export.Since,
-) -> None:
-    """``export``: the view streamed to ``out`` (replaced only when complete) or to stdout, and a
-    one-line JSON summary (on stderr when the rows went to stdout)."""
-    pool = await db.open_pool(cfg.database, max_size=1, read_only=True)
-    target = None
-    sink = None
-    try:
-        target = export.FileTarget(Path(out)) if out else None
-        sink = export.StreamSink(target.stream if target is not None else sys.stdout.buffer)
-        if bom and fmt == "csv":
-            sink.stream.write(export.BOM)
-        done = await export.export(pool, view, fmt=fmt, sink=sink, tags=tags, since=since)
-        sink.stream.flush()
-    except BaseException as exc:
-        if target is not None:
-            target.abandon()
-        if sink is not None and (sink.closed or isinstance(exc, BrokenPipeError)):
-            # `export ... | head`: the reader has what it wanted.
-            silence_stdout(sys.stdout.fileno())
-            return
-        raise
-    finally:
-        await pool.close()
-    if target is not None:
-        target.commit()
-    summary = json.dumps(done.as_dict())
-    print(summary, file=sys.stdout if target is not None else sys.stderr)
 
 
 def stdout_gone() -> bool:
@@ -243,4 +231,6 @@ def stdout_gone() -> bool:
 def silence_stdout(fd: int) -> None:
     """Point stdout at /dev/null: its reader is gone, and the interpreter's last flush of it
     would fail again on the way out."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)

@@ -1,9 +1,9 @@
-"""What the read-only commands print: ``show`` (one job) and the ``status --watch`` screen.
+"""What the read-only commands print: ``show`` (one job), the ``status --watch`` screen and the
+``--by-tag`` table.
 
-Reading is a few plain SELECTs the reader role may run (``sql/queries/report.sql``, plus the
-limiter and discovery views); everything else here is pure: human durations (``8 d 0 h``, not
-``691219 s``), rates and the backlog's ETA, and the text of a frame, so tests can check them on
-plain values.
+Nothing here reads the database (``db.status`` does, and ``output`` brings the two together):
+human durations (``8 d 0 h``, not ``691219 s``), rates and the backlog's ETA, the text of a frame
+and the screen that draws it, all over plain values that tests can build.
 """
 
 from __future__ import annotations
@@ -17,25 +17,9 @@ from datetime import datetime
 from typing import Any, TextIO
 from uuid import UUID
 
-import asyncpg
-
-from harvester.db import admin, connection, guard, limiter
-from harvester.db.queries import NamedQueries
-from harvester.errors import DatabaseError
-
 STATES = ("pending", "harvested", "failed", "cancelled", "not_found", "rejected", "expired")
 RATE_WINDOWS_S = (60.0, 300.0)  # harvested per minute over the last minute, and over five
 MIN_SPAN_S = 10.0  # a rate over a few seconds of a just-started feed is noise
-
-
-class SQL(NamedQueries):
-    select_job_detail: str
-    select_finished_since: str
-    select_oldest_pending_job: str
-    count_jobs_by_tag: str
-
-
-# ---------------------------------------------------------------- pure
 
 
 def stream_state(entry: Mapping[str, Any]) -> str:
@@ -317,62 +301,3 @@ class Screen:
         if self.tty:
             self.out.write("\x1b[?25h")
             self.out.flush()
-
-
-# ---------------------------------------------------------------- reading
-
-
-async def job_detail(pool: asyncpg.Pool, job_id: UUID) -> JobDetail | None:
-    with guard("show"):
-        async with connection(pool) as conn:
-            row = await conn.fetchrow(SQL.select_job_detail, job_id)
-    return None if row is None else JobDetail(dict(row))
-
-
-async def tag_groups(pool: asyncpg.Pool, key: str) -> dict[str | None, dict[str, int]]:
-    """Jobs per state for each value of the tag ``key`` (None: jobs without it)."""
-    with guard("status"):
-        async with connection(pool) as conn:
-            rows = await conn.fetch(SQL.count_jobs_by_tag, key)
-    groups: dict[str | None, dict[str, int]] = {}
-    for row in rows:
-        groups.setdefault(row["value"], {})[row["state"]] = int(row["jobs"])
-    return groups
-
-
-async def _optional(part: str, read: Any, pool: asyncpg.Pool, hidden: dict[str, str]) -> Any:
-    """A part a role may not be allowed to read: said in the frame, not a crash."""
-    try:
-        return await read(pool)
-    except DatabaseError as exc:
-        if not isinstance(exc.__cause__, asyncpg.InsufficientPrivilegeError):
-            raise
-        hidden[part] = str(exc.__cause__)
-        return None
-
-
-async def snapshot(pool: asyncpg.Pool, by_tag: str | None = None) -> Snapshot:
-    hidden: dict[str, str] = {}
-    queued = await admin.status(pool, recent=0)
-    with guard("status"):
-        async with connection(pool) as conn:
-            windows = [await conn.fetchrow(SQL.select_finished_since, w) for w in RATE_WINDOWS_S]
-            oldest = await conn.fetchrow(SQL.select_oldest_pending_job)
-    groups = await tag_groups(pool, by_tag) if by_tag is not None else {}
-    limiters = await _optional("limiter", limiter.describe_all, pool, hidden)
-    discovery = await _optional("discovery", admin.discovery_status, pool, hidden)
-    return Snapshot(
-        jobs=dict(queued.counts),
-        harvested={w: int(r["harvested"]) for w, r in zip(RATE_WINDOWS_S, windows, strict=True) if r},
-        finished={w: int(r["finished"]) for w, r in zip(RATE_WINDOWS_S, windows, strict=True) if r},
-        spans={
-            w: float(r["span_s"])
-            for w, r in zip(RATE_WINDOWS_S, windows, strict=True)
-            if r and r["span_s"] is not None
-        },
-        oldest_pending=None if oldest is None else (oldest["job_id"], float(oldest["age_s"])),
-        limiters=limiters,
-        discovery=discovery,
-        by_tag=None if by_tag is None else (by_tag, groups),
-        hidden=hidden,
-    )

@@ -317,3 +317,13 @@ async def _set_timeout(conn: asyncpg.Connection, timeout_s: float | None) -> Non
         await conn.execute(
             f"SET LOCAL statement_timeout = {ms}; SET LOCAL idle_in_transaction_session_timeout = {ms}"
         )
+
+
+def schema_missing(exc: BaseException) -> bool:
+    """The statement named a table or schema that is not there: a database nobody migrated."""
+    return isinstance(exc, asyncpg.UndefinedTableError | asyncpg.InvalidSchemaNameError)
+
+
+def privilege_refused(exc: BaseException | None) -> bool:
+    """The role may not read or write what the statement touches (SQLSTATE 42501)."""
+    return isinstance(exc, asyncpg.InsufficientPrivilegeError)
