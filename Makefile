@@ -1,10 +1,10 @@
-# harvester: make venv | test | lint | demo | bench
+# harvester: make venv | test | lint | schema | demo | bench
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint demo bench chaos clean
+.PHONY: venv test test-fast lint schema demo bench chaos clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ lint: venv
 	$(BIN)/ruff format --check harvester tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# sql/schema.sql: the schema the migrations build, dumped from a throwaway PostgreSQL 15 (after adding a
+# migration; tests/integration/test_schema_snapshot.py says when it is due).
+schema: venv
+	$(BIN)/python -m tests.support.schema
 
 demo: venv
 	$(BIN)/harvester demo

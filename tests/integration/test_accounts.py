@@ -131,9 +131,11 @@ async def test_migration_010_makes_the_one_credential_the_account_default(
     conn = await asyncpg.connect(empty_db_dsn)
     try:
         every = migrate.available()
-        monkeypatch.setattr(migrate, "available", lambda: [m for m in every if m.version < "010"])
+        monkeypatch.setattr(
+            migrate, "available", lambda directory=None: [m for m in every if m.version < "010"]
+        )
         await migrate.apply(conn)  # a database as the version before accounts left it
-        monkeypatch.setattr(migrate, "available", lambda: every)
+        monkeypatch.setattr(migrate, "available", lambda directory=None: every)
         job = uuid.uuid4()
         await conn.execute("INSERT INTO harvester.jobs (job_id) VALUES ($1)", job)
         key = fingerprint("old:key:secret")

@@ -1,5 +1,7 @@
-"""Migrations: an empty database becomes exactly the SPEC's schema; re-running is harmless; the
-ledger lives in schema harvester, and one left in public by older versions is moved there."""
+"""Migrations: an empty database gets the SPEC's tables, columns and views (sql/schema.sql and
+test_schema_snapshot.py hold the whole schema, exactly); re-running is harmless; concurrent runs
+apply each version once; the ledger lives in schema harvester, and one that releases before 007 left
+in public is refused. The history checks are in test_migration_checks.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import asyncpg
 import pytest
 
 from harvester.db import migrate
-from harvester.errors import SchemaError
+from harvester.errors import MigrationHistoryError, SchemaError
 from tests.support.migrations import migrate_like_older_versions
 from tests.support.rows import one
 
@@ -110,7 +112,7 @@ EXPECTED_COLUMNS = {
         "changed_at": "timestamp with time zone",
     },
     # the migration ledger
-    "schema_migrations": {"version": "text", "applied_at": "timestamp with time zone"},
+    "schema_migrations": {"version": "text", "applied_at": "timestamp with time zone", "checksum": "text"},
 }
 EXPECTED_VIEWS = {"site_contacts", "leads", "latest_sites", "limiter_status"}
 PRIMARY_KEYS = {
@@ -136,6 +138,8 @@ async def catalog(conn: asyncpg.Connection) -> dict[str, dict[str, str]]:
 
 
 async def test_migrations_build_the_spec_schema(empty_db_dsn: str) -> None:
+    """The names downstream SQL depends on. The snapshot says what the whole schema is; this says
+    which part of it is a contract, so a snapshot regenerated after dropping one still fails here."""
     conn = await asyncpg.connect(empty_db_dsn)
     try:
         applied = await migrate.apply(conn)
@@ -160,21 +164,22 @@ async def test_migrations_build_the_spec_schema(empty_db_dsn: str) -> None:
                 f"harvester.{table}",
             )
             assert [c["attname"] for c in cols] == key
-        due_index = await conn.fetchval(
-            "SELECT indexdef FROM pg_indexes WHERE schemaname='harvester' AND indexname='jobs_due_idx'"
-        )
-        assert "WHERE (state = 'pending'::text)" in due_index
     finally:
         await conn.close()
 
 
-async def test_migrating_twice_applies_nothing_new(empty_db_dsn: str) -> None:
+async def test_migrating_twice_applies_nothing_new_and_changes_no_ledger_row(empty_db_dsn: str) -> None:
     conn = await asyncpg.connect(empty_db_dsn)
     try:
         await migrate.apply(conn)
+        ledger = "SELECT version, applied_at, checksum FROM harvester.schema_migrations ORDER BY version"
+        before = [tuple(r) for r in await conn.fetch(ledger)]
         assert await migrate.apply(conn) == []
+        after = [tuple(r) for r in await conn.fetch(ledger)]
     finally:
         await conn.close()
+    assert after == before
+    assert [(v, c) for v, _, c in after] == [(m.version, m.checksum) for m in migrate.available()]
 
 
 async def test_concurrent_migrations_apply_each_version_once(empty_db_dsn: str) -> None:
@@ -222,50 +227,37 @@ async def objects_outside_harvester(conn: asyncpg.Connection) -> dict[str, list[
     return found
 
 
-async def test_a_ledger_in_public_is_moved_into_schema_harvester(empty_db_dsn: str) -> None:
-    old = [
-        f"00{n}_{name}"
-        for n, name in (
-            (1, "schema"),
-            (2, "limiter"),
-            (3, "store"),
-            (4, "discovery"),
-            (5, "lz4"),
-            (6, "pending_indexes"),
-        )
-    ]
+async def test_a_ledger_left_in_public_by_releases_before_007_is_refused(empty_db_dsn: str) -> None:
+    """Nobody runs that layout any more, and this release no longer reads it: migrating and starting
+    say to migrate with an older release first, and nothing is changed."""
     conn = await asyncpg.connect(empty_db_dsn)
     try:
-        await migrate_like_older_versions(conn, old)
-        assert await migrate.pending(conn) == [m.version for m in migrate.available() if m.version not in old]
-        applied = await migrate.apply(conn)
-        assert applied == [m.version for m in migrate.available() if m.version not in old]
-        assert await conn.fetchval("SELECT to_regclass('public.harvester_migrations')") is None
-        rows = await conn.fetch(
-            "SELECT version, applied_at FROM harvester.schema_migrations ORDER BY version"
+        await migrate_like_older_versions(conn, ["001_schema", "002_limiter", "003_store"])
+        for attempt in (migrate.apply, migrate.require_current, migrate.pending):
+            with pytest.raises(MigrationHistoryError, match=r"public\.harvester_migrations") as refused:
+                await attempt(conn)
+            assert "`harvester migrate` of an older release first" in str(refused.value)
+        ledgers = await one(
+            conn,
+            "SELECT to_regclass('public.harvester_migrations') IS NOT NULL AS old, "
+            "to_regclass('harvester.schema_migrations') IS NOT NULL AS new",
         )
+        rows = await conn.fetchval("SELECT count(*) FROM public.harvester_migrations")
+    finally:
+        await conn.close()
+    assert dict(ledgers) == {"old": True, "new": False}
+    assert rows == 3
+
+
+async def test_a_stray_public_ledger_after_007_is_not_ours(empty_db_dsn: str) -> None:
+    conn = await asyncpg.connect(empty_db_dsn)
+    try:
+        await migrate.apply(conn)
+        await conn.execute("CREATE TABLE public.harvester_migrations (version text)")
         assert await migrate.apply(conn) == []
+        await migrate.require_current(conn)
     finally:
         await conn.close()
-    assert [r["version"] for r in rows] == [m.version for m in migrate.available()]
-    kept = {r["version"]: r["applied_at"].isoformat() for r in rows if r["version"] in old}
-    assert set(kept.values()) == {"2024-01-02T03:04:05+00:00"}
-
-
-async def test_a_partly_migrated_old_database_gets_the_rest(empty_db_dsn: str) -> None:
-    conn = await asyncpg.connect(empty_db_dsn)
-    try:
-        await migrate_like_older_versions(conn, ["001_schema", "002_limiter"])
-        applied = await migrate.apply(conn)
-        versions = await conn.fetchval(
-            "SELECT array_agg(version ORDER BY version) FROM harvester.schema_migrations"
-        )
-        legacy = await conn.fetchval("SELECT to_regclass('public.harvester_migrations')")
-    finally:
-        await conn.close()
-    assert applied == [m.version for m in migrate.available()][2:]
-    assert versions == [m.version for m in migrate.available()]
-    assert legacy is None
 
 
 async def test_pending_names_what_is_not_applied(empty_db_dsn: str) -> None:
@@ -288,9 +280,11 @@ async def test_require_current_refuses_a_schema_that_is_missing_or_behind(empty_
         with pytest.raises(SchemaError, match="harvester migrate"):
             await migrate.require_current(conn)
         await migrate.apply(conn)
-        await conn.execute("DELETE FROM harvester.schema_migrations WHERE version = '006_pending_indexes'")
-        with pytest.raises(SchemaError, match=r"1 pending migration\(s\) \(006_pending_indexes\)"):
+        newest = migrate.available()[-1].version
+        await conn.execute("DELETE FROM harvester.schema_migrations WHERE version = $1", newest)
+        with pytest.raises(SchemaError, match=rf"1 pending migration\(s\) \({newest}\)") as behind:
             await migrate.require_current(conn)
+        assert not isinstance(behind.value, MigrationHistoryError)  # exit 1: `migrate` fixes it
     finally:
         await conn.close()
 

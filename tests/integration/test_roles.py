@@ -15,7 +15,6 @@ import pytest
 
 from harvester.db import migrate
 from harvester.db.rows import ROW_TABLES
-from tests.support.migrations import migrate_like_older_versions
 from tests.support.roles import Logins, apply_roles, drop_logins, make_logins, refused
 from tests.support.rows import one
 
@@ -335,27 +334,3 @@ async def test_objects_added_later_stay_covered(logins: Logins) -> None:
         assert await refused(reader, "SELECT * FROM harvester.new_output")
     finally:
         await reader.close()
-
-
-async def test_the_daemon_moves_a_ledger_left_in_public_by_older_versions(empty_db_dsn: str) -> None:
-    """A database migrated by an older version (ledger in public), then roles.sql: the daemon,
-    without CREATE on the database or on public, migrates and the old ledger is gone."""
-    admin = await asyncpg.connect(empty_db_dsn)
-    try:
-        await migrate_like_older_versions(admin, ["001_schema", "002_limiter", "003_store"])
-    finally:
-        await admin.close()
-    await apply_roles(empty_db_dsn)
-    made = await make_logins(empty_db_dsn)
-    try:
-        daemon = await made.connect(made.daemon)
-        try:
-            applied = await migrate.apply(daemon)
-            left = await daemon.fetchval("SELECT to_regclass('public.harvester_migrations')")
-            assert await migrate.pending(daemon) == []
-        finally:
-            await daemon.close()
-    finally:
-        await drop_logins(made)
-    assert applied == [m.version for m in migrate.available()][3:]
-    assert left is None

@@ -1,0 +1,24 @@
+-- jobs_due_idx (001: priority DESC, next_poll_at, on pending jobs) served the claim when it took
+-- every account's due jobs. Since 010 the claim (claim_due_jobs in sql/queries/queue.sql) names one
+-- account, and jobs_due_account_idx (account, priority DESC, next_poll_at, on pending jobs) serves it
+-- in the order it asks for. What was checked, on PostgreSQL 15 with the migrations up to 014:
+--
+-- * Every named query that reads harvester.jobs, prepared and explained as a generic plan (what
+--   asyncpg's prepared statements settle on), on 300,000 jobs in three accounts (70/20/10 %, two
+--   thirds pending, mixed priorities): none uses jobs_due_idx; the claim, spread_queued_defers,
+--   count_queued_defers_ending and make_auth_held_jobs_due use jobs_due_account_idx. With
+--   jobs_due_idx dropped, every plan is the same.
+-- * The claim's custom plan with a literal account: for the account holding 70 % of the rows the
+--   planner picked jobs_due_idx, at an estimated cost of 2.43 against 2.59 for jobs_due_account_idx
+--   (8 rows); without it, jobs_due_account_idx. For smaller accounts it picked jobs_due_account_idx.
+-- * One account of 1,000,000 due jobs (a single-account deployment): the claim uses
+--   jobs_due_account_idx with or without jobs_due_idx (0.06 ms executed); claim latencies with and
+--   without it were within the noise of the shared test machine.
+-- * No query orders pending jobs by priority without naming an account; nothing in harvester,
+--   bench or tests refers to jobs_due_idx but the schema test that checked it exists.
+--
+-- Every claim, reschedule and release rewrites next_poll_at, so each kept index on it is one more
+-- entry to write per update: the superseded one goes. (jobs_pending_next_idx stays: it answers
+-- select_next_due_in. jobs_state_idx stays: requeue_jobs_by_state uses it. jobs_finished_idx is
+-- used by no named query but is there for downstream SQL on finished_at, which is not ours to see.)
+DROP INDEX IF EXISTS harvester.jobs_due_idx;
