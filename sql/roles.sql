@@ -91,11 +91,6 @@ BEGIN
     LOOP
         EXECUTE format('ALTER %s %s OWNER TO harvester_daemon', obj.kind, obj.name);
     END LOOP;
-    -- Older versions kept the migration ledger in public; migration 007 moves it into schema
-    -- harvester and drops it, which its owner may do.
-    IF to_regclass('public.harvester_migrations') IS NOT NULL THEN
-        ALTER TABLE public.harvester_migrations OWNER TO harvester_daemon;
-    END IF;
 END
 $$;
 
