@@ -17,13 +17,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from harvester import logs
 from harvester.daemon.metrics import Metrics
-from harvester.db import DB_ERRORS, connection, queue
+from harvester.db import DB_OR_SQL_ERRORS, Pool, connection, queue
 from harvester.errors import HarvesterError
 
 log = logs.get("harvester.daemon.health")
@@ -32,12 +31,7 @@ DEFAULT_STALE_AFTER_S = 15.0  # 3x the default worker.idle_poll_s
 DB_CHECK_TIMEOUT_S = 2.0
 REFRESH_TIMEOUT_S = 5.0
 # What a check or a refresh may fail with; anything else is a bug and should surface.
-FAILURES: tuple[type[BaseException], ...] = (
-    *DB_ERRORS,
-    asyncpg.PostgresError,
-    TimeoutError,
-    HarvesterError,
-)
+FAILURES: tuple[type[BaseException], ...] = (*DB_OR_SQL_ERRORS, TimeoutError, HarvesterError)
 
 Refresh = Callable[[], Awaitable[None]]
 # Pending jobs per account that no configuration of this process names: {account: jobs}.
@@ -66,7 +60,7 @@ class HealthSource(LoopState, Protocol):
 class PoolHealth:
     """The database check: ``SELECT 1`` through the pool, within a short timeout."""
 
-    def __init__(self, pool: asyncpg.Pool, timeout_s: float = DB_CHECK_TIMEOUT_S) -> None:
+    def __init__(self, pool: Pool, timeout_s: float = DB_CHECK_TIMEOUT_S) -> None:
         self.pool = pool
         self.timeout_s = timeout_s
 
@@ -87,7 +81,7 @@ class QueueRefresher:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: Pool,
         metrics: Metrics,
         min_interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,

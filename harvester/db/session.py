@@ -1,0 +1,40 @@
+"""The daemon's connections outside the pool's statements: a session of its own, and the pool's end.
+
+``direct`` opens one connection to a DSN (``database.direct_dsn``: the migrations' advisory lock
+needs a session a pooler would not keep) and closes it on the way out, quietly when the server is
+already gone. ``close_pool`` closes the pool at exit within a bound, and terminates it when a
+database that went away would hold the exit up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from harvester.db.pool import DB_ERRORS
+
+CLOSE_TIMEOUT_S = 5.0
+
+
+@asynccontextmanager
+async def direct(dsn: str, *, timeout_s: float) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to ``dsn``, opened within ``timeout_s``; a failure to connect is one of
+    ``DB_ERRORS``, as a failure to close is not (it is swallowed)."""
+    conn: asyncpg.Connection = await asyncpg.connect(dsn, timeout=timeout_s)
+    try:
+        yield conn
+    finally:
+        with contextlib.suppress(*DB_ERRORS):
+            await conn.close(timeout=CLOSE_TIMEOUT_S)
+
+
+async def close_pool(pool: asyncpg.Pool, timeout_s: float) -> None:
+    """Close the pool; a database that went away cannot hold up the exit."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except DB_ERRORS:  # TimeoutError is one of them
+        pool.terminate()
