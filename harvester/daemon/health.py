@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from harvester import logs
 from harvester.daemon.metrics import Metrics
-from harvester.db import DB_OR_SQL_ERRORS, Pool, connection, queue
+from harvester.db import DB_OR_SQL_ERRORS, Pool, queue, session
 from harvester.errors import HarvesterError
 
 log = logs.get("harvester.daemon.health")
@@ -39,7 +39,8 @@ UnknownAccounts = Callable[[], Awaitable[dict[str, int]]]
 
 
 class LoopState(Protocol):
-    """What the running daemon exposes about its loop (``harvester.daemon.Liveness`` fits)."""
+    """What the running daemon exposes about its loop (``harvester.daemon.liveness.Liveness``
+    fits)."""
 
     @property
     def last_tick(self) -> float: ...  # time.monotonic() of the loop's last iteration
@@ -67,8 +68,7 @@ class PoolHealth:
     async def db_ok(self) -> bool:
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with connection(self.pool) as conn:
-                    return bool(await conn.fetchval("SELECT 1") == 1)
+                return await session.answers(self.pool)
         except FAILURES:
             return False
 

@@ -1,9 +1,11 @@
-"""The daemon's connections outside the pool's statements: a session of its own, and the pool's end.
+"""The daemon's own uses of a connection, beside the stores: a direct session, a health check, and
+the pool's end.
 
 ``direct`` opens one connection to a DSN (``database.direct_dsn``: the migrations' advisory lock
 needs a session a pooler would not keep) and closes it on the way out, quietly when the server is
-already gone. ``close_pool`` closes the pool at exit within a bound, and terminates it when a
-database that went away would hold the exit up.
+already gone. ``answers`` is the health check's ``SELECT 1`` through the pool. ``close_pool``
+closes the pool at exit within a bound, and terminates it when a database that went away would
+hold the exit up.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from harvester.db.pool import DB_ERRORS
+from harvester.db.pool import DB_ERRORS, connection
 
 CLOSE_TIMEOUT_S = 5.0
 
@@ -30,6 +32,12 @@ async def direct(dsn: str, *, timeout_s: float) -> AsyncIterator[asyncpg.Connect
     finally:
         with contextlib.suppress(*DB_ERRORS):
             await conn.close(timeout=CLOSE_TIMEOUT_S)
+
+
+async def answers(pool: asyncpg.Pool) -> bool:
+    """Whether the database answers ``SELECT 1`` through the pool (the caller bounds the wait)."""
+    async with connection(pool) as conn:
+        return bool(await conn.fetchval("SELECT 1") == 1)
 
 
 async def close_pool(pool: asyncpg.Pool, timeout_s: float) -> None:
