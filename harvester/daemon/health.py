@@ -17,13 +17,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from harvester import logs
 from harvester.daemon.metrics import Metrics
-from harvester.db import DB_ERRORS, admin, connection
+from harvester.db import DB_OR_SQL_ERRORS, Pool, admin, session
 from harvester.errors import HarvesterError
 
 log = logs.get("harvester.daemon.health")
@@ -32,12 +31,7 @@ DEFAULT_STALE_AFTER_S = 15.0  # 3x the default worker.idle_poll_s
 DB_CHECK_TIMEOUT_S = 2.0
 REFRESH_TIMEOUT_S = 5.0
 # What a check or a refresh may fail with; anything else is a bug and should surface.
-FAILURES: tuple[type[BaseException], ...] = (
-    *DB_ERRORS,
-    asyncpg.PostgresError,
-    TimeoutError,
-    HarvesterError,
-)
+FAILURES: tuple[type[BaseException], ...] = (*DB_OR_SQL_ERRORS, TimeoutError, HarvesterError)
 
 Refresh = Callable[[], Awaitable[None]]
 # Pending jobs per account that no configuration of this process names: {account: jobs}.
@@ -45,7 +39,8 @@ UnknownAccounts = Callable[[], Awaitable[dict[str, int]]]
 
 
 class LoopState(Protocol):
-    """What the running daemon exposes about its loop (``harvester.daemon.Liveness`` fits)."""
+    """What the running daemon exposes about its loop (``harvester.daemon.liveness.Liveness``
+    fits)."""
 
     @property
     def last_tick(self) -> float: ...  # time.monotonic() of the loop's last iteration
@@ -66,15 +61,14 @@ class HealthSource(LoopState, Protocol):
 class PoolHealth:
     """The database check: ``SELECT 1`` through the pool, within a short timeout."""
 
-    def __init__(self, pool: asyncpg.Pool, timeout_s: float = DB_CHECK_TIMEOUT_S) -> None:
+    def __init__(self, pool: Pool, timeout_s: float = DB_CHECK_TIMEOUT_S) -> None:
         self.pool = pool
         self.timeout_s = timeout_s
 
     async def db_ok(self) -> bool:
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with connection(self.pool) as conn:
-                    return bool(await conn.fetchval("SELECT 1") == 1)
+                return await session.answers(self.pool)
         except FAILURES:
             return False
 
@@ -87,7 +81,7 @@ class QueueRefresher:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: Pool,
         metrics: Metrics,
         min_interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,

@@ -4,22 +4,18 @@ A ``Lane`` is an account's shared limiter (its row is keyed by the account's nam
 brakes: a 401 or a 429 on one account pauses that account only), its API client and token, its
 worker (claiming only that account's jobs), its list discovery and its event stream. The lanes of
 one process share the database pool, the metrics registry (each lane reports with its ``account``
-label) and the in-flight slots (``slots.Slots``). Token rotation happens here: ``rotate`` hands
-the client and the stream the new token; requests already sent finish with the old one.
+label) and the in-flight slots (``slots.Slots``). ``rotate`` hands the client and the stream a new
+token (``daemon.tokens`` reads it); requests already sent finish with the old one.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import asyncpg
-
-from harvester import logs
+from harvester import db, logs
 from harvester.api.client import SpiderIQ
-from harvester.config import AccountConfig, Config, Secret, reread_token
+from harvester.config import AccountConfig, Config, Secret
 from harvester.daemon.metrics import Metrics
 from harvester.daemon.worker import Worker
 from harvester.db import jobs
@@ -28,7 +24,6 @@ from harvester.db.limiter import SharedLimiter
 from harvester.db.listings import PgAdopter, PgDiscoveryStore, PgStreamStore
 from harvester.discovery.listing import Discovery
 from harvester.discovery.stream import EventStream
-from harvester.errors import ConfigError, DatabaseError
 from harvester.scheduling.gate import Gate
 from harvester.scheduling.slots import Slots
 
@@ -66,7 +61,7 @@ class Lane:
         return True
 
 
-def build_lanes(cfg: Config, pool: asyncpg.Pool, metrics: Metrics) -> list[Lane]:
+def build_lanes(cfg: Config, pool: db.Pool, metrics: Metrics) -> list[Lane]:
     slots = Slots(cfg.rate_limit.max_in_flight, cfg.account_names)
 
     async def drained() -> bool:
@@ -77,7 +72,7 @@ def build_lanes(cfg: Config, pool: asyncpg.Pool, metrics: Metrics) -> list[Lane]
 
 def build_lane(
     cfg: Config,
-    pool: asyncpg.Pool,
+    pool: db.Pool,
     metrics: Metrics,
     account: AccountConfig,
     slots: Slots,
@@ -135,21 +130,3 @@ def build_lane(
             adopter=adopter,
         )
     return lane
-
-
-async def reread_tokens(lanes: Sequence[Lane]) -> list[str]:
-    """Read every account's token again (SIGHUP, a changed token file); returns the accounts whose
-    token changed. An unreadable or empty file keeps the token in use and says so."""
-    changed: list[str] = []
-    for lane in lanes:
-        try:
-            token = reread_token(lane.account)
-        except ConfigError as exc:
-            log.error("token_reread_failed", account=lane.name, error=logs.scrub(str(exc)))
-            continue
-        if token and lane.rotate(token):
-            lane.account = dataclasses.replace(lane.account, token=token)
-            changed.append(lane.name)
-            with contextlib.suppress(DatabaseError):  # else they come due at their recheck time
-                await lane.store.make_auth_held_due()
-    return changed

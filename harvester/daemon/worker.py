@@ -1,10 +1,13 @@
 """The harvest loop: claim due jobs, spend one rate-limited request on each, apply the decision.
 
 It only sequences I/O between the job store (``ports.JobStore``), the gate (budget and brakes), the
-API client and the policy; every rule lives in ``policy`` and ``brakes``. An unexpected error is
-contained to its job, which is released with a fault backoff. On stop it claims nothing more, hands
-back at once every job still waiting for a request slot, lets requests in flight finish within the
-grace period, then releases whatever is left.
+API client and the rules: what an answer means for its job is ``scheduling.answers``, what it means
+for the whole process ``scheduling.brakes`` (through the gate), what the runs teach
+``scheduling.durations``. It keeps the leases of its jobs in flight alive (``heartbeat``); expiring
+stale jobs is ``daemon.expiry``. An unexpected error is contained to its job, which is released
+with a fault backoff. On stop it claims nothing more, hands back at once every job still waiting
+for a request slot, lets requests in flight finish within the grace period, then releases whatever
+is left.
 """
 
 from __future__ import annotations
@@ -22,18 +25,13 @@ from harvester import lifetime, logs
 from harvester.api import outcomes
 from harvester.config import DEFAULT_ACCOUNT, Config
 from harvester.errors import DatabaseError
-from harvester.ports import ClaimedJob, Finish, JobStore, Reschedule, StoreOutcome
-from harvester.scheduling import policy
+from harvester.ports import ClaimedJob, JobStore, StoreOutcome
+from harvester.scheduling import answers, policy
 from harvester.scheduling.gate import Gate
 from harvester.scheduling.slots import Slots
 
 log = logs.get("harvester.daemon.worker")
 
-EXPIRE_BATCH = 1000  # jobs per expiry statement (see sql/queries/jobs.sql expire_stale_jobs)
-# Expiry statements at once: two keep a two-core server busy through each other's commit; a
-# million stale jobs then expire in half a minute (bench/expiry.py).
-EXPIRE_LANES = 2
-EXPIRE_FINISH_S = 5.0  # a batch under way when the daemon stops may finish (and be counted) this long
 RELEASE_TIMEOUT_S = 0.5  # what handing back leases may take at the end of a shutdown
 
 
@@ -84,14 +82,15 @@ class Worker:
         self.last_tick = clock()
         self.harvested = 0
         self._slot_freed = asyncio.Event()
-        self._stopping = asyncio.Event()  # set when the claim loop ends: slot waiters give up
+        # Set when the claim loop ends: slot waiters give up, an expiry sweep stops after its batches.
+        self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------ loop
     async def run(self, stop: asyncio.Event, *, drain: bool = False) -> None:
         try:
             await self._claim_loop(stop, drain)
         finally:
-            self._stopping.set()
+            self.stopping.set()
             await self._shutdown()
 
     async def _claim_loop(self, stop: asyncio.Event, drain: bool) -> None:
@@ -166,25 +165,11 @@ class Worker:
 
     # ------------------------------------------------------------ one job
     async def _handle(self, job: ClaimedJob, stop: asyncio.Event) -> None:
-        view = policy.JobView(
-            job.job_type, job.polls, job.not_found_count, job.fault_count, job.age_s, job.upstream_status
-        )
+        view = answers.view(job)
         try:
-            hold = policy.first_poll_wait(
-                view, self.cfg.polling, self.gate.poll_factor(), stream_up=self.gate.stream_up
-            )
-            if hold > 0:
-                await self.store.reschedule(
-                    job,
-                    Reschedule(
-                        delay_s=hold,
-                        polls_spent=0,
-                        http_status=None,
-                        not_found_count=job.not_found_count,
-                        fault_count=job.fault_count,
-                        error=None,
-                    ),
-                )
+            hold = answers.first_poll(view, self.cfg.polling, self._situation())
+            if hold is not None:
+                await self.store.reschedule(job, hold)
                 return
             started = self.clock()
             if not await self._slot():  # shutting down: hand the job back without spending a request
@@ -198,7 +183,8 @@ class Worker:
             sent_with = self.gate.rotations
             outcome = await self.client.fetch_result(job.job_id)
             await self.gate.observe("results", outcome, waited, sent_with)
-            await self._apply(job, view, outcome, stop)
+            step = answers.after(view, outcome, self.cfg.polling, self.rng, self._situation())
+            await self._apply(job, step, stop)
         except asyncio.CancelledError:
             raise
         except DatabaseError as exc:  # the database went away (limiter, queue): not a bug
@@ -216,15 +202,27 @@ class Worker:
                 self.slots.gave_back(self.account)
             self._slot_freed.set()
 
+    def _situation(self) -> answers.Situation:
+        """What the gate knows beside the job, read now (a pause or the stream may have changed
+        while the request was out)."""
+        gate = self.gate
+        return answers.Situation(
+            poll_factor=gate.poll_factor(),
+            stream_up=gate.stream_up,
+            durations=gate.durations,
+            now_unix=gate.wall(),
+            default_pause_s=gate.default_pause_s,
+        )
+
     async def _slot(self) -> bool:
         """Wait for a request slot; False when the loop stopped first (nothing was sent).
 
         A slot may be hours away (a 429 pause): a stop must not wait for it.
         """
-        if self._stopping.is_set():
+        if self.stopping.is_set():
             return False
         acquire = asyncio.ensure_future(self.gate.limiter.acquire())
-        stopping = asyncio.ensure_future(self._stopping.wait())
+        stopping = asyncio.ensure_future(self.stopping.wait())
         try:
             await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -236,7 +234,7 @@ class Worker:
         if acquire.cancelled():
             return False
         acquire.result()  # a DatabaseError from the limiter surfaces here
-        return not self._stopping.is_set()
+        return not self.stopping.is_set()
 
     async def _release_after_fault(self, job: ClaimedJob) -> None:
         """Hand the job back with a fault backoff; if even that fails, its lease runs out."""
@@ -245,102 +243,34 @@ class Worker:
                 self.owner, [job.job_id], policy.fault_delay(job.fault_count + 1, self.cfg.polling, self.rng)
             )
 
-    async def _apply(
-        self, job: ClaimedJob, view: policy.JobView, outcome: outcomes.Outcome, stop: asyncio.Event
-    ) -> None:
-        cfg = self.cfg.polling
-        status = outcome.http_status
-        if isinstance(outcome, outcomes.Completed):
-            await self._store(job, stop, lambda: self.store.store_result(job, outcome))
-        elif isinstance(outcome, outcomes.Gone):
-            await self._store(job, stop, lambda: self.store.store_failure(job, outcome))
-        elif isinstance(outcome, outcomes.Pending):
-            job_type = outcome.job_type or job.job_type
-            decision = policy.on_pending(
-                view,
-                cfg,
-                self.rng,
-                self.gate.durations.get(job_type),
-                self.gate.poll_factor(),
-                stream_up=self.gate.stream_up,
-                upstream_status=outcome.upstream_status,
-            )
-            await self._decide(job, decision, status, outcome.upstream_status, outcome.job_type)
-        elif isinstance(outcome, outcomes.NotFound):
-            await self._decide(job, policy.on_not_found(view, cfg, self.rng), status, None, None)
-        elif isinstance(outcome, outcomes.AuthFailed):
-            await self._keep(job, cfg.auth_recheck_s, status, f"{status}: {outcome.detail}")
-        elif isinstance(outcome, outcomes.RateLimited):
-            await self._keep(
-                job, max(cfg.min_interval_s, self.gate.rate_pause_s(outcome)), status, "429: rate limited"
-            )
-        elif isinstance(outcome, outcomes.Transient):
-            await self._decide(job, policy.on_fault(view, outcome.reason, cfg, self.rng), status, None, None)
-        else:  # pragma: no cover - classification returns only the kinds above
-            raise TypeError(f"unknown outcome {type(outcome).__name__}")
-
-    async def _keep(self, job: ClaimedJob, delay: float, status: int | None, error: str) -> None:
-        """Count the request but leave the job exactly as it was otherwise (pauses)."""
-        await self.store.reschedule(
-            job,
-            Reschedule(
-                delay_s=delay,
-                polls_spent=1,
-                http_status=status,
-                not_found_count=job.not_found_count,
-                fault_count=job.fault_count,
-                error=error,
-            ),
-        )
-
-    async def _decide(
-        self,
-        job: ClaimedJob,
-        decision: policy.Decision,
-        status: int | None,
-        upstream_status: str | None,
-        job_type: str | None,
-    ) -> None:
-        if decision.state is None:
-            await self.store.reschedule(
-                job,
-                Reschedule(
-                    delay_s=decision.delay_s,
-                    polls_spent=1,
-                    http_status=status,
-                    upstream_status=upstream_status,
-                    job_type=job_type,
-                    not_found_count=decision.not_found_count,
-                    fault_count=decision.fault_count,
-                    error=decision.error,
-                ),
-            )
+    async def _apply(self, job: ClaimedJob, step: answers.Step, stop: asyncio.Event) -> None:
+        """Write what the answer led to (``answers.after``)."""
+        if isinstance(step, answers.Store):
+            body = step.outcome
+            if isinstance(body, outcomes.Completed):
+                await self._store(job, stop, lambda: self.store.store_result(job, body))
+            else:
+                await self._store(job, stop, lambda: self.store.store_failure(job, body))
+        elif isinstance(step, answers.Paused):
+            await self.store.reschedule(job, step.change)
+        elif isinstance(step, answers.Again):
+            await self.store.reschedule(job, step.change)
             log.debug(
                 "job_polled",
                 job_id=str(job.job_id),
-                http_status=status,
+                http_status=step.change.http_status,
                 polls=job.polls + 1,
-                next_poll_in_s=round(decision.delay_s, 2),
+                next_poll_in_s=round(step.change.delay_s, 2),
             )
-            return
-        if await self.store.finish(
-            job,
-            Finish(
-                state=decision.state,
-                polls_spent=1,
-                http_status=status,
-                not_found_count=decision.not_found_count,
-                fault_count=decision.fault_count,
-                error=decision.error,
-            ),
-        ):
-            self.gate.observer.job_finished(decision.state, job.polls + 1, None)
+        elif await self.store.finish(job, step.change):
+            end = step.change
+            self.gate.observer.job_finished(end.state, job.polls + 1, None)
             log.info(
-                f"job_{decision.state}",
+                f"job_{end.state}",
                 job_id=str(job.job_id),
-                http_status=status,
+                http_status=end.http_status,
                 polls=job.polls + 1,
-                error=decision.error,
+                error=end.error,
             )
 
     async def _store(
@@ -373,9 +303,9 @@ class Worker:
             return
         if outcome.kind == "harvested":
             self.harvested += 1
-        self.gate.durations.ended(job.job_id)
-        if outcome.processing_s is not None:  # API seconds; the schedule runs in scaled seconds
-            self.gate.durations.observe(outcome.job_type, outcome.processing_s / self.cfg.speed)
+        # The results report API seconds; the schedule runs in scaled seconds.
+        ran_s = None if outcome.processing_s is None else self.cfg.local_s(outcome.processing_s)
+        self.gate.durations.ran(job.job_id, outcome.job_type, ran_s)
         self.gate.observer.job_finished(
             outcome.kind, job.polls + 1, latency_s(outcome.completed_at, time.time())
         )
@@ -387,51 +317,6 @@ class Worker:
         if self.in_flight:
             await self.store.extend_leases(self.owner, list(self.in_flight), self.cfg.worker.lease_s)
         return self.cfg.worker.heartbeat_s
-
-    async def housekeeping(self) -> float:
-        """Expire jobs pending longer than ``give_up_after_s``, in bounded batches.
-
-        What was expired is logged even when the daemon stops in the middle of a long backlog: the
-        side tasks are cancelled then, possibly while a batch commits, so a batch in progress is
-        let finish (it is bounded by the statement timeout) and counted before the log line.
-        ``EXPIRE_LANES`` batches run at once (``SKIP LOCKED`` keeps them apart): a batch's own
-        statement and its commit, where the change feed numbers it under one lock, overlap.
-        """
-        expired = [0]
-        batches: set[asyncio.Future[int]] = set()
-        try:
-            async with asyncio.TaskGroup() as lanes:
-                for _ in range(EXPIRE_LANES):
-                    lanes.create_task(self._expire_batches(expired, batches))
-        except* DatabaseError as failed:  # the caller retries a database error, one like any other
-            raise failed.exceptions[0] from None
-        finally:
-            try:
-                if batches:  # stopped mid-batch: each commits or fails on its own, and counts itself
-                    await asyncio.wait(set(batches), timeout=EXPIRE_FINISH_S)
-            finally:
-                if expired[0]:
-                    log.info("jobs_expired", count=expired[0])
-        return self.cfg.worker.housekeeping_s
-
-    async def _expire_batches(self, expired: list[int], batches: set[asyncio.Future[int]]) -> None:
-        """Expire batch after batch until one comes back short. Each batch adds its own count to
-        ``expired[0]`` when it ends, whoever still waits for it: a cancelled wait leaves the batch
-        running (it is never cancelled: its commit may already be on the way)."""
-
-        def counted(batch: asyncio.Future[int]) -> None:
-            batches.discard(batch)
-            if not batch.cancelled() and batch.exception() is None:
-                expired[0] += batch.result()
-
-        while True:
-            batch = asyncio.ensure_future(self.store.expire(self.cfg.polling.give_up_after_s, EXPIRE_BATCH))
-            batches.add(batch)
-            batch.add_done_callback(counted)
-            count = await asyncio.shield(batch)
-            if count < EXPIRE_BATCH or self._stopping.is_set():
-                return
-            await asyncio.sleep(0)  # let the loop breathe between batches
 
     async def _shutdown(self) -> None:
         """Let requests in flight finish within the grace period, then hand back what is left."""

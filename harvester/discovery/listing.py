@@ -12,7 +12,6 @@ time (a lease on the account's discovery row).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,11 +36,6 @@ QUEUED_SCAN_AHEAD = 0.2  # ...within this share of the queued defer, at most onc
 # polls would be 5,000). The cap only bounds one pass's time.
 QUEUED_SCAN_MAX_PAGES = 200
 RATE_WEIGHT = 0.3  # of the newest pass in the learned completion rate
-
-
-def fingerprint(token: str) -> str:
-    """The key of a credential's discovery row: a sha256 prefix; the token never reaches the DB."""
-    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 class ListClient(Protocol):

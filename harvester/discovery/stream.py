@@ -1,11 +1,9 @@
-"""The SpiderIQ event stream as a second discovery source: a nudge, never the truth.
+"""The SpiderIQ event stream as a second discovery source: connecting, reading, and its lease.
 
 ``GET /api/v1/events/stream?token=…`` is account-wide, best effort and has no replay. One process
-per credential holds it (a lease on the discovery row, renewed while it runs). ``job.completed``
-and ``job.failed`` make our pending job due at once, exactly as a list page does; ``job.started``
-and ``job.queued`` defer its direct polls, since the stream will announce the end. An end seen
-before the job reached our queue (the producer inserts after submitting) is remembered for a while
-and applied when the job appears. Every (re)connect asks for one reconciling list pass, because
+per credential holds it (a lease on the discovery row, renewed while it runs). What each event
+does to our queue is ``stream_events`` (and what it means for a job's next poll,
+``scheduling.stream_rules``). Every (re)connect asks for one reconciling list pass, because
 whatever happened while disconnected is lost; no heartbeat for twice its interval means the
 stream is dead. Reconnects back off, capped and jittered. Opening the stream costs one request.
 
@@ -18,32 +16,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 import aiohttp
 
 from harvester import lifetime, logs
 from harvester.api import classify
-from harvester.api.event_bodies import FINISHED, RUNNING, event_time, job_fields, parse_body
-from harvester.api.outcomes import TERMINAL_UPSTREAM, AuthFailed, RateLimited, Transient
-from harvester.api.sse import Event, Parser, StreamError
+from harvester.api.outcomes import AuthFailed, RateLimited, Transient
+from harvester.api.sse import Parser, StreamError
 from harvester.config import DEFAULT_ACCOUNT, Config
+from harvester.discovery.stream_events import StreamEvents
 from harvester.errors import DatabaseError
-from harvester.ports import Adopter, Listed, StreamStore
-from harvester.scheduling import policy
+from harvester.ports import Adopter, StreamStore
 from harvester.scheduling.gate import Gate
-from harvester.scheduling.queue_watch import QueueWatch
 
 log = logs.get("harvester.discovery.stream")
 
 PATH = "/api/v1/events/stream"
 HEARTBEAT_API_S = 30.0  # the documented heartbeat interval, in the API's time
-RECENT_MAX = 10_000  # ends remembered for jobs not in the queue yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +103,6 @@ class EventStream:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
-        self.adopter = adopter  # adopt mode: a job an event names that the queue lacks is queued
-        self.adopted = 0
         self.store = store
         self.gate = gate
         self.key = account  # the account's stream lease lives on its discovery row
@@ -127,10 +117,10 @@ class EventStream:
         self.dead_after_s = 2 * cfg.local_s(HEARTBEAT_API_S)
         self.connections = 0
         self.connected = False
-        self._events = self._matched = 0  # since the last lease renewal
-        self._recent: OrderedDict[UUID, tuple[Listed, float]] = OrderedDict()
-        self.queue = QueueWatch()  # jobs seen queued, in queue order: their type, who passed whom
-        self._last_seen: datetime | None = None  # API time of the newest event received
+        # What the events do to our queue; it scrubs with the token in use, rotated or not.
+        self.events = StreamEvents(
+            cfg.polling, store, gate, lambda text: self._scrub(text), adopter=adopter, clock=clock
+        )
         self._session: aiohttp.ClientSession | None = None
 
     # ------------------------------------------------------------ lifetime
@@ -187,7 +177,7 @@ class EventStream:
 
     async def _hold(self, *, connected: bool) -> bool:
         """Claim or renew the lease, reporting the connection and what was seen meanwhile."""
-        events, matched = self._events, self._matched
+        events, matched = self.events.seen, self.events.matched
         held = await self.store.claim_stream(
             self.key,
             self.owner,
@@ -196,8 +186,7 @@ class EventStream:
             events=events,
             matched=matched,
         )
-        self._events -= events
-        self._matched -= matched
+        self.events.reported(events, matched)
         return held
 
     async def _set_connected(self, connected: bool) -> None:
@@ -295,7 +284,7 @@ class EventStream:
             await self._set_connected(True)
             # The gap before this connection: back to the last event the previous one received
             # (none yet in this process: a full pass).
-            await self.store.request_reconcile(self.key, self._last_seen)
+            await self.store.request_reconcile(self.key, self.events.last_seen)
             log.info("stream_connected", connections=self.connections)
             while not stop.is_set():
                 chunk = await chunks.next(stop, min(renew_at, heard + self.dead_after_s) - self.clock())
@@ -306,14 +295,14 @@ class EventStream:
                 if chunk is not None:
                     heard = now
                     for event in parser.feed(chunk):
-                        await self._handle(event)
+                        await self.events.handle(event)
                 elif stop.is_set():
                     return
                 elif now - heard >= self.dead_after_s:
                     log.warning("stream_silent", seconds=round(self.dead_after_s, 2))
                     return
-                if now >= replay_at and self._recent:
-                    await self._replay_recent()
+                if now >= replay_at and self.events.remembered:
+                    await self.events.replay_recent()
                     replay_at = now + self.cfg.polling.list_tick_s * 4
                 if now >= renew_at:
                     renew_at = now + renew_every
@@ -327,109 +316,6 @@ class EventStream:
         finally:
             chunks.close()
             response.close()
-
-    async def _handle(self, event: Event) -> None:
-        self._events += 1
-        matched = 0
-        body = parse_body(event.data)
-        stamp = event_time(body)
-        if stamp is not None and (self._last_seen is None or stamp > self._last_seen):
-            self._last_seen = stamp
-        if event.type in FINISHED or event.type in RUNNING:
-            job_id, job_type = job_fields(body)
-            if job_id is not None and self.adopter is not None:
-                status = FINISHED.get(event.type) or RUNNING[event.type]
-                if await self.adopter.adopt([Listed(job_id, status, job_type)]):
-                    self.adopted += 1
-                    log.info("jobs_adopted", count=1, source="stream")
-            if job_id is None:
-                log.debug("stream_event_unreadable", type=event.type)
-            elif event.type in FINISHED:
-                matched = await self._finished(Listed(job_id, FINISHED[event.type], job_type))
-            else:
-                matched = await self._running(job_id, RUNNING[event.type], job_type)
-        elif event.type == "error":
-            log.warning("stream_error_event", detail=self._scrub(event.data[:300]))
-        self._matched += matched
-        self.gate.observer.stream_event(event.type, matched)
-
-    async def _finished(self, job: Listed) -> int:
-        self.queue.ended(job.job_id)
-        self.gate.durations.ended(job.job_id)
-        marked = await self.store.mark_finished([job])
-        if marked:
-            self.gate.nudge()
-            return 1
-        self._remember(job)
-        return 0
-
-    async def _running(self, job_id: UUID, status: str, job_type: str | None) -> int:
-        """A job that started (or waits queued) ends later: its direct polls can wait that long.
-
-        A started job whose end event does not come by when nearly every run of its type has ended
-        (``policy.started_defer``: the event was lost, or it was cancelled, which no event says) is
-        polled directly then, one request for that one job instead of a list pass. A start also
-        tells which jobs queued before it the queue went past (``passing``): those are polled when
-        they would be overdue.
-        """
-        polling = self.cfg.polling
-        if status == "queued":  # a busy queue can hold it for many minutes; its start is announced
-            self.queue.queued(job_id, job_type)
-            defer = policy.queued_defer(polling)
-        else:
-            job_type = job_type or self.queue.type_of(job_id)
-            await self._passed(self.queue.started(job_id))
-            kinds = (job_type,) if job_type else (policy.SITE, policy.MAPS)
-            now = self.gate.clock()
-            self.gate.durations.started(job_id, job_type, now)
-            defer = max(policy.started_defer(t, polling, self.gate.durations, now) for t in kinds)
-        job = Listed(job_id, status, job_type, defer)
-        if await self.store.defer_running([job]):
-            return 1
-        self._remember(job)
-        return 0
-
-    async def _passed(self, passed: list[tuple[UUID, str]]) -> None:
-        """Jobs the queue went past: cancelled while they waited, or started with the event lost.
-        Each is polled when its end would be overdue had it started now (``policy.started_defer``):
-        a start that was only lost has been announced ended by then (a poll sooner finds it still
-        running), and a job cancelled while it waited is found that long after its turn."""
-        if not passed:
-            return
-        polling, now = self.cfg.polling, self.gate.clock()
-        jobs = [
-            Listed(job_id, "queued", kind, policy.started_defer(kind, polling, self.gate.durations, now))
-            for job_id, kind in passed
-        ]
-        pulled = await self.store.pull_in_queued(jobs)
-        if pulled:
-            log.debug("stream_queue_passed", jobs=len(pulled))
-
-    def _remember(self, job: Listed) -> None:
-        """An event for a job not (yet) in our queue: the producer may insert it in a moment."""
-        known = self._recent.get(job.job_id)
-        if known is not None and known[0].status in TERMINAL_UPSTREAM:
-            return  # an end is not undone by a late start
-        self._recent[job.job_id] = (job, self.clock())
-        self._recent.move_to_end(job.job_id)
-        while len(self._recent) > RECENT_MAX:
-            self._recent.popitem(last=False)
-
-    async def _replay_recent(self) -> None:
-        """Ends seen before their job reached the queue: apply them now that it may be there."""
-        horizon = self.clock() - self.cfg.polling.list_reconcile_s
-        for job_id in [j for j, (_, seen) in self._recent.items() if seen < horizon]:
-            del self._recent[job_id]
-        if not self._recent:
-            return
-        jobs = [job for job, _ in self._recent.values()]
-        marked = await self.store.mark_finished([j for j in jobs if j.status in TERMINAL_UPSTREAM])
-        deferred = await self.store.defer_running([j for j in jobs if j.status not in TERMINAL_UPSTREAM])
-        for job_id in (*marked, *deferred):
-            self._recent.pop(job_id, None)
-        self._matched += len(marked) + len(deferred)
-        if marked:
-            self.gate.nudge()
 
 
 async def _read_small(response: aiohttp.ClientResponse) -> bytes:

@@ -69,6 +69,12 @@ class DurationModel:
         """Its end was seen (an event, a list page or its results): it is not going any more."""
         self._drop(job_id)
 
+    def ran(self, job_id: UUID, job_type: str | None, seconds: float | None) -> None:
+        """Its results were stored: the run is over, and took ``seconds`` when they say so."""
+        self.ended(job_id)
+        if seconds is not None:
+            self.observe(job_type, seconds)
+
     # ------------------------------------------------------------ what is learned
     def get(self, job_type: str | None) -> float | None:
         """The typical run of the type, None before one was seen."""

@@ -341,4 +341,4 @@ async def test_a_queued_job_the_queue_went_past_is_polled_when_it_would_be_overd
     assert store.rows[passed].upstream_status == "queued"  # nothing is known of it but that it waited
     for waiting in (later, other_type):
         assert store.rows[waiting].next_poll_at > now + queued_defer - 5
-    assert len(stream.queue) == 2  # the passed and the started one left the watch
+    assert len(stream.events.rules.queue) == 2  # the passed and the started one left the watch

@@ -11,7 +11,7 @@ import asyncio
 
 import asyncpg
 
-from harvester.daemon import run as daemon
+from harvester.daemon.startup import migrate_with_retry
 
 WAITING = (
     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
@@ -33,7 +33,7 @@ async def test_connection_killed_during_migration_is_retried(db_dsn: str) -> Non
     admin = await asyncpg.connect(db_dsn)
     try:
         await holder.execute("SELECT pg_advisory_lock(hashtext('harvester.migrate'))")
-        task = asyncio.create_task(daemon.migrate_with_retry(db_dsn, wait_s=20.0))
+        task = asyncio.create_task(migrate_with_retry(db_dsn, wait_s=20.0))
         victim = await waiting_pid(admin)
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", victim)
         await waiting_pid(admin)  # a second attempt is queued behind the lock

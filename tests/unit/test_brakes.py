@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from harvester import config
 from harvester.api import outcomes
 from harvester.config import PollingConfig
 from harvester.scheduling import brakes
@@ -186,37 +185,3 @@ def test_the_servers_remaining_requests_are_read_from_its_header(
     from harvester.api.classify import remaining
 
     assert remaining(headers) == expected
-
-
-def test_the_gate_never_plans_past_what_the_server_says_is_left() -> None:
-    from harvester.scheduling.gate import Gate
-    from tests.support.fakes import FakeLimiter
-
-    cfg = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9"})
-    gate = Gate(cfg, FakeLimiter())
-    assert gate.claim_limit(8) == 8  # the server said nothing
-    gate.note_remaining(3)
-    assert gate.claim_limit(8) == 3
-    gate.note_remaining(0)
-    assert gate.claim_limit(8) == 1  # one at least: the shared limiter paces the sends
-    gate.note_remaining(50)
-    assert gate.claim_limit(8) == 8
-
-
-async def test_a_refusal_of_a_token_rotated_out_meanwhile_does_not_pause_the_new_one() -> None:
-    """SIGHUP while a request with the old token is in flight: its 401 arrives after the rotation
-    and must not park the new token until the next recheck; a refusal of the new token does."""
-    from harvester.scheduling.gate import Gate
-    from tests.support.fakes import FakeLimiter
-
-    cfg = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9"})
-    gate = Gate(cfg, FakeLimiter())
-    await gate.observe("list", outcomes.AuthFailed(detail="bad"), 0.0, gate.rotations)
-    assert gate.brakes.auth_failed and gate.hold_back() is not None
-    old = gate.rotations
-    gate.token_rotated()
-    assert gate.hold_back() is None  # the new token is tried at once
-    await gate.observe("list", outcomes.AuthFailed(detail="bad"), 0.0, old)  # sent before the rotation
-    assert gate.hold_back() is None
-    await gate.observe("list", outcomes.AuthFailed(detail="bad"), 0.0, gate.rotations)
-    assert gate.hold_back() is not None  # the new token refused too

@@ -125,3 +125,19 @@ def test_a_page_showing_a_run_adds_it_once_and_keeps_a_start_already_known() -> 
     for job_id in wave:
         model.seen_running(job_id, MAPS, now=50.0)  # shown running from 50 s
     assert model.overdue(MAPS, now=60.0) is not None  # 10 s so far: nothing against the quantile
+
+
+def test_a_stored_result_ends_its_run_and_teaches_its_time() -> None:
+    model = DurationModel()
+    for _ in range(OVERDUE_SAMPLES):
+        model.observe("spiderSite", 10.0)
+    going = [uuid4() for _ in range(5)]
+    for job_id in going:
+        model.started(job_id, "spiderSite", 0.0)
+    assert model.overdue("spiderSite", 25.0) is None  # five runs going past the quantile
+    for job_id in going[:4]:
+        model.ran(job_id, "spiderSite", None)  # no processing time reported: nothing learned
+    assert model.get("spiderSite") == pytest.approx(10.0)
+    assert model.overdue("spiderSite", 25.0) == pytest.approx(OVERDUE_MARGIN * 10.0)
+    model.ran(going[4], "spiderSite", 20.0)
+    assert model.get("spiderSite") == pytest.approx(11.0)  # the mean moved a tenth of the way

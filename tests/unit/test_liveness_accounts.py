@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from harvester import config
 from harvester.daemon.lanes import Lane
-from harvester.daemon.run import Liveness
+from harvester.daemon.liveness import Liveness
 from harvester.scheduling import brakes
 from harvester.scheduling.gate import Gate
 from tests.support import fakes

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from harvester.daemon import sd_notify as notify
+from harvester.daemon.liveness import watchdog
 
 
 @pytest.fixture
@@ -91,3 +94,35 @@ def test_watchdog_interval_reads_the_process_environment(monkeypatch: pytest.Mon
     monkeypatch.setenv("WATCHDOG_USEC", "20000000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     assert notify.watchdog_interval() == 20.0
+
+
+async def test_the_watchdog_is_fed_only_while_the_loop_ticks(
+    receiver: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``liveness.watchdog``: WATCHDOG=1 at half systemd's interval, never for a stalled loop."""
+    sock, path = receiver
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")  # 0.1 s
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    tick = time.monotonic()
+    stop = asyncio.Event()
+    task = asyncio.create_task(watchdog(lambda: tick, stop))
+    await asyncio.sleep(0.02)
+    assert sock.recv(4096) == b"WATCHDOG=1"  # the loop just ticked
+    await asyncio.sleep(0.25)  # no tick since: the loop looks stuck
+    while True:  # drain what was sent while the tick was still fresh
+        try:
+            sock.recv(4096)
+        except BlockingIOError:
+            break
+    await asyncio.sleep(0.15)
+    with pytest.raises(BlockingIOError):
+        sock.recv(4096)  # nothing more for a stalled loop
+    stop.set()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_no_watchdog_asked_for_means_no_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    await asyncio.wait_for(watchdog(lambda: 0.0, asyncio.Event()), 1)  # returns at once

@@ -26,7 +26,6 @@ from harvester.api.outcomes import (
     Unreadable,
 )
 from harvester.daemon.worker import Worker
-from harvester.errors import DatabaseError
 from harvester.scheduling import brakes
 from harvester.scheduling.gate import Gate
 from tests.support import fakes
@@ -275,29 +274,6 @@ async def test_claims_that_fail_back_off_and_recover() -> None:
     parts.store.failing.clear()
     await asyncio.wait_for(run, 10)
     assert parts.store.rows[job_id].state == "harvested"
-
-
-async def test_housekeeping_expires_in_batches() -> None:
-    parts = Parts()
-    for _ in range(2500):
-        parts.store.add(uuid4(), age_s=OLD, due_in_s=3600)
-    await parts.worker.housekeeping()
-    # two lanes: 1000 and 1000, then each stops at its first short batch (500, then 0)
-    assert parts.store.calls.count("expire") == 4
-    assert set(fakes.states(parts.store).values()) == {"expired"}
-
-
-async def test_a_database_error_in_one_expiry_lane_reaches_the_retry_as_itself() -> None:
-    """``keep_running`` retries a ``DatabaseError``; two lanes must not turn it into a group."""
-
-    class Failing(fakes.FakeStore):
-        async def expire(self, give_up_after_s: float, batch: int) -> int:
-            raise DatabaseError("expire: database unavailable: ConnectionRefusedError")
-
-    parts = Parts()
-    parts.worker.store = Failing()
-    with pytest.raises(DatabaseError, match="expire: database unavailable"):
-        await parts.worker.housekeeping()
 
 
 async def test_with_no_slot_soon_the_worker_claims_no_more_than_the_one_it_holds() -> None:
