@@ -18,8 +18,8 @@ import pytest
 from harvester import config
 from harvester.daemon.health import start_server
 from harvester.daemon.metrics import Metrics
+from tests.support.paths import DEPLOY
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNIT = DEPLOY / "harvester.service"
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "docker-compose.yml"

@@ -9,10 +9,9 @@ from pathlib import Path
 import asyncpg
 
 from harvester.commands.imports import import_paths
+from tests.support.paths import BODIES, SEED
 from tests.support.rows import one
 
-SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
-BODIES = Path(__file__).resolve().parents[1] / "fixtures" / "bodies"
 SEEDS_200 = ["site-minimal-200.json", "site-ai-200.json", "site-champ-200.json", "maps-200.json"]
 
 

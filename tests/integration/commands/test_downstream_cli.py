@@ -17,9 +17,9 @@ import pytest
 
 from harvester.api.classify import read_body
 from harvester.db import store
-from tests.integration.test_cli import assert_one_line_error, harvester
+from tests.support.commands import assert_one_line_error, harvester
+from tests.support.paths import SEED
 
-SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
 CHAMP_ID = UUID("770e8400-e29b-41d4-a716-446655440002")
 AI_ID = UUID("660e8400-e29b-41d4-a716-446655440001")
 MAPS_ID = UUID("880e8400-e29b-41d4-a716-446655440003")

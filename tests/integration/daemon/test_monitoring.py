@@ -28,8 +28,8 @@ from harvester.daemon import run as daemon
 from harvester.daemon.metrics import KNOWN_LABELS, NAMESPACE
 from harvester.sim import SimServer
 from tests.support.e2e import TOKEN, daemon_config
+from tests.support.paths import DEPLOY
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "harvester.json"
 RULES = DEPLOY / "prometheus" / "harvester-rules.yml"
 RULES_TEST = DEPLOY / "prometheus" / "harvester-rules.test.yml"

@@ -15,9 +15,9 @@ from harvester.db import bulk, store
 from harvester.db.rows import ROW_TABLES
 from harvester.errors import DatabaseError
 from harvester.ports import StoreOutcome
+from tests.support.paths import SEED
 from tests.support.rows import one
 
-SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
 MINIMAL = SEED / "site-minimal-200.json"
 MAPS = SEED / "maps-200.json"
 CHAMP = SEED / "site-champ-200.json"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import aiohttp
 from prometheus_client import CollectorRegistry
@@ -12,8 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harvester.daemon.health import start_server
 from harvester.daemon.metrics import ENDPOINTS, ERROR_KINDS, JOB_STATES, KNOWN_LABELS, NAMESPACE, Metrics
+from tests.support.paths import PACKAGE
 
-SOURCES = Path(__file__).resolve().parents[2] / "harvester"
+SOURCES = PACKAGE
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

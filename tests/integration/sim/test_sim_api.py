@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from harvester.sim import ManualClock, SimServer
+from tests.support.paths import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TOKEN = "cli_alpha:sk_alpha:secret_alpha"
 OTHER = "cli_beta:sk_beta:secret_beta"
 INACTIVE = "cli_gone:sk_gone:secret_gone"

@@ -13,6 +13,7 @@ import pytest
 
 from harvester import config
 from harvester.errors import ConfigError
+from tests.support.paths import ROOT
 
 LOCAL = {"HARVESTER_API_BASE_URL": "http://127.0.0.1:8765"}
 
@@ -286,7 +287,7 @@ def test_missing_token_is_a_clear_error() -> None:
 
 
 def test_example_config_documents_every_key() -> None:
-    example = Path(__file__).resolve().parents[2] / "config.example.toml"
+    example = ROOT / "config.example.toml"
     cfg = config.load(example, environ={})
     text = example.read_text()
     for section, cls in config.SECTIONS.items():
@@ -300,7 +301,7 @@ def test_example_config_documents_every_key() -> None:
 def test_every_key_is_documented_in_the_example_and_the_configuration_guide() -> None:
     """Users configure from config.example.toml and the table of docs/configuration.md; neither may
     fall behind."""
-    root = Path(__file__).resolve().parents[2]
+    root = ROOT
     example = (root / "config.example.toml").read_text()
     guide = (root / "docs" / "configuration.md").read_text()
     for section, cls in config.SECTIONS.items():

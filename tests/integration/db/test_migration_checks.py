@@ -19,9 +19,9 @@ import pytest
 from harvester.db import migrate
 from harvester.errors import MigrationHistoryError, SchemaError
 from tests.support.migrations import add, copy_migrations, edit, migrate_until
+from tests.support.paths import ROOT
 from tests.support.roles import Logins, apply_roles, drop_logins, make_logins
 
-ROOT = Path(__file__).resolve().parents[2]
 NEVER_EDITED = "a migration on main is never edited; a change is a new migration"
 LEDGER = "SELECT version, checksum FROM harvester.schema_migrations ORDER BY version"
 

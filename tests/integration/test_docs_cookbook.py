@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from harvester.commands.imports import import_paths
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "tests" / "fixtures" / "seed"
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from harvester.sim.data_maps import maps_data, other_data
 from harvester.sim.data_site import site_data
 from harvester.sim.words import SOCIALS
+from tests.support.paths import SEED
 
-SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
 JOB_IDS = [f"00000000-0000-4000-8000-{i:012d}" for i in range(300)]
 MAPS_EXTRAS = {"phone_e164", "phone_national", "phone_type", "phone_valid", "image_url"}
 

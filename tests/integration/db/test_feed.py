@@ -13,8 +13,8 @@ import asyncpg
 
 from harvester.api.classify import read_body
 from harvester.db import bulk, feed, store
+from tests.support.paths import SEED
 
-SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
 MINIMAL = SEED / "site-minimal-200.json"
 MINIMAL_ID = UUID("550e8400-e29b-41d4-a716-446655440000")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -17,8 +16,8 @@ from harvester.errors import BodyError
 from harvester.normalize import Normalized, PhoneRow, SocialRow, normalize, parse_body
 from harvester.normalize.maps import fallback_place_id
 from harvester.normalize.site import domain_of
+from tests.support.paths import SEED
 
-SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
 JOB = "550e8400-e29b-41d4-a716-446655440000"
 
 
