@@ -19,8 +19,10 @@ import asyncpg
 import pytest
 import structlog
 
+from harvester.config import Config
 from harvester.db import migrate
 from harvester.pgtemp import TempPostgres
+from tests.support import configs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SEED_SAMPLES = Path(__file__).resolve().parent / "fixtures" / "seed"
@@ -55,6 +57,13 @@ def detach_log_handlers() -> Iterator[None]:
     for handler in [h for h in root.handlers if getattr(h, "harvester", False)]:
         root.removeHandler(handler)
     structlog.reset_defaults()
+
+
+@pytest.fixture
+def cfg() -> Config:
+    """A loaded configuration with nothing set but a loopback API and a test token
+    (``tests.support.configs.loaded``; a test that needs more calls it with its overrides)."""
+    return configs.loaded()
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ import pytest
 
 from harvester import config
 from harvester.daemon import run as daemon
+from tests.support import configs
 from tests.support.e2e import TOKEN
 from tests.support.rows import one
 
@@ -142,7 +143,7 @@ def fast_config(dsn: str, url: str, **extra: Any) -> config.Config:
         "rate_limit.burst": 50,
     }
     values.update(extra)
-    return config.load(environ={}, overrides=values)
+    return configs.loaded(values)
 
 
 async def run_to_drain(cfg: config.Config, within_s: float = 60.0) -> None:

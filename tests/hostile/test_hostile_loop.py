@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from harvester import config
 from harvester.daemon import run as daemon
+from tests.support import configs
 from tests.support.hostile import HAND_CASES, REJECTED, generated_cases
 
 TOKEN = "loop:sk_loop_123456:secret_loop_123456"  # a test credential, not a secret
@@ -61,9 +61,8 @@ async def test_daemon_survives_every_hostile_body(
     conn = await asyncpg.connect(db_dsn)
     try:
         await conn.execute("INSERT INTO harvester.jobs (job_id) SELECT unnest($1::uuid[])", list(served))
-        cfg = config.load(
-            environ={},
-            overrides={
+        cfg = configs.loaded(
+            {
                 "database.dsn": db_dsn,
                 "api.base_url": url,
                 "api.token": TOKEN,

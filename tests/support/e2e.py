@@ -22,6 +22,7 @@ import asyncpg
 
 from harvester import config
 from harvester.sim import SimServer
+from tests.support import configs
 
 TOKEN = "e2e:key:secret"
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ def daemon_config(dsn: str, sim: SimServer, speed: float, **overrides: Any) -> c
         "log.level": "warning",
     }
     values.update(overrides)
-    return config.load(environ={}, overrides=values)
+    return configs.loaded(values)
 
 
 def daemon_env(

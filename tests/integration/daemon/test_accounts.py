@@ -23,6 +23,7 @@ from harvester.db.listings import PgAdopter, PgDiscoveryStore
 from harvester.discovery.listing import Discovery
 from harvester.scheduling.gate import Gate
 from harvester.sim import SimServer
+from tests.support import configs
 
 A, B = "acme:key:secret", "bravo:key:secret"
 SPEED = 50.0
@@ -170,9 +171,8 @@ async def sim_jobs(sim: SimServer, token: str, count: int, **plan: Any) -> list[
 
 
 def lane_parts(db_dsn: str, sim: SimServer, pool: asyncpg.Pool, name: str, token: str, **adopt: Any) -> Any:
-    cfg = config.load(
-        environ={},
-        overrides={
+    cfg = configs.loaded(
+        {
             "database.dsn": db_dsn,
             "api.base_url": sim.url,
             "api.token": token,

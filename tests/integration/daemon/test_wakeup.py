@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from harvester import config
 from harvester.daemon import wakeup
 from harvester.db import listen
+from tests.support import configs
 
 LISTENERS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'"
 
@@ -38,9 +38,7 @@ async def listener_pid(pool: asyncpg.Pool) -> int:
 async def test_an_insert_wakes_the_worker_and_a_lost_session_is_replaced(
     db_dsn: str, pool: asyncpg.Pool
 ) -> None:
-    cfg = config.load(
-        environ={}, overrides={"database.dsn": db_dsn, "database.listen_check_s": 0.2, "api.token": "t:t:t"}
-    )
+    cfg = configs.loaded({"database.dsn": db_dsn, "database.listen_check_s": 0.2})
     nudges: list[int] = []
     stop = asyncio.Event()
     task = asyncio.create_task(wakeup.listen_for_jobs(cfg.database, lambda: nudges.append(1), stop))
@@ -65,7 +63,7 @@ async def test_an_insert_wakes_the_worker_and_a_lost_session_is_replaced(
 
 
 async def test_a_session_checks_its_node_and_leaves_when_it_ends(db_dsn: str, pool: asyncpg.Pool) -> None:
-    cfg = config.load(environ={}, overrides={"database.dsn": db_dsn, "api.token": "t:t:t"})
+    cfg = configs.loaded({"database.dsn": db_dsn})
     async with listen.listening(cfg.database, listen.JOBS_CHANNEL, lambda: None) as session:
         await session.check(2.0)  # a primary that answers: nothing to leave
         assert not session.closed
@@ -78,9 +76,7 @@ async def test_a_node_that_takes_no_writes_is_left(db_dsn: str, pool: asyncpg.Po
     insert: the check says so, and the loop leaves it and says so as a warning."""
     name = await pool.fetchval("SELECT current_database()")
     await pool.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
-    cfg = config.load(
-        environ={}, overrides={"database.dsn": db_dsn, "database.listen_check_s": 0.2, "api.token": "t:t:t"}
-    )
+    cfg = configs.loaded({"database.dsn": db_dsn, "database.listen_check_s": 0.2})
     async with listen.listening(cfg.database, listen.JOBS_CHANNEL, lambda: None) as session:
         with pytest.raises(listen.ReadOnlyNode, match="no longer takes writes"):
             await session.check(2.0)

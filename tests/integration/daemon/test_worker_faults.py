@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import asyncpg
 
-from harvester import config, logs
+from harvester import logs
 from harvester.api.client import SpiderIQ
 from harvester.daemon.worker import Worker
 from harvester.db import admin
@@ -17,6 +17,7 @@ from harvester.db.jobs import PgJobStore
 from harvester.errors import DatabaseError
 from harvester.ports import Usage
 from harvester.scheduling.gate import Gate
+from tests.support import configs
 from tests.support.rows import one
 
 TOKEN = "wk:key:secret"
@@ -45,11 +46,9 @@ class LimiterWhoseDatabaseIsGone:
 async def test_database_error_while_waiting_for_a_slot_releases_the_job(db_dsn: str) -> None:
     stream = io.StringIO()
     logs.setup("json", "info", stream=stream)
-    cfg = config.load(
-        environ={},
-        overrides={
+    cfg = configs.loaded(
+        {
             "database.dsn": db_dsn,
-            "api.base_url": "http://127.0.0.1:9",
             "api.token": TOKEN,
             "server.enabled": False,
         },

@@ -30,15 +30,15 @@ from harvester.ports import Listed
 from harvester.scheduling import policy
 from harvester.scheduling.gate import Gate
 from harvester.sim import SimServer
+from tests.support import configs
 
 TOKEN = "disc:key:secret"
 SPEED = 50.0
 
 
 def make_config(dsn: str, base_url: str) -> config.Config:
-    return config.load(
-        environ={},
-        overrides={
+    return configs.loaded(
+        {
             "database.dsn": dsn,
             "api.base_url": base_url,
             "api.token": TOKEN,

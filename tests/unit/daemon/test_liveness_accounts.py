@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from harvester import config
 from harvester.daemon.lanes import Lane
 from harvester.daemon.liveness import Liveness
 from harvester.scheduling import brakes
 from harvester.scheduling.gate import Gate
-from tests.support import fakes
+from tests.support import configs, fakes
 
-CFG = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9", "api.token": "t:t:t"})
+CFG = configs.loaded()
 
 
 @dataclass

@@ -28,13 +28,10 @@ from harvester.api.outcomes import (
 from harvester.daemon.worker import Worker
 from harvester.scheduling import brakes
 from harvester.scheduling.gate import Gate
-from tests.support import fakes
+from tests.support import configs, fakes
 
-CFG = config.load(
-    environ={},
-    overrides={
-        "api.base_url": "http://127.0.0.1:9",
-        "api.token": "t:t:t",
+CFG = configs.loaded(
+    {
         "worker.shutdown_grace_s": 1.0,
         "worker.idle_poll_s": 0.05,
     },
@@ -216,10 +213,8 @@ async def test_a_database_failure_while_storing_is_retried_until_it_returns() ->
 
 
 async def test_the_loop_drains_a_mixed_queue() -> None:
-    quick = config.load(
-        environ={},
-        overrides={
-            "api.base_url": "http://127.0.0.1:9",
+    quick = configs.loaded(
+        {
             "polling.min_interval_s": 0.01,
             "worker.idle_poll_s": 0.05,
         },

@@ -6,14 +6,13 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
-from harvester import config
 from harvester.api.outcomes import AuthFailed, JobPage, ListedJob, Outcome, Transient
 from harvester.discovery.listing import UNHEALTHY_AFTER, Discovery
 from harvester.scheduling import policy
 from harvester.scheduling.gate import Gate
-from tests.support import fakes
+from tests.support import configs, fakes
 
-CFG = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9", "api.token": "t:t:t"})
+CFG = configs.loaded()
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
@@ -274,7 +273,7 @@ def test_the_gate_describes_discovery_for_readyz() -> None:
     assert gate.discovery_detail() == "event stream connected; list reconciles every 300 s"
     gate.stream_up, gate.discovery_healthy = False, False
     assert gate.discovery_detail() == "event stream down; list pages failing: direct polls only"
-    off = config.load(environ={}, overrides={"api.token": "t:t:t", "polling.events": "off"})
+    off = configs.loaded({"polling.events": "off"})
     assert Gate(off, fakes.FakeLimiter()).discovery_detail() == "list passes carry discovery"
 
 
@@ -282,9 +281,8 @@ async def test_a_pass_cut_short_by_list_max_pages_spreads_the_queued_defers() ->
     """More changed than list_max_pages pages hold: the starts on the unread pages are seen by no
     pass, so without the stream the jobs known queued get direct polls again."""
     parts = Parts()
-    cfg = config.load(
-        environ={},
-        overrides={"api.base_url": "http://127.0.0.1:9", "api.token": "t:t:t", "polling.list_max_pages": 1},
+    cfg = configs.loaded(
+        {"polling.list_max_pages": 1},
     )
     parts.discovery = Discovery(cfg, parts.store, parts.api, parts.gate, "t:t:t")
     job = parts.store.add(
@@ -301,9 +299,8 @@ async def test_a_queue_scan_reads_the_whole_queue_past_list_max_pages() -> None:
     """Three pages of queued jobs with list_max_pages = 1: each page renews 100 defers that would
     each cost a direct poll, so the scan reads all three."""
     parts = Parts()
-    cfg = config.load(
-        environ={},
-        overrides={"api.base_url": "http://127.0.0.1:9", "api.token": "t:t:t", "polling.list_max_pages": 1},
+    cfg = configs.loaded(
+        {"polling.list_max_pages": 1},
     )
     parts.discovery = Discovery(cfg, parts.store, parts.api, parts.gate, "t:t:t")
     queued = [uuid4() for _ in range(300)]

@@ -17,11 +17,11 @@ from uuid import uuid4
 import pytest
 from aiohttp import web
 
-from harvester import config, logs
+from harvester import logs
 from harvester.discovery.stream import EventStream
 from harvester.scheduling import policy
 from harvester.scheduling.gate import Gate
-from tests.support import fakes
+from tests.support import configs, fakes
 
 TOKEN = "cli_stream:sk_streamkey:secret_streamsecret"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,7 +71,7 @@ async def standin() -> AsyncIterator[StandIn]:
 def parts(url: str, **overrides: object) -> tuple[EventStream, fakes.FakeStreamStore, Gate]:
     values: dict[str, object] = {"api.base_url": url, "api.token": TOKEN, "speed": 30.0}
     values.update(overrides)
-    cfg = config.load(environ={}, overrides=values)
+    cfg = configs.loaded(values)
     store = fakes.FakeStreamStore()
     gate = Gate(cfg, fakes.FakeLimiter())
     return EventStream(cfg, store, gate, TOKEN), store, gate

@@ -7,11 +7,11 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from harvester import config
 from harvester.scheduling import policy
 from harvester.scheduling.durations import FORGET_RUNS, OVERDUE_MARGIN, OVERDUE_SAMPLES, DurationModel
+from tests.support import configs
 
-CFG = config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9", "api.token": "t:t:t"}).polling
+CFG = configs.loaded().polling
 MAPS = "spiderMaps"
 
 

@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 import pytest
 from structlog.testing import capture_logs
 
-from harvester import config
 from harvester.api import outcomes
 from harvester.config import Config
 from harvester.scheduling.gate import STREAM_POLL_FACTOR, Gate
+from tests.support import configs
 from tests.support.fakes import FakeLimiter
 
 
 def cfg_with(**overrides: object) -> Config:
-    return config.load(environ={}, overrides={"api.base_url": "http://127.0.0.1:9", **overrides})
+    return configs.loaded({**overrides})
 
 
 CFG = cfg_with()

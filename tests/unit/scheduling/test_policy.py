@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from harvester import config
 from harvester.config import PollingConfig
 from harvester.scheduling import policy
+from tests.support import configs
 
 CFG = PollingConfig()
 
@@ -155,7 +155,7 @@ def test_list_pass_interval_is_capped_by_staleness() -> None:
 
 def test_list_overlap_is_compared_in_api_time() -> None:
     """Durations are divided by speed, but the API's timestamps run at API time."""
-    scaled = config.load(environ={}, overrides={"speed": 30.0, "api.base_url": "http://127.0.0.1:1"}).polling
+    scaled = configs.loaded({"speed": 30.0, "api.base_url": "http://127.0.0.1:1"}).polling
     assert scaled.list_overlap_s == pytest.approx(5.0 / 30)
     assert policy.list_stop_at(1000.0, scaled) == pytest.approx(995.0)
     assert policy.list_stop_at(None, scaled) is None
