@@ -36,7 +36,7 @@ lint: venv
 	$(BIN)/lint-imports
 
 # sql/schema.sql: the schema the migrations build, dumped from a throwaway PostgreSQL 15 (after adding a
-# migration; tests/integration/test_schema_snapshot.py says when it is due).
+# migration; tests/integration/db/test_schema_snapshot.py says when it is due).
 schema: venv
 	$(BIN)/python -m tests.support.schema
 

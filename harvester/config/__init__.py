@@ -1,10 +1,10 @@
 """Configuration: a TOML file, then environment variables, then flags; later wins.
 
-Everything is validated here, at start-up, into the frozen dataclasses of ``config_types``; a bad or
+Everything is validated here, at start-up, into the frozen dataclasses of ``types``; a bad or
 unknown key is a ``ConfigError`` whose message names the key. Durations (keys ending in ``_s``) are
 divided by ``speed`` and ``requests_per_minute`` is multiplied by it, so the rest of the program
-only ever sees effective values. The environment layer is ``config_env`` and the accounts (tokens
-and per-account budgets) are ``config_accounts``; their public names are importable from here too,
+only ever sees effective values. The environment layer is ``env`` and the accounts (tokens
+and per-account budgets) are ``accounts``; their public names are importable from here too,
 which is where the rest of the program takes them from.
 """
 

@@ -3,7 +3,7 @@
 
 Also what every layer that reads raw values shares: the field types of a section, and the coercion
 of a TOML value or an environment string into one of them (or a ``ConfigError`` naming the key).
-Nothing here reads a file or the environment, so ``config``, ``config_env`` and ``config_accounts``
+Nothing here reads a file or the environment, so ``config``, ``env`` and ``accounts``
 can all import it.
 """
 

@@ -3,8 +3,8 @@
 ``decode`` turns the bytes of a ``/results`` answer into a JSON object (UTF-8 with an optional BOM,
 no NaN or infinities), ``document`` makes that object one PostgreSQL can hold (NULs removed, lone
 surrogates replaced, a valid ``job_id``), and ``normalize`` maps that object onto frozen row values
-for ``results`` and, by job type, for the spiderSite tables (``normalize_site``) or the spiderMaps
-tables (``normalize_maps``); ``region`` (``normalize.default_region``) is how phones written without
+for ``results`` and, by job type, for the spiderSite tables (``site``) or the spiderMaps
+tables (``maps``); ``region`` (``normalize.default_region``) is how phones written without
 ``+`` are read for their E.164 form (``phones``). Only an unusable body (not JSON, not an object,
 no valid ``job_id``) raises ``BodyError``; any other field of the wrong type becomes ``None``. No
 I/O happens here.
