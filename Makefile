@@ -14,17 +14,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Starts a throwaway PostgreSQL unless HARVESTER_TEST_DSN is set (tests/conftest.py). The fast tiers
-# (pure and single-process tests, a fresh database each) run on TEST_WORKERS processes at once (3 is
-# the quickest on two cores: 69 s against 103 s with 2 and 86 s with 4), each
-# with its own server; the end-to-end and field tiers measure rate limits and timings, so they run
-# one at a time, after. Every other directory under tests/ belongs to the second run.
+# Starts a throwaway PostgreSQL unless HARVESTER_TEST_DSN is set (tests/conftest.py). `make test`
+# runs in two parts. First, on TEST_WORKERS processes at once (3 is the quickest on two cores), each
+# with its own server: the fast tiers (unit, integration, hostile: `make test-fast`, the inner loop)
+# and the slower tests that assert no timing (the quick benchmarks, and the PgBouncer, roles,
+# reader and replica field tests, which start their own servers). Then, one at a time, every other
+# test: the e2e, field and chaos runs that measure rate limits and how soon something is noticed.
 TEST_WORKERS ?= 3
 FAST_TIERS := tests/unit tests/integration tests/hostile
+UNTIMED := tests/bench tests/field/test_pgbouncer.py tests/field/test_roles_cli.py \
+	tests/field/test_reader_downstream.py tests/field/test_read_replica.py
+PARALLEL := $(FAST_TIERS) $(UNTIMED)
 
 test: venv
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(FAST_TIERS) $(PYTEST_ARGS)
-	$(BIN)/python -m pytest tests $(addprefix --ignore=,$(FAST_TIERS)) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PARALLEL) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests $(addprefix --ignore=,$(PARALLEL)) $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(FAST_TIERS) $(PYTEST_ARGS)
