@@ -36,6 +36,7 @@ import asyncpg
 from bench.chaos.checks import diff, find_secrets, judge_states, read_logs, snapshot
 from bench.chaos.fleet import Fleet, daemon_env, harvester_command
 from harvester.daemon.run import migrate_with_retry
+from harvester.db import DB_OR_SQL_ERRORS
 from harvester.pgtemp import TempPostgres, free_port
 from harvester.sim import SimServer, submit_mix
 from harvester.sim.clock import SimClock
@@ -101,14 +102,16 @@ async def create_database(server_dsn: str, name: str) -> str:
 
 
 async def fetchval(dsn: str, sql: str, *args: Any) -> Any:
-    """One query on a fresh connection; ``None`` while the database is away (it restarts)."""
+    """One query on a fresh connection; ``None`` while the database is away (it restarts). A
+    connection the server drops mid-statement can also fail as the driver's "another operation is
+    in progress" (``InternalClientError``): ``DB_OR_SQL_ERRORS`` names it, as the daemon's do."""
     try:
         conn = await asyncpg.connect(dsn, timeout=2)
-    except (OSError, asyncpg.PostgresError, TimeoutError, asyncpg.InterfaceError):
+    except DB_OR_SQL_ERRORS:
         return None
     try:
         return await conn.fetchval(sql, *args, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError, asyncpg.InterfaceError):
+    except DB_OR_SQL_ERRORS:
         return None
     finally:
         with contextlib.suppress(Exception):
