@@ -145,6 +145,13 @@ class Fleet:
                 codes.append(await proc.wait())
         return codes
 
+    def kill_all(self) -> None:
+        """SIGKILL every live process: the driver failed, and no daemon may outlive it."""
+        for slot in self.slots:
+            if slot.process is not None and slot.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    slot.process.send_signal(signal.SIGKILL)
+
     def close(self) -> None:
         for out in self._files.values():
             out.close()

@@ -398,19 +398,24 @@ async def chaos_run(p: Params, pg: TempPostgres, log_dir: Path, ids_clean: list[
         fleet = Fleet(env, log_dir, p.processes, [free_port() for _ in range(p.processes)], rng)
         run.started = time.monotonic()
         run.note("fleet_started", processes=p.processes, jobs=len(ids))
-        await fleet.start_all()
-        stop = asyncio.Event()
-        script_task = asyncio.create_task(run_script(script(p, pg, dsn, sim, run), dsn, len(ids), stop))
-        side = [
-            asyncio.create_task(killer(fleet, p, rng, stop, run)),
-            asyncio.create_task(observer(fleet, dsn, stop, run)),
-        ]
-        drained = await until_drained(dsn, run.started + p.max_seconds, script_task)
-        stop.set()
-        await asyncio.gather(script_task, *side)
-        run.note("drained" if drained else "deadline_reached", kills=fleet.kills)
-        exit_codes = await fleet.stop_all()
-        fleet.close()
+        try:
+            await fleet.start_all()
+            stop = asyncio.Event()
+            script_task = asyncio.create_task(run_script(script(p, pg, dsn, sim, run), dsn, len(ids), stop))
+            side = [
+                asyncio.create_task(killer(fleet, p, rng, stop, run)),
+                asyncio.create_task(observer(fleet, dsn, stop, run)),
+            ]
+            drained = await until_drained(dsn, run.started + p.max_seconds, script_task)
+            stop.set()
+            await asyncio.gather(script_task, *side)
+            run.note("drained" if drained else "deadline_reached", kills=fleet.kills)
+            exit_codes = await fleet.stop_all()
+        except BaseException:
+            fleet.kill_all()  # a failed driver leaves no daemon behind, polling a database that is gone
+            raise
+        finally:
+            fleet.close()
         await capture_status(env, run)
         seconds = time.monotonic() - run.started
         stats = sim.stats(per_job=False)

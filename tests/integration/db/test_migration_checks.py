@@ -7,9 +7,7 @@ Tampering happens in a copy of sql/migrations (``tests/support/migrations.py``),
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,8 +16,8 @@ import pytest
 
 from harvester.db import migrate
 from harvester.errors import MigrationHistoryError, SchemaError
+from tests.support.commands import harvester as run_harvester
 from tests.support.migrations import add, copy_migrations, edit, migrate_until
-from tests.support.paths import ROOT
 from tests.support.roles import Logins, apply_roles, drop_logins, make_logins
 
 NEVER_EDITED = "a migration on main is never edited; a change is a new migration"
@@ -27,25 +25,9 @@ LEDGER = "SELECT version, checksum FROM harvester.schema_migrations ORDER BY ver
 
 
 def harvester(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
-    """``python -m harvester ARGS`` with a clean HARVESTER_* environment (and a token, which `run`
-    asks for before it looks at the database)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
-    env.update(
-        {
-            "HARVESTER_DSN": dsn,
-            "HARVESTER_SERVER__ENABLED": "false",
-            "HARVESTER_API_TOKEN": "a:b:c",
-        }
-    )
-    return subprocess.run(  # noqa: S603 - our own entry point
-        [sys.executable, "-m", "harvester", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    """``python -m harvester ARGS`` as scripts run it, with a token (``run`` asks for one before it
+    looks at the database)."""
+    return run_harvester(*args, dsn=dsn, env={"HARVESTER_API_TOKEN": "a:b:c"})
 
 
 async def ledger_of(dsn: str) -> list[tuple[str, str | None]]:
