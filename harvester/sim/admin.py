@@ -2,13 +2,15 @@
 
 ``POST /_sim/jobs`` creates many jobs at once for benchmarks and tests; ``POST /_sim/tokens`` adds,
 revokes, restores, deactivates or reactivates a credential; ``POST /_sim/faults`` changes the fault
-plan; ``POST /_sim/queue`` sets the busy queue's pace; ``GET /_sim/stats`` reports what was
-served; ``GET /_sim/jobs/{id}`` shows a job's internal state. Errors are ``400 {"detail": ...}``.
-Tokens are named by their ``client_id`` in answers.
+plan; ``POST /_sim/queue`` sets the busy queue's pace; ``POST /_sim/run-times`` the shape of new
+jobs' run times and the share of a run they report; ``GET /_sim/stats`` reports what was served;
+``GET /_sim/jobs/{id}`` shows a job's internal state. Errors are ``400 {"detail": ...}``. Tokens
+are named by their ``client_id`` in answers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from typing import Any
@@ -22,6 +24,8 @@ from harvester.sim.jobs import MAPS, OUTCOMES, SITE, Plan
 from harvester.sim.state import STATE_KEY, Credential, SimState
 
 MAX_BULK = 1_000_000
+# POST /_sim/run-times keys (the settings' names) -> RunTimes fields
+RUN_TIME_KEYS = {"run_time_shape": "shape", "run_time_sigma": "sigma", "processing_time_share": "share"}
 
 
 def bad(detail: str) -> web.Response:
@@ -202,6 +206,28 @@ async def get_queue(request: web.Request) -> web.Response:
     return json_response(200, {"starts_per_minute": request.app[STATE_KEY].queue_starts_per_minute})
 
 
+async def post_run_times(request: web.Request) -> web.Response:
+    """Change new jobs' run times at run time: any of ``run_time_shape``, ``run_time_sigma`` and
+    ``processing_time_share`` (``null``: reported as null). Jobs already created keep theirs."""
+    state = request.app[STATE_KEY]
+    try:
+        body = await _body(request)
+        unknown = sorted(set(body) - set(RUN_TIME_KEYS))
+        if unknown:
+            raise ValueError(f"unknown run-time key: {unknown[0]}")
+        run_times = dataclasses.replace(
+            state.run_times, **{RUN_TIME_KEYS[key]: value for key, value in body.items()}
+        )
+    except (ValueError, TypeError) as exc:
+        return bad(str(exc))
+    state.run_times = run_times
+    return json_response(200, run_times.describe())
+
+
+async def get_run_times(request: web.Request) -> web.Response:
+    return json_response(200, request.app[STATE_KEY].run_times.describe())
+
+
 async def get_stats(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     per_job = request.query.get("per_job", "1") not in ("0", "false", "no")
@@ -223,3 +249,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_sim/faults", post_faults)
     app.router.add_get("/_sim/queue", get_queue)
     app.router.add_post("/_sim/queue", post_queue)
+    app.router.add_get("/_sim/run-times", get_run_times)
+    app.router.add_post("/_sim/run-times", post_run_times)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import signal
 import sys
 from datetime import UTC, datetime
 
+from harvester.sim.jobs import RUN_CAP, SHAPES
 from harvester.sim.server import SimServer
 from harvester.sim.settings import DEFAULT_TOKEN, FaultSettings, SimSettings
 from harvester.sim.state import split_token
@@ -30,6 +32,18 @@ def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _reported_share(text: str) -> float | None:
+    if text.strip().lower() in ("null", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError("must be within (0, 1], or null")
     return value
 
 
@@ -74,6 +88,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_share,
         default=0.02,
         help="share of jobs the user cancels (default 0.02)",
+    )
+    add(
+        "--run-time-shape",
+        choices=SHAPES,
+        default="uniform",
+        help="how run times spread within a type's range: uniform, or lognormal with the range's "
+        f"midpoint as median (heavy-tailed, capped at {RUN_CAP:g}x it) (default uniform)",
+    )
+    add("--run-time-sigma", type=_positive, default=1.0, help="sigma of lognormal run times (default 1)")
+    add(
+        "--processing-time-share",
+        type=_reported_share,
+        default=1.0,
+        metavar="S",
+        help="share of a job's run that its processing time reports, 0 < S <= 1, or null to report "
+        "null (default 1)",
     )
     add("--jobs", type=int, default=0, help="create N jobs at start-up for the first token")
     add(
@@ -204,6 +234,9 @@ def settings_from(args: argparse.Namespace) -> SimSettings:
         fail_rate=args.fail_rate,
         cancel_rate=args.cancel_rate,
         revoked_status=args.revoked_status,
+        run_time_shape=args.run_time_shape,
+        run_time_sigma=args.run_time_sigma,
+        processing_time_share=args.processing_time_share,
         variants=not args.no_variants,
         initial_jobs=args.jobs,
         epoch=args.epoch,

@@ -1,17 +1,27 @@
 """Simulated jobs and their lifecycle over simulated time.
 
 A job's whole future is drawn when it is created, from a generator seeded by (seed, job_id): its
-queue wait, its processing time and its outcome (completed, failed, or cancelled by the user). Its
-status at any instant is then a pure function of the clock, so nothing runs in the background; a
+queue wait, its run time and its outcome (completed, failed, or cancelled by the user). Its status
+at any instant is then a pure function of the clock, so nothing runs in the background; a
 ``DELETE`` only moves the cancellation earlier. ``updated_at`` is the time of the last transition.
+
+SpiderIQ's documentation says neither what ``processing_time_seconds`` covers nor how run times
+spread, so :class:`RunTimes` holds the answers the simulator can give: the shape of runs within a
+type's range (``uniform``, the default; or ``lognormal`` with the range's midpoint as median: most
+runs light, a few deep ones 10-20 times longer, capped) and the share of its run a job reports
+(1.0 by default; ``None`` reports null), fixed when the job is created. A lognormal run is the same
+single uniform draw mapped through the lognormal's quantile function, so a job keeps its quantile
+and every other draw of its life (wait, outcome, worker) whatever the shape.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from statistics import NormalDist
+from typing import Any, Literal
 
 SITE, MAPS = "spiderSite", "spiderMaps"
 KNOWN_TYPES = (
@@ -42,6 +52,65 @@ FAILURE_MESSAGES = (
     "Google Maps returned no parseable listing (captcha challenge)",
 )
 
+Shape = Literal["uniform", "lognormal"]
+SHAPES: tuple[Shape, ...] = ("uniform", "lognormal")
+# A lognormal run lies within [median / RUN_CAP, median * RUN_CAP]: with sigma 1 about one run in
+# 9,000 reaches the cap (a 20 s site crawl: at most 800 s), well above the 10-20x deep crawls.
+RUN_CAP = 40.0
+_NORMAL = NormalDist()
+
+
+@dataclass(frozen=True, slots=True)
+class RunTimes:
+    """The run-time shape, its sigma (lognormal only) and the reported share of a run."""
+
+    shape: Shape = "uniform"
+    sigma: float = 1.0
+    share: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError("run_time_shape must be 'uniform' or 'lognormal'")
+        if isinstance(self.sigma, bool) or not isinstance(self.sigma, int | float):
+            raise ValueError("run_time_sigma must be a number")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError("run_time_sigma must be a positive number")
+        share = self.share
+        if share is not None and (
+            isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 < share <= 1.0
+        ):
+            raise ValueError("processing_time_share must be within (0, 1], or null")
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "run_time_shape": self.shape,
+            "run_time_sigma": self.sigma,
+            "processing_time_share": self.share,
+        }
+
+
+DOCUMENTED = RunTimes()  # the default: uniform runs, the whole run reported
+
+
+def draw_run(rng: random.Random, lo: float, hi: float, shape: str, sigma: float) -> float:
+    """One run time from ``rng``, consuming exactly one ``rng.random()`` whatever the shape.
+
+    ``uniform`` is ``rng.uniform(lo, hi)`` exactly; ``lognormal`` has median ``(lo + hi) / 2``
+    and is clamped to ``RUN_CAP`` times it (or a ``RUN_CAP``-th of it)."""
+    if shape == "uniform":
+        return rng.uniform(lo, hi)
+    median = (lo + hi) / 2
+    u = rng.random()
+    z = _NORMAL.inv_cdf(u) if u > 0.0 else -math.inf
+    # Clamped in log space: a large sigma cannot overflow, and a zero median stays zero.
+    bound = math.log(RUN_CAP)
+    return median * math.exp(min(max(sigma * z, -bound), bound))
+
+
+def reported(run_s: float, share: float | None) -> float | None:
+    """The processing time a finished job reports for a run of ``run_s`` seconds (one decimal)."""
+    return None if share is None else round(share * run_s, 1)
+
 
 @dataclass(slots=True)
 class Job:
@@ -59,6 +128,7 @@ class Job:
     worker_id: str
     error_message: str | None
     cancel_at: float | None = None
+    reported_share: float | None = 1.0
     running_label: bool = False
     naive_timestamps: bool = False
     fetches: int = 0
@@ -87,9 +157,10 @@ class Job:
         return self.finished_at()
 
     def processing_time(self) -> float | None:
-        """Seconds the worker spent; None if it never started."""
+        """The reported seconds: ``reported_share`` of the worker's run; None if it never started
+        or the share is None (reported as null)."""
         end = self.finished_at()
-        return None if end <= self.start_at else round(end - self.start_at, 1)
+        return None if end <= self.start_at else reported(end - self.start_at, self.reported_share)
 
     def cancel(self, now: float) -> None:
         self.cancel_at = now
@@ -107,6 +178,7 @@ class Job:
             "end_at": self.end_at,
             "outcome": self.outcome,
             "cancel_at": self.cancel_at,
+            "processing_time_share": self.reported_share,
             "worker_id": self.worker_id,
             "error_message": self.error_message,
             "running_label": self.running_label,
@@ -120,7 +192,9 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """How a new job should behave; ``None`` fields are drawn from the settings' ranges."""
+    """How a new job should behave; ``None`` fields are drawn from the settings' ranges.
+
+    A ``duration_s`` given here is drawn uniformly within it, whatever the run-time shape."""
 
     duration_s: tuple[float, float] | None = None
     outcome: str | None = None
@@ -152,18 +226,23 @@ def plan_job(
     plan: Plan,
     variants: bool,
     not_before: float | None = None,
+    run_times: RunTimes = DOCUMENTED,
 ) -> Job:
     """Draw a job's future deterministically from (seed, job_id) and the knobs given.
 
     ``not_before`` is the earliest simulated instant a busy queue lets the job start; its wait then
-    grows, the rest of its draws do not change."""
+    grows, the rest of its draws do not change. ``run_times`` shapes a run drawn from ``duration``
+    (not one the plan gives) and sets the share of it the job reports; the run takes one draw
+    whatever the shape, so the job's other draws do not change either."""
     rng = job_rng(seed, job_id, "life")
     created = now - plan.start_offset_s
     wait = rng.uniform(*queue_wait)
     if not_before is not None:
         wait = max(wait, not_before - created)
-    lo, hi = plan.duration_s if plan.duration_s is not None else duration
-    run = rng.uniform(lo, hi)
+    if plan.duration_s is not None:
+        run = rng.uniform(*plan.duration_s)
+    else:
+        run = draw_run(rng, *duration, run_times.shape, run_times.sigma)
     draw = rng.random()
     outcome = plan.outcome
     if outcome is None:
@@ -197,6 +276,7 @@ def plan_job(
         worker_id=worker,
         error_message=error,
         cancel_at=cancel_at,
+        reported_share=run_times.share,
         running_label=variants and rng.random() < 0.1,
         naive_timestamps=variants and rng.random() < 0.05,
     )

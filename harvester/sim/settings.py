@@ -1,13 +1,17 @@
 """Settings of one simulator instance: a frozen value built from flags or by tests.
 
 Everything that shapes the simulated API lives here: accepted credentials, the rate limit, the job
-durations and outcome rates, the seed and the fault shares that apply from start-up. Faults can be
-changed later at run time through ``POST /_sim/faults``; the rest is fixed for the life of the app.
+durations, their shape and the share of a run the reported processing time covers, outcome rates,
+the seed and the fault shares that apply from start-up. Faults can be changed later at run time
+through ``POST /_sim/faults``, the queue's pace through ``POST /_sim/queue`` and the run times
+through ``POST /_sim/run-times``; the rest is fixed for the life of the app.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from harvester.sim.jobs import RunTimes, Shape
 
 DEFAULT_TOKEN = "demo:demo:demo"  # noqa: S105 - the documented demo credential
 
@@ -64,6 +68,12 @@ class SimSettings:
     site_duration_s: tuple[float, float] = (10.0, 30.0)
     maps_duration_s: tuple[float, float] = (30.0, 90.0)
     other_duration_s: tuple[float, float] = (3.0, 10.0)
+    # Run times within those ranges: "uniform", or "lognormal" with the range's midpoint as median
+    # and this sigma (heavy-tailed, capped); see harvester.sim.jobs.
+    run_time_shape: Shape = "uniform"
+    run_time_sigma: float = 1.0
+    # The share of a run that the reported processing time covers (None: reported as null).
+    processing_time_share: float | None = 1.0
     revoked_status: int = 401
     variants: bool = True
     initial_jobs: int = 0
@@ -92,3 +102,7 @@ class SimSettings:
             raise ValueError("queue_starts_per_minute must be positive")
         if self.heartbeat_s <= 0 or self.stream_tick_s <= 0:
             raise ValueError("heartbeat_s and stream_tick_s must be positive")
+        self.run_times()  # refuses a bad shape, sigma or share
+
+    def run_times(self) -> RunTimes:
+        return RunTimes(self.run_time_shape, self.run_time_sigma, self.processing_time_share)

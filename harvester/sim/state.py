@@ -4,7 +4,8 @@ One :class:`SimState` per application, reachable as ``app[STATE_KEY]`` and as ``
 Handlers and admin endpoints change it; tests may poke it directly. Credentials are keyed by the
 full token, but only the ``client_id`` part is ever shown (stats, admin answers), never the secret
 parts. ``hub`` is the event stream's hub (:mod:`harvester.sim.hub`); ``queue_starts_per_minute``
-is the busy queue's pace (None = unlimited).
+is the busy queue's pace (None = unlimited); ``run_times`` the shape of new jobs' runs and the share
+of a run they report (:mod:`harvester.sim.jobs`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class SimState:
         self._dedup: dict[tuple[str, str, str], str] = {}
         self.hub = EventHub(clock, self.jobs, settings.seed, settings.variants)
         self.queue_starts_per_minute = settings.queue_starts_per_minute
+        self.run_times = settings.run_times()
         self._queue_free_at: float | None = None
         for token in settings.tokens:
             self.add_credential(token)
@@ -130,6 +132,7 @@ class SimState:
             plan=plan or Plan(),
             variants=s.variants,
             not_before=self._queue_free_at if rate else None,
+            run_times=self.run_times,
         )
         if rate:
             # A busy queue: the next job (FIFO by creation) starts no sooner than one slot later.

@@ -1,4 +1,5 @@
-"""The quick events benchmark produces its table and JSON, and a failing daemon fails it.
+"""The quick events benchmark produces its table and JSON, on the documented run times and on another
+shape, and a failing daemon fails it.
 
 Only the shape is checked: benchmark figures are measurements, never timed assertions.
 """
@@ -18,6 +19,7 @@ import pytest
 from bench import events
 from bench.common import BenchFailed
 from harvester.daemon import run as daemon
+from harvester.sim import SimSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = {
@@ -46,6 +48,29 @@ def test_every_load_shows_the_account_s_other_jobs_and_the_same_schedule_for_eve
         assert [a.at_s for a in arrivals] == sorted(a.at_s for a in arrivals)
 
 
+def test_the_documented_shape_plans_the_runs_it_always_ran_and_a_shape_is_keyed_by_its_name() -> None:
+    budget = events.QUICK[1]
+    documented = events.plan_runs(events.QUICK, budget, True, (events.DOCUMENTED,))
+    assert [(key, engine, reserve) for key, _, engine, reserve, _ in documented] == [
+        *((load.name, e, 0.0) for load in events.QUICK for e in load.engines),
+        ("budget_reserve", "sse", events.RESERVE_PER_MIN),
+    ]
+    shaped = events.plan_runs(events.QUICK, budget, False, ("documented", "heavy-tailed"))
+    assert [key for key, *_ in shaped][-3:] == ["budget@heavy-tailed"] * 3
+    assert {shape for *_, shape in shaped} == {"documented", "heavy-tailed"}
+
+
+def test_every_shape_is_valid_simulator_settings_and_documented_is_its_default() -> None:
+    assert events.SHAPES[events.DOCUMENTED] == {}
+    for overrides in events.SHAPES.values():
+        described = SimSettings(**overrides).run_times().describe()
+        assert {key: described[key] for key in overrides} == overrides
+    assert events.parse_shapes("heavy-tailed, documented,heavy-tailed") == ("heavy-tailed", "documented")
+    for bad in ("", "pareto", "documented,pareto"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected one or more of documented,"):
+            events.parse_shapes(bad)
+
+
 @pytest.mark.slow
 def test_quick_events_bench_writes_the_table_and_json(pg_server: str, tmp_path: Path) -> None:
     done = subprocess.run(  # noqa: S603 - fixed argv: this interpreter and the bench package
@@ -70,7 +95,48 @@ def test_quick_events_bench_writes_the_table_and_json(pg_server: str, tmp_path: 
     assert report["loads"]["light"]["off"]["stream_connections"] == 0
     assert report["loads"]["budget_reserve"]["reserve_per_minute"] == events.RESERVE_PER_MIN
     assert len(report["table"]["rows"]) == 7
+    assert [row[0] for row in report["table"]["rows"]][:3] == ["light / sse", "light / off", "light / seed"]
+    assert (
+        report["conditions"]["shapes"] == {"documented": {}}
+        and report["command"] == "python -m bench events --quick"
+    )
     assert report["checks"]
+
+
+@pytest.mark.slow
+def test_quick_events_bench_runs_a_load_on_another_run_time_shape(pg_server: str, tmp_path: Path) -> None:
+    argv = [
+        "--quick",
+        "--loads",
+        "budget",
+        "--shape",
+        "heavy-tailed-half",
+        "--dsn",
+        pg_server,
+        "--out",
+        str(tmp_path),
+    ]
+    done = subprocess.run(  # noqa: S603 - fixed argv: this interpreter and the bench package
+        [sys.executable, "-m", "bench", "events", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "budget@heavy-tailed-half / sse" in done.stdout
+    report = json.loads((tmp_path / "events.json").read_text())
+    assert report["command"] == "python -m bench events --quick --loads budget --shape heavy-tailed-half"
+    assert report["conditions"]["shapes"] == {"heavy-tailed-half": events.SHAPES["heavy-tailed-half"]}
+    assert set(report["loads"]) == {"budget@heavy-tailed-half"}
+    entry = report["loads"]["budget@heavy-tailed-half"]
+    assert entry["shape"] == "heavy-tailed-half" and entry["load"]["name"] == "budget"
+    for engine in events.ENGINES:
+        assert set(entry[engine]) >= FIGURES and entry[engine]["jobs"] > 0
+    labels = [row[0] for row in report["table"]["rows"]]
+    assert labels == [f"budget@heavy-tailed-half / {engine}" for engine in events.ENGINES]
+    assert {check["load"] for check in report["checks"]} == {"budget@heavy-tailed-half"}
 
 
 @pytest.mark.slow

@@ -149,3 +149,73 @@ def test_stream_and_queue_flags_reach_the_settings() -> None:
     assert (f.stream_multiline, f.stream_retry_ms) == (0.2, 3000)
     defaults = settings_from(parse())
     assert defaults.queue_starts_per_minute is None and defaults.faults.stream_refuse is None
+
+
+def test_run_time_flags_reach_the_settings() -> None:
+    defaults = settings_from(parse())
+    assert (defaults.run_time_shape, defaults.run_time_sigma, defaults.processing_time_share) == (
+        "uniform",
+        1.0,
+        1.0,
+    )
+    shaped = settings_from(
+        parse("--run-time-shape", "lognormal", "--run-time-sigma", "0.8", "--processing-time-share", "0.5")
+    )
+    assert (shaped.run_time_shape, shaped.run_time_sigma, shaped.processing_time_share) == (
+        "lognormal",
+        0.8,
+        0.5,
+    )
+    assert settings_from(parse("--processing-time-share", "null")).processing_time_share is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--processing-time-share", "0"],
+            "argument --processing-time-share: must be within (0, 1], or null",
+        ),
+        (
+            ["--processing-time-share", "1.5"],
+            "argument --processing-time-share: must be within (0, 1], or null",
+        ),
+        (
+            ["--processing-time-share", "half"],
+            "argument --processing-time-share: must be within (0, 1], or null",
+        ),
+        (["--run-time-shape", "pareto"], "argument --run-time-shape: invalid choice: 'pareto'"),
+        (["--run-time-sigma", "-1"], "argument --run-time-sigma: must be positive"),
+    ],
+)
+def test_bad_run_time_flags_are_usage_errors_that_say_why(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse(*argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+async def test_a_sigma_the_settings_refuse_exits_2_with_the_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert await serve(parse("--port", "0", "--run-time-sigma", "inf")) == 2
+    assert capsys.readouterr().err == "harvester sim: run_time_sigma must be a positive number\n"
+
+
+async def test_the_command_refuses_a_bad_share_with_exit_2() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "harvester.sim",
+        "--port",
+        "0",
+        "--processing-time-share",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=20)
+    assert proc.returncode == 2 and out == b""
+    assert b"argument --processing-time-share: must be within (0, 1], or null" in err

@@ -294,6 +294,20 @@ async def test_job_id_filter(sim: SimServer, clock: ManualClock, http: aiohttp.C
     assert first != second
 
 
+@pytest.mark.parametrize(("share", "expected"), [(0.5, 10.0), (None, None)])
+async def test_job_completed_reports_the_share_of_the_run(
+    clock: ManualClock, http: aiohttp.ClientSession, share: float | None, expected: float | None
+) -> None:
+    async with SimServer(clock=clock, **settings(processing_time_share=share)) as sim:
+        resp, stream = await open_stream(http, url(sim))
+        async with resp:
+            job_id = await new_job(http, sim, duration_s=20, outcome="completed")
+            clock.advance(100.0)
+            seen = await stream.until(lambda e: e.event == "job.completed" and e.data["job_id"] == job_id)
+    assert set(seen[-1].data) == {"job_id", "processing_time", "results_count"}
+    assert seen[-1].data["processing_time"] == expected
+
+
 # faults ------------------------------------------------------------------------------------------
 
 
