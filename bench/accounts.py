@@ -34,6 +34,7 @@ import math
 import os
 import random
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -129,6 +130,9 @@ def schedule(run: Run, seed: int) -> list[Arrival]:
 # ---------------------------------------------------------------- the replicas
 
 
+READY_WITHIN_S = 120.0  # python start-up and the first database connection, on a loaded machine
+
+
 class Replicas:
     """``REPLICAS`` ``harvester run`` processes on one database, every account in each."""
 
@@ -154,20 +158,59 @@ class Replicas:
         self.procs: list[asyncio.subprocess.Process] = []
 
     async def start(self) -> None:
-        for n in range(REPLICAS):
-            with (self.log_dir / f"replica-{n}.log").open("wb") as out:
-                self.procs.append(
-                    await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        "-m",
-                        "harvester",
-                        "run",
-                        env={**self.env, "HARVESTER_WORKER__WORKER_ID": f"replica-{n}"},
-                        cwd=str(ROOT),
-                        stdout=out,
-                        stderr=asyncio.subprocess.STDOUT,
+        """Start every replica and wait until each says it is up (``READY=1`` on its systemd
+        notify socket, as under systemd) or has exited: the run's clock must not start while a
+        replica is still importing, or one that fails at start-up would be stopped as if it had
+        run (a loaded machine took longer than a quick run lasts)."""
+        sockets: list[socket.socket] = []
+        try:
+            for n in range(REPLICAS):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                path = self.log_dir / f"notify-{n}.sock"
+                sock.bind(str(path))
+                sock.setblocking(False)
+                sockets.append(sock)
+                with (self.log_dir / f"replica-{n}.log").open("wb") as out:
+                    self.procs.append(
+                        await asyncio.create_subprocess_exec(
+                            sys.executable,
+                            "-m",
+                            "harvester",
+                            "run",
+                            env={
+                                **self.env,
+                                "HARVESTER_WORKER__WORKER_ID": f"replica-{n}",
+                                "NOTIFY_SOCKET": str(path),
+                            },
+                            cwd=str(ROOT),
+                            stdout=out,
+                            stderr=asyncio.subprocess.STDOUT,
+                        )
                     )
-                )
+            async with asyncio.timeout(READY_WITHIN_S):
+                ups = (self._up(proc, sock) for proc, sock in zip(self.procs, sockets, strict=True))
+                await asyncio.gather(*ups)
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    @staticmethod
+    async def _up(proc: asyncio.subprocess.Process, sock: socket.socket) -> None:
+        """Until the replica sends READY=1 or exits."""
+        loop = asyncio.get_running_loop()
+        exited = asyncio.create_task(proc.wait())
+        try:
+            while not exited.done():
+                said = asyncio.create_task(loop.sock_recv(sock, 4096))
+                await asyncio.wait({said, exited}, return_when=asyncio.FIRST_COMPLETED)
+                if said.done():
+                    if b"READY=1" in said.result().split(b"\n"):
+                        return
+                else:
+                    said.cancel()
+        finally:
+            if not exited.done():
+                exited.cancel()
 
     def early_exit(self) -> tuple[int, int] | None:
         """(replica, exit code) of a replica that ended before it was told to."""
