@@ -30,6 +30,7 @@ from tests.support.e2e import (
 
 pytestmark = pytest.mark.slow
 SPEED = 40.0
+ON_THE_WIRE_S = 0.1  # the answers to requests sent before the first 401 came back
 
 
 @contextlib.asynccontextmanager
@@ -79,7 +80,15 @@ async def test_revoked_credential_changes_no_job_until_restored(db_dsn: str) -> 
                 f"{len(sent)} (all 401) in the next {4 * recheck_s:.0f} s"
             )
             assert after == before
-            assert len(after_refusal) <= 3, f"{len(after_refusal)} requests right after the first 401"
+            # Requests already sent when the first 401 was answered cannot be recalled: up to
+            # max_in_flight of them, answered within moments of it (8 within 5 ms in one run,
+            # after an idle spell left the limiter its burst). Once the daemon has read the 401,
+            # nothing more goes out before the recheck probe, a second away, but for a list page
+            # that was already waiting for its slot.
+            in_flight = cfg.rate_limit.max_in_flight
+            late = requests.between(refused_at + ON_THE_WIRE_S, refused_at + 0.5)
+            assert len(after_refusal) <= in_flight + 1, f"{len(after_refusal)} requests after the first 401"
+            assert len(late) <= 1, f"{len(late)} requests sent after the daemon had the 401"
             assert "pending" in after.values()
             assert {outcome for _, _, outcome in sent} <= {"401"}
             # one probe per recheck interval (the window's two ends included); a list page that
