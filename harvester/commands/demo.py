@@ -17,7 +17,6 @@ from typing import Any
 from uuid import UUID
 
 from harvester import config, db, logs
-from harvester.daemon import run as daemon
 from harvester.db import admin
 from harvester.db import demo as reads
 from harvester.errors import DatabaseError
@@ -61,6 +60,10 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _harvest(args: argparse.Namespace, dsn: str, sim: Any, started: float) -> int:
+    # The daemon's modules load only for the commands that run it: every other command starts
+    # without them (they pull in the HTTP client and the loops: a third of a second).
+    from harvester.daemon import run as daemon
+
     cfg = config.load(
         environ={},
         overrides={
